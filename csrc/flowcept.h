@@ -54,6 +54,8 @@ uint32_t fc_version(void);
 #define FC_FLAG_PAYLOAD_MSGPACK 1  /* payload is a msgpack map */
 #define FC_FLAG_FROM_SPOOL 2       /* record was spilled and replayed */
 #define FC_FLAG_C_API 4            /* captured by the C API */
+#define FC_FLAG_WORKFLOW 8         /* not a task: a workflow description
+                                      (task_id 0, payload: msgpack map) */
 
 typedef struct fc_task_record {
     uint64_t task_id;      /* unique within workflow_id: (origin << 40) | seq */
@@ -143,12 +145,13 @@ int fc_ring_push(fc_ring *ring, const fc_task_record *rec,
                  const void *payload, uint32_t payload_len);
 
 /* Same as fc_ring_push with the record given field by field (cheaper to
- * call from Python through cffi than building a struct).  payload_off = 0. */
+ * call from Python through cffi than building a struct; `const char *` so
+ * cffi passes a Python bytes object without a copy).  payload_off = 0. */
 int fc_ring_push_task(fc_ring *ring, uint64_t task_id, uint64_t parent_id,
                       uint64_t workflow_id, int64_t start_ns, int64_t end_ns,
                       uint32_t rank, uint32_t thread_id, uint32_t activity_id,
                       uint16_t status, uint16_t flags,
-                      const void *payload, uint32_t payload_len);
+                      const char *payload, uint32_t payload_len);
 
 /* Ring statistics (monotonic counters read from shared memory). */
 typedef struct fc_ring_stats {
