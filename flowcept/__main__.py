@@ -1,0 +1,5 @@
+import sys
+
+from flowcept.cli import main
+
+sys.exit(main())

@@ -1,0 +1,269 @@
+"""The Python capture API: @flowcept_task, FlowceptTask, FlowceptLoop.
+
+Per call the decorator reads the clock twice, takes a task id, links the
+parent through a ContextVar (per thread, per asyncio task), encodes
+used/generated with msgpack and pushes one record into the ring through a
+single cffi call.  With capture disabled in the environment at decoration
+time (FLOWCEPT_ENABLED=0) the decorator returns the function unchanged.
+"""
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import os
+from time import time_ns
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+
+from flowcept import runtime
+from flowcept.layout import FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED
+from flowcept.payload import encode
+
+# Task id of the innermost open task of this thread / asyncio task (0: none).
+current_task_id: contextvars.ContextVar[int] = contextvars.ContextVar("flowcept_task", default=0)
+
+
+def _disabled_by_env() -> bool:
+    return os.environ.get("FLOWCEPT_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
+
+
+def _generated(result: Any, output_names: Optional[Sequence[str]]) -> Any:
+    if output_names:
+        if len(output_names) == 1:
+            return {output_names[0]: result}
+        if isinstance(result, (tuple, list)) and len(result) == len(output_names):
+            return dict(zip(output_names, result))
+    if result is None or isinstance(result, dict):
+        return result
+    return {"return": result}
+
+
+def _error_doc(exc: BaseException) -> Dict[str, str]:
+    return {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)[:1000]}
+
+
+def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str] = None,
+                  output_names: Optional[Sequence[str]] = None, tags: Optional[Sequence[str]] = None,
+                  custom_metadata: Optional[dict] = None, capture_args: Optional[bool] = None):
+    """Decorates a function (sync or async) so that each call is a task record.
+
+    ``used`` holds the bound arguments (``self``/``cls`` left out),
+    ``generated`` the return value (a dict as is, named by ``output_names``,
+    else ``{"return": value}``).  An exception is recorded with status ERROR
+    and re-raised.  ``tags`` and ``custom_metadata`` go into every record.
+    """
+    if func is None:
+        return functools.partial(flowcept_task, activity_id=activity_id, output_names=output_names,
+                                 tags=tags, custom_metadata=custom_metadata, capture_args=capture_args)
+    if _disabled_by_env():
+        return func
+    activity = activity_id or func.__name__
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    simple = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY) for p in params)
+    names = [p.name for p in params]
+    skip_first = bool(names) and names[0] in ("self", "cls")
+    extra = {}
+    if tags:
+        extra["tags"] = list(tags)
+    if custom_metadata:
+        extra["custom_metadata"] = dict(custom_metadata)
+    sig = inspect.signature(func) if params else None
+
+    def used_of(args, kwargs):
+        if not args:
+            return kwargs
+        if simple and len(args) <= len(names):
+            used = dict(zip(names, args))
+            if kwargs:
+                used.update(kwargs)
+        else:
+            try:
+                bound = sig.bind(*args, **kwargs)
+                used = dict(bound.arguments)
+            except (TypeError, AttributeError):
+                used = {f"arg_{i}": a for i, a in enumerate(args)}
+                used.update(kwargs)
+        if skip_first:
+            used.pop(names[0], None)
+        return used
+
+    want_args = capture_args
+
+    def finish(s, tid, parent, start, args, kwargs, result, exc):
+        end = time_ns()
+        if want_args is False or (want_args is None and not s.config.capture_args):
+            doc = dict(extra)
+        else:
+            doc = {"used": used_of(args, kwargs)}
+            if exc is None:
+                gen = _generated(result, output_names)
+                if gen is not None:
+                    doc["generated"] = gen
+            if extra:
+                doc.update(extra)
+        if exc is not None:
+            doc["error"] = _error_doc(exc)
+        data = encode(doc)
+        s.push(tid, parent, start, end, activity, STATUS_FINISHED if exc is None else STATUS_ERROR,
+               data, FLAG_PAYLOAD_MSGPACK)
+
+    if inspect.iscoroutinefunction(func):
+        @functools.wraps(func)
+        async def async_wrapper(*args, **kwargs):
+            s = runtime._session or runtime.ensure_session()
+            if s is None:
+                return await func(*args, **kwargs)
+            parent = current_task_id.get()
+            tid = s.origin_bits | next(s.counter)
+            token = current_task_id.set(tid)
+            start = time_ns()
+            try:
+                result = await func(*args, **kwargs)
+            except BaseException as e:
+                current_task_id.reset(token)
+                finish(s, tid, parent, start, args, kwargs, None, e)
+                raise
+            current_task_id.reset(token)
+            finish(s, tid, parent, start, args, kwargs, result, None)
+            return result
+        async_wrapper.__flowcept_activity__ = activity
+        return async_wrapper
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        s = runtime._session or runtime.ensure_session()
+        if s is None:
+            return func(*args, **kwargs)
+        parent = current_task_id.get()
+        tid = s.origin_bits | next(s.counter)
+        token = current_task_id.set(tid)
+        start = time_ns()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as e:
+            current_task_id.reset(token)
+            finish(s, tid, parent, start, args, kwargs, None, e)
+            raise
+        current_task_id.reset(token)
+        finish(s, tid, parent, start, args, kwargs, result, None)
+        return result
+
+    wrapper.__flowcept_activity__ = activity
+    return wrapper
+
+
+class FlowceptTask:
+    """A task for a block of code::
+
+        with FlowceptTask("solve", used={"n": n}) as task:
+            x = solve(n)
+            task.end(generated={"x": x})     # optional; ends at block exit
+    """
+
+    def __init__(self, activity_id: str, used: Optional[dict] = None, tags: Optional[Sequence[str]] = None,
+                 custom_metadata: Optional[dict] = None):
+        self.activity_id = activity_id
+        self.used = used
+        self.tags = tags
+        self.custom_metadata = custom_metadata
+        self.generated = None
+        self.task_id = 0
+        self._session = None
+        self._done = False
+
+    def begin(self) -> "FlowceptTask":
+        s = self._session = runtime._session or runtime.ensure_session()
+        if s is not None:
+            self.parent_id = current_task_id.get()
+            self.task_id = s.next_task_id()
+            self._token = current_task_id.set(self.task_id)
+            self.start_ns = time_ns()
+        return self
+
+    __enter__ = begin
+
+    def end(self, generated: Optional[dict] = None, status: int = STATUS_FINISHED,
+            error: Optional[BaseException] = None) -> None:
+        if generated is not None:
+            self.generated = generated
+        s = self._session
+        if s is None or self._done:
+            return
+        self._done = True
+        end = time_ns()
+        try:
+            current_task_id.reset(self._token)
+        except ValueError:  # ended in another context: leave the var alone
+            pass
+        doc: Dict[str, Any] = {}
+        if self.used is not None:
+            doc["used"] = self.used
+        if self.generated is not None:
+            doc["generated"] = self.generated
+        if self.tags:
+            doc["tags"] = list(self.tags)
+        if self.custom_metadata:
+            doc["custom_metadata"] = dict(self.custom_metadata)
+        if error is not None:
+            doc["error"] = _error_doc(error)
+            status = STATUS_ERROR
+        s.push(self.task_id, self.parent_id, self.start_ns, end, self.activity_id, status, encode(doc))
+
+    def __exit__(self, exc_type, exc, tb):
+        self.end(error=exc)
+        return False
+
+
+class FlowceptLoop:
+    """Iterates and records the loop as a task and each iteration as its child::
+
+        for epoch in FlowceptLoop(range(10), loop_name="train", item_name="epoch"):
+            ...
+
+    ``loop.end_iter(generated={...})`` attaches outputs to the current iteration.
+    """
+
+    def __init__(self, items: Iterable, loop_name: str = "loop", item_name: str = "item",
+                 capture_items: bool = True):
+        self.items = items
+        self.loop_name = loop_name
+        self.item_name = item_name
+        self.capture_items = capture_items
+        self._iter_task: Optional[FlowceptTask] = None
+        self._iter_generated: Optional[dict] = None
+
+    def end_iter(self, generated: dict) -> None:
+        self._iter_generated = generated
+
+    def __iter__(self):
+        try:
+            total = len(self.items)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+        loop = FlowceptTask(self.loop_name, used={"items": total} if total is not None else None)
+        loop.begin()
+        count = 0
+        exc: Optional[BaseException] = None
+        try:
+            for i, item in enumerate(self.items):
+                used = {"index": i}
+                if self.capture_items:
+                    used[self.item_name] = item
+                task = self._iter_task = FlowceptTask(f"{self.loop_name}_iteration", used=used)
+                task.begin()
+                self._iter_generated = None
+                try:
+                    yield item
+                except BaseException as e:
+                    task.end(error=e)
+                    raise
+                task.end(generated=self._iter_generated)
+                count += 1
+        except BaseException as e:
+            exc = e if not isinstance(e, GeneratorExit) else None
+            raise
+        finally:
+            loop.end(generated={"iterations": count}, error=exc)

@@ -1,0 +1,80 @@
+"""Encoding of a task's used/generated values (msgpack).
+
+Never raises into the user's function: values msgpack cannot take are
+recorded by type and repr; numpy arrays by dtype, shape and a summary
+(or in full with numpy_mode="full"); payloads over max_payload_bytes are
+replaced by a summary of what was dropped.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import msgpack
+
+_REPR_LIMIT = 200
+_local = threading.local()
+_settings = {"numpy_mode": "summary", "max_payload_bytes": 65536}
+
+
+def configure(numpy_mode: str, max_payload_bytes: int) -> None:
+    _settings["numpy_mode"] = numpy_mode
+    _settings["max_payload_bytes"] = max_payload_bytes
+
+
+def _describe(obj: Any) -> Any:
+    """msgpack `default` hook: a msgpack-able stand-in for obj."""
+    cls = type(obj)
+    module = getattr(cls, "__module__", "")
+    if module == "numpy" or module.startswith("numpy."):
+        import numpy as np
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            info = {"__ndarray__": True, "dtype": str(obj.dtype), "shape": list(obj.shape)}
+            if _settings["numpy_mode"] == "full" and obj.nbytes <= _settings["max_payload_bytes"]:
+                info["data"] = obj.tobytes()
+            elif obj.size and obj.dtype.kind in "biuf":
+                info.update(min=obj.min().item(), max=obj.max().item(),
+                            mean=float(obj.mean()))
+            return info
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    try:
+        text = repr(obj)
+    except Exception as e:  # a broken __repr__ must not break the task
+        text = f"<repr failed: {type(e).__name__}>"
+    return {"__type__": f"{module}.{cls.__qualname__}", "repr": text[:_REPR_LIMIT]}
+
+
+def _packer() -> msgpack.Packer:
+    p = getattr(_local, "packer", None)
+    if p is None:
+        p = _local.packer = msgpack.Packer(default=_describe, use_bin_type=True,
+                                           datetime=False, strict_types=False)
+    return p
+
+
+def encode(doc: dict) -> bytes:
+    """msgpack bytes of doc; never raises."""
+    try:
+        out = _packer().pack(doc)
+    except Exception as e:  # e.g. recursion, int too large, mutated while packing
+        _local.packer = None
+        out = msgpack.packb({k: _describe(v) if k in ("used", "generated") else v
+                             for k, v in doc.items()} | {"encode_error": repr(e)[:_REPR_LIMIT]},
+                            default=_describe, use_bin_type=True)
+    if len(out) > _settings["max_payload_bytes"]:
+        out = msgpack.packb({"truncated": True, "bytes": len(out),
+                             "keys": {k: sorted(v) if isinstance(v, dict) else type(v).__name__
+                                      for k, v in doc.items()}},
+                            default=_describe, use_bin_type=True)
+    return out
+
+
+def decode(data: bytes) -> Any:
+    if not data:
+        return {}
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)

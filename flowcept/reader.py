@@ -1,0 +1,110 @@
+"""Reading records back from stores (LMDB) as numpy arrays or dicts."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+
+from flowcept.batch import Batch
+from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_NAMES, format_task_id
+
+
+def find_stores(path: str) -> List[str]:
+    """Every store directory at or below path (a run dir, a job dir, a store)."""
+    if os.path.isfile(os.path.join(path, "store.json")):
+        return [path]
+    found = []
+    for root, dirs, files in os.walk(path):
+        if "store.json" in files:
+            found.append(root)
+            dirs[:] = []
+        dirs.sort()
+    if not found:
+        raise FileNotFoundError(f"no flowcept store under {path!r} (looked for store.json); "
+                                "pass a run directory such as ./flowcept-runs/<job>")
+    return found
+
+
+def iter_batches(path: str, store: str = "lmdb") -> Iterator[Batch]:
+    from flowcept.store import open_store
+    for sp in find_stores(path):
+        with open_store(store, sp, readonly=True) as st:
+            for _key, frame in st.scan():
+                yield Batch(frame, check=False)
+
+
+@dataclass
+class Records:
+    """Task records of a store, columnar: ``records`` (RECORD_DTYPE) plus
+    per-record activity name, node and payload bytes."""
+    records: np.ndarray
+    activity: np.ndarray
+    node: np.ndarray
+    payloads: List[bytes]
+
+    def __len__(self):
+        return len(self.records)
+
+
+def read_records(path: str, include_workflow_records: bool = False) -> Records:
+    recs, acts, nodes, pays = [], [], [], []
+    for b in iter_batches(path):
+        strings = np.array(b.strings + [""], dtype=object)
+        node = strings[0][len(NODE_PREFIX):] if strings[0].startswith(NODE_PREFIX) else ""
+        r = b.records
+        keep = np.ones(len(r), bool) if include_workflow_records else (r["flags"] & FLAG_WORKFLOW) == 0
+        idx = np.flatnonzero(keep)
+        recs.append(r[idx])
+        ids = np.minimum(r["activity_id"][idx], len(strings) - 1)
+        acts.append(strings[ids])
+        nodes.append(np.full(len(idx), node, dtype=object))
+        pays.extend(b.payload_of(i) for i in idx.tolist())
+    if not recs:
+        return Records(np.zeros(0, RECORD_DTYPE), np.zeros(0, object), np.zeros(0, object), [])
+    return Records(np.concatenate(recs), np.concatenate(acts), np.concatenate(nodes), pays)
+
+
+def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] = None) -> dict:
+    from flowcept.payload import decode
+    wf, tid, parent = int(rec["workflow_id"]), int(rec["task_id"]), int(rec["parent_id"])
+    doc = {
+        "task_id": format_task_id(wf, tid),
+        "workflow_id": f"{wf:016x}",
+        "parent_task_id": format_task_id(wf, parent) if parent else None,
+        "activity_id": activity,
+        "status": STATUS_NAMES.get(int(rec["status"]), str(int(rec["status"]))),
+        "started_at": int(rec["start_ns"]) / 1e9,
+        "ended_at": int(rec["end_ns"]) / 1e9,
+        "start_ns": int(rec["start_ns"]),
+        "end_ns": int(rec["end_ns"]),
+        "rank": int(rec["rank"]),
+        "thread_id": int(rec["thread_id"]),
+        "hostname": node,
+    }
+    body = decode(payload) if payload else {}
+    if isinstance(body, dict):
+        for k in ("used", "generated", "tags", "custom_metadata", "error"):
+            if k in body:
+                doc[k] = body[k]
+    else:
+        doc["payload"] = body
+    return doc
+
+
+def read_tasks(path: str) -> List[dict]:
+    """Every task record under path as a Flowcept-style dict, in start order."""
+    r = read_records(path)
+    order = np.argsort(r.records["start_ns"], kind="stable")
+    return [task_dict(r.records[i], r.activity[i], r.node[i], r.payloads[i]) for i in order.tolist()]
+
+
+def read_workflows(path: str) -> Dict[str, dict]:
+    from flowcept.store import open_store
+    out: Dict[str, dict] = {}
+    for sp in find_stores(path):
+        with open_store("lmdb", sp, readonly=True) as st:
+            for wf, doc in st.workflows().items():
+                out.setdefault(f"{wf:016x}", {}).update(doc)
+    return out

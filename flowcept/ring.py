@@ -1,0 +1,75 @@
+"""Python handles on the C ring (producer and consumer sides)."""
+from __future__ import annotations
+
+import os
+
+from flowcept._native import ffi, lib
+
+_POLICIES = {"spill": 0, "block": 1, "drop": 2}
+
+
+class RingError(OSError):
+    pass
+
+
+def _check(rc: int, what: str, path: str) -> int:
+    if rc < 0:
+        raise RingError(-rc, f"{what}: {os.strerror(-rc)}", path)
+    return rc
+
+
+class Ring:
+    """One process's ring file.  ``create`` makes the producer side,
+    ``open`` maps an existing file as its (single) consumer."""
+
+    def __init__(self, handle, path: str, producer: bool):
+        self.handle = handle
+        self.path = path
+        self.producer = producer
+
+    @classmethod
+    def create(cls, path: str, config, job_id: int, workflow_id: int, rank: int) -> "Ring":
+        opts = ffi.new("fc_ring_options *")
+        lib.fc_ring_options_init(opts)
+        opts.capacity = config.ring_bytes
+        opts.full_policy = _POLICIES[config.full_policy]
+        opts.block_timeout_ns = config.block_timeout_ms * 1_000_000
+        opts.job_id = job_id
+        opts.workflow_id = workflow_id
+        opts.rank = rank
+        out = ffi.new("fc_ring **")
+        _check(lib.fc_ring_create(path.encode(), opts, out), "cannot create ring", path)
+        return cls(out[0], path, True)
+
+    @classmethod
+    def open(cls, path: str) -> "Ring":
+        out = ffi.new("fc_ring **")
+        _check(lib.fc_ring_open(path.encode(), out), "cannot open ring", path)
+        return cls(out[0], path, False)
+
+    def intern(self, name: str) -> int:
+        data = name.encode()
+        return _check(lib.fc_ring_intern(self.handle, data, len(data)), f"cannot intern {name!r}",
+                      self.path)
+
+    def stats(self) -> dict:
+        st = ffi.new("fc_ring_stats *")
+        lib.fc_ring_get_stats(self.handle, st)
+        return {k: getattr(st, k) for k in ("capacity", "head", "tail", "pushed", "spilled", "dropped",
+                                             "torn", "job_id", "workflow_id", "ring_uid", "rank",
+                                             "producer_pid", "closed")}
+
+    @property
+    def spill_path(self) -> str:
+        return ffi.string(lib.fc_ring_spill_path(self.handle)).decode()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            lib.fc_ring_close(self.handle)
+            self.handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,178 @@
+"""A process's capture session: its ring, ids, and (when it leads) the drain.
+
+There is at most one active session per process (``current()``).  It is
+started explicitly by ``Flowcept(...)`` or ``flowcept.mpi.instrument(...)``,
+or lazily by the first decorated call, and ended at exit.  After fork() the
+child drops the inherited session and starts its own when it first captures.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import threading
+from typing import Optional
+
+from flowcept.config import Config, load_config
+from flowcept.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, STATUS_FINISHED
+
+log = logging.getLogger("flowcept")
+
+_session: Optional["Session"] = None
+_session_lock = threading.RLock()
+_fork_origin_counter = itertools.count(1)
+
+
+def new_workflow_id() -> int:
+    return int.from_bytes(os.urandom(8), "little") or 1
+
+
+class Session:
+    """Capture state of one process.
+
+    rank/size/origin: ids of this process in the job; workflow_id: the
+    current workflow; leader: a Drainer when this process drains rings.
+    """
+
+    def __init__(self, config: Config, job_name: str, *, rank: int = 0, origin: Optional[int] = None,
+                 workflow_id: Optional[int] = None, drainer=None, ring_dir: Optional[str] = None):
+        from flowcept import jobs
+        from flowcept.ring import Ring
+        self.config = config
+        self.job = jobs.job_info(config, job_name)
+        self.rank = rank
+        self.origin = (rank if origin is None else origin) & 0xFFFFFF
+        self.origin_bits = self.origin << 40
+        self.workflow_id = workflow_id or new_workflow_id()
+        self.counter = itertools.count(1)
+        self.ring_dir = jobs.private_dir(ring_dir or jobs.ring_dir(config, job_name))
+        self.ring_path = os.path.join(self.ring_dir, f"{rank:06d}.{os.getpid()}.ring")
+        self.ring = Ring.create(self.ring_path, config, self.job.job_id, self.workflow_id, rank)
+        self.handle = self.ring.handle
+        self.ring.intern(NODE_PREFIX + self.job.node)
+        self.activity_ids = {}
+        self._tls = threading.local()
+        self._thread_counter = itertools.count()
+        self.drainer = drainer
+        self.pid = os.getpid()
+        self.closed = False
+        if drainer is not None:
+            drainer.adopt(self.ring_path)
+        from flowcept import payload
+        payload.configure(config.numpy_mode, config.max_payload_bytes)
+
+    # -- ids -----------------------------------------------------------
+    def next_task_id(self) -> int:
+        return self.origin_bits | next(self.counter)
+
+    def thread_index(self) -> int:
+        idx = getattr(self._tls, "idx", None)
+        if idx is None:
+            idx = self._tls.idx = next(self._thread_counter)
+        return idx
+
+    def activity_id(self, name: str) -> int:
+        aid = self.activity_ids.get(name)
+        if aid is None:
+            aid = self.activity_ids[name] = self.ring.intern(name)
+        return aid
+
+    # -- pushes --------------------------------------------------------
+    def push(self, task_id: int, parent_id: int, start_ns: int, end_ns: int, activity: str,
+             status: int, payload: bytes, flags: int = FLAG_PAYLOAD_MSGPACK) -> int:
+        from flowcept._native import lib
+        return lib.fc_ring_push_task(self.handle, task_id, parent_id, self.workflow_id, start_ns,
+                                     end_ns, self.rank, self.thread_index(),
+                                     self.activity_id(activity), status, flags, payload,
+                                     len(payload))
+
+    def push_workflow(self, doc: dict, workflow_id: Optional[int] = None) -> None:
+        """Records a workflow description (merged by workflow id in the store)."""
+        import time
+        from flowcept import payload
+        wf = workflow_id or self.workflow_id
+        now = time.time_ns()
+        data = payload.encode(doc)
+        from flowcept._native import lib
+        lib.fc_ring_push_task(self.handle, 0, 0, wf, now, now, self.rank, self.thread_index(),
+                              self.activity_id("workflow"), STATUS_FINISHED,
+                              FLAG_WORKFLOW | FLAG_PAYLOAD_MSGPACK, data, len(data))
+
+    def stats(self) -> dict:
+        return self.ring.stats()
+
+    # -- end -----------------------------------------------------------
+    def close(self) -> None:
+        """Closes the ring (marking it cleanly ended); a leader then drains
+        everything, flushes and removes the drained ring files."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ring.close()
+        self.handle = None
+        if self.drainer is not None:
+            self.drainer.stop()
+            self.drainer.close(unlink=True)
+
+
+def current() -> Optional[Session]:
+    return _session
+
+
+def set_current(session: Optional[Session]) -> None:
+    global _session
+    with _session_lock:
+        _session = session
+
+
+def start_local_session(config: Optional[Config] = None, workflow_id: Optional[int] = None) -> Session:
+    """A session for a process that is its own leader (no MPI)."""
+    from flowcept import jobs
+    from flowcept.drain import Drainer
+    from flowcept.transport import open_transport
+    config = config or load_config()
+    with _session_lock:
+        if _session is not None and not _session.closed:
+            return _session
+        job_name = jobs.detect_job_name(config) or jobs.new_job_name()
+        job = jobs.job_info(config, job_name)
+        drainer = Drainer(config, open_transport(config.transport, config, job))
+        origin = None
+        if os.environ.get("FLOWCEPT_ORIGIN"):
+            origin = int(os.environ["FLOWCEPT_ORIGIN"])
+        session = Session(config, job_name, origin=origin, workflow_id=workflow_id, drainer=drainer)
+        drainer.start()
+        set_current(session)
+        return session
+
+
+def ensure_session() -> Optional[Session]:
+    """The active session, started lazily; None when capture is disabled."""
+    s = _session
+    if s is not None:
+        return s
+    config = load_config()
+    if not config.enabled:
+        return None
+    return start_local_session(config)
+
+
+def end_session() -> None:
+    """Ends the active session (drains and flushes when it leads)."""
+    global _session
+    with _session_lock:
+        s, _session = _session, None
+    if s is not None:
+        s.close()
+
+
+def _after_fork_in_child() -> None:
+    # The child shares the parent's ring mapping but not its counters:
+    # forget it; the child's first capture starts a session of its own.
+    global _session
+    _session = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(end_session)

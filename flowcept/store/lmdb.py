@@ -1,0 +1,182 @@
+"""Sharded LMDB store.
+
+A store is a directory: ``store.json`` (format, shard count) and
+``shard-NNN/`` LMDB environments.  A batch goes to the shard chosen by a
+hash of its (job, ring) so a ring's batches stay together and in order.
+Per shard, three named databases:
+  batches    batch key (24 B) -> frame
+  summaries  batch key -> msgpack summary (record count, time range,
+             task-id range, ranks, workflow ids, activity names, errors):
+             the index that lets queries skip whole batches
+  workflows  workflow id (8 B big-endian) -> msgpack workflow document
+Writes are idempotent (put with overwrite=False) and committed before
+put_batches returns.  Env sync is left to the OS on commit (sync=False) and
+forced at close: a killed process loses nothing committed; an OS crash may
+lose the last commits, which the ring/spool upstream still hold until the
+leader releases them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+
+import lmdb
+import msgpack
+import numpy as np
+
+from flowcept.batch import Batch
+from flowcept.layout import FLAG_WORKFLOW, STATUS_ERROR
+from flowcept.store import Store
+
+FORMAT = 1
+
+
+def summarize(batch: Batch) -> dict:
+    recs = batch.records
+    tasks = recs[(recs["flags"] & FLAG_WORKFLOW) == 0]
+    names = batch.strings
+    if len(tasks):
+        acts = np.unique(tasks["activity_id"]).tolist()
+        summary = {
+            "n": int(len(tasks)),
+            "t0": int(tasks["start_ns"].min()), "t1": int(tasks["end_ns"].max()),
+            "id0": int(tasks["task_id"].min()), "id1": int(tasks["task_id"].max()),
+            "r0": int(tasks["rank"].min()), "r1": int(tasks["rank"].max()),
+            "wf": np.unique(tasks["workflow_id"]).tolist(),
+            "act": [names[a] if a < len(names) else "" for a in acts],
+            "err": int((tasks["status"] == STATUS_ERROR).sum()),
+        }
+    else:
+        summary = {"n": 0}
+    summary["nw"] = int(len(recs) - len(tasks))
+    return summary
+
+
+def workflow_docs(batch: Batch):
+    """(workflow_id, doc) for each workflow record of the batch."""
+    from flowcept.payload import decode
+    for i in np.flatnonzero(batch.records["flags"] & FLAG_WORKFLOW).tolist():
+        doc = decode(batch.payload_of(i))
+        yield int(batch.records[i]["workflow_id"]), doc
+
+
+class LmdbStore(Store):
+    name = "lmdb"
+
+    def __init__(self, path, config=None, readonly=False):
+        self.path = path
+        self.readonly = readonly
+        meta_path = os.path.join(path, "store.json")
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"{path}: store format {meta.get('format')} is not {FORMAT}; "
+                                 "use the flowcept version that wrote it")
+            shards = meta["shards"]
+        elif readonly:
+            raise FileNotFoundError(f"{path}: no flowcept store here (store.json missing)")
+        else:
+            shards = config.lmdb_shards if config else 1
+            os.makedirs(path, mode=0o700, exist_ok=True)
+            tmp = meta_path + f".tmp{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"format": FORMAT, "shards": shards}, f)
+            os.replace(tmp, meta_path)
+        map_size = config.lmdb_map_size if config else 1 << 36
+        self.envs = []
+        for i in range(shards):
+            shard = os.path.join(path, f"shard-{i:03d}")
+            if not readonly:
+                os.makedirs(shard, mode=0o700, exist_ok=True)
+            env = lmdb.open(shard, map_size=map_size, max_dbs=4, readonly=readonly,
+                            sync=False, metasync=False, mode=0o600,
+                            readahead=False)
+            dbs = {n: env.open_db(n.encode(), create=not readonly)
+                   for n in ("batches", "summaries", "workflows")} if not readonly else \
+                self._open_ro(env)
+            self.envs.append((env, dbs))
+
+    @staticmethod
+    def _open_ro(env):
+        with env.begin() as txn:
+            return {n: env.open_db(n.encode(), txn=txn, create=False)
+                    for n in ("batches", "summaries", "workflows")}
+
+    def _shard(self, key: bytes) -> int:
+        return zlib.crc32(key[:16]) % len(self.envs)
+
+    def put_batches(self, items) -> int:
+        by_shard = {}
+        for key, frame in items:
+            by_shard.setdefault(self._shard(key), []).append((key, frame))
+        new = 0
+        for shard, group in by_shard.items():
+            env, dbs = self.envs[shard]
+            with env.begin(write=True) as txn:
+                for key, frame in group:
+                    if not txn.put(key, frame, db=dbs["batches"], overwrite=False):
+                        continue  # already stored: redelivery
+                    batch = Batch(frame, check=False)
+                    txn.put(key, msgpack.packb(summarize(batch)), db=dbs["summaries"])
+                    for wf, doc in workflow_docs(batch):
+                        wkey = wf.to_bytes(8, "big")
+                        old = txn.get(wkey, db=dbs["workflows"])
+                        merged = {**msgpack.unpackb(old, raw=False), **doc} if old else doc
+                        txn.put(wkey, msgpack.packb(merged, use_bin_type=True), db=dbs["workflows"])
+                    new += 1
+        return new
+
+    def has(self, key: bytes) -> bool:
+        env, dbs = self.envs[self._shard(key)]
+        with env.begin() as txn:
+            return txn.get(key, db=dbs["batches"]) is not None
+
+    def scan(self, keys=None):
+        """(key, frame) for every batch, or for the given keys."""
+        for env, dbs in self.envs:
+            with env.begin(buffers=False) as txn:
+                if keys is None:
+                    yield from txn.cursor(db=dbs["batches"]).iternext()
+                else:
+                    for key in keys:
+                        frame = txn.get(key, db=dbs["batches"])
+                        if frame is not None:
+                            yield key, frame
+
+    def summaries(self):
+        for env, dbs in self.envs:
+            with env.begin() as txn:
+                for key, raw in txn.cursor(db=dbs["summaries"]).iternext():
+                    yield key, msgpack.unpackb(raw, raw=False)
+
+    def workflows(self) -> dict:
+        out = {}
+        for env, dbs in self.envs:
+            with env.begin() as txn:
+                for key, raw in txn.cursor(db=dbs["workflows"]).iternext():
+                    out.setdefault(int.from_bytes(key, "big"), {}).update(
+                        msgpack.unpackb(raw, raw=False))
+        return out
+
+    def stats(self) -> dict:
+        shards = []
+        for i, (env, dbs) in enumerate(self.envs):
+            with env.begin() as txn:
+                entries = txn.stat(dbs["batches"])["entries"]
+            info = env.info()
+            shards.append({"shard": i, "batches": entries,
+                           "bytes": info["last_pgno"] * env.stat()["psize"]})
+        return {"path": self.path, "shards": shards}
+
+    def close(self):
+        for env, _ in self.envs:
+            if not self.readonly:
+                env.sync(True)
+            env.close()
+        self.envs = []
+
+
+BACKEND = LmdbStore

@@ -1,0 +1,19 @@
+"""The null transport: counts and discards.  The template for new backends
+and the test double for the leader's drain loop."""
+from flowcept.transport import Transport
+
+
+class NullTransport(Transport):
+    name = "null"
+
+    def __init__(self, config, job):
+        super().__init__(config, job)
+        self.batches = 0
+        self.bytes = 0
+
+    def publish(self, key, frame):
+        self.batches += 1
+        self.bytes += len(frame)
+
+
+BACKEND = NullTransport
