@@ -95,15 +95,8 @@ class LmdbStore(Store):
                             sync=False, metasync=False, mode=0o600,
                             readahead=False)
             dbs = {n: env.open_db(n.encode(), create=not readonly)
-                   for n in ("batches", "summaries", "workflows")} if not readonly else \
-                self._open_ro(env)
+                   for n in ("batches", "summaries", "workflows")}
             self.envs.append((env, dbs))
-
-    @staticmethod
-    def _open_ro(env):
-        with env.begin() as txn:
-            return {n: env.open_db(n.encode(), txn=txn, create=False)
-                    for n in ("batches", "summaries", "workflows")}
 
     def _shard(self, key: bytes) -> int:
         return zlib.crc32(key[:16]) % len(self.envs)

@@ -1,0 +1,31 @@
+"""Shared fixtures: every test gets its own run and shared-memory dirs, and
+no capture session leaks from one test into the next."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+
+@pytest.fixture(autouse=True)
+def flowcept_env(tmp_path, monkeypatch):
+    """Points run_dir and shm_dir at per-test temporary directories."""
+    for name in list(os.environ):
+        if name.startswith("FLOWCEPT_") and name not in ("FLOWCEPT_SANITIZE",):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    run_dir = tmp_path / "runs"
+    shm_dir = tmp_path / "shm"
+    shm_dir.mkdir()
+    monkeypatch.setenv("FLOWCEPT_RUN_DIR", str(run_dir))
+    monkeypatch.setenv("FLOWCEPT_SHM_DIR", str(shm_dir))
+    yield {"run_dir": str(run_dir), "shm_dir": str(shm_dir)}
+    from flowcept import runtime
+    runtime.end_session()
+
+
+@pytest.fixture
+def run_dir(flowcept_env):
+    return flowcept_env["run_dir"]

@@ -1,0 +1,51 @@
+import numpy as np
+
+from flowcept import payload
+
+
+class NoRepr:
+    def __repr__(self):
+        raise RuntimeError("boom")
+
+
+def test_roundtrip_plain_values():
+    doc = {"used": {"a": 1, "b": 2.5, "c": "x", "d": [1, 2], "e": None, "f": True}}
+    assert payload.decode(payload.encode(doc)) == doc
+
+
+def test_numpy_summary_not_copied():
+    a = np.arange(1_000_000, dtype=np.float64)
+    out = payload.decode(payload.encode({"used": {"a": a}}))["used"]["a"]
+    assert out["__ndarray__"] and out["shape"] == [1_000_000] and out["dtype"] == "float64"
+    assert out["min"] == 0 and out["max"] == 999_999 and "data" not in out
+
+
+def test_numpy_full_mode_small_array():
+    payload.configure("full", 65536)
+    try:
+        a = np.arange(10, dtype=np.int32)
+        out = payload.decode(payload.encode({"used": {"a": a}}))["used"]["a"]
+        assert np.frombuffer(out["data"], np.int32).tolist() == list(range(10))
+    finally:
+        payload.configure("summary", 65536)
+
+
+def test_unserializable_recorded_by_type_and_repr():
+    out = payload.decode(payload.encode({"used": {"o": object(), "n": NoRepr(), "s": {3}}}))["used"]
+    assert out["o"]["__type__"] == "builtins.object" and "object" in out["o"]["repr"]
+    assert out["n"]["__type__"].endswith("NoRepr") and "repr failed" in out["n"]["repr"]
+    assert out["s"] == [3]
+
+
+def test_oversized_payload_is_summarised():
+    payload.configure("summary", 1000)
+    try:
+        out = payload.decode(payload.encode({"used": {"big": "x" * 5000}}))
+        assert out["truncated"] and out["bytes"] > 5000 and out["keys"]["used"] == ["big"]
+    finally:
+        payload.configure("summary", 65536)
+
+
+def test_huge_int_does_not_raise():
+    out = payload.decode(payload.encode({"used": {"i": 1 << 100}}))
+    assert "encode_error" in out or out["used"]["i"]["__type__"] == "builtins.int"
