@@ -49,10 +49,16 @@ def job_info(config, job_name: str) -> JobInfo:
 
 
 def private_dir(path: str) -> str:
-    """mkdir -p with 0700 on the dirs we create; refuses a foreign or linked leaf."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.lstat(path)
+    """mkdir -p with 0700 on every dir it creates; refuses a foreign or linked leaf."""
     import stat
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        private_dir(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise PermissionError(f"{path} is not a directory owned by uid {os.geteuid()}: "
                               "remove it or choose another FLOWCEPT_SHM_DIR/FLOWCEPT_RUN_DIR")

@@ -114,6 +114,10 @@ class Session:
         if self.drainer is not None:
             self.drainer.stop()
             self.drainer.close(unlink=True)
+            try:
+                os.rmdir(self.ring_dir)   # only when empty
+            except OSError:
+                pass
 
 
 def current() -> Optional[Session]:

@@ -166,6 +166,10 @@ class Instrumentation:
                 remove_ring_files(path)
         drainer.rings.clear()
         drainer.transport.close()
+        try:
+            os.rmdir(self.session.ring_dir)   # only when empty: other steps may share it
+        except OSError:
+            pass
         if leftover:
             log.warning("flowcept: %d ring(s) still open after %ss; their records stay in %s for "
                         "`flowcept recover` or the SLURM epilog", len(leftover),

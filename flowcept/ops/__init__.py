@@ -1,0 +1,1 @@
+"""Operations helpers: security primitives for root-run SLURM epilogs and site tooling."""
