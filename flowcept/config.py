@@ -50,6 +50,11 @@ _RANGES = {
     "finalize_timeout_s": (0, 86400),
     "redis_maxlen": (0, 1 << 40),
     "keeper_batch": (1, 1 << 20),
+    # transports / keeper (issue #4)
+    "redis_pipeline": (1, 1 << 16),
+    "keeper_max_frame_bytes": (4096, 1 << 31),
+    "keeper_claim_idle_ms": (0, 86_400_000),
+    "spool_retry_ms": (1, 3_600_000),
 }
 
 
@@ -71,6 +76,8 @@ class Config:
     transport_url: str = ""          # e.g. redis://:pw@host:6379/0
     redis_stream: str = "flowcept"
     redis_maxlen: int = 0            # 0 = unbounded stream
+    redis_group: str = "flowcept-keepers"  # consumer group of the keepers
+    redis_pipeline: int = 64         # frames per round trip at most
     mofka_group_file: str = ""
     mofka_topic: str = "flowcept"
     mofka_protocol: str = "na+sm"
@@ -80,6 +87,9 @@ class Config:
     lmdb_shards: int = 1
     lmdb_map_size: int = 1 << 36     # 64 GiB of address space, sparse
     keeper_batch: int = 256          # batches per keeper transaction
+    keeper_max_frame_bytes: int = 1 << 28   # larger frames are quarantined
+    keeper_claim_idle_ms: int = 30_000      # take over a dead keeper's batches after this
+    spool_retry_ms: int = 1000       # how often a leader retries a down transport
     capture_args: bool = True        # record used/generated
     numpy_mode: str = "summary"      # summary | full
     max_payload_bytes: int = 65536   # larger payloads are summarised
@@ -134,6 +144,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if key == "ring_bytes" and out & (out - 1):
         raise ConfigError(f"ring_bytes={out} (from {source}): must be a power of two, "
                           f"e.g. {1 << (out.bit_length() - 1)} or {1 << out.bit_length()}")
+    if key == "redis_group" and not out.strip():
+        raise ConfigError(f"redis_group (from {source}): must not be empty, e.g. 'flowcept-keepers'")
     if key == "transport":
         from flowcept.transport import transport_names  # registry of backends
         if out not in transport_names():
