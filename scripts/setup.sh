@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project virtualenv and installs flowcept into it
+# with everything the demo and the tests need.  Idempotent; quiet on success.
+#   VENV=path  to choose the virtualenv (default: .venv in the repo)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "flowcept setup: creating virtualenv $VENV" >&2
+    "$PY" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+stamp="$VENV/.flowcept-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
+    echo "flowcept setup: installing flowcept and its dependencies (first run takes about a minute)" >&2
+    python -m pip install -q --upgrade pip setuptools wheel cffi >&2
+    # mpich: the MPI wheel (mpiexec + libmpi) that mpi4py's wheel runs on.
+    python -m pip install -q mpich mpi4py >&2
+    python -m pip install -q -e "$ROOT[all,test]" >&2
+    touch "$stamp"
+fi
+# The editable install builds the extension in the tree; rebuild it when the C sources changed.
+if [ -n "$(find "$ROOT/csrc" -name '*.[ch]' -newer "$stamp" 2>/dev/null | head -1)" ]; then
+    echo "flowcept setup: C sources changed, rebuilding the extension" >&2
+    (cd "$ROOT" && python setup.py -q build_ext --inplace >&2)
+    touch "$stamp"
+fi
+python -c "import flowcept._native" || {
+    echo "flowcept setup: the compiled extension does not import; see the errors above" >&2
+    exit 1
+}
