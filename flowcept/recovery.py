@@ -55,7 +55,10 @@ def _alive(pid: int) -> bool:
 
 
 def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] = None,
-                transport: Optional[str] = None, config=None) -> RecoveryReport:
+                transport: Optional[str] = None, config=None,
+                rings: Optional[List[str]] = None) -> RecoveryReport:
+    """``rings``: only these ring files of the job's ring dir (the epilog passes the ones it
+    has vetted); default every ``*.ring`` there."""
     from flowcept import jobs
     from flowcept.drain import Drainer, remove_ring_files
     from flowcept.ring import Ring, RingError
@@ -66,6 +69,9 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
     directory = jobs.ring_dir(config, job)
     report = RecoveryReport(job=job, ring_dir=directory)
     paths = sorted(glob.glob(os.path.join(directory, "*.ring")))
+    if rings is not None:
+        wanted = {os.path.abspath(p) for p in rings}
+        paths = [p for p in paths if os.path.abspath(p) in wanted]
     if not paths:
         return report
     drainer = Drainer(config, open_transport(config.transport, config, jobs.job_info(config, job)))
