@@ -6,7 +6,8 @@ hash of its (job, ring) so a ring's batches stay together and in order.
 Per shard, three named databases:
   batches    batch key (24 B) -> frame
   summaries  batch key -> msgpack summary (record count, time range,
-             task-id range, ranks, workflow ids, activity names, errors):
+             task-id range, ranks, workflow ids, activity names, errors;
+             max start "s1", min end "e0", node "host"):
              the index that lets queries skip whole batches
   workflows  workflow id (8 B big-endian) -> msgpack workflow document
 Writes are idempotent (put with overwrite=False) and committed before
@@ -46,7 +47,12 @@ def summarize(batch: Batch) -> dict:
             "wf": np.unique(tasks["workflow_id"]).tolist(),
             "act": [names[a] if a < len(names) else "" for a in acts],
             "err": int((tasks["status"] == STATUS_ERROR).sum()),
+            # query index (issue #4): max start, min end, node of the batch
+            "s1": int(tasks["start_ns"].max()), "e0": int(tasks["end_ns"].min()),
         }
+        from flowcept.layout import NODE_PREFIX
+        if names and names[0].startswith(NODE_PREFIX):
+            summary["host"] = names[0][len(NODE_PREFIX):]
     else:
         summary = {"n": 0}
     summary["nw"] = int(len(recs) - len(tasks))
