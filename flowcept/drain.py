@@ -54,7 +54,13 @@ class Drainer:
     def __init__(self, config, transport, spool=None):
         self.config = config
         self.transport = transport
-        self.spool = spool          # where batches go when the transport is down
+        # -- spool fallback (issue #4): where batches go when the transport is down.
+        # Transports that can go down declare ``spool_fallback = True``; they get
+        # the job's node-local spool unless the caller passes one.
+        if spool is None and getattr(transport, "spool_fallback", False):
+            from flowcept.spool import Spool
+            spool = Spool.for_job(config, transport.job)
+        self.spool = spool
         self.rings: Dict[str, Ring] = {}
         self.buf = ffi.new("char[]", config.batch_bytes)
         self.consumed = ffi.new("uint64_t *")
@@ -81,12 +87,25 @@ class Drainer:
         return found
 
     # -- one pass -------------------------------------------------------
+    # -- spool interaction (issue #4) ---------------------------------------
+    # Invariant: a batch's ring space is released only after _flush() returned,
+    # i.e. after the batch is durable at the transport (flush ok) or in the
+    # spool (file and dir fsync'd).  A transport keeps what it accepted but
+    # has not confirmed; ``take_unflushed()`` hands those (key, bytes) back
+    # after a failure, and they are spooled with the failing batch.
+    def _spill_unflushed(self) -> None:
+        take = getattr(self.transport, "take_unflushed", None)
+        for key, frame in (take() if take is not None else ()):
+            self.spool.put(key, frame)
+        self.spool.note_failure()
+
     def _publish(self, key: bytes, frame) -> None:
         try:
             self.transport.publish(key, frame)
         except TransportUnavailable:
             if self.spool is None:
                 raise
+            self._spill_unflushed()
             self.spool.put(key, frame)
 
     def _flush(self) -> None:
@@ -95,7 +114,18 @@ class Drainer:
         except TransportUnavailable:
             if self.spool is None:
                 raise
-            self.spool.take_unflushed(self.transport)
+            self._spill_unflushed()
+
+    def replay_spool(self, force: bool = False) -> int:
+        """Replays spooled batches when the transport is back (rate-limited by
+        spool_retry_ms after a failure); returns records replayed."""
+        sp = self.spool
+        if sp is None or not (force or sp.due()) or not sp.keys():
+            return 0
+        with self._lock:
+            _, records = sp.replay(self.transport)
+        return records
+    # -- end of spool interaction -------------------------------------------
 
     def drain_once(self, max_batches: int = 64) -> int:
         """One pass over all rings; returns records drained."""
@@ -164,6 +194,11 @@ class Drainer:
             n += self.drain_spills()
             total += n
             if n == 0:
+                self.replay_spool(force=True)   # last chance; what stays is logged
+                if self.spool is not None and self.spool.keys():
+                    log.warning("flowcept: transport unavailable; %d batch(es) stay in the spool "
+                                "%s; replay them with `flowcept keeper replay --spool-dir "
+                                "DIR --url URL`", len(self.spool.keys()), self.spool.dir)
                 return total
 
     # -- background thread ----------------------------------------------
@@ -180,6 +215,10 @@ class Drainer:
                 log.exception("flowcept drain pass failed; retrying")
                 n = 0
             if n == 0:
+                try:
+                    self.replay_spool()
+                except Exception:
+                    log.exception("flowcept spool replay failed; retrying")
                 self._stop.wait(idle)
 
     def stop(self) -> int:
