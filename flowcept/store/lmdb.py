@@ -34,28 +34,30 @@ FORMAT = 1
 
 
 def summarize(batch: Batch) -> dict:
+    """The per-batch index entry.  Works on columns (no structured copies):
+    this runs once per batch on the ingest path."""
     recs = batch.records
-    tasks = recs[(recs["flags"] & FLAG_WORKFLOW) == 0]
-    names = batch.strings
-    if len(tasks):
-        acts = np.unique(tasks["activity_id"]).tolist()
-        summary = {
-            "n": int(len(tasks)),
-            "t0": int(tasks["start_ns"].min()), "t1": int(tasks["end_ns"].max()),
-            "id0": int(tasks["task_id"].min()), "id1": int(tasks["task_id"].max()),
-            "r0": int(tasks["rank"].min()), "r1": int(tasks["rank"].max()),
-            "wf": np.unique(tasks["workflow_id"]).tolist(),
-            "act": [names[a] if a < len(names) else "" for a in acts],
-            "err": int((tasks["status"] == STATUS_ERROR).sum()),
-            # query index (issue #4): max start, min end, node of the batch
-            "s1": int(tasks["start_ns"].max()), "e0": int(tasks["end_ns"].min()),
-        }
-        from flowcept.layout import NODE_PREFIX
-        if names and names[0].startswith(NODE_PREFIX):
-            summary["host"] = names[0][len(NODE_PREFIX):]
-    else:
-        summary = {"n": 0}
-    summary["nw"] = int(len(recs) - len(tasks))
+    flags = recs["flags"]
+    is_wf = (flags & FLAG_WORKFLOW) != 0
+    n_wf = int(np.count_nonzero(is_wf))
+
+    def col(name):
+        c = recs[name]
+        return c[~is_wf] if n_wf else c
+
+    n = len(recs) - n_wf
+    summary = {"n": n, "nw": n_wf}
+    if n:
+        names = batch.strings
+        start, end, tid, rank = col("start_ns"), col("end_ns"), col("task_id"), col("rank")
+        acts = np.flatnonzero(np.bincount(col("activity_id"), minlength=1)).tolist()
+        wf = col("workflow_id")
+        summary.update(
+            t0=int(start.min()), t1=int(end.max()), id0=int(tid.min()), id1=int(tid.max()),
+            r0=int(rank.min()), r1=int(rank.max()),
+            wf=[int(wf[0])] if (wf == wf[0]).all() else np.unique(wf).tolist(),
+            act=[names[a] if a < len(names) else "" for a in acts],
+            err=int(np.count_nonzero(col("status") == STATUS_ERROR)))
     return summary
 
 

@@ -13,20 +13,13 @@ class EmbeddedTransport(Transport):
         super().__init__(config, job)
         path = config.store_dir or os.path.join(job.run_dir, "store")
         self.store = open_store(config.store, os.path.join(path, job.node), config)
-        self._pending = []
 
     def publish(self, key, frame):
-        self._pending.append((bytes(key), bytes(frame)))
-        if len(self._pending) >= self.config.keeper_batch:
-            self.flush()
-
-    def flush(self):
-        if self._pending:
-            self.store.put_batches(self._pending)  # one transaction, committed on return
-            self._pending = []
+        # Committed before returning (LMDB copies straight from the caller's
+        # buffer): the flush that follows has nothing left to do.
+        self.store.put_batches([(bytes(key), frame)])
 
     def close(self):
-        self.flush()
         self.store.close()
 
 

@@ -1,0 +1,130 @@
+"""End-to-end pipeline benchmarks (issue 3): ranks -> node leader -> embedded LMDB.
+
+    python benchmarks/bench_pipeline.py throughput --ranks 4 --records 2000000
+    python benchmarks/bench_pipeline.py overhead --ranks 1 4 8
+
+throughput: every rank pushes its share of records as fast as Python can
+call the ring (`raw`: one cffi call per record, the floor of the pipeline)
+or through @flowcept_task (`decorated`); the clock runs from a barrier
+before the first push until the leader has committed the last record to
+LMDB.  The leader's RSS is sampled while it drains.
+overhead: examples/heat2d.py with capture on vs --no-capture, wall time
+ratio (min of repeats), tasks of about a millisecond.
+Prints one JSON line per measurement.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def worker(args):
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    from flowcept.mpi import instrument
+    prov = instrument(comm, workflow_name="bench")
+    s = prov.session
+    n = args.records // comm.Get_size()
+    if args.mode == "raw":
+        from flowcept._native import lib
+        push, h, wf, rank = lib.fc_ring_push_task, s.handle, s.workflow_id, s.rank
+        aid = s.activity_id("raw")
+        payload = b"\x82\xa4used\x82\xa1x\x01\xa1y\x02\xa9generated\x80"
+        base = s.origin_bits
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            push(h, base | i, 0, wf, i, i + 1, rank, 0, aid, 0, 1, payload, 21)
+    else:
+        @prov.task
+        def f(x, y):
+            return None
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for i in range(n):
+            f(x=1, y=2)
+    t_push = time.perf_counter() - t0
+    prov.finalize()          # leader: drains everything into LMDB and commits
+    t_all = time.perf_counter() - t0
+    import resource
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading back
+    t_all = comm.reduce(t_all, op=MPI.MAX, root=0)
+    t_push = comm.reduce(t_push, op=MPI.MAX, root=0)
+    if comm.Get_rank() == 0:
+        from flowcept.reader import read_records
+        stored = len(read_records(prov.run_dir).records)
+        print(json.dumps({"bench": "pipeline", "mode": args.mode, "ranks": comm.Get_size(),
+                          "records": n * comm.Get_size(), "stored": stored,
+                          "push_s": round(t_push, 3), "end_to_end_s": round(t_all, 3),
+                          "records_per_s": round(n * comm.Get_size() / t_all),
+                          "leader_maxrss_mib": round(maxrss, 1)}),
+              flush=True)
+
+
+def throughput(args):
+    for mode in args.modes:
+        for ranks in args.ranks:
+            tmp = tempfile.mkdtemp(prefix="fcbench-")
+            env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp, FLOWCEPT_RING_BYTES=str(args.ring_bytes))
+            cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "worker", "--mode", mode,
+                   "--records", str(args.records)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+            shutil.rmtree(tmp, ignore_errors=True)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            print(lines[-1] if lines else json.dumps({"error": out.stderr[-2000:]}), flush=True)
+
+
+def overhead(args):
+    heat = os.path.join(ROOT, "examples", "heat2d.py")
+    for ranks in args.ranks:
+        times = {}
+        for label, extra in (("off", ["--no-capture"]), ("on", [])):
+            best = float("inf")
+            for _ in range(args.repeats):
+                tmp = tempfile.mkdtemp(prefix="fcbench-")
+                env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp)
+                cmd = ["mpiexec", "-n", str(ranks), sys.executable, heat, "--n", str(args.n),
+                       "--steps", str(args.steps)] + extra
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+                shutil.rmtree(tmp, ignore_errors=True)
+                line = [x for x in out.stdout.splitlines() if x.startswith("heat2d:")]
+                if not line:
+                    raise SystemExit(out.stderr[-3000:])
+                best = min(best, float(line[-1].split(", ")[4].split()[0]))
+            times[label] = best
+        print(json.dumps({"bench": "overhead", "ranks": ranks, "grid": args.n, "steps": args.steps,
+                          "off_s": times["off"], "on_s": times["on"],
+                          "ms_per_timestep": round(times["off"] / args.steps * 1e3, 3),
+                          "overhead_pct": round((times["on"] / times["off"] - 1) * 100, 2)}),
+              flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("worker")
+    w.add_argument("--mode", default="raw")
+    w.add_argument("--records", type=int, default=1_000_000)
+    t = sub.add_parser("throughput")
+    t.add_argument("--ranks", type=int, nargs="+", default=[1, 4])
+    t.add_argument("--modes", nargs="+", default=["raw", "decorated"])
+    t.add_argument("--records", type=int, default=2_000_000)
+    t.add_argument("--ring-bytes", type=int, default=4 << 20)
+    o = sub.add_parser("overhead")
+    o.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 8])
+    o.add_argument("--n", type=int, default=1024)
+    o.add_argument("--steps", type=int, default=200)
+    o.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    {"worker": worker, "throughput": throughput, "overhead": overhead}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
