@@ -27,7 +27,7 @@ import msgpack
 import numpy as np
 
 from flowcept.batch import Batch
-from flowcept.layout import FLAG_WORKFLOW, STATUS_ERROR
+from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_ERROR
 from flowcept.store import Store
 
 FORMAT = 1
@@ -57,7 +57,11 @@ def summarize(batch: Batch) -> dict:
             r0=int(rank.min()), r1=int(rank.max()),
             wf=[int(wf[0])] if (wf == wf[0]).all() else np.unique(wf).tolist(),
             act=[names[a] if a < len(names) else "" for a in acts],
-            err=int(np.count_nonzero(col("status") == STATUS_ERROR)))
+            err=int(np.count_nonzero(col("status") == STATUS_ERROR)),
+            # query index (issue #4): max start, min end, node of the batch
+            s1=int(start.max()), e0=int(end.min()))
+        if names and names[0].startswith(NODE_PREFIX):
+            summary["host"] = names[0][len(NODE_PREFIX):]
     return summary
 
 
