@@ -1,0 +1,368 @@
+"""The keeper: consumes batches from a transport and writes them to sharded LMDB.
+
+Per read (up to ``count`` entries):
+  1. every entry is checked: a frame field, size <= keeper_max_frame_bytes,
+     ``flowcept.batch.validate`` (magic, version, length, offsets, checksum),
+     routing key == the key in the frame header;
+  2. accepted frames go to the store in one transaction per shard
+     (idempotent by batch key: a redelivered batch is skipped);
+  3. rejected ones go to the quarantine (committed);
+  4. only then are all the entries acknowledged.
+A crash anywhere before 4 leaves the entries pending: they are delivered
+again (to this keeper after a restart under the same name, or to another
+one through XAUTOCLAIM) and the store skips what it already has.
+
+Bad input never stops it: every failure of one entry is a rejection with a
+reason.  Failures of the store (disk full) or of the transport (down) are
+retried with a back-off, and nothing is acknowledged meanwhile.
+
+SIGTERM/SIGINT: stops reading, commits and acknowledges what it holds,
+writes its status file and returns 0.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Dict, List, Optional
+
+from flowcept.batch import BatchError, validate
+from flowcept.transport import TransportUnavailable
+
+log = logging.getLogger("flowcept.keeper")
+
+REASON_NAMES = {
+    errno.EBADMSG: "bad_magic_or_sizes",
+    errno.EPROTO: "bad_version",
+    errno.EILSEQ: "bad_checksum",
+    errno.EMSGSIZE: "bad_length",
+    errno.ERANGE: "bad_record_range",
+}
+STATUS_PREFIX = "keeper-"
+STATUS_SUFFIX = ".status.json"
+
+
+def reason_of(err: BatchError) -> str:
+    return REASON_NAMES.get(err.code, f"bad_frame_{err.code}")
+
+
+def default_name() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+class Keeper:
+    """``Keeper(config, ...).run()`` until ``stop()`` (or SIGTERM/SIGINT)."""
+
+    def __init__(self, config, store_dir: Optional[str] = None, name: Optional[str] = None,
+                 group: Optional[str] = None, url: Optional[str] = None,
+                 transport: Optional[str] = None, count: int = 16, block_ms: int = 200,
+                 status_interval: float = 1.0, delete_acked: bool = True):
+        overrides = {}
+        if url:
+            overrides["transport_url"] = url
+        if transport:
+            overrides["transport"] = transport
+        if group:
+            overrides["redis_group"] = group
+        if overrides:
+            config = config.replace(**overrides)
+        self.config = config
+        self.store_dir = os.path.abspath(store_dir or config.store_dir
+                                         or os.path.join(config.run_dir, "store"))
+        self.name = name or default_name()
+        self.group = config.redis_group
+        self.count = max(1, count)
+        self.block_ms = block_ms
+        self.status_interval = status_interval
+        self.delete_acked = delete_acked
+        self.max_frame = config.keeper_max_frame_bytes
+        self._stop = threading.Event()
+        self.counts = {"batches_in": 0, "records_in": 0, "duplicates": 0, "rejected": 0,
+                       "acked": 0, "reads": 0, "store_errors": 0, "transport_errors": 0}
+        self.rejected: Dict[str, int] = {}
+        self.started = time.time()
+        self.sources = []
+        self.store = None
+        self.quarantine = None
+        self._last_status = 0.0
+        self._source_info: List[dict] = []
+
+    # -- setup ----------------------------------------------------------------
+    def _open(self) -> None:
+        from flowcept.jobs import private_dir
+        from flowcept.keeper.quarantine import Quarantine
+        from flowcept.store import open_store
+        private_dir(self.store_dir)
+        self.store = open_store(self.config.store, self.store_dir, self.config)
+        self.quarantine = Quarantine(self.store_dir)
+        self.sources = self._open_sources()
+
+    def _open_sources(self):
+        cfg = self.config
+        if cfg.transport == "redis":
+            from flowcept.transport.redis import RedisSource, split_urls
+            return [RedisSource(u, cfg.redis_stream, self.group, self.name,
+                                claim_idle_ms=cfg.keeper_claim_idle_ms,
+                                delete_acked=self.delete_acked)
+                    for u in split_urls(cfg.transport_url)]
+        if cfg.transport == "mofka":
+            from flowcept.transport.mofka import MofkaSource
+            return [MofkaSource(cfg, self.name)]
+        raise ValueError(f"keeper: transport {cfg.transport!r} has no consumer side; "
+                         "use --transport redis or mofka")
+
+    # -- control --------------------------------------------------------------
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, self.stop)
+        return old
+
+    def run(self, max_idle_s: Optional[float] = None) -> int:
+        """Consumes until stopped (or idle for max_idle_s, for tools and tests).
+        Returns 0."""
+        old = self._install_signals()
+        try:
+            self._open()
+            self.write_status()
+            idle_since = time.monotonic()
+            backoff = 0.05
+            while not self._stop.is_set():
+                got = 0
+                for src in list(self.sources):
+                    if self._stop.is_set():
+                        break
+                    try:
+                        block = self.block_ms if len(self.sources) == 1 else None
+                        entries = src.read(self.count, block)
+                    except TransportUnavailable as e:
+                        self.counts["transport_errors"] += 1
+                        log.warning("keeper %s: %s; retrying in %.1fs", self.name, e, backoff)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 2.0)
+                        continue
+                    backoff = 0.05
+                    if entries:
+                        got += len(entries)
+                        self.process(src, entries)
+                if got:
+                    idle_since = time.monotonic()
+                elif len(self.sources) > 1:
+                    self._stop.wait(self.block_ms / 1000 / len(self.sources))
+                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+                if time.monotonic() - self._last_status >= self.status_interval:
+                    self.write_status()
+            return 0
+        finally:
+            self.close()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    # -- one read -------------------------------------------------------------
+    def check(self, entry):
+        """(key, frame) of a good entry, or raises _Reject."""
+        frame = entry.frame
+        if frame is None:
+            raise _Reject("no_frame", "entry has no frame field 'f'")
+        if len(frame) > self.max_frame:
+            raise _Reject("oversized", f"{len(frame)} bytes > keeper_max_frame_bytes={self.max_frame}")
+        try:
+            validate(frame)
+        except BatchError as e:
+            raise _Reject(reason_of(e), str(e)) from None
+        from flowcept.batch import batch_key
+        import struct
+        # header fields job_id, ring_uid, seq at offsets 16, 24, 32 (validated above)
+        job_id, ring_uid, seq = struct.unpack_from("<QQQ", frame, 16)
+        key = batch_key(job_id, ring_uid, seq)
+        if entry.key is not None and bytes(entry.key) != key:
+            raise _Reject("key_mismatch", f"routing key {bytes(entry.key).hex()} != frame key {key.hex()}")
+        return key, frame
+
+    def process(self, src, entries) -> None:
+        self.counts["reads"] += 1
+        accepted, rejected = [], []
+        for entry in entries:
+            try:
+                accepted.append(self.check(entry))
+            except _Reject as r:
+                rejected.append({"reason": r.reason, "detail": r.detail, "frame": entry.frame,
+                                 "routing": _safe_routing(entry)})
+            except Exception as e:     # never crash on input
+                rejected.append({"reason": "internal", "detail": f"{type(e).__name__}: {e}",
+                                 "frame": entry.frame if isinstance(entry.frame, bytes) else b"",
+                                 "routing": _safe_routing(entry)})
+        new_records = 0
+        try:
+            seen = set()
+            for key, frame in accepted:
+                if key not in seen and not self.store.has(key):
+                    new_records += _record_count(frame)
+                seen.add(key)
+            new = self.store.put_batches(accepted) if accepted else 0
+            self.quarantine.put(rejected)
+        except Exception as e:   # store failure: nothing acknowledged, redelivered later
+            self.counts["store_errors"] += 1
+            log.error("keeper %s: store write failed (%s); %d entries stay pending", self.name, e,
+                      len(entries))
+            if hasattr(src, "_own_pending"):
+                src._own_pending = True     # read them again
+            self._stop.wait(1.0)
+            return
+        self.counts["batches_in"] += new
+        self.counts["records_in"] += new_records
+        self.counts["duplicates"] += len(accepted) - new
+        self.counts["rejected"] += len(rejected)
+        for r in rejected:
+            self.rejected[r["reason"]] = self.rejected.get(r["reason"], 0) + 1
+            log.warning("keeper %s: quarantined a batch (%s: %s)", self.name, r["reason"], r["detail"])
+        try:
+            src.ack(entries)
+            self.counts["acked"] += len(entries)
+        except TransportUnavailable as e:
+            self.counts["transport_errors"] += 1
+            log.warning("keeper %s: ack failed (%s); the entries will be redelivered and skipped",
+                        self.name, e)
+
+    # -- status ---------------------------------------------------------------
+    def status(self) -> dict:
+        return {"name": self.name, "group": self.group, "pid": os.getpid(),
+                "host": socket.gethostname(), "transport": self.config.transport,
+                "sources": [s.name for s in self.sources], "store_dir": self.store_dir,
+                "started": self.started, "updated": time.time(),
+                "running": not self._stop.is_set(),
+                **self.counts, "rejected_by_reason": dict(self.rejected)}
+
+    def write_status(self, running: Optional[bool] = None) -> None:
+        doc = self.status()
+        if running is not None:
+            doc["running"] = running
+        path = os.path.join(self.store_dir, f"{STATUS_PREFIX}{_safe(self.name)}{STATUS_SUFFIX}")
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1, sort_keys=True)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("keeper %s: cannot write status %s: %s", self.name, path, e)
+        self._last_status = time.monotonic()
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.write_status(running=False)
+        for src in self.sources:
+            src.close()
+        if self.quarantine is not None:
+            self.quarantine.close()
+            self.quarantine = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def _record_count(frame) -> int:
+    import struct
+    return struct.unpack_from("<I", frame, 48)[0]   # header record_count
+
+
+def _safe_routing(entry) -> dict:
+    try:
+        return entry.routing()
+    except Exception:
+        return {}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def read_status(store_dir: str, url: Optional[str] = None, stream: str = "flowcept",
+                group: Optional[str] = None) -> dict:
+    """Aggregated keeper status of a store dir, plus the streams (XINFO) when url given."""
+    import glob
+    keepers = []
+    for path in sorted(glob.glob(os.path.join(store_dir, STATUS_PREFIX + "*" + STATUS_SUFFIX))):
+        try:
+            with open(path) as f:
+                keepers.append(json.load(f))
+        except (OSError, ValueError):
+            continue
+    total = {"batches_in": 0, "records_in": 0, "duplicates": 0, "rejected": 0}
+    reasons: Dict[str, int] = {}
+    for k in keepers:
+        for key in total:
+            total[key] += int(k.get(key, 0))
+        for r, n in (k.get("rejected_by_reason") or {}).items():
+            reasons[r] = reasons.get(r, 0) + int(n)
+    out = {"store_dir": store_dir, "keepers": keepers, "totals": total,
+           "rejected_by_reason": reasons}
+    if os.path.isfile(os.path.join(store_dir, "store.json")):
+        from flowcept.store import open_store
+        with open_store("lmdb", store_dir, readonly=True) as st:
+            out["shards"] = st.stats()["shards"]
+    from flowcept.keeper.quarantine import Quarantine
+    q = Quarantine(store_dir, readonly=True)
+    out["quarantined"] = len(q)
+    q.close()
+    if url:
+        from flowcept.transport.redis import connect, redact, split_urls, stream_info
+        streams = []
+        for u in split_urls(url):
+            try:
+                client = connect(u)
+                info = stream_info(client, stream, group)
+                client.close()
+            except TransportUnavailable as e:
+                info = {"error": str(e)}
+            streams.append({"url": redact(u), **info})
+        out["streams"] = streams
+    return out
+
+
+def format_status(st: dict) -> str:
+    lines = [f"store {st['store_dir']}"]
+    t = st["totals"]
+    lines.append(f"  batches in {t['batches_in']}, records in {t['records_in']}, duplicates skipped "
+                 f"{t['duplicates']}, rejected {t['rejected']} (quarantined: {st.get('quarantined', 0)})")
+    for r, n in sorted(st["rejected_by_reason"].items()):
+        lines.append(f"    rejected {r}: {n}")
+    for s in st.get("shards", []):
+        lines.append(f"  shard {s['shard']:03d}: {s['batches']} batches, {s['bytes'] / 1e6:.1f} MB")
+    for k in st["keepers"]:
+        age = time.time() - k.get("updated", 0)
+        state = "running" if k.get("running") and age < 30 else "stopped"
+        lines.append(f"  keeper {k['name']} ({state}, pid {k.get('pid')}, updated {age:.0f}s ago): "
+                     f"{k.get('batches_in', 0)} batches, {k.get('records_in', 0)} records, "
+                     f"{k.get('rejected', 0)} rejected")
+    for s in st.get("streams", []):
+        if "error" in s:
+            lines.append(f"  stream at {s['url']}: {s['error']}")
+            continue
+        lines.append(f"  stream {s['stream']} at {s['url']}: length {s['length']}")
+        for g in s.get("groups", []):
+            lag = f", lag {g['lag']}" if "lag" in g else ""
+            lines.append(f"    group {g['name']}: pending {g['pending']}{lag}, "
+                         f"{g['consumers']} consumer(s)")
+    return "\n".join(lines)

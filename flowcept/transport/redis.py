@@ -1,0 +1,372 @@
+"""Redis Streams transport (leader side) and stream source (keeper side).
+
+Leader: each batch frame is one stream entry, ``XADD <redis_stream> * f
+<frame> key <24-byte batch key> job <job name> node <node>``.  ``publish``
+only queues (the frame is copied: the caller reuses its buffer);
+``flush`` sends everything queued in one pipeline (several frames per round
+trip, at most ``redis_pipeline`` before publish sends on its own) and
+returns when Redis has answered every XADD.  A failure raises
+TransportUnavailable; the queued frames stay available through
+``take_unflushed()`` so the leader spools them (see flowcept.drain).
+
+Keeper: ``RedisSource`` reads with a consumer group (XREADGROUP), so
+several keepers split one stream; entries are acknowledged (XACK, then
+XDEL) only after the keeper committed them to LMDB.  A keeper restarted
+under its old name first re-reads its own pending entries; entries of a
+keeper that died for good are taken over with XAUTOCLAIM after
+``keeper_claim_idle_ms``.
+
+URLs: ``redis://[:password@]host[:port][/db]`` or ``rediss://`` (TLS), in
+``transport_url``.  A comma-separated list shards the leaders over several
+Redis instances: a node picks ``urls[crc32(node) % len(urls)]`` (stable over
+runs); a keeper reads them all.  Passwords never appear in messages.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+import zlib
+from typing import List, Optional, Tuple
+
+from flowcept.transport import Transport, TransportUnavailable
+
+log = logging.getLogger("flowcept.transport.redis")
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+FIELD_FRAME = b"f"
+FIELD_KEY = b"key"
+FIELD_JOB = b"job"
+FIELD_NODE = b"node"
+
+
+# -- URLs ---------------------------------------------------------------
+def split_urls(text: str) -> List[str]:
+    """The URLs of a transport_url (comma-separated); validated."""
+    from flowcept.config import ConfigError
+    urls = [u.strip() for u in (text or DEFAULT_URL).split(",") if u.strip()]
+    if not urls:
+        urls = [DEFAULT_URL]
+    for u in urls:
+        scheme = urllib.parse.urlsplit(u).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(
+                f"transport_url {redact(u)!r}: not a Redis URL; use redis://[:password@]host:port/db "
+                "or rediss://... for TLS (several: comma-separated)")
+    return urls
+
+
+def redact(url: str) -> str:
+    """The URL without its password (user name kept)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    netloc = f"{user}:***@{host}" if user else f":***@{host}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def pick_url(urls: List[str], node: str) -> str:
+    """The Redis instance of a node: stable hash of the node name."""
+    return urls[zlib.crc32(node.encode()) % len(urls)]
+
+
+def _import_redis():
+    try:
+        import redis
+    except ImportError:
+        raise TransportUnavailable("the redis transport needs the redis client: "
+                                   "pip install 'flowcept[redis]' (or pip install redis)") from None
+    return redis
+
+
+def describe_error(url: str, err: BaseException) -> str:
+    """A message for a failed connection: URL without password, cause, fix."""
+    redis = _import_redis()
+    where = f"Redis at {redact(url)}"
+    text = str(err)
+    low = text.lower()
+    if isinstance(err, redis.AuthenticationError) or "wrongpass" in low or "noauth" in low \
+            or "invalid password" in low or "invalid username-password" in low \
+            or "authentication required" in low:
+        if "without any password" in low or "no password is set" in low:
+            return (f"{where}: the URL gives a password but the server has none; remove it from "
+                    "transport_url (FLOWCEPT_TRANSPORT_URL)")
+        try:
+            has_password = urllib.parse.urlsplit(url).password is not None
+        except ValueError:
+            has_password = True
+        if not has_password or "noauth" in low:
+            return (f"{where}: authentication required but transport_url has no password; "
+                    "set transport_url=redis://:PASSWORD@host:port/0 (FLOWCEPT_TRANSPORT_URL)")
+        return (f"{where}: authentication failed (wrong password or user: {text}); fix the "
+                "password in transport_url, e.g. redis://:PASSWORD@host:port/0 "
+                "(FLOWCEPT_TRANSPORT_URL)")
+    if isinstance(err, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return (f"{where} is unreachable ({text}); start redis-server there or fix transport_url "
+                "(FLOWCEPT_TRANSPORT_URL)")
+    return f"{where}: {type(err).__name__}: {text}"
+
+
+def connect(url: str, timeout: float = 5.0, socket_timeout: float = 60.0):
+    """A connected, authenticated client (PING answered), or TransportUnavailable."""
+    redis = _import_redis()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
+                                      socket_timeout=socket_timeout, retry=Retry(NoBackoff(), 0),
+                                      retry_on_timeout=False)
+        client.ping()
+    except redis.RedisError as e:
+        raise TransportUnavailable(describe_error(url, e)) from None
+    except ValueError as e:    # malformed URL
+        raise TransportUnavailable(f"bad Redis URL {redact(url)!r}: {e}") from None
+    return client
+
+
+# -- leader side ------------------------------------------------------------
+class RedisTransport(Transport):
+    name = "redis"
+    spool_fallback = True        # the Drainer gives it the node's spool
+
+    def __init__(self, config, job):
+        super().__init__(config, job)
+        self.urls = split_urls(config.transport_url)
+        self.url = pick_url(self.urls, job.node)
+        self.stream = config.redis_stream
+        self.maxlen = config.redis_maxlen or None
+        self.depth = max(1, config.redis_pipeline)
+        self._routing = {FIELD_JOB: job.job_name.encode(), FIELD_NODE: job.node.encode()}
+        self._pending: List[Tuple[bytes, bytes]] = []
+        self._retry_s = config.spool_retry_ms / 1000
+        self._down_until = 0.0
+        self._down_reason = ""
+        self.batches = 0
+        self.bytes = 0
+        self.round_trips = 0
+        self._client = connect(self.url)    # rule 1: connect now or say why not
+
+    def _check_up(self) -> None:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise TransportUnavailable(self._down_reason)
+
+    def _mark_down(self, reason: str) -> None:
+        self._down_reason = reason
+        self._down_until = time.monotonic() + self._retry_s
+        log.warning("flowcept: %s; batches go to the spool, retry in %.1f s", reason, self._retry_s)
+
+    def publish(self, key, frame) -> None:
+        self._check_up()
+        self._pending.append((bytes(key), bytes(frame)))
+        if len(self._pending) >= self.depth:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        self._check_up()
+        redis = _import_redis()
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, frame in self._pending:
+                fields = {FIELD_FRAME: frame, FIELD_KEY: key, **self._routing}
+                pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as e:
+            msg = describe_error(self.url, e)
+            self._mark_down(msg)
+            raise TransportUnavailable(msg) from None
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:   # e.g. OOM (maxmemory), NOPERM: nothing is confirmed
+            msg = f"Redis at {redact(self.url)} refused XADD: {errors[0]}"
+            self._mark_down(msg)
+            raise TransportUnavailable(msg)
+        self.round_trips += 1
+        self.batches += len(self._pending)
+        self.bytes += sum(len(f) for _, f in self._pending)
+        self._pending = []
+        self._down_until = 0.0
+
+    def take_unflushed(self) -> List[Tuple[bytes, bytes]]:
+        """The batches published but not confirmed (after a failed flush)."""
+        out, self._pending = self._pending, []
+        return out
+
+    def close(self) -> None:
+        if self._client is None:
+            return
+        try:
+            self.flush()
+        finally:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+            self._client = None
+
+
+BACKEND = RedisTransport
+
+
+# -- keeper side -----------------------------------------------------------
+class Entry:
+    """One delivered stream entry."""
+    __slots__ = ("id", "frame", "key", "job", "node", "source")
+
+    def __init__(self, eid, fields, source):
+        self.id = eid
+        self.frame = fields.get(FIELD_FRAME)
+        self.key = fields.get(FIELD_KEY)
+        self.job = fields.get(FIELD_JOB)
+        self.node = fields.get(FIELD_NODE)
+        self.source = source
+
+    def routing(self) -> dict:
+        return {"id": self.id.decode() if isinstance(self.id, bytes) else str(self.id),
+                "key": self.key.hex() if isinstance(self.key, bytes) else None,
+                "job": self.job.decode("utf-8", "replace") if isinstance(self.job, bytes) else None,
+                "node": self.node.decode("utf-8", "replace") if isinstance(self.node, bytes) else None,
+                "source": self.source}
+
+
+class RedisSource:
+    """A keeper's view of one Redis instance's stream (consumer group member)."""
+
+    def __init__(self, url: str, stream: str, group: str, consumer: str,
+                 claim_idle_ms: int = 30_000, delete_acked: bool = True):
+        self.url = url
+        self.name = redact(url)
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+        self.delete_acked = delete_acked
+        self.client = None
+        self._own_pending = True      # first read our own pending entries (restart)
+        self._claim_cursor = b"0-0"
+        self._next_claim = 0.0
+        self.claimed = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        redis = _import_redis()
+        self.client = connect(self.url)
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise TransportUnavailable(describe_error(self.url, e)) from None
+        self._own_pending = True
+
+    def _entries(self, reply) -> List[Entry]:
+        out = []
+        for _stream, items in reply or []:
+            for eid, fields in items:
+                if fields is None:      # deleted while pending
+                    continue
+                out.append(Entry(eid, fields, self.name))
+        return out
+
+    def read(self, count: int, block_ms: Optional[int]) -> List[Entry]:
+        """Up to count entries: own pending, then claimed, then new ones."""
+        redis = _import_redis()
+        try:
+            if self.client is None:
+                self._connect()
+            if self._own_pending:
+                got = self._entries(self.client.xreadgroup(
+                    self.group, self.consumer, {self.stream: "0"}, count=count))
+                if got:
+                    return got
+                self._own_pending = False
+            if self.claim_idle_ms >= 0 and time.monotonic() >= self._next_claim:
+                got = self._claim(count)
+                if got:
+                    return got
+            return self._entries(self.client.xreadgroup(
+                self.group, self.consumer, {self.stream: ">"}, count=count,
+                block=block_ms if block_ms else None))
+        except redis.ResponseError as e:
+            if "NOGROUP" in str(e):      # stream or group deleted (e.g. FLUSHALL): recreate
+                self.client = None
+                return []
+            raise TransportUnavailable(describe_error(self.url, e)) from None
+        except redis.RedisError as e:
+            self.client = None
+            raise TransportUnavailable(describe_error(self.url, e)) from None
+
+    def _claim(self, count: int) -> List[Entry]:
+        reply = self.client.xautoclaim(self.stream, self.group, self.consumer,
+                                       self.claim_idle_ms, start_id=self._claim_cursor, count=count)
+        cursor, items = reply[0], reply[1]
+        self._claim_cursor = cursor
+        if cursor in (b"0-0", "0-0"):
+            # a full pass over the pending list: next pass after the idle time
+            self._next_claim = time.monotonic() + max(self.claim_idle_ms, 100) / 1000 / 2
+        out = [Entry(eid, fields, self.name) for eid, fields in items if fields is not None]
+        self.claimed += len(out)
+        return out
+
+    def ack(self, entries: List[Entry]) -> None:
+        redis = _import_redis()
+        ids = [e.id for e in entries]
+        if not ids:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xack(self.stream, self.group, *ids)
+            if self.delete_acked:
+                pipe.xdel(self.stream, *ids)
+            pipe.execute()
+        except redis.RedisError as e:
+            # Not acknowledged: redelivered later, and the store skips it.
+            self.client = None
+            raise TransportUnavailable(describe_error(self.url, e)) from None
+
+    def info(self) -> dict:
+        """Stream length, group pending/lag, consumers (XINFO)."""
+        return stream_info(self.client, self.stream, self.group)
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:
+                pass
+            self.client = None
+
+
+def stream_info(client, stream: str, group: Optional[str] = None) -> dict:
+    redis = _import_redis()
+    out = {"stream": stream}
+    try:
+        out["length"] = int(client.xlen(stream))
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return {**out, "length": 0, "groups": []}
+    gl = []
+    for g in groups:
+        name = g.get("name")
+        name = name.decode() if isinstance(name, bytes) else name
+        entry = {"name": name, "pending": int(g.get("pending", 0)),
+                 "consumers": int(g.get("consumers", 0))}
+        if g.get("lag") is not None:
+            entry["lag"] = int(g["lag"])
+        if group is None or name == group:
+            try:
+                entry["consumer_list"] = [
+                    {"name": (c["name"].decode() if isinstance(c["name"], bytes) else c["name"]),
+                     "pending": int(c.get("pending", 0)), "idle_ms": int(c.get("idle", 0))}
+                    for c in client.xinfo_consumers(stream, name)]
+            except redis.ResponseError:
+                pass
+        gl.append(entry)
+    out["groups"] = gl
+    return out
