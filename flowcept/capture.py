@@ -22,6 +22,34 @@ from flowcept.payload import encode
 # Task id of the innermost open task of this thread / asyncio task (0: none).
 current_task_id: contextvars.ContextVar[int] = contextvars.ContextVar("flowcept_task", default=0)
 
+_fastcapture = runtime._fastcapture   # the compiled wrapper of sync functions, or None
+
+
+def _ensure_state():
+    """Called by a compiled wrapper when no session is active: its State or None."""
+    s = runtime._session or runtime.ensure_session()
+    return None if s is None else s._fast
+
+
+if _fastcapture is not None:
+    _fastcapture.configure(current_task_id, _ensure_state)
+
+
+def _use_compiled() -> bool:
+    return _fastcapture is not None and os.environ.get("FLOWCEPT_PURE_PYTHON", "").strip() != "1"
+
+
+def _pre_encode(extra: dict) -> Optional[bytes]:
+    """The key/value pairs of extra as msgpack (a compiled wrapper appends them)."""
+    import msgpack
+    from flowcept.payload import _describe
+    try:
+        packer = msgpack.Packer(default=_describe, use_bin_type=True, datetime=False,
+                                strict_types=False)
+        return b"".join(packer.pack(k) + packer.pack(v) for k, v in extra.items())
+    except Exception:  # the wrapper then builds every payload in Python
+        return None
+
 
 def _disabled_by_env() -> bool:
     return os.environ.get("FLOWCEPT_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
@@ -92,9 +120,8 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
 
     want_args = capture_args
 
-    def finish(s, tid, parent, start, args, kwargs, result, exc):
-        end = time_ns()
-        if want_args is False or (want_args is None and not s.config.capture_args):
+    def payload_of(want, args, kwargs, result, exc):
+        if not want:
             doc = dict(extra)
         else:
             doc = {"used": used_of(args, kwargs)}
@@ -106,7 +133,12 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
                 doc.update(extra)
         if exc is not None:
             doc["error"] = _error_doc(exc)
-        data = encode(doc)
+        return encode(doc)
+
+    def finish(s, tid, parent, start, args, kwargs, result, exc):
+        end = time_ns()
+        want = not (want_args is False or (want_args is None and not s.config.capture_args))
+        data = payload_of(want, args, kwargs, result, exc)
         s.push(tid, parent, start, end, activity, STATUS_FINISHED if exc is None else STATUS_ERROR,
                data, FLAG_PAYLOAD_MSGPACK)
 
@@ -117,7 +149,7 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
             if s is None:
                 return await func(*args, **kwargs)
             parent = current_task_id.get()
-            tid = s.origin_bits | next(s.counter)
+            tid = s.next_task_id()
             token = current_task_id.set(tid)
             start = time_ns()
             try:
@@ -132,13 +164,25 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
         async_wrapper.__flowcept_activity__ = activity
         return async_wrapper
 
+    if _use_compiled():
+        fast_names = (isinstance(output_names, (list, tuple)) and all(type(n) is str for n in output_names)
+                      and len(set(output_names)) == len(output_names))
+        task = _fastcapture.Task(
+            func, activity, tuple(names), simple, skip_first,
+            tuple(output_names) if output_names else None, fast_names,
+            _pre_encode(extra) if extra else None, len(extra),
+            -1 if want_args is None else (0 if want_args is False else 1), used_of, payload_of)
+        functools.update_wrapper(task, func)
+        task.__flowcept_activity__ = activity
+        return task
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         s = runtime._session or runtime.ensure_session()
         if s is None:
             return func(*args, **kwargs)
         parent = current_task_id.get()
-        tid = s.origin_bits | next(s.counter)
+        tid = s.next_task_id()
         token = current_task_id.set(tid)
         start = time_ns()
         try:

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 ENV_PREFIX = "FLOWCEPT_"
 # Environment variables with the prefix that are not configuration keys.
 _ENV_NOT_KEYS = {"FLOWCEPT_SETTINGS_PATH", "FLOWCEPT_SANITIZE", "FLOWCEPT_REF_VENV",
-                 "FLOWCEPT_HOME", "FLOWCEPT_TEST_REDIS"}
+                 "FLOWCEPT_HOME", "FLOWCEPT_TEST_REDIS", "FLOWCEPT_PURE_PYTHON"}
 
 
 class ConfigError(ValueError):

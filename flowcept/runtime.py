@@ -23,6 +23,11 @@ _session: Optional["Session"] = None
 _session_lock = threading.RLock()
 _fork_origin_counter = itertools.count(1)
 
+try:  # the compiled @flowcept_task wrapper; ids and thread indexes live in its State
+    from flowcept import _fastcapture
+except ImportError:  # pragma: no cover - pure-Python install
+    _fastcapture = None
+
 
 def new_workflow_id() -> int:
     return int.from_bytes(os.urandom(8), "little") or 1
@@ -34,6 +39,8 @@ class Session:
     rank/size/origin: ids of this process in the job; workflow_id: the
     current workflow; leader: a Drainer when this process drains rings.
     """
+
+    _fast = None   # its flowcept._fastcapture.State, when the extension is there
 
     def __init__(self, config: Config, job_name: str, *, rank: int = 0, origin: Optional[int] = None,
                  workflow_id: Optional[int] = None, drainer=None, ring_dir: Optional[str] = None):
@@ -61,12 +68,28 @@ class Session:
             drainer.adopt(self.ring_path)
         from flowcept import payload
         payload.configure(config.numpy_mode, config.max_payload_bytes)
+        self._fast = _fast_state(self)
+
+    @property
+    def workflow_id(self) -> int:
+        return self._workflow_id
+
+    @workflow_id.setter
+    def workflow_id(self, value: int) -> None:
+        self._workflow_id = value
+        fast = self.__dict__.get("_fast")
+        if fast is not None:
+            fast.workflow_id = value
 
     # -- ids -----------------------------------------------------------
     def next_task_id(self) -> int:
+        if self._fast is not None:
+            return self._fast.next_id()
         return self.origin_bits | next(self.counter)
 
     def thread_index(self) -> int:
+        if self._fast is not None:
+            return self._fast.thread_index()
         idx = getattr(self._tls, "idx", None)
         if idx is None:
             idx = self._tls.idx = next(self._thread_counter)
@@ -109,6 +132,8 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self._fast is not None:
+            self._fast.invalidate()   # C wrappers stop pushing before the ring goes
         self.ring.close()
         self.handle = None
         if self.drainer is not None:
@@ -120,6 +145,23 @@ class Session:
                 pass
 
 
+def _fast_state(session: Session):
+    """The session's State for flowcept._fastcapture (None without it)."""
+    if _fastcapture is None:
+        return None
+    from flowcept._native import ffi, lib
+    push = int(ffi.cast("uintptr_t", ffi.addressof(lib, "fc_ring_push_task")))
+    return _fastcapture.State(push, int(ffi.cast("uintptr_t", session.handle)),
+                              session.origin_bits, session.workflow_id, session.rank,
+                              bool(session.config.capture_args),
+                              session.config.max_payload_bytes, session.activity_id)
+
+
+def _set_fast_active(session: Optional[Session]) -> None:
+    if _fastcapture is not None:
+        _fastcapture.set_active(getattr(session, "_fast", None))
+
+
 def current() -> Optional[Session]:
     return _session
 
@@ -128,6 +170,7 @@ def set_current(session: Optional[Session]) -> None:
     global _session
     with _session_lock:
         _session = session
+        _set_fast_active(session)
 
 
 def start_local_session(config: Optional[Config] = None, workflow_id: Optional[int] = None) -> Session:
@@ -167,6 +210,7 @@ def end_session() -> None:
     global _session
     with _session_lock:
         s, _session = _session, None
+        _set_fast_active(None)
     if s is not None:
         s.close()
 
@@ -176,6 +220,7 @@ def _after_fork_in_child() -> None:
     # forget it; the child's first capture starts a session of its own.
     global _session
     _session = None
+    _set_fast_active(None)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
