@@ -20,7 +20,12 @@ def _cmd_prolog(args) -> int:
         env = dict(os.environ)
         env.setdefault("SLURM_JOB_UID", str(os.getuid()))
         if not env.get("SLURM_JOB_WORK_DIR"):
-            env["SLURM_JOB_WORK_DIR"] = env.get("SLURM_SUBMIT_DIR") or os.getcwd()
+            # A TaskProlog runs in the job's working directory (SLURM_JOB_WORK_DIR is not set
+            # there; SLURM_SUBMIT_DIR is where sbatch ran, not --chdir).
+            try:
+                env["SLURM_JOB_WORK_DIR"] = os.getcwd()
+            except OSError:
+                env["SLURM_JOB_WORK_DIR"] = env.get("SLURM_SUBMIT_DIR", "")
         ctx = epilog.job_from_env(env)
         shm = os.path.abspath(epilog.expand(settings.shm_dir, ctx))
         run = os.path.abspath(epilog.expand(settings.run_dir, ctx))

@@ -347,7 +347,9 @@ def preload(config, settings: EpilogSettings) -> None:
              f"flowcept.store.{config.store}", "flowcept.ops.safefs", "traceback", "glob",
              "pwd", "grp", "json", "hashlib", "lmdb", "lmdb._envid", "lmdb._config", "msgpack"]
     if settings.compact:
-        names += ["flowcept.archive", "flowcept.reader", "h5py", "numpy"]
+        names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.reader",
+                  "flowcept.reader", "h5py", "numpy", "zlib", "concurrent.futures",
+                  "datetime", "secrets", "numpy.ma"]
     for name in names:
         try:
             importlib.import_module(name)
@@ -411,7 +413,9 @@ def compact_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> 
         return
     try:
         from flowcept.archive import compact
-    except ImportError as e:
+        if not callable(compact):          # the flowcept.archive.compact submodule
+            compact = compact.compact
+    except (ImportError, AttributeError) as e:
         log("skipped", f"compaction configured but flowcept.archive is not available ({e})",
             failure=True)
         return
@@ -420,7 +424,7 @@ def compact_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> 
     partial = os.path.join(archive_dir, f".{ctx.job}.h5.partial-{os.getpid()}")
     t0 = time.monotonic()
     try:
-        compact(job_dir, partial)
+        compact(job_dir, partial, job=ctx.job, progress=False)
         st = os.lstat(out) if os.path.lexists(out) else None
         if st is not None and (stat.S_ISLNK(st.st_mode) or st.st_uid != ctx.uid):
             raise UnsafePathError(out, "exists and is a symbolic link or another user's file")

@@ -49,6 +49,15 @@ def run_epilog(job, uid, *args, gid=None, env_extra=None, timeout=60):
     return p.returncode, p.stderr
 
 
+def _have_archive():
+    try:
+        import h5py  # noqa: F401
+        from flowcept.archive import compact  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _proc_state(pid):
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -310,15 +319,21 @@ def test_privilege_drop_reads_and_writes_only_as_the_user(user_base, tmp_path):
     runs.mkdir(mode=0o700)
     os.chown(runs, OTHER_UID, OTHER_UID)
     logf = tmp_path / "root.log"           # the root parent's log: the user could not write it
+    compact = _have_archive()
     rc, err = run_epilog("6001", OTHER_UID, "--shm-dir", shm, "--run-dir", runs,
-                         "--log-file", logf, gid=OTHER_UID)
+                         "--log-file", logf, "--compact", "yes" if compact else "no",
+                         gid=OTHER_UID)
     text = logf.read_text()
     assert rc == 0, text + err
     assert f"dropped to uid {OTHER_UID} gid {OTHER_UID}" in text
     assert count_records(runs / "6001") == total == 1500
     assert not (shm / f"flowcept-{OTHER_UID}" / "6001").exists()
-    owners = {p.lstat().st_uid for p in (runs / "6001").rglob("*")}
+    owners = {p.lstat().st_uid for p in runs.rglob("*")}
     assert owners == {OTHER_UID}, owners   # every file the epilog wrote belongs to the user
+    if compact:
+        h5 = runs / "6001.h5"
+        assert "compact:" in text and h5.is_file(), text
+        assert stat.S_IMODE(h5.stat().st_mode) & 0o077 == 0
     st = logf.stat()
     assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
 
