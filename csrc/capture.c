@@ -1,0 +1,219 @@
+/*
+ * capture.c -- the C capture API (fc_capture_*, fc_task_*): a thread-local
+ * stack of open tasks, pushed to the process's ring on fc_task_end.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <time.h>
+
+#define FC__STACK_DEPTH 64
+#define FC__NAME_CACHE 16
+
+struct frame {
+    uint64_t task_id;
+    uint64_t parent;
+    int64_t start_ns;
+    uint32_t activity_id;
+    uint32_t valid;     /* 0: begin failed (e.g. string table full) */
+};
+
+struct name_ent {
+    const char *name;
+    uint64_t gen;
+    uint32_t id;
+};
+
+struct tstate {
+    uint64_t gen;       /* capture generation the stack belongs to */
+    uint32_t tid_plus1; /* 0 = not assigned yet */
+    uint32_t depth;
+    uint32_t overflow;  /* begins beyond FC__STACK_DEPTH (not recorded) */
+    struct frame st[FC__STACK_DEPTH];
+    struct name_ent cache[FC__NAME_CACHE];
+};
+
+static _Thread_local struct tstate tls;
+
+/* Global capture state: written by init/attach/finalize (not concurrently
+ * with fc_task_*), published through g_ring. */
+static _Atomic(struct fc_ring *) g_ring;
+static int g_owned;
+static uint64_t g_workflow;
+static uint32_t g_rank;
+static _Atomic uint64_t g_gen;
+static _Atomic uint32_t g_thread_counter;
+static _Atomic uint64_t g_task_counter;
+static _Atomic uint64_t g_origin_bits; /* origin << 40 */
+static _Atomic int g_origin_set;
+
+uint64_t fc_task_next_id(void)
+{
+    uint64_t c = atomic_fetch_add_explicit(&g_task_counter, 1,
+                                           memory_order_relaxed) + 1;
+    return atomic_load_explicit(&g_origin_bits, memory_order_relaxed) |
+           (1ull << 39) | (c & ((1ull << 39) - 1));
+}
+
+void fc_task_set_origin(uint32_t origin)
+{
+    atomic_store_explicit(&g_origin_bits, (uint64_t)(origin & 0xFFFFFFu) << 40,
+                          memory_order_relaxed);
+    atomic_store_explicit(&g_origin_set, 1, memory_order_relaxed);
+}
+
+static int attach(struct fc_ring *r, uint64_t workflow_id, uint32_t rank,
+                  int owned)
+{
+    if (!r)
+        return -EINVAL;
+    if (atomic_load_explicit(&g_ring, memory_order_acquire))
+        return -EALREADY;
+    g_owned = owned;
+    g_workflow = workflow_id;
+    g_rank = rank;
+    if (!atomic_load_explicit(&g_origin_set, memory_order_relaxed))
+        atomic_store_explicit(&g_origin_bits,
+                              (uint64_t)(rank & 0xFFFFFFu) << 40,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&g_gen, 1, memory_order_relaxed);
+    atomic_store_explicit(&g_ring, r, memory_order_release);
+    return 0;
+}
+
+int fc_capture_init(const char *ring_path, const fc_ring_options *opts,
+                    uint64_t workflow_id, uint32_t rank)
+{
+    if (atomic_load_explicit(&g_ring, memory_order_acquire))
+        return -EALREADY;
+    fc_ring_options o;
+    if (opts)
+        o = *opts;
+    else
+        fc_ring_options_init(&o);
+    o.rank = rank;
+    if (!o.workflow_id)
+        o.workflow_id = workflow_id;
+    fc_ring *r;
+    int e = fc_ring_create(ring_path, &o, &r);
+    if (e)
+        return e;
+    e = attach(r, workflow_id, rank, 1);
+    if (e)
+        fc_ring_close(r);
+    return e;
+}
+
+int fc_capture_attach(fc_ring *ring, uint64_t workflow_id, uint32_t rank)
+{
+    return attach(ring, workflow_id, rank, 0);
+}
+
+int fc_capture_finalize(void)
+{
+    struct fc_ring *r = atomic_exchange_explicit(&g_ring, NULL,
+                                                 memory_order_acq_rel);
+    atomic_fetch_add_explicit(&g_gen, 1, memory_order_relaxed);
+    if (r && g_owned)
+        fc_ring_close(r);
+    g_owned = 0;
+    return 0;
+}
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static __attribute__((noinline)) int name_id(struct fc_ring *r,
+                                             struct tstate *t, uint64_t gen,
+                                             const char *name, uint32_t *id)
+{
+    size_t len = name ? strlen(name) : 0;
+    int k = fc_ring_intern(r, name ? name : "", (uint32_t)(len > 65535 ? 65535
+                                                                       : len));
+    if (k < 0)
+        return k;
+    struct name_ent *e = &t->cache[((uintptr_t)name >> 3) % FC__NAME_CACHE];
+    e->name = name;
+    e->gen = gen;
+    e->id = (uint32_t)k;
+    *id = (uint32_t)k;
+    return 0;
+}
+
+static __attribute__((noinline)) void thread_first(struct tstate *t,
+                                                   uint64_t gen)
+{
+    if (!t->tid_plus1)
+        t->tid_plus1 = atomic_fetch_add_explicit(&g_thread_counter, 1,
+                                                 memory_order_relaxed) + 1;
+    if (t->gen != gen) {
+        t->gen = gen;
+        t->depth = 0;
+        t->overflow = 0;
+    }
+}
+
+uint64_t fc_task_begin(const char *name)
+{
+    struct fc_ring *r = atomic_load_explicit(&g_ring, memory_order_acquire);
+    if (__builtin_expect(!r, 0))
+        return 0;
+    struct tstate *t = &tls;
+    uint64_t gen = atomic_load_explicit(&g_gen, memory_order_relaxed);
+    if (__builtin_expect(t->gen != gen || !t->tid_plus1, 0))
+        thread_first(t, gen);
+    uint32_t d = t->depth;
+    if (__builtin_expect(d >= FC__STACK_DEPTH, 0)) {
+        t->overflow++;
+        return 0;
+    }
+    struct frame *f = &t->st[d];
+    struct name_ent *e = &t->cache[((uintptr_t)name >> 3) % FC__NAME_CACHE];
+    uint32_t id;
+    if (__builtin_expect(e->name == name && e->gen == gen, 1)) {
+        id = e->id;
+    } else if (name_id(r, t, gen, name, &id) != 0) {
+        f->valid = 0; /* children attach to the enclosing task */
+        f->task_id = d ? t->st[d - 1].task_id : 0;
+        t->depth = d + 1;
+        return 0;
+    }
+    f->valid = 1;
+    f->activity_id = id;
+    f->parent = d ? t->st[d - 1].task_id : 0;
+    f->task_id = fc_task_next_id();
+    t->depth = d + 1;
+    f->start_ns = now_ns();
+    return f->task_id;
+}
+
+int fc_task_end(int status, const void *payload, uint32_t payload_len)
+{
+    struct fc_ring *r = atomic_load_explicit(&g_ring, memory_order_acquire);
+    struct tstate *t = &tls;
+    int64_t end = now_ns();
+    if (__builtin_expect(!r, 0))
+        return -ENOENT;
+    uint64_t gen = atomic_load_explicit(&g_gen, memory_order_relaxed);
+    if (__builtin_expect(t->gen != gen, 0))
+        return -ENOENT; /* tasks begun before a re-init are gone */
+    if (__builtin_expect(t->overflow != 0, 0)) {
+        t->overflow--;
+        return 0; /* its begin returned 0: not recorded */
+    }
+    uint32_t d = t->depth;
+    if (__builtin_expect(d == 0, 0))
+        return -ENOENT;
+    struct frame *f = &t->st[d - 1];
+    t->depth = d - 1;
+    if (__builtin_expect(!f->valid, 0))
+        return 0;
+    return fc_ring_push_task(r, f->task_id, f->parent, g_workflow, f->start_ns,
+                             end, g_rank, t->tid_plus1 - 1, f->activity_id,
+                             (uint16_t)status, FC_FLAG_C_API,
+                             (const char *)payload, payload_len);
+}
