@@ -152,6 +152,27 @@ class JobContext:
     user: str
     work_dir: str
     home: str
+    nodes: int = 1
+
+
+def _node_count(env: Mapping[str, str]) -> int:
+    """Nodes of the job: SLURM_JOB_NUM_NODES, else a guess from SLURM_JOB_NODELIST."""
+    n = env.get("SLURM_JOB_NUM_NODES", "").strip()
+    if n.isdigit():
+        return int(n)
+    nodelist = env.get("SLURM_JOB_NODELIST", "").strip()
+    if not nodelist:
+        return 1
+    count = 0
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", nodelist):
+        m = re.search(r"\[([^\]]*)\]", part)
+        if not m:
+            count += 1
+            continue
+        for rng in m.group(1).split(","):
+            lo, _, hi = rng.partition("-")
+            count += int(hi) - int(lo) + 1 if hi.isdigit() and lo.isdigit() else 1
+    return max(count, 1)
 
 
 def job_from_env(env: Mapping[str, str]) -> JobContext:
@@ -184,7 +205,8 @@ def job_from_env(env: Mapping[str, str]) -> JobContext:
     except KeyError:
         pass
     return JobContext(job=job, uid=uid, gid=gid, user=user or str(uid),
-                      work_dir=env.get("SLURM_JOB_WORK_DIR", ""), home=home)
+                      work_dir=env.get("SLURM_JOB_WORK_DIR", ""), home=home,
+                      nodes=_node_count(env))
 
 
 def expand(template: str, ctx: JobContext) -> str:
@@ -399,6 +421,12 @@ def compact_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> 
     from flowcept.ops.safefs import UnsafePathError
     run_dir = config.run_dir
     job_dir = os.path.join(run_dir, ctx.job)
+    if ctx.nodes > 1:
+        # Every node's epilog runs at the same time, each recovering its own node's records:
+        # no single node can know when the job's store is complete.
+        log("skipped", f"compaction of a {ctx.nodes}-node job is left to `flowcept compact "
+            f"{job_dir} -o <file>.h5` after the job (e.g. in an afterany-dependent job)")
+        return
     if not os.path.isdir(os.path.join(job_dir, "store")):
         log("nothing", f"no store in {job_dir}: nothing to compact")
         return

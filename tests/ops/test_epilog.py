@@ -525,3 +525,19 @@ def test_mpi_ranks_sigkilled_then_epilog_recovers(tmp_path, dirs):
         assert steps == list(range(len(steps))), f"rank {rank}: holes in {steps[:5]}..."
         n_ts = sum(1 for t in tasks if t["rank"] == rank and t["activity_id"] == "timestep")
         assert len(steps) - 1 <= n_ts <= len(steps)
+
+
+def test_node_count_and_multi_node_compaction_is_deferred(dirs):
+    from flowcept.ops.epilog import _node_count
+    assert _node_count({}) == 1
+    assert _node_count({"SLURM_JOB_NODELIST": "localhost"}) == 1
+    assert _node_count({"SLURM_JOB_NODELIST": "n[01-04]"}) == 4
+    assert _node_count({"SLURM_JOB_NODELIST": "a,b[1,3-4]"}) == 4
+    assert _node_count({"SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "x"}) == 2
+    shm, runs, logf = dirs
+    leave_ring("7100", 0, 10, shm, runs)
+    rc, err = run_epilog("7100", os.geteuid(), "--shm-dir", shm, "--run-dir", runs,
+                         "--compact", "yes", env_extra={"SLURM_JOB_NODELIST": "n[1-2]"})
+    assert rc == 0, err
+    assert "compaction of a 2-node job is left to" in err
+    assert count_records(runs / "7100") == 10 and not (runs / "7100.h5").exists()
