@@ -1,0 +1,91 @@
+"""`flowcept compact` and `flowcept report` (picked up by flowcept.cli)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _cmd_compact(args) -> int:
+    from flowcept.archive import ArchiveError
+    from flowcept.archive.compact import compact
+    out = args.output or (os.path.basename(os.path.abspath(args.path).rstrip(os.sep)) + ".h5")
+    try:
+        rep = compact(args.path, out, recover=args.recover, run_dir=args.run_dir,
+                      shm_dir=args.shm_dir, append=not args.no_append, overwrite=args.overwrite,
+                      compression=args.compression, level=args.level, threads=args.threads,
+                      progress=True if args.progress else None if not args.no_progress else False,
+                      job=args.job)
+    except (ArchiveError, FileExistsError) as e:
+        print(f"flowcept compact: error: {e}", file=sys.stderr)
+        return 2
+    print(rep.describe())
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from flowcept.archive import ArchiveError
+    from flowcept.archive.report import report
+    try:
+        text, pngs, note = report(args.archive, args.output, plots=not args.no_plots, top=args.top)
+    except ArchiveError as e:
+        print(f"flowcept report: error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    if pngs:
+        print("\nwrote " + ", ".join(pngs))
+    if note:
+        print(note, file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "compact", help="compact a job's LMDB store(s) into one HDF5 archive",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reads every store under PATH (a run directory such as ./flowcept-runs/<job>: "
+                    "one store per node) and writes one self-describing HDF5 file: one compressed "
+                    "column per record field, a string table, the payloads, workflow documents and "
+                    "a time index (layout: docs/archive-format.md).  The file is written under a "
+                    "temporary name and renamed when complete.  If OUTPUT exists, the new records "
+                    "are merged into it: nothing is stored twice (same workflow and task id).",
+        epilog="examples:\n"
+               "  flowcept compact flowcept-runs/1234 -o job1234.h5\n"
+               "  flowcept compact flowcept-runs/1234 -o job1234.h5 --recover 1234   # after a crash\n"
+               "  flowcept report job1234.h5")
+    p.add_argument("path", help="run, job or store directory")
+    p.add_argument("-o", "--output", help="archive file (default: <basename of PATH>.h5 here)")
+    p.add_argument("--recover", metavar="JOB",
+                   help="first drain the rings and spill files JOB left on this node into its store")
+    p.add_argument("--run-dir", help="run directory for --recover (default: guessed from PATH, else config)")
+    p.add_argument("--shm-dir", help="ring directory for --recover (default: config shm_dir)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--append", action="store_true",
+                   help="merge into an existing OUTPUT without duplicates (the default)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    g.add_argument("--no-append", action="store_true", help="fail if OUTPUT exists")
+    p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip",
+                   help="column and payload compression (default gzip: any HDF5 reads it; "
+                        "lzf needs h5py or hdf5plugin)")
+    p.add_argument("--level", type=int, default=1, help="gzip level 0-9 (default 1: fastest)")
+    p.add_argument("--threads", type=int, default=None, help="compression threads (default: CPUs)")
+    p.add_argument("--job", help="job name stored with the records (default: from the path)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--progress", action="store_true", help="progress bar on stderr even if not a TTY")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_compact)
+
+    p = sub.add_parser(
+        "report", help="summary, timeline.png and durations.png of an archive",
+        description="Prints a summary of an archive written by `flowcept compact` (tasks per "
+                    "activity with duration percentiles, busy time per rank and imbalance, "
+                    "throughput, slowest and failed tasks) and draws timeline.png (one lane per "
+                    "rank, bars coloured by activity, nested tasks thinner) and durations.png "
+                    "(duration histogram per activity, log scale).  The pictures need matplotlib "
+                    "(pip install 'flowcept[report]').")
+    p.add_argument("archive", help="HDF5 archive (from flowcept compact)")
+    p.add_argument("-o", "--output", metavar="OUTDIR",
+                   help="directory for the pictures (default: the archive's directory)")
+    p.add_argument("--top", type=int, default=5, help="how many slowest/failed tasks to list")
+    p.add_argument("--no-plots", action="store_true", help="text summary only")
+    p.set_defaults(func=_cmd_report)

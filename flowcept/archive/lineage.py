@@ -1,0 +1,151 @@
+"""Lineage: which tasks a task depends on, and which depend on it.
+
+Two kinds of edges:
+
+* **parent links** -- a task recorded inside another (nested decorated
+  calls, FlowceptTask blocks, loops) has that task as parent
+  (parent_task_id);
+* **data dependencies** -- task B depends on task A when a value B *used*
+  equals a value A *generated* and A ended no later than B started
+  (A.end_ns <= B.start_ns).  Only hashable scalars take part: strings,
+  bytes, integers and floats (not booleans, not None, not NaN), found as
+  the top-level values of the used/generated dicts or as elements of a
+  top-level list or tuple.  Equality is Python's (so 1 == 1.0); containers,
+  numpy array summaries and other objects never link.  Every earlier
+  producer of the value counts, across ranks and workflows of the archive.
+
+``ancestors`` walks the edges backwards (parents, producers), transitively;
+``descendants`` forwards (children, consumers).  The first walk builds the
+index: parent links with numpy; data edges by decoding every payload once.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Dict, List
+
+import numpy as np
+
+
+def scalar_values(d) -> List:
+    """The values of a used/generated dict that take part in data dependencies."""
+    out = []
+    if not isinstance(d, dict):
+        return out
+    for v in d.values():
+        items = v if isinstance(v, (list, tuple)) else (v,)
+        for x in items:
+            if isinstance(x, bool) or x is None:
+                continue
+            if isinstance(x, float) and math.isnan(x):
+                continue
+            if isinstance(x, (str, bytes, int, float)):
+                out.append(x)
+    return out
+
+
+def find_rows(wf_col: np.ndarray, id_col: np.ndarray, wf: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row of each (wf, id) pair in the (wf_col, id_col) table, -1 where absent."""
+    order = np.lexsort((id_col, wf_col))
+    swf, sid = wf_col[order], id_col[order]
+    out = np.full(len(ids), -1, np.int64)
+    for w in np.unique(wf).tolist():
+        lo, hi = np.searchsorted(swf, w, "left"), np.searchsorted(swf, w, "right")
+        if lo == hi:
+            continue
+        sel = np.flatnonzero(wf == w)
+        pos = lo + np.searchsorted(sid[lo:hi], ids[sel])
+        ok = pos < hi
+        ok[ok] = sid[pos[ok]] == ids[sel][ok]
+        out[sel[ok]] = order[pos[ok]]
+    return out
+
+
+class Lineage:
+    def __init__(self, archive):
+        self.a = archive
+        wf = archive._column("workflow_id")
+        tid = archive._column("task_id")
+        pid = archive._column("parent_id")
+        has = pid != 0
+        self.parent = np.full(archive.n, -1, np.int64)
+        self.parent[has] = find_rows(wf, tid, wf[has], pid[has])
+        # children as CSR
+        kids = np.flatnonzero(self.parent >= 0)
+        order = kids[np.argsort(self.parent[kids], kind="stable")]
+        self.child_rows = order
+        self.child_ptr = np.searchsorted(self.parent[order], np.arange(archive.n + 1))
+        self._data = None
+
+    def _data_index(self):
+        if self._data is None:
+            a = self.a
+            docs = a.decoded_payloads()
+            producers: Dict = defaultdict(list)
+            consumers: Dict = defaultdict(list)
+            used: List[List] = []
+            gen: List[List] = []
+            for i, d in enumerate(docs):
+                u = scalar_values(d.get("used")) if isinstance(d, dict) else []
+                g = scalar_values(d.get("generated")) if isinstance(d, dict) else []
+                used.append(u)
+                gen.append(g)
+                for v in set(g):
+                    producers[v].append(i)
+                for v in set(u):
+                    consumers[v].append(i)
+            self._data = (used, gen, {k: np.array(v, np.int64) for k, v in producers.items()},
+                          {k: np.array(v, np.int64) for k, v in consumers.items()})
+        return self._data
+
+    def walk(self, start: int, up: bool, parents: bool = True, data: bool = True) -> np.ndarray:
+        a = self.a
+        start_ns = a._column("start_ns")
+        end_ns = a._column("end_ns")
+        if data:
+            used, gen, producers, consumers = self._data_index()
+        seen = {start}
+        stack = [start]
+        while stack:
+            j = stack.pop()
+            nxt = []
+            if parents:
+                if up:
+                    if self.parent[j] >= 0:
+                        nxt.append(int(self.parent[j]))
+                else:
+                    nxt.extend(self.child_rows[self.child_ptr[j]:self.child_ptr[j + 1]].tolist())
+            if data:
+                if up:
+                    for v in used[j]:
+                        p = producers.get(v)
+                        if p is not None:
+                            nxt.extend(p[end_ns[p] <= start_ns[j]].tolist())
+                else:
+                    for v in gen[j]:
+                        c = consumers.get(v)
+                        if c is not None:
+                            nxt.extend(c[start_ns[c] >= end_ns[j]].tolist())
+            for k in nxt:
+                if k not in seen:
+                    seen.add(k)
+                    stack.append(k)
+        seen.discard(start)
+        return np.array(sorted(seen), np.int64)
+
+    def data_edges(self, rows=None):
+        """(consumer, producer, value) for every data dependency among rows."""
+        a = self.a
+        used, gen, producers, _c = self._data_index()
+        start_ns, end_ns = a._column("start_ns"), a._column("end_ns")
+        allowed = None if rows is None else set(int(r) for r in rows)
+        rows = range(a.n) if rows is None else rows
+        for b in rows:
+            b = int(b)
+            for v in set(used[b]):
+                p = producers.get(v)
+                if p is None:
+                    continue
+                for x in p[end_ns[p] <= start_ns[b]].tolist():
+                    if x != b and (allowed is None or x in allowed):
+                        yield b, x, v

@@ -1,0 +1,756 @@
+"""Reading an archive: ``flowcept.archive.open(path)`` -> :class:`Archive`.
+
+Columns are read from the file on first use and kept in memory; payloads
+(used/generated/tags/...) are decoded on demand.  Queries take Mongo-style
+filters and return a :class:`Selection` (indices into the archive, in
+archive order = start time order).
+
+Filter fields (a value or ``{"$op": value, ...}``; ops $eq $ne $gt $gte $lt
+$lte $in $nin, and top-level $and/$or lists):
+
+=====================  ======================================================
+task_id                "<wf hex>-<task hex>" (as in task dicts) or the raw int
+parent_task_id         same, or None for top-level tasks
+workflow_id            16 hex digits or the raw int
+activity_id/activity   activity name (strings compare as strings)
+hostname/node, job     node name, job name
+status                 "FINISHED" / "ERROR" / "RUNNING" or the code 0/1/2;
+                       ordering compares codes
+rank, thread_id,       integers
+flags, payload_len
+start_ns, end_ns       integer nanoseconds since the epoch
+started_at, ended_at   float seconds since the epoch (start_ns / 1e9)
+duration               float seconds
+tags                   a task's tag list: {"tags": "x"} matches when x is in it
+used.K, generated.K,   a value in the decoded payload (dotted path); a missing
+custom_metadata.K      field matches only $ne/$nin/$eq None, like MongoDB
+=====================  ======================================================
+
+Types are compared like MongoDB does: numbers with numbers, strings with
+strings, booleans with booleans; a comparison across types never matches
+($ne/$nin then match).
+"""
+from __future__ import annotations
+
+import json
+import numbers
+import os
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
+from flowcept.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
+
+STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
+_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
+_MISSING = object()
+
+_INT_FIELDS = {"rank": "rank", "thread_id": "thread_id", "flags": "flags",
+               "payload_len": "payload_len", "start_ns": "start_ns", "end_ns": "end_ns"}
+_FLOAT_FIELDS = ("started_at", "ended_at", "duration")
+_STRING_FIELDS = {"activity_id": "activity", "activity": "activity", "hostname": "node",
+                  "node": "node", "job": "job"}
+_ID_FIELDS = ("task_id", "parent_task_id", "workflow_id")
+_PAYLOAD_ROOTS = ("tags", "used", "generated", "custom_metadata", "error", "payload")
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_))
+
+
+def _to_seconds(t) -> float:
+    """Epoch seconds of a float/int (seconds), datetime, numpy datetime64 or ISO string."""
+    if isinstance(t, datetime):
+        return t.timestamp()
+    if isinstance(t, np.datetime64):
+        return t.astype("datetime64[ns]").astype(np.int64) / 1e9
+    if isinstance(t, str):
+        d = datetime.fromisoformat(t.replace("Z", "+00:00"))
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=timezone.utc)
+        return d.timestamp()
+    if _is_num(t):
+        return float(t)
+    raise TypeError(f"not a time: {t!r} (use epoch seconds, a datetime or an ISO 8601 string)")
+
+
+def _first_ns_at(t: float) -> int:
+    """The smallest integer ns with ns / 1e9 >= t, so that time ranges agree with
+    comparisons on started_at (= start_ns / 1e9, a float)."""
+    ns = int(t * 1e9)
+    step = 1 << 10
+    while ns / 1e9 < t:
+        ns += step
+    while step:
+        while (ns - step) / 1e9 >= t:
+            ns -= step
+        step >>= 1
+    return ns
+
+
+# -- Mongo-style comparisons of Python values (payload fields) ---------------------------------
+
+def _same_kind(a, b) -> bool:
+    if _is_num(a) and _is_num(b):
+        return True
+    for kind in (str, bool, bytes):
+        if isinstance(a, kind) and isinstance(b, kind):
+            return True
+    return False
+
+
+def _py_eq(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (list, dict)) or isinstance(b, (list, dict)):
+        return type(a) is type(b) and a == b
+    return _same_kind(a, b) and a == b
+
+
+def _py_ord(a, op, b) -> bool:
+    if not _same_kind(a, b) or isinstance(a, bool):
+        return False
+    if op == "$gt":
+        return a > b
+    if op == "$gte":
+        return a >= b
+    if op == "$lt":
+        return a < b
+    return a <= b
+
+
+def py_match_value(value, op, arg) -> bool:
+    """One Mongo operator on one document value (``_MISSING`` when absent);
+    a list value matches when the list or any element matches."""
+    if op == "$eq":
+        if value is _MISSING:
+            return arg is None
+        if isinstance(value, list):
+            return _py_eq(value, arg) or any(_py_eq(x, arg) for x in value)
+        return _py_eq(value, arg)
+    if op == "$ne":
+        return not py_match_value(value, "$eq", arg)
+    if op == "$in":
+        return any(py_match_value(value, "$eq", x) for x in _as_list(arg, op))
+    if op == "$nin":
+        return not py_match_value(value, "$in", arg)
+    if value is _MISSING:
+        return False
+    if isinstance(value, list):
+        return any(_py_ord(x, op, arg) for x in value)
+    return _py_ord(value, op, arg)
+
+
+def _as_list(arg, op):
+    if not isinstance(arg, (list, tuple, set, frozenset, np.ndarray)):
+        raise ValueError(f"{op} takes a list, got {arg!r}")
+    return list(arg)
+
+
+def _ops_of(cond) -> Dict[str, Any]:
+    if isinstance(cond, dict) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
+        for k in cond:
+            if k not in _OPS:
+                raise ValueError(f"unknown operator {k!r}; supported: {', '.join(_OPS)} "
+                                 "(and $and/$or at the top level)")
+        return cond
+    if isinstance(cond, dict) and any(isinstance(k, str) and k.startswith("$") for k in cond):
+        raise ValueError(f"mixed operators and fields in {cond!r}")
+    return {"$eq": cond}
+
+
+def _vec_cmp(vals: np.ndarray, op: str, v) -> np.ndarray:
+    if op == "$eq":
+        return vals == v
+    if op == "$ne":
+        return vals != v
+    if op == "$gt":
+        return vals > v
+    if op == "$gte":
+        return vals >= v
+    if op == "$lt":
+        return vals < v
+    return vals <= v
+
+
+_FILTER_DEFLATE, _FILTER_SHUFFLE = 1, 2
+
+
+def read_dataset(ds) -> np.ndarray:
+    """The whole 1-D dataset.  Chunks compressed with (shuffle+)deflate are read raw
+    and decoded in a thread pool (ISA-L's inflate when installed), several
+    times faster than HDF5's serial filter pipeline; anything else is read by
+    h5py."""
+    n = ds.shape[0] if ds.ndim == 1 else 0
+    chunks = ds.chunks
+    if ds.ndim != 1 or not chunks or n < 4 * chunks[0] or ds.dtype.kind not in "iuf":
+        return ds[()]
+    plist = ds.id.get_create_plist()
+    pipeline = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    if not pipeline or any(f not in (_FILTER_DEFLATE, _FILTER_SHUFFLE) for f in pipeline):
+        return ds[()]
+    try:
+        from isal import isal_zlib as z
+    except ImportError:  # pragma: no cover - optional accelerator
+        import zlib as z
+    from concurrent.futures import ThreadPoolExecutor
+    c = chunks[0]
+    dt = ds.dtype
+    isz = dt.itemsize
+    out = np.empty(n, dt)
+    raw_out = out.view(np.uint8)
+
+    def decode(off, mask, raw):
+        data = raw
+        for k in range(len(pipeline) - 1, -1, -1):
+            if mask >> k & 1:
+                continue
+            if pipeline[k] == _FILTER_DEFLATE:
+                data = z.decompress(data)
+            elif isz > 1:
+                data = np.frombuffer(data, np.uint8).reshape(isz, -1).T.tobytes()
+        m = min(c, n - off)
+        if len(data) < m * isz:
+            raise ValueError(f"chunk at {off}: {len(data)} bytes decoded, {m * isz} expected")
+        raw_out[off * isz:(off + m) * isz] = np.frombuffer(data, np.uint8, count=m * isz)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        futs = []
+        for off in range(0, n, c):
+            mask, raw = ds.id.read_direct_chunk((off,))
+            futs.append(pool.submit(decode, off, mask, raw))
+        for f in futs:
+            f.result()
+    return out
+
+
+class Selection:
+    """Tasks picked from an archive: ``indices`` (archive rows), ``tasks`` (the
+    sub-table), iteration and ``[k]`` give Flowcept-style task dicts."""
+
+    def __init__(self, archive: "Archive", indices):
+        self.archive = archive
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.indices if dtype is None else self.indices.astype(dtype)
+
+    def __iter__(self):
+        for i in self.indices.tolist():
+            yield self.archive.task(i)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return Selection(self.archive, self.indices[k])
+        return self.archive.task(int(self.indices[k]))
+
+    def __repr__(self):
+        return f"<Selection of {len(self)} task(s) from {self.archive.path}>"
+
+    @property
+    def tasks(self) -> np.ndarray:
+        return self.archive.tasks[self.indices]
+
+    def to_list(self) -> List[dict]:
+        return list(self)
+
+    def to_pandas(self):
+        return self.archive.to_pandas(self.indices)
+
+    def query(self, filter: Optional[dict] = None, **kw) -> "Selection":
+        """Narrows this selection with the same arguments as Archive.query."""
+        return self.archive.query(filter, _rows=self.indices, **kw)
+
+    def task_ids(self) -> List[str]:
+        a = self.archive
+        wf, tid = a._column("workflow_id")[self.indices], a._column("task_id")[self.indices]
+        return [format_task_id(w, t) for w, t in zip(wf.tolist(), tid.tolist())]
+
+
+class Archive:
+    """An open archive.  Use as a context manager or call close()."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        try:
+            import h5py
+        except ImportError as e:  # pragma: no cover - h5py is in the hdf5 extra
+            raise ImportError("reading flowcept archives needs h5py: pip install 'flowcept[hdf5]'") from e
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"{self.path}: no such archive")
+        try:
+            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=64 << 20, rdcc_nslots=10007)
+        except OSError as e:
+            size = os.path.getsize(self.path)
+            raise ArchiveError(f"{self.path}: not a readable HDF5 file ({size} bytes; truncated, "
+                               f"corrupt or not HDF5): {e}") from None
+        try:
+            self._validate()
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+            self._h5.close()
+            if isinstance(e, ArchiveError):
+                raise
+            raise ArchiveError(f"{self.path}: damaged archive (corrupt HDF5 metadata): {e}") from None
+        except BaseException:
+            self._h5.close()
+            raise
+        self._cols: Dict[str, np.ndarray] = {}
+        self._tasks = None
+        self._payload_cache: Optional[np.ndarray] = None
+        self._decoded: Dict[int, Any] = {}
+        self._lineage = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _validate(self):
+        h = self._h5
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h.attrs.items()}
+        fmt = attrs.get("format")
+        if fmt != MAGIC:
+            raise ArchiveError(f"{self.path}: not a flowcept archive (root attribute 'format' is "
+                               f"{fmt!r}, expected {MAGIC!r})")
+        ver = attrs.get("format_version")
+        try:
+            ver = int(ver)
+        except (TypeError, ValueError):
+            raise ArchiveError(f"{self.path}: format_version {ver!r} is not a version number") from None
+        if ver > ARCHIVE_VERSION:
+            raise ArchiveError(
+                f"{self.path}: archive format version {ver} is newer than this flowcept "
+                f"({_version()}) reads (up to {ARCHIVE_VERSION}); upgrade flowcept to read it "
+                "(pip install -U flowcept)")
+        if ver < 1:
+            raise ArchiveError(f"{self.path}: archive format version {ver} is not valid "
+                               f"(versions 1..{ARCHIVE_VERSION} are known)")
+        self.version = ver
+        self.attrs = attrs
+        need = [f"tasks/{n}" for n, _f, _dt in columns()] + [
+            "strings", "payloads", "workflows/id", "workflows/docs", "workflows/doc_off",
+            "workflows/doc_len", "batches"]
+        missing = [n for n in need if n not in h]
+        if missing:
+            raise ArchiveError(f"{self.path}: damaged archive, missing dataset(s) {', '.join(missing)}")
+        n = attrs.get("record_count")
+        lens = {name: h[f"tasks/{name}"].shape[0] for name, _f, _dt in columns()}
+        if len(set(lens.values())) != 1 or (n is not None and int(n) != next(iter(lens.values()))):
+            raise ArchiveError(f"{self.path}: damaged archive, column lengths differ "
+                               f"({lens}, record_count {n})")
+        self.n = next(iter(lens.values()))
+        try:
+            self.strings = np.array(h["strings"].asstr()[()], dtype=object)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ArchiveError(f"{self.path}: damaged string table: {e}") from None
+
+    def close(self):
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __len__(self):
+        return self.n
+
+    def __repr__(self):
+        return (f"<flowcept Archive {self.path}: {self.n} tasks, job {self.attrs.get('job', '')!r}, "
+                f"format {self.version}>")
+
+    def _read(self, name: str):
+        try:
+            ds = self._h5[name]
+            out = read_dataset(ds)
+        except Exception as e:  # h5py errors, zlib errors of damaged chunks
+            if isinstance(e, ArchiveError):
+                raise
+            raise ArchiveError(f"{self.path}: cannot read dataset {name!r} (corrupt?): {e}") from None
+        return out
+
+    def _column(self, name: str) -> np.ndarray:
+        """A /tasks column as stored (ids for activity/node/job)."""
+        c = self._cols.get(name)
+        if c is None:
+            c = self._cols[name] = self._read(f"tasks/{name}")
+        return c
+
+    @property
+    def jobs(self) -> List[str]:
+        return json.loads(self._h5["tasks"].attrs.get("jobs", "[]"))
+
+    # -- tables ----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> np.ndarray:
+        """All tasks as a numpy structured array, in start time order: the record
+        fields (activity_id = id into .strings, payload_off into /payloads),
+        node_id, job_id, duration_ns, and the names activity, node, job."""
+        if self._tasks is None:
+            cols = columns()
+            names = [(("activity_id" if n == "activity" else f"{n}_id" if f is None else n), n, dt)
+                     for n, f, dt in cols]
+            strs = self.strings.astype(str) if len(self.strings) else np.zeros(0, "U1")
+            width = max(1, max((len(s) for s in strs), default=1))
+            dt = [(out, d) for out, _n, d in names] + [("duration_ns", "<i8")] + [
+                ("activity", f"U{width}"), ("node", f"U{width}"), ("job", f"U{width}")]
+            t = np.zeros(self.n, dt)
+            for out, n, _d in names:
+                t[out] = self._column(n)
+            t["duration_ns"] = self._column("end_ns").astype(np.int64) - self._column("start_ns")
+            table = np.array(strs, dtype=f"U{width}")
+            for nm in ("activity", "node", "job"):
+                t[nm] = table[self._column(nm)] if len(table) else ""
+            self._tasks = t
+        return self._tasks
+
+    def to_pandas(self, indices=None):
+        """The tasks (or the given rows) as a pandas DataFrame, with started_at /
+        ended_at as UTC timestamps and task ids as strings."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Archive.to_pandas() needs pandas: pip install pandas "
+                              "(or use Archive.tasks, a numpy structured array)") from None
+        t = self.tasks if indices is None else self.tasks[np.asarray(indices)]
+        df = pd.DataFrame({name: t[name] for name in t.dtype.names})
+        df.insert(0, "task", [format_task_id(w, i) for w, i in zip(t["workflow_id"].tolist(),
+                                                                    t["task_id"].tolist())])
+        df["status_name"] = [STATUS_NAMES.get(s, str(s)) for s in t["status"].tolist()]
+        df["started_at"] = pd.to_datetime(t["start_ns"], unit="ns", utc=True)
+        df["ended_at"] = pd.to_datetime(t["end_ns"], unit="ns", utc=True)
+        return df
+
+    # -- payloads and task dicts -----------------------------------------------------------
+
+    def payload_bytes(self, i: int) -> bytes:
+        off = int(self._column("payload_off")[i])
+        n = int(self._column("payload_len")[i])
+        if not n:
+            return b""
+        if self._payload_cache is not None:
+            return self._payload_cache[off:off + n].tobytes()
+        try:
+            return self._h5["payloads"][off:off + n].tobytes()
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise ArchiveError(f"{self.path}: cannot read payload of task {i}: {e}") from None
+
+    def _load_payloads(self):
+        if self._payload_cache is None:
+            self._payload_cache = self._read("payloads")
+        return self._payload_cache
+
+    def payload(self, i) -> Any:
+        """The decoded payload (dict with used/generated/tags/...) of task i."""
+        i = self._index(i)
+        d = self._decoded.get(i, _MISSING)
+        if d is _MISSING:
+            from flowcept.payload import decode
+            try:
+                d = decode(self.payload_bytes(i))
+            except Exception as e:
+                raise ArchiveError(f"{self.path}: payload of task {i} does not decode: {e}") from None
+            self._decoded[i] = d
+        return d
+
+    def decoded_payloads(self, rows=None) -> List[Any]:
+        """Decoded payloads of many rows at once (the blob is read once)."""
+        from flowcept.payload import decode
+        rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
+        blob = self._load_payloads()
+        offs = self._column("payload_off")[rows].tolist()
+        lens = self._column("payload_len")[rows].tolist()
+        out = []
+        for i, o, n in zip(rows.tolist(), offs, lens):
+            d = self._decoded.get(i, _MISSING)
+            if d is _MISSING:
+                try:
+                    d = self._decoded[i] = decode(blob[o:o + n].tobytes()) if n else {}
+                except Exception as e:
+                    raise ArchiveError(f"{self.path}: payload of task {i} does not decode: {e}") from None
+            out.append(d)
+        return out
+
+    def used(self, i) -> dict:
+        p = self.payload(i)
+        return p.get("used", {}) if isinstance(p, dict) else {}
+
+    def generated(self, i) -> dict:
+        p = self.payload(i)
+        return p.get("generated", {}) if isinstance(p, dict) else {}
+
+    def _index(self, task) -> int:
+        """Row of a task given as a row number, a task id string or a task dict."""
+        if isinstance(task, dict):
+            task = task["task_id"]
+        if isinstance(task, (int, np.integer)) and not isinstance(task, bool):
+            i = int(task)
+            if not -self.n <= i < self.n:
+                raise IndexError(f"task row {i} out of range (archive has {self.n} tasks)")
+            return i % self.n
+        if isinstance(task, str):
+            wf, tid = parse_task_id(task)
+            rows = np.flatnonzero((self._column("task_id") == tid) & (self._column("workflow_id") == wf))
+            if not len(rows):
+                raise KeyError(f"no task {task} in {self.path}")
+            return int(rows[0])
+        raise TypeError(f"a task is a row number, a task id string or a task dict, not {task!r}")
+
+    def task(self, task) -> dict:
+        """A Flowcept-style task dict (same keys as flowcept.reader.read_tasks)."""
+        from flowcept.reader import task_dict
+        i = self._index(task)
+        rec = {name: self._column(name)[i] for name in
+               ("task_id", "parent_id", "workflow_id", "start_ns", "end_ns", "rank", "thread_id", "status")}
+        return task_dict(rec, self.strings[self._column("activity")[i]],
+                         self.strings[self._column("node")[i]], self.payload_bytes(i))
+
+    def workflows_by_id(self) -> Dict[int, dict]:
+        import msgpack
+        ids = self._read("workflows/id").tolist()
+        offs = self._read("workflows/doc_off").tolist()
+        lens = self._read("workflows/doc_len").tolist()
+        blob = self._read("workflows/docs")
+        try:
+            return {i: msgpack.unpackb(blob[o:o + n].tobytes(), raw=False, strict_map_key=False)
+                    for i, o, n in zip(ids, offs, lens)}
+        except (ValueError, msgpack.UnpackException) as e:
+            raise ArchiveError(f"{self.path}: damaged workflow documents: {e}") from None
+
+    @property
+    def workflows(self) -> Dict[str, dict]:
+        """Workflow documents by workflow id (16 hex digits), as read_workflows gives them."""
+        return {f"{k:016x}": v for k, v in self.workflows_by_id().items()}
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def query(self, filter: Optional[dict] = None, *, activity=None, rank=None, node=None,
+              status=None, start=None, end=None, tag=None, _rows=None) -> Selection:
+        """Tasks matching every given condition, in start time order.
+
+        activity, rank, node, status, tag: a value or a list of values (any of);
+        start/end: tasks that started in [start, end) (epoch seconds, datetime or
+        ISO string; found by binary search on the sorted start_ns column);
+        filter: a Mongo-style dict (see the module doc)."""
+        start_ns = self._column("start_ns")
+        lo, hi = 0, self.n
+        if start is not None:
+            lo = int(np.searchsorted(start_ns, _first_ns_at(_to_seconds(start)), "left"))
+        if end is not None:
+            hi = int(np.searchsorted(start_ns, _first_ns_at(_to_seconds(end)), "left"))
+        rows = np.arange(lo, max(lo, hi), dtype=np.int64)
+        if _rows is not None:
+            r = np.asarray(_rows, np.int64)
+            rows = r[(r >= lo) & (r < hi)]
+        terms = {}
+        for key, val in (("activity", activity), ("rank", rank), ("node", node),
+                         ("status", status), ("tags", tag)):
+            if val is not None:
+                terms[key] = {"$in": list(val)} if isinstance(val, (list, tuple, set, np.ndarray)) else val
+        flt = {"$and": [terms, filter]} if filter else terms
+        if flt:
+            rows = rows[self._match(flt, rows)]
+        return Selection(self, rows)
+
+    def _match(self, flt, rows: np.ndarray) -> np.ndarray:
+        if not isinstance(flt, dict):
+            raise ValueError(f"a filter is a dict, got {flt!r}")
+
+        def cost(item):
+            k = item[0]
+            if k in ("$and", "$or"):
+                return 1
+            return 2 if self._is_payload_field(k) else 0
+
+        mask = np.ones(len(rows), bool)
+        for key, cond in sorted(flt.items(), key=cost):
+            live = np.flatnonzero(mask)
+            if not len(live):
+                break
+            sub = rows[live]
+            if key == "$and":
+                m = np.ones(len(sub), bool)
+                for f in _as_list(cond, key):
+                    idx = np.flatnonzero(m)
+                    m[idx] = self._match(f, sub[idx])
+            elif key == "$or":
+                m = np.zeros(len(sub), bool)
+                for f in _as_list(cond, key):
+                    idx = np.flatnonzero(~m)
+                    if not len(idx):
+                        break
+                    m[idx] = self._match(f, sub[idx])
+            elif isinstance(key, str) and key.startswith("$"):
+                raise ValueError(f"unknown top-level operator {key!r}; use $and or $or")
+            else:
+                m = np.ones(len(sub), bool)
+                for op, arg in _ops_of(cond).items():
+                    idx = np.flatnonzero(m)
+                    if not len(idx):
+                        break
+                    m[idx] = self._field_op(key, op, arg, sub[idx])
+            mask[live] = m
+        return mask
+
+    @staticmethod
+    def _is_payload_field(key: str) -> bool:
+        return key.split(".", 1)[0] in _PAYLOAD_ROOTS
+
+    def _field_op(self, key: str, op: str, arg, rows: np.ndarray) -> np.ndarray:
+        if op in ("$in", "$nin"):
+            vals = _as_list(arg, op)
+            m = np.zeros(len(rows), bool)
+            for v in vals:
+                m |= self._field_op(key, "$eq", v, rows)
+            return ~m if op == "$nin" else m
+        if key in _INT_FIELDS or key in _FLOAT_FIELDS or key == "status":
+            if key == "status":
+                vals = self._column("status")[rows]
+                if isinstance(arg, str):
+                    if arg.upper() not in STATUS_CODES:
+                        raise ValueError(f"unknown status {arg!r}; use one of "
+                                         f"{', '.join(STATUS_CODES)} or their codes")
+                    arg = STATUS_CODES[arg.upper()]
+            elif key in _INT_FIELDS:
+                vals = self._column(_INT_FIELDS[key])[rows]
+            elif key == "duration":
+                vals = (self._column("end_ns")[rows].astype(np.int64)
+                        - self._column("start_ns")[rows]) / 1e9
+            else:
+                vals = self._column("start_ns" if key == "started_at" else "end_ns")[rows] / 1e9
+            if not _is_num(arg):
+                return np.full(len(rows), op == "$ne")
+            if isinstance(arg, float) and vals.dtype.kind in "iu" and not arg.is_integer():
+                vals = vals.astype(np.float64)
+            return _vec_cmp(vals, op, arg)
+        if key in _STRING_FIELDS:
+            ids = self._column(_STRING_FIELDS[key])[rows]
+            if not isinstance(arg, str):
+                return np.full(len(rows), op == "$ne")
+            table = np.array([py_match_value(s, op, arg) for s in self.strings.tolist()] + [False])
+            return table[np.minimum(ids, len(table) - 1)]
+        if key in _ID_FIELDS:
+            return self._id_op(key, op, arg, rows)
+        if self._is_payload_field(key):
+            path = key.split(".")
+            docs = self.decoded_payloads(rows)
+            out = np.empty(len(rows), bool)
+            for j, d in enumerate(docs):
+                v = d if path[0] == "payload" else d.get(path[0], _MISSING) if isinstance(d, dict) else _MISSING
+                for p in path[1:]:
+                    v = v.get(p, _MISSING) if isinstance(v, dict) else _MISSING
+                out[j] = py_match_value(v, op, arg)
+            return out
+        raise ValueError(f"unknown field {key!r}; known: {', '.join(sorted(self.fields()))}, "
+                         "or used.<name>, generated.<name>, custom_metadata.<name>")
+
+    @staticmethod
+    def fields() -> List[str]:
+        return sorted(set(_INT_FIELDS) | set(_FLOAT_FIELDS) | set(_STRING_FIELDS) | set(_ID_FIELDS)
+                      | {"status"} | set(_PAYLOAD_ROOTS))
+
+    def _id_op(self, key, op, arg, rows):
+        wf = self._column("workflow_id")[rows]
+        if key == "workflow_id":
+            if isinstance(arg, str):
+                try:
+                    arg = int(arg, 16)
+                except ValueError:
+                    if op in ("$eq", "$ne"):
+                        return np.full(len(rows), op == "$ne")
+                    raise ValueError(f"workflow_id {arg!r} is not 16 hex digits") from None
+            if not _is_num(arg):
+                return np.full(len(rows), op == "$ne")
+            return _vec_cmp(wf, op, arg)
+        col = self._column("task_id" if key == "task_id" else "parent_id")[rows]
+        null = (col == 0) if key == "parent_task_id" else np.zeros(len(rows), bool)
+        if arg is None:
+            if op == "$eq":
+                return null
+            if op == "$ne":
+                return ~null
+            return np.zeros(len(rows), bool)
+        if _is_num(arg):
+            return _vec_cmp(col, op, arg) & ~null if op != "$ne" else _vec_cmp(col, op, arg) | null
+        if not isinstance(arg, str):
+            return np.full(len(rows), op == "$ne")
+        try:
+            W, T = parse_task_id(arg)
+        except ValueError:
+            if op in ("$eq", "$ne"):
+                return np.full(len(rows), op == "$ne")
+            raise
+        if op in ("$eq", "$ne"):
+            m = (wf == W) & (col == T) & ~null
+            return ~m if op == "$ne" else m
+        strict = op in ("$gt", "$lt")
+        if op in ("$gt", "$gte"):
+            m = (wf > W) | ((wf == W) & ((col > T) if strict else (col >= T)))
+        else:
+            m = (wf < W) | ((wf == W) & ((col < T) if strict else (col <= T)))
+        return m & ~null
+
+    # -- lineage, provenance, statistics ---------------------------------------------------
+
+    def _lineage_index(self):
+        if self._lineage is None:
+            from flowcept.archive.lineage import Lineage
+            self._lineage = Lineage(self)
+        return self._lineage
+
+    def ancestors(self, task, parents: bool = True, data: bool = True) -> Selection:
+        """Tasks this task depends on, transitively: its parent chain and the tasks
+        that generated a value it used (rule in flowcept.archive.lineage)."""
+        return Selection(self, self._lineage_index().walk(self._index(task), up=True,
+                                                          parents=parents, data=data))
+
+    def descendants(self, task, parents: bool = True, data: bool = True) -> Selection:
+        """Tasks depending on this task, transitively: its children and the tasks
+        that used a value it generated."""
+        return Selection(self, self._lineage_index().walk(self._index(task), up=False,
+                                                          parents=parents, data=data))
+
+    def to_prov(self, workflow=None, tasks=None) -> dict:
+        """W3C PROV-JSON document of the archive, one workflow, or some tasks."""
+        from flowcept.archive.prov import to_prov
+        return to_prov(self, workflow=workflow, tasks=tasks)
+
+    def stats(self, rows=None) -> np.ndarray:
+        """Per activity: count, mean, p50, p95, p99, max and total duration (seconds)."""
+        from flowcept.archive.stats import activity_stats
+        return activity_stats(self, rows)
+
+    def rank_load(self) -> dict:
+        """Per rank busy time of top-level tasks and the imbalance max/mean."""
+        from flowcept.archive.stats import rank_load
+        return rank_load(self)
+
+    def throughput(self, bin_s: float = 1.0) -> np.ndarray:
+        """Tasks finished per time bin: fields t_s (bin start, seconds after the
+        first start), count, per_s."""
+        from flowcept.archive.stats import throughput
+        return throughput(self, bin_s)
+
+    def slowest(self, n: int = 10) -> Selection:
+        """The n longest tasks, longest first."""
+        d = self._column("end_ns").astype(np.int64) - self._column("start_ns")
+        n = min(int(n), self.n)
+        if n <= 0:
+            return Selection(self, [])
+        top = np.argpartition(-d, n - 1)[:n] if n < self.n else np.arange(self.n)
+        return Selection(self, top[np.lexsort((top, -d[top]))])
+
+    def failed(self) -> Selection:
+        """Tasks with status ERROR."""
+        return Selection(self, np.flatnonzero(self._column("status") == STATUS_ERROR))
+
+
+def _version() -> str:
+    from flowcept import __version__
+    return __version__
