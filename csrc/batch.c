@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define FC__MAX_FRAME (1ull << 31)
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <nmmintrin.h>
 #define FC_HAVE_X86_CRC 1
@@ -21,8 +23,12 @@
 /* ------------------------------------------------------------------ */
 
 static uint32_t crc_table[8][256];
+#define FC__CRC_BLK 2048u /* bytes per stream in the 3-stream loop */
+static uint32_t crc_shift_blk; /* x^(8*FC__CRC_BLK) mod P, reflected */
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static int crc_hw; /* written once under crc_once */
+
+static uint32_t crc_sw(uint32_t c, const uint8_t *p, uint64_t n);
 
 static void crc_init(void)
 {
@@ -36,6 +42,8 @@ static void crc_init(void)
         for (int t = 1; t < 8; t++)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^
                               crc_table[0][crc_table[t - 1][i] & 0xff];
+    static const uint8_t zeros[FC__CRC_BLK];
+    crc_shift_blk = crc_sw(1u << 31, zeros, FC__CRC_BLK);
 #ifdef FC_HAVE_X86_CRC
     __builtin_cpu_init();
     crc_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
@@ -66,6 +74,22 @@ static uint32_t crc_sw(uint32_t c, const uint8_t *p, uint64_t n)
     return c;
 }
 
+/* a(x) * b(x) mod P, reflected representation (bit 31 = x^0) */
+static uint32_t crc_mulmod(uint32_t a, uint32_t b)
+{
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+        if (a & m) {
+            p ^= b;
+            if ((a & (m - 1)) == 0)
+                break;
+        }
+        m >>= 1;
+        b = b & 1 ? (b >> 1) ^ 0x82F63B78u : b >> 1;
+    }
+    return p;
+}
+
 #ifdef FC_HAVE_X86_CRC
 __attribute__((target("sse4.2")))
 static uint32_t crc_hw_run(uint32_t c, const uint8_t *p, uint64_t n)
@@ -75,18 +99,25 @@ static uint32_t crc_hw_run(uint32_t c, const uint8_t *p, uint64_t n)
         n--;
     }
     uint64_t c64 = c;
-    while (n >= 32) {
-        uint64_t a, b, d, e;
-        memcpy(&a, p, 8);
-        memcpy(&b, p + 8, 8);
-        memcpy(&d, p + 16, 8);
-        memcpy(&e, p + 24, 8);
-        c64 = _mm_crc32_u64(c64, a);
-        c64 = _mm_crc32_u64(c64, b);
-        c64 = _mm_crc32_u64(c64, d);
-        c64 = _mm_crc32_u64(c64, e);
-        p += 32;
-        n -= 32;
+    /* three independent streams hide the instruction's latency; the
+     * partial crcs are combined by multiplying with x^(8*BLK) mod P */
+    while (n >= 3 * FC__CRC_BLK) {
+        uint64_t a = c64, b = 0, d = 0;
+        const uint8_t *pa = p, *pb = p + FC__CRC_BLK, *pd = p + 2 * FC__CRC_BLK;
+        for (unsigned i = 0; i < FC__CRC_BLK; i += 8) {
+            uint64_t x, y, z;
+            memcpy(&x, pa + i, 8);
+            memcpy(&y, pb + i, 8);
+            memcpy(&z, pd + i, 8);
+            a = _mm_crc32_u64(a, x);
+            b = _mm_crc32_u64(b, y);
+            d = _mm_crc32_u64(d, z);
+        }
+        uint32_t k = crc_shift_blk;
+        c64 = crc_mulmod(k, crc_mulmod(k, (uint32_t)a) ^ (uint32_t)b) ^
+              (uint32_t)d;
+        p += 3 * FC__CRC_BLK;
+        n -= 3 * FC__CRC_BLK;
     }
     while (n >= 8) {
         uint64_t a;
@@ -203,30 +234,29 @@ static inline uint64_t load_stamp(const struct fc_ring *r, uint64_t p)
 
 /* Parses the committed slot at p; returns its size (0 = not sane) and the
  * record (NULL for padding). */
-static uint64_t slot_parse(const struct fc_ring *r, uint64_t p, uint64_t limit,
-                           const fc_task_record **rec)
+static inline __attribute__((always_inline)) uint64_t
+slot_parse(const struct fc_ring *r, uint64_t p, uint64_t limit,
+           const fc_task_record **rec)
 {
     uint64_t off = p & r->mask, rem = r->cap - off;
     *rec = NULL;
-    if (rem < FC__SLOT_HDR)
+    if (__builtin_expect(rem < FC__SLOT_HDR, 0))
         return limit - p >= rem ? rem : 0;
     const fc__slot *s = (const fc__slot *)(r->data + off);
     uint32_t len = s->len, type = s->type;
-    if (type == FC__SLOT_PAD) {
-        if ((uint64_t)len != rem - FC__SLOT_HDR || limit - p < rem)
+    if (__builtin_expect(type == FC__SLOT_RECORD, 1)) {
+        uint64_t size = FC__SLOT_HDR + FC__ALIGN8(len);
+        const fc_task_record *rc = (const fc_task_record *)(s + 1);
+        if (len < FC__REC_SIZE || size > rem || limit - p < size ||
+            (uint64_t)rc->payload_len + FC__REC_SIZE != len)
             return 0;
-        return rem;
+        *rec = rc;
+        return size;
     }
-    if (type != FC__SLOT_RECORD || len < FC__REC_SIZE)
-        return 0;
-    uint64_t size = FC__SLOT_HDR + FC__ALIGN8(len);
-    if (size > rem || limit - p < size)
-        return 0;
-    const fc_task_record *rc = (const fc_task_record *)(s + 1);
-    if ((uint64_t)rc->payload_len + FC__REC_SIZE != len)
-        return 0;
-    *rec = rc;
-    return size;
+    if (type == FC__SLOT_PAD && (uint64_t)len == rem - FC__SLOT_HDR &&
+        limit - p >= rem)
+        return rem;
+    return 0;
 }
 
 struct walk {
@@ -235,15 +265,29 @@ struct walk {
     uint64_t pay;     /* payload area bytes */
     uint64_t torn;    /* torn/corrupt slots skipped */
     int need_strings; /* stopped at a record whose id >= nstr */
-    int nobufs;       /* the first record does not fit */
+    int nobufs;       /* a record did not fit (the first one: w->n == 0) */
     int dead;         /* -1 unknown, 0 live producer, 1 gone */
 };
 
-/* Walks slots from p to at most limit.  room = bytes available for
- * records+payloads.  When out_recs != NULL, copies records/payloads. */
+static __attribute__((noinline)) uint64_t scan_torn(struct fc_ring *r,
+                                                    uint64_t p, uint64_t limit)
+{
+    uint64_t q = p + 8;
+    for (; q < limit; q += 8) {
+        const fc_task_record *x;
+        if (load_stamp(r, q) == fc__stamp(r, q) && slot_parse(r, q, limit, &x))
+            break;
+    }
+    return q < limit ? q : limit;
+}
+
+/* Walks slots from p to at most limit, copying the records it takes to
+ * out_recs (each record's payload_off temporarily holds the ring offset of
+ * its slot >> 3; see copy_payloads).  room = bytes available for
+ * records+payloads. */
 static void walk(struct fc_ring *r, uint64_t p, uint64_t limit, uint32_t nstr,
                  uint32_t max_n, uint64_t room, int skip_bad_ids,
-                 uint8_t *out_recs, uint8_t *out_pay, struct walk *w)
+                 uint8_t *out_recs, struct walk *w)
 {
     w->end = p;
     w->n = 0;
@@ -255,62 +299,70 @@ static void walk(struct fc_ring *r, uint64_t p, uint64_t limit, uint32_t nstr,
     while (p < limit) {
         const fc_task_record *rec = NULL;
         uint64_t sz = 0;
-        if (load_stamp(r, p) == fc__stamp(r, p))
+        if (__builtin_expect(load_stamp(r, p) == fc__stamp(r, p), 1))
             sz = slot_parse(r, p, limit, &rec);
-        if (sz && rec && rec->activity_id >= nstr) {
+        if (__builtin_expect(sz && rec && rec->activity_id >= nstr, 0)) {
             if (!skip_bad_ids) {
                 w->need_strings = 1;
                 break;
             }
-            sz = 0; /* a committed record naming no string: skip it */
-            w->torn++;
-            p += FC__SLOT_HDR + FC__ALIGN8(FC__REC_SIZE + rec->payload_len);
+            w->torn++; /* a committed record naming no string: skip it */
+            p += sz;
             w->end = p;
             continue;
         }
-        if (!sz) {
+        if (__builtin_expect(!sz, 0)) {
             if (w->dead < 0)
                 w->dead = fc__producer_gone(r);
             if (!w->dead)
                 break; /* a live producer will commit it */
-            uint64_t q = p + 8;
-            for (; q < limit; q += 8) {
-                const fc_task_record *x;
-                if (load_stamp(r, q) == fc__stamp(r, q) &&
-                    slot_parse(r, q, limit, &x))
-                    break;
-            }
+            p = scan_torn(r, p, limit);
             w->torn++;
-            p = q < limit ? q : limit;
             w->end = p;
             continue;
         }
-        if (rec) {
+        if (__builtin_expect(rec != NULL, 1)) {
             if (w->n >= max_n)
                 break;
             uint32_t plen = rec->payload_len;
             uint64_t need = FC__REC_SIZE + FC__ALIGN8(plen);
             if (need > room - used) {
-                if (w->n == 0)
-                    w->nobufs = 1;
+                w->nobufs = 1;
                 break;
             }
-            if (out_recs) {
-                uint8_t *d = out_recs + (uint64_t)w->n * FC__REC_SIZE;
-                memcpy(d, rec, FC__REC_SIZE);
-                uint32_t po = (uint32_t)w->pay;
-                memcpy(d + offsetof(fc_task_record, payload_off), &po, 4);
-                uint8_t *pd = out_pay + w->pay;
-                if (plen)
-                    memcpy(pd, rec + 1, plen);
-                memset(pd + plen, 0, FC__ALIGN8(plen) - plen);
-            }
+            uint8_t *d = out_recs + (uint64_t)w->n * FC__REC_SIZE;
+            memcpy(d, rec, FC__REC_SIZE);
+            uint32_t so = (uint32_t)((p & r->mask) >> 3);
+            memcpy(d + offsetof(fc_task_record, payload_off), &so, 4);
             used += need;
             w->n++;
             w->pay += FC__ALIGN8(plen);
         }
         p += sz;
         w->end = p;
+    }
+}
+
+/* Second step: payloads to the payload area, payload_off fixed up. */
+static void copy_payloads(struct fc_ring *r, uint8_t *recs, uint32_t n,
+                          uint8_t *pay)
+{
+    uint32_t po = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t *d = recs + (uint64_t)i * FC__REC_SIZE;
+        uint32_t plen, so;
+        memcpy(&plen, d + offsetof(fc_task_record, payload_len), 4);
+        memcpy(&so, d + offsetof(fc_task_record, payload_off), 4);
+        memcpy(d + offsetof(fc_task_record, payload_off), &po, 4);
+        if (plen) {
+            const uint8_t *src = r->data + ((uint64_t)so << 3) +
+                                 FC__SLOT_HDR + FC__REC_SIZE;
+            memcpy(pay + po, src, plen);
+            uint32_t padn = (uint32_t)FC__ALIGN8(plen) - plen;
+            if (padn)
+                memset(pay + po + plen, 0, padn);
+            po += (uint32_t)FC__ALIGN8(plen);
+        }
     }
 }
 
@@ -322,6 +374,8 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
     uint8_t *buf = bufv;
     struct fc_ring_shm *h = r->shm;
     *consumed = 0;
+    if (cap > FC__MAX_FRAME)
+        cap = FC__MAX_FRAME; /* payload_off is 32-bit */
     uint64_t t = atomic_load_explicit(&h->tail, memory_order_acquire);
     uint64_t pe = atomic_load_explicit(&h->pending_end, memory_order_acquire);
     uint32_t nstr;
@@ -341,8 +395,12 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
         if (ssum < 0)
             return -EBADMSG;
         strtab = FC__ALIGN8((uint64_t)nstr * 4u + (uint64_t)ssum);
+        fixed = FC_BATCH_HEADER_SIZE + strtab;
         w.dead = 1;
-        walk(r, t, pe, nstr, UINT32_MAX, UINT64_MAX, 1, NULL, NULL, &w);
+        walk(r, t, pe, nstr, UINT32_MAX, cap >= fixed ? cap - fixed : 0, 1,
+             buf + FC_BATCH_HEADER_SIZE, &w);
+        if (w.nobufs)
+            return -ENOBUFS;
         if (w.end != pe)
             return -EBADMSG;
         if (w.n == 0) {
@@ -351,9 +409,6 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
             atomic_store_explicit(&h->pending_end, 0, memory_order_release);
             return 0;
         }
-        fixed = FC_BATCH_HEADER_SIZE + strtab;
-        if (fixed > cap || (uint64_t)w.n * FC__REC_SIZE + w.pay > cap - fixed)
-            return -ENOBUFS;
     } else {
         uint64_t hd = atomic_load_explicit(&h->head, memory_order_acquire);
         if (hd - t > r->cap)
@@ -368,7 +423,8 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
             strtab = FC__ALIGN8((uint64_t)nstr * 4u + (uint64_t)ssum);
             fixed = FC_BATCH_HEADER_SIZE + strtab;
             uint64_t room = cap >= fixed ? cap - fixed : 0;
-            walk(r, t, hd, nstr, max_records, room, skip_bad, NULL, NULL, &w);
+            walk(r, t, hd, nstr, max_records, room, skip_bad,
+                 buf + FC_BATCH_HEADER_SIZE, &w);
             if (!w.need_strings)
                 break;
             uint32_t n2 = fc_ring_string_count(r);
@@ -377,7 +433,7 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
             else
                 skip_bad = 1;
         }
-        if (w.nobufs)
+        if (w.nobufs && w.n == 0)
             return -ENOBUFS;
         if (w.n == 0) {
             if (w.end > t) {
@@ -391,14 +447,9 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
         pe = w.end;
     }
 
-    /* second pass over the now fixed range: copy */
     uint8_t *recs = buf + FC_BATCH_HEADER_SIZE;
     uint8_t *pay = recs + (uint64_t)w.n * FC__REC_SIZE;
-    struct walk w2;
-    w2.dead = 1;
-    walk(r, t, pe, nstr, UINT32_MAX, UINT64_MAX, 1, recs, pay, &w2);
-    if (w2.n != w.n || w2.pay != w.pay || w2.end != pe)
-        return -EAGAIN; /* cannot happen: the range is immutable */
+    copy_payloads(r, recs, w.n, pay);
     write_strings(r, pay + w.pay, nstr);
     uint64_t total = finish_frame(buf, 0, h->job_id, h->ring_uid, t, w.n,
                                   nstr, w.pay, strtab, h->rank);
@@ -452,6 +503,8 @@ int64_t fc_spool_pack(fc_ring *r, const char *spool_path, uint64_t offset,
         return -EINVAL;
     *consumed = 0;
     uint8_t *buf = bufv;
+    if (cap > FC__MAX_FRAME)
+        cap = FC__MAX_FRAME; /* payload_off is 32-bit */
     int fd = open(spool_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? 0 : -errno;

@@ -42,6 +42,8 @@
 #define FC__SPILL_HDR 16u
 #define FC__SPILL_PATH_MAX 1024u
 #define FC__MAX_PAYLOAD (1u << 30)
+/* pack keeps (slot offset >> 3) in a u32 while packing */
+#define FC__MAX_CAPACITY (1ull << 34)
 
 #define FC__ALIGN8(x) (((uint64_t)(x) + 7u) & ~(uint64_t)7u)
 #define FC__CL _Alignas(64)

@@ -136,7 +136,7 @@ int fc_ring_create(const char *path, const fc_ring_options *opts, fc_ring **out)
         opts = &def;
     }
     uint64_t cap = opts->capacity;
-    if (cap < 4096 || (cap & (cap - 1)) || cap > (1ull << 40))
+    if (cap < 4096 || (cap & (cap - 1)) || cap > FC__MAX_CAPACITY)
         return -EINVAL;
     if (opts->max_strings == 0 || opts->max_strings > (1u << 24) ||
         opts->strings_bytes < 2 || opts->strings_bytes > (1u << 30))
@@ -260,7 +260,7 @@ int fc_ring_open(const char *path, fc_ring **out)
     }
     uint64_t cap = h->capacity;
     if (h->header_size != FC__HDR_SIZE || cap < 4096 || (cap & (cap - 1)) ||
-        cap > (1ull << 40) || h->max_strings == 0 ||
+        cap > FC__MAX_CAPACITY || h->max_strings == 0 ||
         h->max_strings > (1u << 24) || h->strings_bytes < 2 ||
         h->strings_bytes > (1u << 30) || h->strings_off != FC__HDR_SIZE ||
         h->data_off != FC__HDR_SIZE + strings_area(h->max_strings,

@@ -1,0 +1,226 @@
+/* test_capture.c -- the C capture API: nesting, parent ids, payloads,
+ * thread ids, overflow, ids, attach/finalize.  Prints "N passed, M failed". */
+#include "flowcept.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int g_fail_checks;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", \
+    __FILE__, __LINE__, #c); g_fail_checks++; return; } } while (0)
+
+static char g_path[256];
+
+/* packs everything from the ring at g_path into buf; returns records */
+static const fc_task_record *drain(uint8_t *buf, uint64_t cap, uint32_t *n,
+                                   fc_ring **cons)
+{
+    if (fc_ring_open(g_path, cons) != 0)
+        return NULL;
+    uint64_t consumed;
+    int64_t len = fc_ring_pack(*cons, buf, cap, 100000, &consumed);
+    if (len <= 0 || fc_batch_validate(buf, (uint64_t)len) != 0)
+        return NULL;
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    *n = h->record_count;
+    fc_ring_release(*cons, h->seq + consumed);
+    return (const fc_task_record *)(buf + h->records_off);
+}
+
+static const char *name_of(const uint8_t *buf, uint32_t id)
+{
+    static char out[256];
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    const uint8_t *p = buf + h->strings_off;
+    const uint8_t *s = p + (uint64_t)h->string_count * 4;
+    for (uint32_t i = 0; i < h->string_count; i++) {
+        uint32_t l;
+        memcpy(&l, p + i * 4, 4);
+        if (i == id) {
+            memcpy(out, s, l);
+            out[l] = 0;
+            return out;
+        }
+        s += l;
+    }
+    return "?";
+}
+
+static void t_not_initialised(void)
+{
+    CHECK(fc_task_begin("x") == 0);
+    CHECK(fc_task_end(0, NULL, 0) == -ENOENT);
+    CHECK(fc_capture_finalize() == 0);
+}
+
+static void t_nesting(void)
+{
+    unlink(g_path);
+    CHECK(fc_capture_init(g_path, NULL, 0x77, 12) == 0);
+    CHECK(fc_capture_init(g_path, NULL, 0x77, 12) == -EALREADY);
+    uint64_t outer = fc_task_begin("outer");
+    CHECK(outer != 0);
+    CHECK((outer >> 40) == 12 && (outer & (1ull << 39)));
+    uint64_t in1 = fc_task_begin("inner");
+    CHECK(in1 != 0 && in1 != outer);
+    CHECK(fc_task_end(FC_STATUS_FINISHED, "abc", 3) == 0);
+    uint64_t in2 = fc_task_begin("inner");
+    uint64_t in3 = fc_task_begin("deep");
+    CHECK(fc_task_end(FC_STATUS_ERROR, NULL, 0) == 0);
+    CHECK(fc_task_end(FC_STATUS_FINISHED, NULL, 0) == 0);
+    CHECK(fc_task_end(FC_STATUS_FINISHED, "payload!", 8) == 0);
+    CHECK(fc_task_end(0, NULL, 0) == -ENOENT);
+
+    uint8_t *buf = malloc(1 << 20);
+    uint32_t n = 0;
+    fc_ring *c = NULL;
+    const fc_task_record *r = drain(buf, 1 << 20, &n, &c);
+    CHECK(r && n == 4);
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    /* records are in end order: inner, deep, inner, outer */
+    CHECK(r[0].task_id == in1 && r[0].parent_id == outer);
+    CHECK(strcmp(name_of(buf, r[0].activity_id), "inner") == 0);
+    CHECK(r[0].payload_len == 3 &&
+          memcmp(buf + h->payload_off + r[0].payload_off, "abc", 3) == 0);
+    CHECK(r[1].task_id == in3 && r[1].parent_id == in2 &&
+          r[1].status == FC_STATUS_ERROR);
+    CHECK(strcmp(name_of(buf, r[1].activity_id), "deep") == 0);
+    CHECK(r[2].task_id == in2 && r[2].parent_id == outer);
+    CHECK(r[2].activity_id == r[0].activity_id);
+    CHECK(r[3].task_id == outer && r[3].parent_id == 0);
+    CHECK(strcmp(name_of(buf, r[3].activity_id), "outer") == 0);
+    CHECK(r[3].payload_len == 8 &&
+          memcmp(buf + h->payload_off + r[3].payload_off, "payload!", 8) == 0);
+    for (uint32_t i = 0; i < 4; i++) {
+        CHECK(r[i].flags == FC_FLAG_C_API && r[i].rank == 12);
+        CHECK(r[i].workflow_id == 0x77);
+        CHECK(r[i].end_ns >= r[i].start_ns && r[i].start_ns > 1600000000ll * 1000000000);
+        CHECK(r[i].thread_id == r[0].thread_id);
+    }
+    CHECK(r[3].start_ns <= r[0].start_ns && r[3].end_ns >= r[2].end_ns);
+    fc_ring_close(c);
+    CHECK(fc_capture_finalize() == 0);
+    CHECK(fc_task_begin("x") == 0);
+    free(buf);
+}
+
+static void t_overflow(void)
+{
+    unlink(g_path);
+    CHECK(fc_capture_init(g_path, NULL, 1, 3) == 0);
+    uint64_t ids[70];
+    for (int i = 0; i < 70; i++)
+        ids[i] = fc_task_begin("lvl");
+    for (int i = 0; i < 64; i++)
+        CHECK(ids[i] != 0);
+    for (int i = 64; i < 70; i++)
+        CHECK(ids[i] == 0);
+    for (int i = 0; i < 70; i++)
+        CHECK(fc_task_end(0, NULL, 0) == 0);
+    CHECK(fc_task_end(0, NULL, 0) == -ENOENT);
+    uint8_t *buf = malloc(1 << 20);
+    uint32_t n = 0;
+    fc_ring *c = NULL;
+    const fc_task_record *r = drain(buf, 1 << 20, &n, &c);
+    CHECK(r && n == 64);
+    for (uint32_t i = 0; i < 64; i++) {
+        CHECK(r[i].task_id == ids[63 - i]);
+        CHECK(r[i].parent_id == (i == 63 ? 0 : ids[62 - i]));
+    }
+    fc_ring_close(c);
+    free(buf);
+    CHECK(fc_capture_finalize() == 0);
+}
+
+static void *thr(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t a = fc_task_begin("t_outer");
+        uint64_t b = fc_task_begin("t_inner");
+        if (!a || !b || fc_task_end(0, &b, 8) != 0 || fc_task_end(0, &a, 8) != 0)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void t_threads_and_attach(void)
+{
+    unlink(g_path);
+    fc_ring_options o;
+    fc_ring_options_init(&o);
+    o.capacity = 1 << 20;
+    fc_ring *r;
+    CHECK(fc_ring_create(g_path, &o, &r) == 0);
+    CHECK(fc_ring_intern(r, "python-side", 11) == 0);
+    fc_task_set_origin(0x123456);
+    CHECK(fc_capture_attach(r, 5, 99) == 0);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, thr, NULL);
+    void *res;
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], &res);
+        CHECK(res == NULL);
+    }
+    uint64_t nid = fc_task_next_id();
+    CHECK((nid >> 40) == 0x123456 && (nid & (1ull << 39)));
+    uint8_t *buf = malloc(1 << 20);
+    uint32_t n = 0;
+    fc_ring *c = NULL;
+    const fc_task_record *rec = drain(buf, 1 << 20, &n, &c);
+    CHECK(rec && n == 6000);
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    uint32_t tids[8] = { 0 };
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t self;
+        memcpy(&self, buf + h->payload_off + rec[i].payload_off, 8);
+        CHECK(self == rec[i].task_id && rec[i].payload_len == 8);
+        CHECK((rec[i].task_id >> 40) == 0x123456);
+        CHECK(rec[i].rank == 99 && rec[i].workflow_id == 5);
+        CHECK(rec[i].thread_id < 8);
+        tids[rec[i].thread_id]++;
+        const char *nm = name_of(buf, rec[i].activity_id);
+        CHECK(strcmp(nm, rec[i].parent_id ? "t_inner" : "t_outer") == 0);
+    }
+    int distinct = 0;
+    for (int i = 0; i < 8; i++)
+        distinct += tids[i] == 2000;
+    CHECK(distinct == 3);
+    fc_ring_close(c);
+    CHECK(fc_capture_finalize() == 0);
+    /* the ring stays usable: it is the caller's */
+    CHECK(fc_ring_intern(r, "python-side", 11) == 0);
+    fc_ring_close(r);
+    free(buf);
+}
+
+int main(void)
+{
+    snprintf(g_path, sizeof g_path, "/tmp/fc_test_capture_%d.ring", (int)getpid());
+    struct { const char *name; void (*fn)(void); } tests[] = {
+        { "not_initialised", t_not_initialised },
+        { "nesting", t_nesting },
+        { "overflow", t_overflow },
+        { "threads_and_attach", t_threads_and_attach },
+    };
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = g_fail_checks;
+        tests[i].fn();
+        if (g_fail_checks == before) {
+            passed++;
+            fprintf(stderr, "  ok   %s\n", tests[i].name);
+        } else {
+            failed++;
+            fprintf(stderr, "  FAIL %s\n", tests[i].name);
+        }
+    }
+    unlink(g_path);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
