@@ -122,6 +122,7 @@ def connect(url: str, timeout: float = 5.0, socket_timeout: float = 60.0):
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
                                       socket_timeout=socket_timeout, retry=Retry(NoBackoff(), 0),
+                                      socket_read_size=1 << 20,
                                       retry_on_timeout=False)
         client.ping()
     except redis.RedisError as e:

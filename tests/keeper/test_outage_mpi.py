@@ -22,6 +22,7 @@ def work(i, j):
 
 s = runtime.ensure_session()
 drainer = s.drainer
+open(sys.argv[2], "w").close()          # connected: the test may now pull the plug
 deadline = time.monotonic() + float(sys.argv[1])
 i = 0
 while time.monotonic() < deadline:
@@ -83,9 +84,14 @@ def test_redis_killed_and_restarted_mid_run_loses_and_doubles_nothing(tmp_path, 
                    FLOWCEPT_SPOOL_RETRY_MS="200", FLOWCEPT_BATCH_RECORDS="500")
         script = tmp_path / "producer.py"
         script.write_text(PRODUCER)
-        prod = subprocess.Popen([sys.executable, str(script), "4"], env=env,
+        started = tmp_path / "started"
+        prod = subprocess.Popen([sys.executable, str(script), "4", str(started)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
+            deadline = time.monotonic() + 60
+            while not started.exists() and prod.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert started.exists(), "producer did not start"
             time.sleep(1.0)
             srv.kill()                      # outage: SIGKILL, no goodbye
             time.sleep(1.5)
