@@ -42,12 +42,14 @@ static inline PyObject *fc_newref(PyObject *o)
 
 #if PY_VERSION_HEX < 0x03090000
 #define PyObject_Vectorcall _PyObject_Vectorcall
-#define PyVectorcall_NARGS _PyVectorcall_NARGS
-#define PyVectorcall_Call PyVectorcall_Call
 #define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
 static inline PyObject *PyObject_CallNoArgs(PyObject *f)
 {
     return _PyObject_Vectorcall(f, NULL, 0, NULL);
+}
+static inline PyObject *PyObject_CallOneArg(PyObject *f, PyObject *a)
+{
+    return _PyObject_Vectorcall(f, &a, 1, NULL);
 }
 #endif
 
