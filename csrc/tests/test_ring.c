@@ -739,6 +739,59 @@ static void t_torn(void)
     free(buf);
 }
 
+
+/* a slot that would straddle the end leaves exactly 8 bytes: the padding
+ * slot is then just a stamp */
+static void t_pad8(void)
+{
+    fc_ring *r = mkring("pad8", 4096, FC_FULL_DROP, 0);
+    CHECK(r);
+    CHECK(fc_ring_intern(r, "a", 1) == 0);
+    uint8_t *buf = malloc(1 << 16);
+    uint64_t consumed;
+    CHECK(fc_ring_push_task(r, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "12345", 5) == 0);
+    for (int i = 1; i <= 50; i++)
+        CHECK(fc_ring_push_task(r, (uint64_t)i, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                NULL, 0) == 0);
+    fc_ring_stats st;
+    fc_ring_get_stats(r, &st);
+    CHECK(st.head == 4088);
+    int64_t n = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
+    CHECK(n > 0 && ((fc_batch_header *)buf)->record_count == 51);
+    CHECK(fc_ring_release(r, consumed) == 0);
+    for (int i = 51; i <= 60; i++)
+        CHECK(fc_ring_push_task(r, (uint64_t)i, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                NULL, 0) == 0);
+    fc_ring_get_stats(r, &st);
+    CHECK(st.head == 4096 + 800);
+    n = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
+    CHECK(n > 0 && fc_batch_validate(buf, (uint64_t)n) == 0);
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    CHECK(h->record_count == 10 && h->seq == 4088 && consumed == 808);
+    for (uint32_t i = 0; i < 10; i++)
+        CHECK(recs_of(buf)[i].task_id == 51 + i);
+    CHECK(fc_ring_release(r, h->seq + consumed) == 0);
+    /* the same with the producer dead and the padding slot torn */
+    for (int i = 61; i <= 100; i++)
+        CHECK(fc_ring_push_task(r, (uint64_t)i, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                NULL, 0) == 0);
+    CHECK(fc_ring_push_task(r, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "12345", 5) == 0);
+    fc_ring_get_stats(r, &st);
+    CHECK((st.head & 4095) == 4088);
+    n = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
+    CHECK(n > 0 && fc_ring_release(r, h->seq + consumed) == 0);
+    CHECK(fc__test_reserve_torn(r, 0) != UINT64_MAX); /* pad + torn */
+    CHECK(fc_ring_push_task(r, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0) == 0);
+    CHECK(fc_ring_pack(r, buf, 1 << 16, 1000, &consumed) == 0); /* live */
+    atomic_store(&r->shm->closed, 1);
+    n = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
+    CHECK(n > 0 && h->record_count == 1 && recs_of(buf)[0].task_id == 77);
+    fc_ring_get_stats(r, &st);
+    CHECK(st.torn == 1 && h->seq + consumed == st.head);
+    fc_ring_close(r);
+    free(buf);
+}
+
 /* ---- SIGKILLed producer ---- */
 
 static void t_sigkill(void)
@@ -854,6 +907,7 @@ int main(void)
         { "spill", t_spill },
         { "drop_block", t_drop_block },
         { "torn", t_torn },
+        { "pad8", t_pad8 },
         { "sigkill", t_sigkill },
     };
     int passed = 0, failed = 0;
