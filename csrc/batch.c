@@ -658,7 +658,7 @@ int fc_batch_validate(const void *bufv, uint64_t len)
     c = fc_crc32c(c, &z, sizeof z);
     if (c != h.crc32c)
         return -EILSEQ;
-    if ((len & 7) || (h.flags & ~1u))
+    if (len & 7)
         return -EBADMSG;
     /* sections: header | records | payload | strings, contiguous */
     uint64_t n = h.record_count, s = h.string_count;
@@ -668,7 +668,7 @@ int fc_batch_validate(const void *bufv, uint64_t len)
         return -EBADMSG;
     if (h.payload_off != h.records_off + n * FC__REC_SIZE)
         return -EBADMSG;
-    if (h.payload_bytes > len - h.payload_off || (h.payload_bytes & 7))
+    if (h.payload_bytes > len - h.payload_off)
         return -EBADMSG;
     if (h.strings_off != h.payload_off + h.payload_bytes)
         return -EBADMSG;
@@ -678,7 +678,7 @@ int fc_batch_validate(const void *bufv, uint64_t len)
     for (uint64_t i = 0; i < s; i++) {
         uint32_t l;
         memcpy(&l, buf + h.strings_off + i * 4u, 4);
-        if (l > 65535 || l > avail - sbytes)
+        if (l > avail - sbytes)
             return -EBADMSG;
         sbytes += l;
     }
@@ -687,8 +687,7 @@ int fc_batch_validate(const void *bufv, uint64_t len)
     for (uint64_t i = 0; i < n; i++) {
         fc_task_record rc;
         memcpy(&rc, buf + h.records_off + i * FC__REC_SIZE, sizeof rc);
-        if ((uint64_t)rc.payload_off + rc.payload_len > h.payload_bytes ||
-            (rc.payload_off & 7))
+        if ((uint64_t)rc.payload_off + rc.payload_len > h.payload_bytes)
             return -ERANGE;
         if ((uint64_t)rc.activity_id >= s)
             return -ERANGE;
