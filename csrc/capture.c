@@ -9,6 +9,7 @@
 
 #define FC__STACK_DEPTH 64
 #define FC__NAME_CACHE 16
+#define FC__ID_BLOCK 64  /* task id counters a thread takes at a time */
 
 struct frame {
     uint64_t task_id;
@@ -29,6 +30,8 @@ struct tstate {
     uint32_t tid_plus1; /* 0 = not assigned yet */
     uint32_t depth;
     uint32_t overflow;  /* begins beyond FC__STACK_DEPTH (not recorded) */
+    uint64_t id_next;   /* thread-local block of task id counters */
+    uint64_t id_end;
     struct frame st[FC__STACK_DEPTH];
     struct name_ent cache[FC__NAME_CACHE];
 };
@@ -120,6 +123,22 @@ int fc_capture_finalize(void)
     return 0;
 }
 
+static __attribute__((noinline)) void id_refill(struct tstate *t)
+{
+    t->id_next = atomic_fetch_add_explicit(&g_task_counter, FC__ID_BLOCK,
+                                           memory_order_relaxed) + 1;
+    t->id_end = t->id_next + FC__ID_BLOCK;
+}
+
+static inline uint64_t next_id(struct tstate *t)
+{
+    if (__builtin_expect(t->id_next == t->id_end, 0))
+        id_refill(t);
+    uint64_t c = t->id_next++;
+    return atomic_load_explicit(&g_origin_bits, memory_order_relaxed) |
+           (1ull << 39) | (c & ((1ull << 39) - 1));
+}
+
 static inline int64_t now_ns(void)
 {
     struct timespec ts;
@@ -185,7 +204,7 @@ uint64_t fc_task_begin(const char *name)
     f->valid = 1;
     f->activity_id = id;
     f->parent = d ? t->st[d - 1].task_id : 0;
-    f->task_id = fc_task_next_id();
+    f->task_id = next_id(t);
     t->depth = d + 1;
     f->start_ns = now_ns();
     return f->task_id;
