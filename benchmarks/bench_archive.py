@@ -98,3 +98,122 @@ def build_store(path: str, n: int, ranks: int = 16, batch_records: int = 8192, n
     finally:
         st.close()
     return time.perf_counter() - t
+
+
+def json_buffer_bytes_per_task(n_sample: int = 100_000, ranks: int = 16) -> float:
+    """Bytes per task of flowcept 1.0.3's offline buffer (flowcept_buffer.jsonl) for
+    the synthetic tasks: one compact JSON object per task with the fields 1.0.3
+    writes (checked against a real buffer file by reference_buffer_bytes_per_task)."""
+    import uuid
+    wf, camp = str(uuid.uuid4()), str(uuid.uuid4())
+    total = count = 0
+    for recs, pays in synth_records(n_sample, ranks):
+        for r, p in zip(recs.tolist(), pays):
+            body = msgpack.unpackb(p)
+            t0, t1 = r[3] / 1e9, r[4] / 1e9
+            doc = {"activity_id": ACTIVITIES[r[7] - 1], "workflow_id": wf, "campaign_id": camp,
+                   "used": body["used"], "started_at": t0, "hostname": "localhost",
+                   "task_id": str(t0), "status": "FINISHED", "ended_at": t1,
+                   "generated": body["generated"], "type": "task"}
+            total += len(json.dumps(doc, separators=(",", ":"))) + 1
+            count += 1
+    return total / count
+
+
+def reference_buffer_bytes_per_task(n: int = 20000):
+    """Bytes per task of a real flowcept 1.0.3 buffer file (tasks f(step, alpha) -> float,
+    like the synthetic ones), when benchmarks/.ref-venv exists; else None."""
+    import subprocess
+    py = os.environ.get("FLOWCEPT_REF_VENV", os.path.join(HERE, ".ref-venv"))
+    py = os.path.join(py, "bin", "python")
+    if not os.path.exists(py):
+        return None
+    code = ("import os, sys\nos.environ['FLOWCEPT_USE_DEFAULT'] = 'true'\n"
+            "from flowcept import Flowcept, flowcept_task\n"
+            "@flowcept_task\ndef diffuse(step, alpha):\n    return 0.123456789\n"
+            "with Flowcept(workflow_name='bench'):\n"
+            f"    for s in range({n}):\n        diffuse(step=s, alpha=0.1)\n")
+    d = tempfile.mkdtemp(prefix="fc-ref-buf-")
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
+        subprocess.run([py, "-c", code], cwd=d, env=env, check=True, timeout=600,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = os.path.join(d, "flowcept_buffer.jsonl")
+        with open(path, "rb") as f:
+            lines = f.read().splitlines(keepends=True)
+        tasks = [ln for ln in lines if b'"type":"task"' in ln]
+        return sum(map(len, tasks)) / len(tasks)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("records", nargs="?", type=int, default=2_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compression", default="gzip", choices=("gzip", "lzf", "none"))
+    ap.add_argument("--all-compressions", action="store_true", help="also time lzf and none")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the real flowcept 1.0.3 buffer")
+    args = ap.parse_args(argv)
+    import flowcept.archive as fa
+
+    work = args.dir or tempfile.mkdtemp(prefix="fc-bench-archive-")
+    os.makedirs(work, exist_ok=True)
+    n = args.records
+    try:
+        run = os.path.join(work, "run")
+        shutil.rmtree(run, ignore_errors=True)
+        built = build_store(os.path.join(run, "store", "bench"), n)
+        store_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(run) for f in fs)
+        print(json.dumps({"bench": "build_store", "records": n, "seconds": round(built, 3),
+                          "lmdb_bytes_per_record": round(store_bytes / n, 1)}), flush=True)
+        out = os.path.join(work, "bench.h5")
+        kinds = ("gzip", "lzf", "none") if args.all_compressions else (args.compression,)
+        for comp in kinds:
+            times = []
+            for _ in range(args.repeats):
+                rep = fa.compact(run, out, overwrite=True, compression=comp, progress=False)
+                assert rep.records == n, rep.describe()
+                times.append(rep.seconds)
+            print(json.dumps({"bench": "compact", "compression": comp, "records": n,
+                              "best_s": round(min(times), 3), "median_s": round(sorted(times)[len(times) // 2], 3),
+                              "records_per_s": round(n / min(times)),
+                              "median_records_per_s": round(n / sorted(times)[len(times) // 2]),
+                              "bytes_per_record": round(rep.bytes / n, 2),
+                              "isal": _has_isal()}), flush=True)
+        if args.compression not in kinds[-1:]:
+            fa.compact(run, out, overwrite=True, compression=args.compression, progress=False)
+        archive_bytes = os.path.getsize(out)
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            with fa.open(out) as a:
+                s = a.stats()
+            times.append(time.perf_counter() - t)
+        assert int(s["count"].sum()) == n
+        print(json.dumps({"bench": "stats_scan", "records": n, "best_s": round(min(times), 3),
+                          "records_per_s": round(n / min(times)),
+                          "median_records_per_s": round(n / sorted(times)[len(times) // 2])}), flush=True)
+        emu = json_buffer_bytes_per_task(min(n, 100_000))
+        ref = None if args.no_reference else reference_buffer_bytes_per_task()
+        print(json.dumps({"bench": "size", "records": n, "archive_bytes_per_record": round(archive_bytes / n, 2),
+                          "flowcept103_json_bytes_per_task_emulated": round(emu, 1),
+                          "flowcept103_json_bytes_per_task_real": round(ref, 1) if ref else None,
+                          "ratio": round(emu / (archive_bytes / n), 1)}), flush=True)
+    finally:
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _has_isal() -> bool:
+    try:
+        import isal  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -287,3 +287,11 @@ print(json.dumps({"rows": rows, "workflows": docs, "later": later, "lo_t": lo_t}
         assert got["workflows"] == a.workflows
         lo = int(np.searchsorted(a.tasks["start_ns"], got["lo_t"], "left"))
         assert got["later"] == lo
+
+
+def test_compact_with_recover_first(heat, tmp_path):
+    run_dir, out, _ = heat
+    (job,) = os.listdir(run_dir)
+    rep = fa.compact(os.path.join(run_dir, job), str(tmp_path / "r.h5"), recover=job)
+    assert "nothing to recover" in rep.recovery and rep.records == len(read_records(run_dir))
+    assert "nothing to recover" in rep.describe()
