@@ -1,8 +1,11 @@
 """End to end on a real single-node SLURM (started by the test): the flowcept epilog and
 TaskProlog installed in slurm.conf, MPI jobs run with sbatch/srun, completed and cancelled."""
+import contextlib
 import math
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -79,9 +82,39 @@ class Site:
         """)
         self.runs = self.work / "flowcept-runs"
 
+    @contextlib.contextmanager
     def cluster(self):
-        return SlurmCluster(self.tmp / "cluster", epilog=self.epilog,
-                            extra_conf=[f"TaskProlog={self.taskprolog}"])
+        # A random first job id: two test clusters running at once (e.g. two pytest runs)
+        # would otherwise both run "job 1 step 0", and MPICH's shared-memory names derived
+        # from the PMI KVS name would collide between them.
+        c = SlurmCluster(self.tmp / "cluster", epilog=self.epilog,
+                         extra_conf=[f"TaskProlog={self.taskprolog}",
+                                     f"FirstJobId={random.randint(10_000, 5_000_000)}"])
+        try:
+            with c:
+                yield c
+        finally:
+            self.reap(c)
+
+    @staticmethod
+    def reap(cluster):
+        """Kills (by pid) whatever this test's cluster left running: slurmstepd daemonizes,
+        so a step can outlive slurmd.  Only processes whose environment names this
+        cluster's slurm.conf are touched."""
+        marker = f"SLURM_CONF={cluster.conf_path}".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if marker in env:
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    pass
 
     def log_lines(self, job):
         if not self.log.exists():
