@@ -84,9 +84,8 @@ DEFER = [2**64, -2**63 - 1, 10**30, "\ud800", bytearray(b"ab"), {1, 2}, DictSub(
          [[[[[[[[[1]]]]]]]]], [1, [2, object()]]]
 
 
+@pytest.mark.parametrize("wrapper_kind", ["compiled"], indirect=True)   # the C encoder itself
 def test_c_encoder_is_byte_identical_to_msgpack(wrapper_kind):
-    if wrapper_kind == "pure":
-        pytest.skip("encoder only")
     for value in VALUES + [[v] for v in VALUES] + [{"k": v} for v in VALUES]:
         assert fast.encode(value) == msgpack.packb(value, use_bin_type=True, datetime=False), value
     for value in DEFER + [[v] for v in DEFER] + [{"k": v} for v in DEFER]:
@@ -182,9 +181,8 @@ def _payloads(run_dir):
     {"capture_args": False},
     {"max_payload_bytes": 100},
 ], ids=["default", "tags-meta", "meta-unserializable", "no-args-tags", "no-args", "small-max"])
+@pytest.mark.parametrize("wrapper_kind", ["compiled"], indirect=True)   # runs both paths itself
 def test_payloads_identical_on_both_paths(run_dir, monkeypatch, opts, wrapper_kind):
-    if wrapper_kind == "pure":
-        pytest.skip("compares both paths itself")
     opts = dict(opts)
     config = {"max_payload_bytes": opts.pop("max_payload_bytes")} if "max_payload_bytes" in opts else {}
     with Flowcept(**config):
