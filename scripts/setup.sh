@@ -16,16 +16,26 @@ fi
 stamp="$VENV/.flowcept-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
     echo "flowcept setup: installing flowcept and its dependencies (first run takes about a minute)" >&2
-    python -m pip install -q --upgrade pip setuptools wheel cffi >&2
-    # mpich: the MPI wheel (mpiexec + libmpi) that mpi4py's wheel runs on.
-    python -m pip install -q mpich mpi4py >&2
-    python -m pip install -q -e "$ROOT[all,test]" >&2
+    log="$VENV/setup.log"
+    {
+        python -m pip install --upgrade pip setuptools wheel cffi &&
+        # mpich: the MPI wheel (mpiexec + libmpi) that mpi4py's wheel runs on.
+        python -m pip install mpich mpi4py &&
+        python -m pip install -e "$ROOT[all,test]"
+    } >"$log" 2>&1 || {
+        tail -n 40 "$log" >&2
+        echo "flowcept setup: installation failed; the full log is $log" >&2
+        exit 1
+    }
     touch "$stamp"
 fi
 # The editable install builds the extension in the tree; rebuild it when the C sources changed.
 if [ -n "$(find "$ROOT/csrc" -name '*.[ch]' -newer "$stamp" 2>/dev/null | head -1)" ]; then
     echo "flowcept setup: C sources changed, rebuilding the extension" >&2
-    (cd "$ROOT" && python setup.py -q build_ext --inplace >&2)
+    (cd "$ROOT" && python setup.py -q build_ext --inplace >"$VENV/build.log" 2>&1) || {
+        tail -n 40 "$VENV/build.log" >&2
+        exit 1
+    }
     touch "$stamp"
 fi
 python -c "import flowcept._native" || {
