@@ -82,28 +82,45 @@ def throughput(args):
 
 
 def overhead(args):
+    """Capture on vs off, runs alternated (off, on, off, on, ...) so that the
+    machine's drift hits both alike; min and median of the loop times."""
+    import re
+    import statistics
     heat = os.path.join(ROOT, "examples", "heat2d.py")
+
+    def run(ranks, extra):
+        tmp = tempfile.mkdtemp(prefix="fcbench-")
+        env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp)
+        cmd = ["mpiexec", "-n", str(ranks), sys.executable, heat, "--n", str(args.n),
+               "--steps", str(args.steps)] + extra
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        shutil.rmtree(tmp, ignore_errors=True)
+        m = re.search(r", ([0-9.]+) s \(loop ([0-9.]+) s\)", out.stdout)
+        if not m:
+            raise SystemExit(out.stdout[-2000:] + out.stderr[-3000:])
+        return float(m.group(1)), float(m.group(2))
+
     for ranks in args.ranks:
-        times = {}
-        for label, extra in (("off", ["--no-capture"]), ("on", [])):
-            best = float("inf")
-            for _ in range(args.repeats):
-                tmp = tempfile.mkdtemp(prefix="fcbench-")
-                env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp)
-                cmd = ["mpiexec", "-n", str(ranks), sys.executable, heat, "--n", str(args.n),
-                       "--steps", str(args.steps)] + extra
-                out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-                shutil.rmtree(tmp, ignore_errors=True)
-                line = [x for x in out.stdout.splitlines() if x.startswith("heat2d:")]
-                if not line:
-                    raise SystemExit(out.stderr[-3000:])
-                best = min(best, float(line[-1].split(", ")[4].split()[0]))
-            times[label] = best
-        print(json.dumps({"bench": "overhead", "ranks": ranks, "grid": args.n, "steps": args.steps,
-                          "off_s": times["off"], "on_s": times["on"],
-                          "ms_per_timestep": round(times["off"] / args.steps * 1e3, 3),
-                          "overhead_pct": round((times["on"] / times["off"] - 1) * 100, 2)}),
-              flush=True)
+        runs = {"off": [], "on": []}
+        for _ in range(args.repeats):
+            runs["off"].append(run(ranks, ["--no-capture"]))
+            runs["on"].append(run(ranks, []))
+        loop = {k: [lp for _, lp in v] for k, v in runs.items()}
+        total = {k: [t for t, _ in v] for k, v in runs.items()}
+        med = {k: statistics.median(v) for k, v in loop.items()}
+        print(json.dumps({
+            "bench": "overhead", "ranks": ranks, "grid": args.n, "steps": args.steps,
+            "repeats": args.repeats,
+            "ms_per_timestep": round(med["off"] / args.steps * 1e3, 3),
+            "loop_off_s": {"min": min(loop["off"]), "median": med["off"]},
+            "loop_on_s": {"min": min(loop["on"]), "median": med["on"]},
+            "overhead_pct_min": round((min(loop["on"]) / min(loop["off"]) - 1) * 100, 2),
+            "overhead_pct_median": round((med["on"] / med["off"] - 1) * 100, 2),
+            "final_drain_s_median": round(statistics.median(
+                t - lp for t, lp in runs["on"]), 3),
+            "total_overhead_pct_median": round(
+                (statistics.median(total["on"]) / statistics.median(total["off"]) - 1) * 100, 2)}),
+            flush=True)
 
 
 def main():

@@ -33,7 +33,7 @@ def _default_shm_dir() -> str:
 
 _CHOICES = {
     "full_policy": ("spill", "block", "drop"),
-    "numpy_mode": ("summary", "full"),
+    "numpy_mode": ("summary", "shape", "full"),
     "log_level": ("debug", "info", "warning", "error"),
 }
 # (minimum, maximum) for integer keys.
@@ -43,7 +43,9 @@ _RANGES = {
     "batch_records": (1, 1 << 24),
     "block_timeout_ms": (0, 3_600_000),
     "drain_interval_ms": (1, 60_000),
+    "batch_latency_ms": (0, 3_600_000),
     "max_payload_bytes": (0, 1 << 26),
+    "numpy_stats_max": (0, 1 << 40),
     "lmdb_shards": (1, 4096),
     "lmdb_map_size": (1 << 20, 1 << 44),
     "leader_node_rank": (0, 1 << 20),
@@ -72,6 +74,7 @@ class Config:
     batch_bytes: int = 4 << 20       # largest batch frame
     batch_records: int = 65536
     drain_interval_ms: int = 20      # leader poll period when idle
+    batch_latency_ms: int = 500      # a ring's records wait at most this long to be published
     transport: str = "embedded"      # embedded | redis | mofka | null
     transport_url: str = ""          # e.g. redis://:pw@host:6379/0
     redis_stream: str = "flowcept"
@@ -91,7 +94,8 @@ class Config:
     keeper_claim_idle_ms: int = 30_000      # take over a dead keeper's batches after this
     spool_retry_ms: int = 1000       # how often a leader retries a down transport
     capture_args: bool = True        # record used/generated
-    numpy_mode: str = "summary"      # summary | full
+    numpy_mode: str = "summary"      # summary | shape | full
+    numpy_stats_max: int = 4096      # summary: min/max/mean only up to this many elements
     max_payload_bytes: int = 65536   # larger payloads are summarised
     leader_node_rank: int = 0        # which rank of a node drains its rings
     finalize_timeout_s: int = 60     # leader waits this long for ranks to end

@@ -64,6 +64,8 @@ class Drainer:
         self.rings: Dict[str, Ring] = {}
         self.buf = ffi.new("char[]", config.batch_bytes)
         self.consumed = ffi.new("uint64_t *")
+        self._stats = ffi.new("fc_ring_stats *")
+        self._last_publish: Dict[str, float] = {}   # ring path -> time of its last batch
         self.records = 0
         self.batches = 0
         self._lock = threading.Lock()   # one pass at a time (thread + final drain)
@@ -127,32 +129,55 @@ class Drainer:
         return records
     # -- end of spool interaction -------------------------------------------
 
-    def drain_once(self, max_batches: int = 64) -> int:
+    def drain_once(self, max_batches: int = 64, lazy: bool = False) -> int:
         """One pass over all rings; returns records drained."""
         with self._lock:
-            return self._drain_locked(max_batches)
+            return self._drain_locked(max_batches, lazy)
 
-    def _drain_locked(self, max_batches: int) -> int:
+    def _drain_locked(self, max_batches: int, lazy: bool = False) -> int:
+        """Rounds of: pack one batch per ring, publish each, flush once,
+        release each ring.  ``lazy`` (the background thread) skips a ring
+        whose backlog is under a quarter of the ring and younger than
+        batch_latency_ms, so that a slow trickle of records is published in
+        fewer, larger batches."""
         cap, maxrec = self.config.batch_bytes, self.config.batch_records
         total = 0
-        for ring in list(self.rings.values()):
-            for _ in range(max_batches):
+        now = time.monotonic()
+        latency = self.config.batch_latency_ms / 1000
+        rings = list(self.rings.values())
+        if lazy:
+            rings = [r for r in rings if self._due(r, now, latency)]
+        for _ in range(max_batches):
+            packed = []
+            for ring in rings:
                 n = lib.fc_ring_pack(ring.handle, self.buf, cap, maxrec, self.consumed)
                 if n == 0:
-                    break
+                    continue
                 if n < 0:
                     raise OSError(-n, f"fc_ring_pack: {os.strerror(-n)}", ring.path)
-                frame = ffi.buffer(self.buf, n)
                 hdr = ffi.cast("fc_batch_header *", self.buf)
-                seq, count = hdr.seq, hdr.record_count
-                key = _key(hdr)
-                self._publish(key, frame)
-                self._flush()
-                lib.fc_ring_release(ring.handle, seq + self.consumed[0])
+                self._publish(_key(hdr), ffi.buffer(self.buf, n))
+                packed.append((ring, hdr.seq + self.consumed[0], hdr.record_count))
+            if not packed:
+                break
+            self._flush()
+            for ring, end, count in packed:
+                lib.fc_ring_release(ring.handle, end)
+                self._last_publish[ring.path] = now
                 total += count
-                self.batches += 1
+            self.batches += len(packed)
+            rings = [ring for ring, _, _ in packed]
         self.records += total
         return total
+
+    def _due(self, ring: Ring, now: float, latency: float) -> bool:
+        lib.fc_ring_get_stats(ring.handle, self._stats)
+        backlog = self._stats.head - self._stats.tail
+        if backlog == 0:
+            return False
+        if backlog * 4 >= self._stats.capacity or self._stats.closed:
+            return True
+        return now - self._last_publish.setdefault(ring.path, now) >= latency
 
     def drain_spills(self) -> int:
         """Replays the spill files of the adopted rings; returns records."""
@@ -210,7 +235,7 @@ class Drainer:
         idle = self.config.drain_interval_ms / 1000
         while not self._stop.is_set():
             try:
-                n = self.drain_once()
+                n = self.drain_once(lazy=True)
             except Exception:  # keep draining: records stay in the ring
                 log.exception("flowcept drain pass failed; retrying")
                 n = 0

@@ -1,8 +1,10 @@
 """Encoding of a task's used/generated values (msgpack).
 
 Never raises into the user's function: values msgpack cannot take are
-recorded by type and repr; numpy arrays by dtype, shape and a summary
-(or in full with numpy_mode="full"); payloads over max_payload_bytes are
+recorded by type and repr; numpy arrays by dtype and shape, plus min/max/mean
+for arrays of at most numpy_stats_max elements (numpy_mode="summary", the
+default), by dtype and shape alone ("shape"), or in full ("full", up to
+max_payload_bytes); payloads over max_payload_bytes are
 replaced by a summary of what was dropped.
 """
 from __future__ import annotations
@@ -14,12 +16,13 @@ import msgpack
 
 _REPR_LIMIT = 200
 _local = threading.local()
-_settings = {"numpy_mode": "summary", "max_payload_bytes": 65536}
+_settings = {"numpy_mode": "summary", "max_payload_bytes": 65536, "numpy_stats_max": 4096}
 
 
-def configure(numpy_mode: str, max_payload_bytes: int) -> None:
+def configure(numpy_mode: str, max_payload_bytes: int, numpy_stats_max: int = 4096) -> None:
     _settings["numpy_mode"] = numpy_mode
     _settings["max_payload_bytes"] = max_payload_bytes
+    _settings["numpy_stats_max"] = numpy_stats_max
 
 
 def _describe(obj: Any) -> Any:
@@ -34,9 +37,14 @@ def _describe(obj: Any) -> Any:
             info = {"__ndarray__": True, "dtype": str(obj.dtype), "shape": list(obj.shape)}
             if _settings["numpy_mode"] == "full" and obj.nbytes <= _settings["max_payload_bytes"]:
                 info["data"] = obj.tobytes()
-            elif obj.size and obj.dtype.kind in "biuf":
+            elif (_settings["numpy_mode"] != "shape" and 0 < obj.size <= _settings["numpy_stats_max"]
+                  and obj.dtype.kind in "biuf"):
+                # statistics cost a pass over the data: only for small arrays,
+                # so that capture stays cheap next to the task itself
                 info.update(min=obj.min().item(), max=obj.max().item(),
                             mean=float(obj.mean()))
+            else:
+                info["nbytes"] = int(obj.nbytes)
             return info
     if isinstance(obj, (set, frozenset)):
         return list(obj)

@@ -67,7 +67,7 @@ class Session:
         if drainer is not None:
             drainer.adopt(self.ring_path)
         from flowcept import payload
-        payload.configure(config.numpy_mode, config.max_payload_bytes)
+        payload.configure(config.numpy_mode, config.max_payload_bytes, config.numpy_stats_max)
         self._fast = _fast_state(self)
 
     @property

@@ -14,10 +14,23 @@ def test_roundtrip_plain_values():
 
 
 def test_numpy_summary_not_copied():
-    a = np.arange(1_000_000, dtype=np.float64)
+    a = np.arange(1000, dtype=np.float64)
     out = payload.decode(payload.encode({"used": {"a": a}}))["used"]["a"]
-    assert out["__ndarray__"] and out["shape"] == [1_000_000] and out["dtype"] == "float64"
-    assert out["min"] == 0 and out["max"] == 999_999 and "data" not in out
+    assert out["__ndarray__"] and out["shape"] == [1000] and out["dtype"] == "float64"
+    assert out["min"] == 0 and out["max"] == 999 and "data" not in out
+
+
+def test_large_array_recorded_by_shape_only():
+    # statistics over a large array would cost more than the task: skipped
+    a = np.zeros((512, 1024))
+    out = payload.decode(payload.encode({"used": {"a": a}}))["used"]["a"]
+    assert out["shape"] == [512, 1024] and out["nbytes"] == a.nbytes and "min" not in out
+    payload.configure("shape", 65536)
+    try:
+        small = payload.decode(payload.encode({"used": {"a": np.ones(3)}}))["used"]["a"]
+        assert "min" not in small and small["shape"] == [3]
+    finally:
+        payload.configure("summary", 65536)
 
 
 def test_numpy_full_mode_small_array():

@@ -98,6 +98,7 @@ class LmdbStore(Store):
                 json.dump({"format": FORMAT, "shards": shards}, f)
             os.replace(tmp, meta_path)
         map_size = config.lmdb_map_size if config else 1 << 36
+        self._txns = {}   # shard -> open write transaction (stage/commit_staged)
         self.envs = []
         for i in range(shards):
             shard = os.path.join(path, f"shard-{i:03d}")
@@ -114,25 +115,44 @@ class LmdbStore(Store):
         return zlib.crc32(key[:16]) % len(self.envs)
 
     def put_batches(self, items) -> int:
-        by_shard = {}
-        for key, frame in items:
-            by_shard.setdefault(self._shard(key), []).append((key, frame))
-        new = 0
-        for shard, group in by_shard.items():
-            env, dbs = self.envs[shard]
-            with env.begin(write=True) as txn:
-                for key, frame in group:
-                    if not txn.put(key, frame, db=dbs["batches"], overwrite=False):
-                        continue  # already stored: redelivery
-                    batch = Batch(frame, check=False)
-                    txn.put(key, msgpack.packb(summarize(batch)), db=dbs["summaries"])
-                    for wf, doc in workflow_docs(batch):
-                        wkey = wf.to_bytes(8, "big")
-                        old = txn.get(wkey, db=dbs["workflows"])
-                        merged = {**msgpack.unpackb(old, raw=False), **doc} if old else doc
-                        txn.put(wkey, msgpack.packb(merged, use_bin_type=True), db=dbs["workflows"])
-                    new += 1
+        """Stores frames in one transaction per shard, committed on return."""
+        try:
+            new = sum(self.stage(key, frame) for key, frame in items)
+        except BaseException:
+            self.abort_staged()
+            raise
+        self.commit_staged()
         return new
+
+    def stage(self, key: bytes, frame) -> int:
+        """Writes a frame into the shard's open write transaction (LMDB copies
+        it, so the caller may reuse its buffer); commit_staged() makes it
+        durable.  Returns 1 if new, 0 if the key was already stored."""
+        shard = self._shard(key)
+        txn = self._txns.get(shard)
+        env, dbs = self.envs[shard]
+        if txn is None:
+            txn = self._txns[shard] = env.begin(write=True)
+        if not txn.put(key, frame, db=dbs["batches"], overwrite=False):
+            return 0  # already stored: redelivery
+        batch = Batch(frame, check=False)
+        txn.put(key, msgpack.packb(summarize(batch)), db=dbs["summaries"])
+        for wf, doc in workflow_docs(batch):
+            wkey = wf.to_bytes(8, "big")
+            old = txn.get(wkey, db=dbs["workflows"])
+            merged = {**msgpack.unpackb(old, raw=False), **doc} if old else doc
+            txn.put(wkey, msgpack.packb(merged, use_bin_type=True), db=dbs["workflows"])
+        return 1
+
+    def commit_staged(self) -> None:
+        txns, self._txns = self._txns, {}
+        for txn in txns.values():
+            txn.commit()
+
+    def abort_staged(self) -> None:
+        txns, self._txns = self._txns, {}
+        for txn in txns.values():
+            txn.abort()
 
     def has(self, key: bytes) -> bool:
         env, dbs = self.envs[self._shard(key)]
@@ -177,6 +197,7 @@ class LmdbStore(Store):
         return {"path": self.path, "shards": shards}
 
     def close(self):
+        self.abort_staged()   # never commit half a pass implicitly
         for env, _ in self.envs:
             if not self.readonly:
                 env.sync(True)

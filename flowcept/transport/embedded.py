@@ -15,11 +15,15 @@ class EmbeddedTransport(Transport):
         self.store = open_store(config.store, os.path.join(path, job.node), config)
 
     def publish(self, key, frame):
-        # Committed before returning (LMDB copies straight from the caller's
-        # buffer): the flush that follows has nothing left to do.
-        self.store.put_batches([(bytes(key), frame)])
+        # LMDB copies straight from the caller's buffer into the open write
+        # transaction; flush() commits every batch of the pass at once.
+        self.store.stage(bytes(key), frame)
+
+    def flush(self):
+        self.store.commit_staged()
 
     def close(self):
+        self.store.commit_staged()
         self.store.close()
 
 
