@@ -39,6 +39,19 @@ def detect_job_name(config) -> Optional[str]:
     return None
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process exists (another user's counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def node_name() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from flowcept.config import load_config
+from flowcept.jobs import process_alive
 
 
 @dataclass
@@ -43,15 +44,6 @@ class RecoveryReport:
         parts.extend(f"error: {e}" for e in self.errors)
         return "; ".join(parts)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
 
 
 def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] = None,
@@ -83,7 +75,7 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
                 report.errors.append(f"{path}: {e.strerror}")
                 continue
             st = ring.stats()
-            if not st["closed"] and _alive(st["producer_pid"]):
+            if not st["closed"] and process_alive(st["producer_pid"]):
                 report.skipped_live.append(path)
                 ring.close()
                 continue

@@ -52,6 +52,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _isal = None
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
+from flowcept.jobs import process_alive
 from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_RUNNING
 
 CHUNK_ROWS = 1 << 16          # rows per column chunk = rows per index block
@@ -334,15 +335,6 @@ def _job_of_store(store_path: str, workflows: dict) -> str:
     return os.path.basename(os.path.abspath(store_path))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def _remove_stale_temps(out: str):
     d, base = os.path.split(os.path.abspath(out))
@@ -351,7 +343,7 @@ def _remove_stale_temps(out: str):
             pid = int(p.rsplit(".tmp-", 1)[1].split("-", 1)[0])
         except ValueError:
             continue
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not process_alive(pid):
             try:
                 os.unlink(p)
             except OSError:

@@ -34,6 +34,7 @@ from typing import Any, Optional
 from flowcept import runtime
 from flowcept.capture import flowcept_task
 from flowcept.config import load_config
+from flowcept.jobs import process_alive
 
 log = logging.getLogger("flowcept.mpi")
 
@@ -151,7 +152,7 @@ class Instrumentation:
         while pending:
             for path, ring in list(pending.items()):
                 st = ring.stats()
-                if st["closed"] or not _alive(st["producer_pid"]):
+                if st["closed"] or not process_alive(st["producer_pid"]):
                     pending.pop(path)
             if not pending or time.monotonic() > deadline:
                 break
@@ -182,15 +183,6 @@ class Instrumentation:
         self.finalize(exc)
         return False
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _wait_drained(session, timeout: float) -> None:
