@@ -29,18 +29,18 @@ batches_total, batches_read, records_scanned, records_decoded, returned.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from flowcept.filters import field_ops, matches
 from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_NAMES, parse_task_id
 
 last_stats: Dict[str, int] = {}
 
-_MISSING = object()
-_STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 _CMP = ("$gt", "$gte", "$lt", "$lte")
+
+_STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 
 
 # -- building the condition ------------------------------------------------
@@ -71,92 +71,6 @@ def build_condition(filter=None, workflow=None, activity=None, rank=None, start=
     if not parts:
         return {}
     return parts[0] if len(parts) == 1 else {"$and": parts}
-
-
-def _field_ops(spec) -> Dict[str, Any]:
-    if isinstance(spec, dict) and spec and all(isinstance(k, str) and k.startswith("$") for k in spec):
-        return spec
-    return {"$eq": spec}
-
-
-# -- exact matching on dicts -------------------------------------------------
-def _get(doc, path: str):
-    cur = doc
-    for part in path.split("."):
-        if isinstance(cur, dict) and part in cur:
-            cur = cur[part]
-        else:
-            return _MISSING
-    return cur
-
-
-def _eq(val, arg) -> bool:
-    if val is _MISSING:
-        return arg is None
-    if isinstance(val, list) and not isinstance(arg, list):
-        return any(_eq(v, arg) for v in val)
-    try:
-        return bool(val == arg)
-    except Exception:
-        return False
-
-
-def _cmp(val, op, arg) -> bool:
-    if val is _MISSING or val is None:
-        return False
-    if isinstance(val, list):
-        return any(_cmp(v, op, arg) for v in val)
-    try:
-        if op == "$gt":
-            return val > arg
-        if op == "$gte":
-            return val >= arg
-        if op == "$lt":
-            return val < arg
-        return val <= arg
-    except TypeError:
-        return False
-
-
-def _op(val, op, arg) -> bool:
-    if op == "$eq":
-        return _eq(val, arg)
-    if op == "$ne":
-        return not _eq(val, arg)
-    if op in _CMP:
-        return _cmp(val, op, arg)
-    if op == "$in":
-        return any(_eq(val, a) for a in _as_list(arg))
-    if op == "$nin":
-        return not any(_eq(val, a) for a in _as_list(arg))
-    if op == "$exists":
-        return (val is not _MISSING) == bool(arg)
-    if op == "$regex":
-        vals = val if isinstance(val, list) else [val]
-        return any(isinstance(v, str) and re.search(arg, v) is not None for v in vals)
-    raise ValueError(f"unsupported filter operator {op!r}; use one of $eq $ne $gt $gte $lt $lte "
-                     "$in $nin $exists $regex $and $or $nor")
-
-
-def matches(doc: dict, cond: dict) -> bool:
-    """Exact Mongo-style match of one task dict."""
-    for key, spec in cond.items():
-        if key == "$and":
-            if not all(matches(doc, c) for c in spec):
-                return False
-        elif key == "$or":
-            if not any(matches(doc, c) for c in spec):
-                return False
-        elif key == "$nor":
-            if any(matches(doc, c) for c in spec):
-                return False
-        elif key.startswith("$"):
-            raise ValueError(f"unsupported top-level operator {key!r}")
-        else:
-            val = _get(doc, key)
-            if not all(_op(val, op, arg) for op, arg in _field_ops(spec).items()):
-                return False
-    return True
 
 
 # -- level 1: can a batch match, from its summary ----------------------------
@@ -255,7 +169,7 @@ def batch_may_match(summary: dict, cond: dict) -> bool:
         elif key.startswith("$"):
             continue
         else:
-            for op, arg in _field_ops(spec).items():
+            for op, arg in field_ops(spec).items():
                 if not _field_may(summary, key, op, arg):
                     return False
     return True
@@ -371,7 +285,7 @@ def record_mask(cols: _Cols, cond: dict, n: int):
         elif key.startswith("$"):
             continue
         else:
-            for op, arg in _field_ops(spec).items():
+            for op, arg in field_ops(spec).items():
                 mask &= _field_mask(cols, None, key, op, arg, n)
         if not mask.any():
             break

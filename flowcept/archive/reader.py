@@ -33,7 +33,6 @@ strings, booleans with booleans; a comparison across types never matches
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
@@ -41,11 +40,11 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
+from flowcept.filters import MISSING, as_list, field_ops, is_number, match_value
 from flowcept.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
 
 STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 _OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
-_MISSING = object()
 
 _INT_FIELDS = {"rank": "rank", "thread_id": "thread_id", "flags": "flags",
                "payload_len": "payload_len", "start_ns": "start_ns", "end_ns": "end_ns"}
@@ -54,10 +53,6 @@ _STRING_FIELDS = {"activity_id": "activity", "activity": "activity", "hostname":
                   "node": "node", "job": "job"}
 _ID_FIELDS = ("task_id", "parent_task_id", "workflow_id")
 _PAYLOAD_ROOTS = ("tags", "used", "generated", "custom_metadata", "error", "payload")
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (numbers.Real, np.number)) and not isinstance(v, (bool, np.bool_))
 
 
 def _to_seconds(t) -> float:
@@ -71,7 +66,7 @@ def _to_seconds(t) -> float:
         if d.tzinfo is None:
             d = d.replace(tzinfo=timezone.utc)
         return d.timestamp()
-    if _is_num(t):
+    if is_number(t):
         return float(t)
     raise TypeError(f"not a time: {t!r} (use epoch seconds, a datetime or an ISO 8601 string)")
 
@@ -90,75 +85,8 @@ def _first_ns_at(t: float) -> int:
     return ns
 
 
-# -- Mongo-style comparisons of Python values (payload fields) ---------------------------------
-
-def _same_kind(a, b) -> bool:
-    if _is_num(a) and _is_num(b):
-        return True
-    for kind in (str, bool, bytes):
-        if isinstance(a, kind) and isinstance(b, kind):
-            return True
-    return False
-
-
-def _py_eq(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, (list, dict)) or isinstance(b, (list, dict)):
-        return type(a) is type(b) and a == b
-    return _same_kind(a, b) and a == b
-
-
-def _py_ord(a, op, b) -> bool:
-    if not _same_kind(a, b) or isinstance(a, bool):
-        return False
-    if op == "$gt":
-        return a > b
-    if op == "$gte":
-        return a >= b
-    if op == "$lt":
-        return a < b
-    return a <= b
-
-
-def py_match_value(value, op, arg) -> bool:
-    """One Mongo operator on one document value (``_MISSING`` when absent);
-    a list value matches when the list or any element matches."""
-    if op == "$eq":
-        if value is _MISSING:
-            return arg is None
-        if isinstance(value, list):
-            return _py_eq(value, arg) or any(_py_eq(x, arg) for x in value)
-        return _py_eq(value, arg)
-    if op == "$ne":
-        return not py_match_value(value, "$eq", arg)
-    if op == "$in":
-        return any(py_match_value(value, "$eq", x) for x in _as_list(arg, op))
-    if op == "$nin":
-        return not py_match_value(value, "$in", arg)
-    if value is _MISSING:
-        return False
-    if isinstance(value, list):
-        return any(_py_ord(x, op, arg) for x in value)
-    return _py_ord(value, op, arg)
-
-
-def _as_list(arg, op):
-    if not isinstance(arg, (list, tuple, set, frozenset, np.ndarray)):
-        raise ValueError(f"{op} takes a list, got {arg!r}")
-    return list(arg)
-
-
 def _ops_of(cond) -> Dict[str, Any]:
-    if isinstance(cond, dict) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
-        for k in cond:
-            if k not in _OPS:
-                raise ValueError(f"unknown operator {k!r}; supported: {', '.join(_OPS)} "
-                                 "(and $and/$or at the top level)")
-        return cond
-    if isinstance(cond, dict) and any(isinstance(k, str) and k.startswith("$") for k in cond):
-        raise ValueError(f"mixed operators and fields in {cond!r}")
-    return {"$eq": cond}
+    return field_ops(cond, allowed=_OPS)
 
 
 def _vec_cmp(vals: np.ndarray, op: str, v) -> np.ndarray:
@@ -449,8 +377,8 @@ class Archive:
     def payload(self, i) -> Any:
         """The decoded payload (dict with used/generated/tags/...) of task i."""
         i = self._index(i)
-        d = self._decoded.get(i, _MISSING)
-        if d is _MISSING:
+        d = self._decoded.get(i, MISSING)
+        if d is MISSING:
             from flowcept.payload import decode
             try:
                 d = decode(self.payload_bytes(i))
@@ -468,8 +396,8 @@ class Archive:
         lens = self._column("payload_len")[rows].tolist()
         out = []
         for i, o, n in zip(rows.tolist(), offs, lens):
-            d = self._decoded.get(i, _MISSING)
-            if d is _MISSING:
+            d = self._decoded.get(i, MISSING)
+            if d is MISSING:
                 try:
                     d = self._decoded[i] = decode(blob[o:o + n].tobytes()) if n else {}
                 except Exception as e:
@@ -576,12 +504,12 @@ class Archive:
             sub = rows[live]
             if key == "$and":
                 m = np.ones(len(sub), bool)
-                for f in _as_list(cond, key):
+                for f in as_list(cond, key):
                     idx = np.flatnonzero(m)
                     m[idx] = self._match(f, sub[idx])
             elif key == "$or":
                 m = np.zeros(len(sub), bool)
-                for f in _as_list(cond, key):
+                for f in as_list(cond, key):
                     idx = np.flatnonzero(~m)
                     if not len(idx):
                         break
@@ -604,7 +532,7 @@ class Archive:
 
     def _field_op(self, key: str, op: str, arg, rows: np.ndarray) -> np.ndarray:
         if op in ("$in", "$nin"):
-            vals = _as_list(arg, op)
+            vals = as_list(arg, op)
             m = np.zeros(len(rows), bool)
             for v in vals:
                 m |= self._field_op(key, "$eq", v, rows)
@@ -624,7 +552,7 @@ class Archive:
                         - self._column("start_ns")[rows]) / 1e9
             else:
                 vals = self._column("start_ns" if key == "started_at" else "end_ns")[rows] / 1e9
-            if not _is_num(arg):
+            if not is_number(arg):
                 return np.full(len(rows), op == "$ne")
             if isinstance(arg, float) and vals.dtype.kind in "iu" and not arg.is_integer():
                 vals = vals.astype(np.float64)
@@ -633,7 +561,7 @@ class Archive:
             ids = self._column(_STRING_FIELDS[key])[rows]
             if not isinstance(arg, str):
                 return np.full(len(rows), op == "$ne")
-            table = np.array([py_match_value(s, op, arg) for s in self.strings.tolist()] + [False])
+            table = np.array([match_value(s, op, arg) for s in self.strings.tolist()] + [False])
             return table[np.minimum(ids, len(table) - 1)]
         if key in _ID_FIELDS:
             return self._id_op(key, op, arg, rows)
@@ -642,10 +570,10 @@ class Archive:
             docs = self.decoded_payloads(rows)
             out = np.empty(len(rows), bool)
             for j, d in enumerate(docs):
-                v = d if path[0] == "payload" else d.get(path[0], _MISSING) if isinstance(d, dict) else _MISSING
+                v = d if path[0] == "payload" else d.get(path[0], MISSING) if isinstance(d, dict) else MISSING
                 for p in path[1:]:
-                    v = v.get(p, _MISSING) if isinstance(v, dict) else _MISSING
-                out[j] = py_match_value(v, op, arg)
+                    v = v.get(p, MISSING) if isinstance(v, dict) else MISSING
+                out[j] = match_value(v, op, arg)
             return out
         raise ValueError(f"unknown field {key!r}; known: {', '.join(sorted(self.fields()))}, "
                          "or used.<name>, generated.<name>, custom_metadata.<name>")
@@ -665,7 +593,7 @@ class Archive:
                     if op in ("$eq", "$ne"):
                         return np.full(len(rows), op == "$ne")
                     raise ValueError(f"workflow_id {arg!r} is not 16 hex digits") from None
-            if not _is_num(arg):
+            if not is_number(arg):
                 return np.full(len(rows), op == "$ne")
             return _vec_cmp(wf, op, arg)
         col = self._column("task_id" if key == "task_id" else "parent_id")[rows]
@@ -676,7 +604,7 @@ class Archive:
             if op == "$ne":
                 return ~null
             return np.zeros(len(rows), bool)
-        if _is_num(arg):
+        if is_number(arg):
             return _vec_cmp(col, op, arg) & ~null if op != "$ne" else _vec_cmp(col, op, arg) | null
         if not isinstance(arg, str):
             return np.full(len(rows), op == "$ne")
