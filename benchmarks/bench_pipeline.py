@@ -68,6 +68,44 @@ def worker(args):
               flush=True)
 
 
+def c_throughput(args):
+    """C API ranks (examples/c_producer.c, 2 records per step) drained live by
+    `flowcept drain`: the pipeline without Python on the producer side."""
+    exe = os.path.join(tempfile.mkdtemp(prefix="fcbench-"), "c_producer")
+    subprocess.run(["make", "-C", os.path.join(ROOT, "csrc")], check=True, capture_output=True)
+    subprocess.run(["gcc", "-O2", "-I", os.path.join(ROOT, "csrc"),
+                    os.path.join(ROOT, "examples", "c_producer.c"),
+                    os.path.join(ROOT, "csrc", "build", "libflowcept.a"), "-lpthread", "-o", exe],
+                   check=True)
+    for ranks in args.ranks:
+        tmp = tempfile.mkdtemp(prefix="fcbench-")
+        env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp, FLOWCEPT_JOB_ID="cbench")
+        idle = 0.2
+        leader = subprocess.Popen([sys.executable, "-m", "flowcept", "drain", "cbench",
+                                   "--exit-when-idle", str(idle)], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        leader.stderr.readline()            # ready
+        steps = args.records // ranks // 2
+        t0 = time.perf_counter()
+        subprocess.run(["mpiexec", "-n", str(ranks), exe, str(steps)], env=env, check=True,
+                       capture_output=True, timeout=1800)
+        t_push = time.perf_counter() - t0
+        out, _ = leader.communicate(timeout=1800)
+        # the leader waits `idle` seconds after the last ring ended before it exits
+        t_all = time.perf_counter() - t0 - idle
+        from flowcept.reader import find_stores
+        from flowcept.store import open_store
+        stored = 0
+        for sp in find_stores(os.path.join(tmp, "cbench")):
+            with open_store("lmdb", sp, readonly=True) as st:
+                stored += sum(s_["n"] for _, s_ in st.summaries())
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(json.dumps({"bench": "pipeline", "mode": "c_api", "ranks": ranks,
+                          "records": steps * ranks * 2, "stored": stored,
+                          "push_s": round(t_push, 3), "end_to_end_s": round(t_all, 3),
+                          "records_per_s": round(steps * ranks * 2 / t_all)}), flush=True)
+
+
 def throughput(args):
     for mode in args.modes:
         for ranks in args.ranks:
@@ -134,13 +172,17 @@ def main():
     t.add_argument("--modes", nargs="+", default=["raw", "decorated"])
     t.add_argument("--records", type=int, default=2_000_000)
     t.add_argument("--ring-bytes", type=int, default=4 << 20)
+    c = sub.add_parser("c", help="C API ranks drained live by `flowcept drain`")
+    c.add_argument("--ranks", type=int, nargs="+", default=[1, 4])
+    c.add_argument("--records", type=int, default=8_000_000)
     o = sub.add_parser("overhead")
     o.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 8])
     o.add_argument("--n", type=int, default=1024)
     o.add_argument("--steps", type=int, default=200)
     o.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    {"worker": worker, "throughput": throughput, "overhead": overhead}[args.cmd](args)
+    {"worker": worker, "throughput": throughput, "overhead": overhead,
+     "c": c_throughput}[args.cmd](args)
 
 
 if __name__ == "__main__":

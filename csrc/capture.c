@@ -5,6 +5,11 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #define FC__STACK_DEPTH 64
@@ -84,6 +89,59 @@ static int attach(struct fc_ring *r, uint64_t workflow_id, uint32_t rank,
     return 0;
 }
 
+/* mkdir that accepts an existing directory only if it is ours, not a
+ * symlink, and private (the same rule as flowcept/jobs.py private_dir). */
+static int private_dir(const char *path)
+{
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return -errno;
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return -EPERM;
+    if ((st.st_mode & 0077) && chmod(path, 0700) != 0)
+        return -errno;
+    return 0;
+}
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+/* The ring path the Python runtime and the epilog use:
+ * <FLOWCEPT_SHM_DIR or /dev/shm>/flowcept-<uid>/<job>/<rank>.<pid>.ring,
+ * job = FLOWCEPT_JOB_ID, else SLURM_JOB_ID, else "local-<pid>". */
+static int default_ring_path(uint32_t rank, char *out, size_t cap, uint64_t *job_id)
+{
+    char local[32];
+    snprintf(local, sizeof local, "local-%ld", (long)getpid());
+    const char *shm = env_or("FLOWCEPT_SHM_DIR", "/dev/shm");
+    const char *job = env_or("FLOWCEPT_JOB_ID", env_or("SLURM_JOB_ID", local));
+    if (strchr(job, '/') || strcmp(job, ".") == 0 || strcmp(job, "..") == 0)
+        return -EINVAL;
+    char *end;
+    unsigned long long numeric = strtoull(job, &end, 10);
+    /* numeric job ids are their own id, as in flowcept/jobs.py job_id_of */
+    *job_id = (*end == '\0' && numeric < (1ULL << 63)) ? numeric : 0;
+    int n = snprintf(out, cap, "%s/flowcept-%u", shm, (unsigned)geteuid());
+    if (n < 0 || (size_t)n >= cap)
+        return -ENAMETOOLONG;
+    int e = private_dir(out);
+    if (e)
+        return e;
+    n = snprintf(out, cap, "%s/flowcept-%u/%s", shm, (unsigned)geteuid(), job);
+    if (n < 0 || (size_t)n >= cap)
+        return -ENAMETOOLONG;
+    if ((e = private_dir(out)))
+        return e;
+    n = snprintf(out, cap, "%s/flowcept-%u/%s/%06u.%ld.ring", shm, (unsigned)geteuid(), job,
+                 rank, (long)getpid());
+    return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
+}
+
 int fc_capture_init(const char *ring_path, const fc_ring_options *opts,
                     uint64_t workflow_id, uint32_t rank)
 {
@@ -97,10 +155,30 @@ int fc_capture_init(const char *ring_path, const fc_ring_options *opts,
     o.rank = rank;
     if (!o.workflow_id)
         o.workflow_id = workflow_id;
+    char path[4096];
+    if (!ring_path) {
+        uint64_t job_id = 0;
+        int e = default_ring_path(rank, path, sizeof path, &job_id);
+        if (e)
+            return e;
+        if (!o.job_id)
+            o.job_id = job_id;
+        ring_path = path;
+    }
     fc_ring *r;
     int e = fc_ring_create(ring_path, &o, &r);
     if (e)
         return e;
+    /* String 0 names the node (flowcept/layout.py NODE_PREFIX), so that the
+     * records of a C program say where they ran, like Python's. */
+    char host[300] = "host:";
+    if (gethostname(host + 5, sizeof host - 6) == 0) {
+        host[sizeof host - 1] = '\0';
+        char *dot = strchr(host + 5, '.');
+        if (dot)
+            *dot = '\0';
+        fc_ring_intern(r, host, (uint32_t)strlen(host));
+    }
     e = attach(r, workflow_id, rank, 1);
     if (e)
         fc_ring_close(r);

@@ -261,7 +261,12 @@ uint32_t fc_crc32c(uint32_t crc, const void *buf, uint64_t len);
 /* ------------------------------------------------------------------ */
 
 /* Initialises the process's capture: creates the ring at `ring_path` with
- * `opts` (NULL = defaults).  Not thread-safe with the other fc_task_*
+ * `opts` (NULL = defaults).  ring_path NULL = the path flowcept's runtime,
+ * `flowcept drain` and the SLURM epilog look in:
+ * $FLOWCEPT_SHM_DIR (default /dev/shm)/flowcept-<uid>/<job>/<rank>.<pid>.ring
+ * with job = $FLOWCEPT_JOB_ID, else $SLURM_JOB_ID, else local-<pid>
+ * (directories created 0700; a foreign or linked one gives -EPERM).
+ * String 0 of the ring names the node ("host:<hostname>").  Not thread-safe with the other fc_task_*
  * calls; call once, before threads start.  Returns 0 or -errno. */
 int fc_capture_init(const char *ring_path, const fc_ring_options *opts,
                     uint64_t workflow_id, uint32_t rank);

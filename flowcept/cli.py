@@ -21,6 +21,24 @@ def _cmd_recover(args) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_drain(args) -> int:
+    import signal
+    import threading
+    from flowcept.config import load_config
+    from flowcept.recovery import follow_job
+    overrides = {k: v for k, v in (("shm_dir", args.shm_dir), ("run_dir", args.run_dir),
+                                   ("transport", args.transport)) if v}
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"flowcept drain: leader of job {args.job} on this node; SIGTERM or Ctrl-C stops it "
+          "after a last drain", file=sys.stderr, flush=True)
+    report = follow_job(args.job, load_config(**overrides), stop=stop,
+                        exit_when_idle_s=args.exit_when_idle)
+    print(report.describe())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="flowcept",
@@ -46,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default=None, help="run directory (default: config run_dir)")
     p.add_argument("--transport", default=None, help="transport to publish to (default: config)")
     p.set_defaults(func=_cmd_recover)
+
+    p = sub.add_parser("drain", help="be the node leader of a C/C++/Fortran job: drain its rings live",
+                       description="Drains the rings that the ranks of JOB create on this node "
+                                   "(C API: fc_capture_init(NULL, ...)) while the job runs, into "
+                                   "the configured transport (default: the job's LMDB store), "
+                                   "and removes each ring once its rank has ended.  Run one per "
+                                   "node next to the job, e.g. `srun --ntasks-per-node=1 --overlap "
+                                   "flowcept drain $SLURM_JOB_ID &`.  Stops on SIGTERM/SIGINT, "
+                                   "draining what is left.  Not for jobs using "
+                                   "flowcept.mpi.instrument: those have their own leaders.")
+    p.add_argument("job", help="job name (SLURM job id or FLOWCEPT_JOB_ID of the run)")
+    p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                   help="exit once every ring seen has ended and none appeared for SECONDS")
+    p.add_argument("--shm-dir", default=None, help="where rings live (default: config shm_dir)")
+    p.add_argument("--run-dir", default=None, help="run directory (default: config run_dir)")
+    p.add_argument("--transport", default=None, help="transport to publish to (default: config)")
+    p.set_defaults(func=_cmd_drain)
 
     for register in _plugins():
         register(sub)

@@ -9,6 +9,7 @@ store has the same id and is skipped.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import os
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class RecoveryReport:
     torn: int = 0
     skipped_live: List[str] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
+    verb: str = "recovered"
 
     @property
     def ok(self) -> bool:
@@ -35,7 +37,7 @@ class RecoveryReport:
     def describe(self) -> str:
         if not self.rings and not self.skipped_live and not self.errors:
             return f"job {self.job}: nothing to recover in {self.ring_dir}"
-        parts = [f"job {self.job}: recovered {self.records} records from {self.rings} ring(s)"
+        parts = [f"job {self.job}: {self.verb} {self.records} records from {self.rings} ring(s)"
                  f" in {self.ring_dir}"]
         if self.torn:
             parts.append(f"{self.torn} torn record(s) skipped")
@@ -75,7 +77,7 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
                 report.errors.append(f"{path}: {e.strerror}")
                 continue
             st = ring.stats()
-            if not st["closed"] and process_alive(st["producer_pid"]):
+            if not _ended(st):
                 report.skipped_live.append(path)
                 ring.close()
                 continue
@@ -95,3 +97,72 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
         except OSError:
             pass
     return report
+
+
+def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[float] = None,
+               poll_s: Optional[float] = None) -> RecoveryReport:
+    """The node leader of a job whose ranks have no Python leader (C, C++,
+    Fortran codes using the C API): drains every ring that appears in the
+    job's ring directory while the job runs, retires a ring (drained, files
+    removed) once its producer closed it or died, and returns when ``stop``
+    (a threading.Event) is set, or after ``exit_when_idle_s`` seconds with no
+    ring left once at least one was seen.  Run one per node, e.g.
+    ``srun --ntasks-per-node=1 --overlap flowcept drain $SLURM_JOB_ID &``.
+    Never point it at a job whose ranks use flowcept.mpi.instrument: those
+    rings already have a consumer (their leader)."""
+    import threading
+    import time
+    from flowcept import jobs
+    from flowcept.drain import Drainer, remove_ring_files
+    from flowcept.ring import RingError
+    from flowcept.transport import open_transport
+    config = config or load_config()
+    stop = stop or threading.Event()
+    poll = poll_s if poll_s is not None else config.drain_interval_ms / 1000
+    directory = jobs.ring_dir(config, job)
+    report = RecoveryReport(job=job, ring_dir=directory, verb="drained")
+    drainer = Drainer(config, open_transport(config.transport, config, jobs.job_info(config, job)))
+    retired = set()
+    idle_since = None
+    try:
+        while not stop.is_set():
+            for path in sorted(glob.glob(os.path.join(directory, "*.ring"))):
+                if path not in drainer.rings and path not in retired:
+                    try:
+                        drainer.adopt(path)
+                    except RingError as e:       # e.g. still being created: next round
+                        if e.errno not in (errno.EBADMSG, errno.ENOENT):
+                            report.errors.append(f"{path}: {e.strerror}")
+                            retired.add(path)
+            report.records += drainer.drain_once(lazy=True)
+            ended = [p for p, r in drainer.rings.items() if _ended(r.stats())]
+            if ended:
+                report.records += drainer.drain_once(max_batches=1 << 30)
+                report.records += drainer.drain_spills()
+                for path in ended:
+                    ring = drainer.rings.pop(path)
+                    report.torn += ring.stats()["torn"]
+                    ring.close()
+                    remove_ring_files(path)
+                    retired.add(path)
+            report.rings = len(retired) + len(drainer.rings)
+            if exit_when_idle_s is not None and retired and not drainer.rings:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= exit_when_idle_s:
+                    break
+            else:
+                idle_since = None
+            stop.wait(poll)
+        report.records += drainer.drain_all()
+        report.skipped_live = list(drainer.rings)   # still open at exit: left for the epilog
+    finally:
+        drainer.close()
+    try:
+        os.rmdir(directory)   # only when empty
+    except OSError:
+        pass
+    return report
+
+
+def _ended(stats: dict) -> bool:
+    return bool(stats["closed"]) or not process_alive(stats["producer_pid"])
