@@ -8,6 +8,7 @@ child drops the inherited session and starts its own when it first captures.
 from __future__ import annotations
 
 import atexit
+import errno
 import itertools
 import logging
 import os
@@ -21,7 +22,6 @@ log = logging.getLogger("flowcept")
 
 _session: Optional["Session"] = None
 _session_lock = threading.RLock()
-_fork_origin_counter = itertools.count(1)
 
 try:  # the compiled @flowcept_task wrapper; ids and thread indexes live in its State
     from flowcept import _fastcapture
@@ -105,6 +105,8 @@ class Session:
     def push(self, task_id: int, parent_id: int, start_ns: int, end_ns: int, activity: str,
              status: int, payload: bytes, flags: int = FLAG_PAYLOAD_MSGPACK) -> int:
         from flowcept._native import lib
+        if self.handle is None:   # the session ended while the task ran: like the C wrapper, skip
+            return -errno.EPIPE
         return lib.fc_ring_push_task(self.handle, task_id, parent_id, self.workflow_id, start_ns,
                                      end_ns, self.rank, self.thread_index(),
                                      self.activity_id(activity), status, flags, payload,
@@ -167,9 +169,10 @@ def current() -> Optional[Session]:
 
 
 def set_current(session: Optional[Session]) -> None:
-    global _session
+    global _session, _disabled_by_config
     with _session_lock:
         _session = session
+        _disabled_by_config = None
         _set_fast_active(session)
 
 
@@ -185,22 +188,29 @@ def start_local_session(config: Optional[Config] = None, workflow_id: Optional[i
         job_name = jobs.detect_job_name(config) or jobs.new_job_name()
         job = jobs.job_info(config, job_name)
         drainer = Drainer(config, open_transport(config.transport, config, job))
-        origin = None
-        if os.environ.get("FLOWCEPT_ORIGIN"):
-            origin = int(os.environ["FLOWCEPT_ORIGIN"])
-        session = Session(config, job_name, origin=origin, workflow_id=workflow_id, drainer=drainer)
+        session = Session(config, job_name, workflow_id=workflow_id, drainer=drainer)
         drainer.start()
         set_current(session)
         return session
 
 
+# When the configuration says disabled, remember it (with the FLOWCEPT_ENABLED
+# value it was read under) so that each call does not re-read the config.
+_disabled_by_config = None
+
+
 def ensure_session() -> Optional[Session]:
     """The active session, started lazily; None when capture is disabled."""
+    global _disabled_by_config
     s = _session
     if s is not None:
         return s
+    env_enabled = os.environ.get("FLOWCEPT_ENABLED")
+    if _disabled_by_config is not None and _disabled_by_config == (env_enabled,):
+        return None
     config = load_config()
     if not config.enabled:
+        _disabled_by_config = (env_enabled,)
         return None
     return start_local_session(config)
 
