@@ -72,28 +72,31 @@ def test_without_mpi4py_is_its_own_leader(run_dir):
     assert len(recs) == 25 * 3 and set(recs["rank"].tolist()) == {0}
 
 
-def test_killed_rank_records_arrive(tmp_path, run_dir):
+@pytest.mark.parametrize("victim", [2, 0], ids=["non-leader", "leader"])
+def test_killed_rank_records_arrive(tmp_path, run_dir, victim):
     progress = tmp_path / "progress"
     progress.mkdir()
+    job = f"killed{victim}"
     out = mpirun(4, APP, "--tasks", "400", "--hold", "0.002", "--progress-dir", str(progress),
-                 "--kill-rank", "2", "--kill-after", "37",
-                 env_extra={"FLOWCEPT_JOB_ID": "killed", "FLOWCEPT_FINALIZE_TIMEOUT_S": "20"},
+                 "--kill-rank", str(victim), "--kill-after", "37",
+                 env_extra={"FLOWCEPT_JOB_ID": job, "FLOWCEPT_FINALIZE_TIMEOUT_S": "20"},
                  check=False, timeout=180)
     # the launcher may take the other ranks down too: what they committed
-    # stays in their rings, and recovery drains it
+    # stays in their rings (a dead leader publishes nothing more), and
+    # recovery -- what the SLURM epilog runs -- drains it
     from flowcept.recovery import recover_job
-    report = recover_job("killed")
+    report = recover_job(job)
     assert report.ok, report.describe()
-    recs = read_records(os.path.join(run_dir, "killed")).records
+    recs = read_records(os.path.join(run_dir, job)).records
     per_rank = collections.Counter(recs["rank"].tolist())
     done = {int(p.name): int(p.read_text()) for p in progress.iterdir() if p.name.isdigit()}
-    assert done[2] == 37
+    assert done[victim] == 37
     for rank in range(4):
         count = per_rank.get(rank, 0)
         # 3 records per outer task; a rank killed between its push and its
         # progress write may have one more outer task (and its children)
         assert done[rank] * 3 <= count <= (done[rank] + 1) * 3, (rank, count, done, out.stderr[-2000:])
-    assert per_rank[2] == 37 * 3
+    assert per_rank[victim] == 37 * 3
     assert not leftover_rings()
 
 
