@@ -449,6 +449,9 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
     os.makedirs(out_dir, exist_ok=True)
     _remove_stale_temps(out)
     tmp = os.path.join(out_dir, f".{os.path.basename(out)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    # owner-only, like every file flowcept writes (h5py would create it 0644):
+    # provenance holds arguments and values; share it with chmod on purpose
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     try:
         with h5py.File(tmp, "w") as h5:
             writer = _Writer(h5, compression, level, threads)

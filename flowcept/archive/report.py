@@ -237,7 +237,7 @@ def report(archive_path: str, outdir: Optional[str] = None, plots: bool = True, 
                         "(pip install 'flowcept[report]' or pip install matplotlib)")
             else:
                 outdir = outdir or os.path.dirname(os.path.abspath(archive_path))
-                os.makedirs(outdir, exist_ok=True)
+                os.makedirs(outdir, mode=0o700, exist_ok=True)
                 written.append(timeline(a, os.path.join(outdir, "timeline.png")))
                 written.append(durations(a, os.path.join(outdir, "durations.png")))
         return text, written, note

@@ -295,3 +295,20 @@ def test_compact_with_recover_first(heat, tmp_path):
     rep = fa.compact(os.path.join(run_dir, job), str(tmp_path / "r.h5"), recover=job)
     assert "nothing to recover" in rep.recovery and rep.records == len(read_records(run_dir))
     assert "nothing to recover" in rep.describe()
+
+
+def test_archive_is_owner_only(tmp_path):
+    import stat
+    from flowcept.batch import build_frame
+    from flowcept.layout import RECORD_DTYPE
+    from flowcept.store import open_store
+    import numpy as np
+    recs = np.zeros(2, RECORD_DTYPE)
+    recs["task_id"] = [1, 2]
+    with open_store("lmdb", str(tmp_path / "job" / "store" / "n1")) as st:
+        st.put_batches([(b"k" * 24, build_frame(recs, [b"", b""], ["host:n1"], job_id=1, ring_uid=1,
+                                               seq=0))])
+    out = tmp_path / "job.h5"
+    import flowcept.archive as fa
+    fa.compact(str(tmp_path / "job"), str(out), progress=False)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
