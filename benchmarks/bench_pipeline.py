@@ -68,6 +68,50 @@ def worker(args):
               flush=True)
 
 
+def percall_worker(args):
+    """Inside an mpiexec run: CPU time per call of a task shaped like heat2d's
+    (step, a 1 MiB numpy array, a float), plain vs decorated."""
+    import numpy as np
+    from mpi4py import MPI
+    from flowcept.mpi import instrument
+    comm = MPI.COMM_WORLD
+    u = np.zeros((128, 1024))
+
+    def diffuse(step, u, alpha):
+        return 0.5
+
+    with instrument(comm, workflow_name="percall") as prov:
+        task = prov.task(diffuse)
+        cost = {}
+        for fn, name in ((diffuse, "plain"), (task, "decorated")):
+            best = float("inf")
+            for _ in range(5):
+                comm.Barrier()
+                t = time.process_time()
+                for i in range(args.calls):
+                    fn(i, u, 0.1)
+                best = min(best, (time.process_time() - t) / args.calls)
+            cost[name] = best
+    added = comm.gather(cost["decorated"] - cost["plain"], root=0)
+    if comm.Get_rank() == 0:
+        med = sorted(added)[len(added) // 2]
+        print(json.dumps({"bench": "percall", "ranks": comm.Get_size(),
+                          "added_cpu_ns_per_task_median": round(med * 1e9),
+                          "overhead_pct_for_1ms_task": round(med / 1e-3 * 100, 3)}), flush=True)
+
+
+def percall(args):
+    for ranks in args.ranks:
+        tmp = tempfile.mkdtemp(prefix="fcbench-")
+        env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp)
+        out = subprocess.run(["mpiexec", "-n", str(ranks), sys.executable, __file__, "percall-worker",
+                              "--calls", str(args.calls)], env=env, capture_output=True, text=True,
+                             timeout=1800)
+        shutil.rmtree(tmp, ignore_errors=True)
+        lines = [x for x in out.stdout.splitlines() if x.startswith("{")]
+        print(lines[-1] if lines else json.dumps({"error": out.stderr[-2000:]}), flush=True)
+
+
 def c_throughput(args):
     """C API ranks (examples/c_producer.c, 2 records per step) drained live by
     `flowcept drain`: the pipeline without Python on the producer side."""
@@ -172,6 +216,11 @@ def main():
     t.add_argument("--modes", nargs="+", default=["raw", "decorated"])
     t.add_argument("--records", type=int, default=2_000_000)
     t.add_argument("--ring-bytes", type=int, default=4 << 20)
+    pw = sub.add_parser("percall-worker")
+    pw.add_argument("--calls", type=int, default=20000)
+    pc = sub.add_parser("percall", help="CPU cost per heat2d-shaped task inside mpiexec ranks")
+    pc.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 8])
+    pc.add_argument("--calls", type=int, default=20000)
     c = sub.add_parser("c", help="C API ranks drained live by `flowcept drain`")
     c.add_argument("--ranks", type=int, nargs="+", default=[1, 4])
     c.add_argument("--records", type=int, default=8_000_000)
@@ -181,8 +230,8 @@ def main():
     o.add_argument("--steps", type=int, default=200)
     o.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    {"worker": worker, "throughput": throughput, "overhead": overhead,
-     "c": c_throughput}[args.cmd](args)
+    {"worker": worker, "throughput": throughput, "overhead": overhead, "c": c_throughput,
+     "percall": percall, "percall-worker": percall_worker}[args.cmd](args)
 
 
 if __name__ == "__main__":
