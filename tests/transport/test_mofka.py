@@ -12,7 +12,7 @@ import pytest
 from flowcept.config import ConfigError, load_config
 from flowcept.transport import JobInfo, TransportUnavailable, open_transport
 from flowcept.transport import mofka as M
-from framegen import frame_key, make_frame
+from support.framegen import frame_key, make_frame
 
 JOB = JobInfo(job_name="j9", job_id=9, node="nodeM", run_dir="/nonexistent")
 

@@ -7,7 +7,7 @@ from flowcept.config import ConfigError, load_config
 from flowcept.transport import JobInfo, TransportUnavailable, open_transport
 from flowcept.transport.redis import (FIELD_FRAME, FIELD_JOB, FIELD_KEY, FIELD_NODE, pick_url,
                                       redact, split_urls)
-from framegen import frame_key, make_frame
+from support.framegen import frame_key, make_frame
 
 JOB = JobInfo(job_name="j1", job_id=7, node="nodeA", run_dir="/nonexistent")
 

@@ -12,7 +12,7 @@ from flowcept.drain import Drainer
 from flowcept.ring import Ring
 from flowcept.spool import Spool, replay_dir, spool_dir_for
 from flowcept.transport import JobInfo, Transport, TransportUnavailable
-from framegen import frame_key, make_frame
+from support.framegen import frame_key, make_frame
 
 
 class Flaky(Transport):
