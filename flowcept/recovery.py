@@ -123,29 +123,35 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
     report = RecoveryReport(job=job, ring_dir=directory, verb="drained")
     drainer = Drainer(config, open_transport(config.transport, config, jobs.job_info(config, job)))
     retired = set()
+
+    def adopt_new():
+        for path in sorted(glob.glob(os.path.join(directory, "*.ring"))):
+            if path not in drainer.rings and path not in retired:
+                try:
+                    drainer.adopt(path)
+                except RingError as e:       # e.g. still being created: next round
+                    if e.errno not in (errno.EBADMSG, errno.ENOENT):
+                        report.errors.append(f"{path}: {e.strerror}")
+                        retired.add(path)
+
+    def retire_ended():
+        ended = [p for p, r in drainer.rings.items() if _ended(r.stats())]
+        if ended:
+            report.records += drainer.drain_once(max_batches=1 << 30)
+            report.records += drainer.drain_spills()
+            for path in ended:
+                ring = drainer.rings.pop(path)
+                report.torn += ring.stats()["torn"]
+                ring.close()
+                remove_ring_files(path)
+                retired.add(path)
+
     idle_since = None
     try:
         while not stop.is_set():
-            for path in sorted(glob.glob(os.path.join(directory, "*.ring"))):
-                if path not in drainer.rings and path not in retired:
-                    try:
-                        drainer.adopt(path)
-                    except RingError as e:       # e.g. still being created: next round
-                        if e.errno not in (errno.EBADMSG, errno.ENOENT):
-                            report.errors.append(f"{path}: {e.strerror}")
-                            retired.add(path)
+            adopt_new()
             report.records += drainer.drain_once(lazy=True)
-            ended = [p for p, r in drainer.rings.items() if _ended(r.stats())]
-            if ended:
-                report.records += drainer.drain_once(max_batches=1 << 30)
-                report.records += drainer.drain_spills()
-                for path in ended:
-                    ring = drainer.rings.pop(path)
-                    report.torn += ring.stats()["torn"]
-                    ring.close()
-                    remove_ring_files(path)
-                    retired.add(path)
-            report.rings = len(retired) + len(drainer.rings)
+            retire_ended()
             if exit_when_idle_s is not None and retired and not drainer.rings:
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since >= exit_when_idle_s:
@@ -153,7 +159,10 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
             else:
                 idle_since = None
             stop.wait(poll)
+        adopt_new()                     # rings that appeared since the last round
         report.records += drainer.drain_all()
+        retire_ended()
+        report.rings = len(retired) + len(drainer.rings)
         report.skipped_live = list(drainer.rings)   # still open at exit: left for the epilog
     finally:
         drainer.close()
