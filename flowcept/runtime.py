@@ -133,6 +133,18 @@ class Session:
         everything, flushes and removes the drained ring files."""
         if self.closed:
             return
+        st = self.ring.stats()
+        if (st["dropped"] or st["spilled"]) and self.drainer is not None:
+            self.drainer.drain_once(max_batches=1 << 30)   # room for the report below
+        if st["dropped"] or st["spilled"]:
+            # never silent: the counts go into the store with the workflow, and to the log
+            self.push_workflow({f"ring_rank{self.rank}": {"dropped": st["dropped"],
+                                                           "spilled": st["spilled"],
+                                                           "policy": self.config.full_policy}})
+            if st["dropped"]:
+                log.warning("flowcept: rank %d dropped %d record(s): the ring was full under the "
+                            "%r policy; raise ring_bytes or use full_policy='spill'", self.rank,
+                            st["dropped"], self.config.full_policy)
         self.closed = True
         if self._fast is not None:
             self._fast.invalidate()   # C wrappers stop pushing before the ring goes

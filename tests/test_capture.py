@@ -218,3 +218,20 @@ def test_plain_script_ends_in_store(tmp_path, run_dir):
     assert sorted(t["generated"]["return"] for t in tasks) == sorted(i * i for i in range(1000))
     # the process removed its ring after draining it
     assert not any(f.endswith(".ring") for _, _, fs in os.walk(os.environ["FLOWCEPT_SHM_DIR"]) for f in fs)
+
+
+def test_drops_are_counted_and_reported(run_dir, caplog):
+    @flowcept_task
+    def f(x):
+        return x
+
+    with Flowcept(ring_bytes=4096, full_policy="drop", drain_interval_ms=60000,
+                  batch_latency_ms=60000) as fc:
+        for i in range(500):   # far more than a 4 KiB ring holds between drains
+            f(i)
+        wf = f"{fc.workflow_id:016x}"
+    stored = len(read_tasks(run_dir))
+    doc = read_workflows(run_dir)[wf]["ring_rank0"]
+    assert doc["policy"] == "drop" and doc["dropped"] > 0
+    assert stored + doc["dropped"] == 500            # every call either stored or counted
+    assert any("dropped" in r.message for r in caplog.records)
