@@ -117,27 +117,10 @@ def worker(args):
     from mpi4py import MPI
     comm = MPI.COMM_WORLD
     from flowcept.mpi import instrument
+    from bench_pipeline import produce      # same producer loop as the embedded benchmark
     prov = instrument(comm, workflow_name="bench-keeper")
-    s = prov.session
     n = args.records // comm.Get_size()
-    if args.mode == "raw":
-        from flowcept._native import lib
-        push, h, wf, rank = lib.fc_ring_push_task, s.handle, s.workflow_id, s.rank
-        aid = s.activity_id("raw")
-        payload = b"\x82\xa4used\x82\xa1x\x01\xa1y\x02\xa9generated\x80"
-        base = s.origin_bits
-        comm.Barrier()
-        t0 = time.time()
-        for i in range(1, n + 1):
-            push(h, base | i, 0, wf, i, i + 1, rank, 0, aid, 0, 1, payload, 21)
-    else:
-        @prov.task
-        def f(x, y):
-            return None
-        comm.Barrier()
-        t0 = time.time()
-        for _ in range(n):
-            f(x=1, y=2)
+    t0 = produce(prov, args.mode, n, clock=time.time)   # wall clock: the keeper is another process
     t_push = time.time() - t0
     prov.finalize()
     t_push = comm.reduce(t_push, op=MPI.MAX, root=0)

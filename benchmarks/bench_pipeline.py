@@ -25,31 +25,40 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def worker(args):
-    from mpi4py import MPI
-    comm = MPI.COMM_WORLD
-    from flowcept.mpi import instrument
-    prov = instrument(comm, workflow_name="bench")
-    s = prov.session
-    n = args.records // comm.Get_size()
-    if args.mode == "raw":
+def produce(prov, mode: str, n: int, clock=time.perf_counter) -> float:
+    """Pushes n records from this rank after a barrier, either `raw` (one cffi
+    ring push per record) or `decorated` (@flowcept_task f(x=1, y=2));
+    returns clock() at the start.  Shared with bench_keeper.py."""
+    comm, s = prov.comm, prov.session
+    if mode == "raw":
         from flowcept._native import lib
         push, h, wf, rank = lib.fc_ring_push_task, s.handle, s.workflow_id, s.rank
         aid = s.activity_id("raw")
         payload = b"\x82\xa4used\x82\xa1x\x01\xa1y\x02\xa9generated\x80"
         base = s.origin_bits
         comm.Barrier()
-        t0 = time.perf_counter()
+        t0 = clock()
         for i in range(1, n + 1):
             push(h, base | i, 0, wf, i, i + 1, rank, 0, aid, 0, 1, payload, 21)
-    else:
-        @prov.task
-        def f(x, y):
-            return None
-        comm.Barrier()
-        t0 = time.perf_counter()
-        for i in range(n):
-            f(x=1, y=2)
+        return t0
+
+    @prov.task
+    def f(x, y):
+        return None
+    comm.Barrier()
+    t0 = clock()
+    for _ in range(n):
+        f(x=1, y=2)
+    return t0
+
+
+def worker(args):
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    from flowcept.mpi import instrument
+    prov = instrument(comm, workflow_name="bench")
+    n = args.records // comm.Get_size()
+    t0 = produce(prov, args.mode, n)
     t_push = time.perf_counter() - t0
     prov.finalize()          # leader: drains everything into LMDB and commits
     t_all = time.perf_counter() - t0

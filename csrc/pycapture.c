@@ -400,37 +400,26 @@ static inline void put8(Buf *b, uint64_t v)
     b->len += 8;
 }
 
-static int enc_map_hdr(Buf *b, size_t n)
+/* msgpack container header: fix form (fix | n) below 16, else the 16- or
+ * 32-bit form (marker16 and marker16 + 1). */
+static int enc_container_hdr(Buf *b, size_t n, uint8_t fix, uint8_t marker16)
 {
     RESERVE(b, 5);
     if (n < 16)
-        put1(b, (uint8_t)(0x80 | n));
+        put1(b, (uint8_t)(fix | n));
     else if (n < 65536) {
-        put1(b, 0xde);
+        put1(b, marker16);
         put2(b, (uint16_t)n);
     } else if (n <= 0xFFFFFFFFu) {
-        put1(b, 0xdf);
+        put1(b, (uint8_t)(marker16 + 1));
         put4(b, (uint32_t)n);
     } else
         return 0;
     return 1;
 }
 
-static int enc_arr_hdr(Buf *b, size_t n)
-{
-    RESERVE(b, 5);
-    if (n < 16)
-        put1(b, (uint8_t)(0x90 | n));
-    else if (n < 65536) {
-        put1(b, 0xdc);
-        put2(b, (uint16_t)n);
-    } else if (n <= 0xFFFFFFFFu) {
-        put1(b, 0xdd);
-        put4(b, (uint32_t)n);
-    } else
-        return 0;
-    return 1;
-}
+static int enc_map_hdr(Buf *b, size_t n) { return enc_container_hdr(b, n, 0x80, 0xde); }
+static int enc_arr_hdr(Buf *b, size_t n) { return enc_container_hdr(b, n, 0x90, 0xdc); }
 
 static int enc_raw(Buf *b, const char *s, size_t n)
 {
