@@ -429,6 +429,8 @@ static int enc_raw(Buf *b, const char *s, size_t n)
     return 1;
 }
 
+static int enc_sized(Buf *b, const char *s, size_t len, uint8_t m8);
+
 static int enc_str(Buf *b, PyObject *o)
 {
     const char *s;
@@ -444,17 +446,29 @@ static int enc_str(Buf *b, PyObject *o)
         }
     }
     size_t len = (size_t)n;
-    RESERVE(b, 5 + len);
-    if (len < 32)
+    if (len < 32) {
+        RESERVE(b, 1 + len);
         put1(b, (uint8_t)(0xa0 | len));
-    else if (len < 256) {
-        put1(b, 0xd9);
+        memcpy(b->p + b->len, s, len);
+        b->len += len;
+        return 1;
+    }
+    return enc_sized(b, s, len, 0xd9);
+}
+
+/* A bytes-like payload with an 8/16/32-bit length: markers m8, m8+1, m8+2
+ * (str8..str32 = 0xd9.., bin8..bin32 = 0xc4..). */
+static int enc_sized(Buf *b, const char *s, size_t len, uint8_t m8)
+{
+    RESERVE(b, 5 + len);
+    if (len < 256) {
+        put1(b, m8);
         put1(b, (uint8_t)len);
     } else if (len < 65536) {
-        put1(b, 0xda);
+        put1(b, (uint8_t)(m8 + 1));
         put2(b, (uint16_t)len);
     } else if (len <= 0xFFFFFFFFu) {
-        put1(b, 0xdb);
+        put1(b, (uint8_t)(m8 + 2));
         put4(b, (uint32_t)len);
     } else
         return 0;
@@ -463,24 +477,7 @@ static int enc_str(Buf *b, PyObject *o)
     return 1;
 }
 
-static int enc_bin(Buf *b, const char *s, size_t len)
-{
-    RESERVE(b, 5 + len);
-    if (len < 256) {
-        put1(b, 0xc4);
-        put1(b, (uint8_t)len);
-    } else if (len < 65536) {
-        put1(b, 0xc5);
-        put2(b, (uint16_t)len);
-    } else if (len <= 0xFFFFFFFFu) {
-        put1(b, 0xc6);
-        put4(b, (uint32_t)len);
-    } else
-        return 0;
-    memcpy(b->p + b->len, s, len);
-    b->len += len;
-    return 1;
-}
+static int enc_bin(Buf *b, const char *s, size_t len) { return enc_sized(b, s, len, 0xc4); }
 
 static int enc_uint(Buf *b, unsigned long long v)
 {

@@ -43,3 +43,15 @@ def redis_server(tmp_path):
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm_ok():
+    """Skips (with the reason) unless a real SLURM can run here; installs
+    Debian's slurm-wlm first when root and it is missing."""
+    from support.slurm_cluster import ensure_slurm_installed, slurm_available
+    ok, reason = slurm_available()
+    if not ok and os.geteuid() == 0:
+        ok, reason = ensure_slurm_installed(timeout=300)
+    if not ok:
+        pytest.skip(reason)

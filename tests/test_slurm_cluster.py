@@ -12,21 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # no tests/__init__.py
 
 from support.slurm_cluster import (  # noqa: E402
     SlurmCluster,
-    ensure_slurm_installed,
-    slurm_available,
     wait_until,
 )
 
 pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="module")
-def slurm_ok():
-    ok, reason = slurm_available()
-    if not ok and os.geteuid() == 0:
-        ok, reason = ensure_slurm_installed(timeout=300)
-    if not ok:
-        pytest.skip(reason)
 
 
 def _write_exe(path: Path, text: str) -> Path:

@@ -16,23 +16,12 @@ import pytest
 
 from support.slurm_cluster import (
     SlurmCluster,
-    ensure_slurm_installed,
-    slurm_available,
     wait_until,
 )
 
 pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]
 HEAT2D = ROOT / "examples" / "heat2d.py"
-
-
-@pytest.fixture(scope="module")
-def slurm_ok():
-    ok, reason = slurm_available()
-    if not ok and os.geteuid() == 0:
-        ok, reason = ensure_slurm_installed(timeout=300)
-    if not ok:
-        pytest.skip(reason)
 
 
 def _have_archive():
