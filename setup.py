@@ -6,6 +6,7 @@ from setuptools import Extension, setup
 
 setup(
     cffi_modules=["flowcept/_build_ext.py:ffibuilder"],
-    ext_modules=[Extension("flowcept._fastcapture", ["csrc/pycapture.c"], include_dirs=["csrc"],
+    ext_modules=[Extension("flowcept._fastcapture", ["csrc/pycapture.c", "csrc/msgpack_enc.c"],
+                           include_dirs=["csrc"],
                            extra_compile_args=["-O2", "-Wall", "-Wextra", "-std=c11"])],
 )

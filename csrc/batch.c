@@ -1,6 +1,7 @@
 /*
- * batch.c -- batch frames: fc_ring_pack, fc_spool_pack, fc_batch_validate,
- * fc_crc32c.  Frame layout: see flowcept.h (fc_batch_header).
+ * batch.c -- batch frames: the frame writer (shared with spill.c),
+ * fc_ring_pack and fc_batch_validate.  Frame layout: fc_format.h
+ * (fc_batch_header).  Uses crc32c.c and the ring inlines of internal.h.
  */
 #include "internal.h"
 
@@ -10,141 +11,6 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define FC__MAX_FRAME (1ull << 31)
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <nmmintrin.h>
-#define FC_HAVE_X86_CRC 1
-#endif
-
-/* ------------------------------------------------------------------ */
-/* CRC32C                                                              */
-/* ------------------------------------------------------------------ */
-
-static uint32_t crc_table[8][256];
-#define FC__CRC_BLK 2048u /* bytes per stream in the 3-stream loop */
-static uint32_t crc_shift_blk; /* x^(8*FC__CRC_BLK) mod P, reflected */
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-static int crc_hw; /* written once under crc_once */
-
-static uint32_t crc_sw(uint32_t c, const uint8_t *p, uint64_t n);
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^
-                              crc_table[0][crc_table[t - 1][i] & 0xff];
-    static const uint8_t zeros[FC__CRC_BLK];
-    crc_shift_blk = crc_sw(1u << 31, zeros, FC__CRC_BLK);
-#ifdef FC_HAVE_X86_CRC
-    __builtin_cpu_init();
-    crc_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-#endif
-    if (getenv("FLOWCEPT_CRC_SOFT"))
-        crc_hw = 0;
-}
-
-static uint32_t crc_sw(uint32_t c, const uint8_t *p, uint64_t n)
-{
-    while (n && ((uintptr_t)p & 7)) {
-        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
-        n--;
-    }
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        w ^= c;
-        c = crc_table[7][w & 0xff] ^ crc_table[6][(w >> 8) & 0xff] ^
-            crc_table[5][(w >> 16) & 0xff] ^ crc_table[4][(w >> 24) & 0xff] ^
-            crc_table[3][(w >> 32) & 0xff] ^ crc_table[2][(w >> 40) & 0xff] ^
-            crc_table[1][(w >> 48) & 0xff] ^ crc_table[0][w >> 56];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
-    return c;
-}
-
-/* a(x) * b(x) mod P, reflected representation (bit 31 = x^0) */
-static uint32_t crc_mulmod(uint32_t a, uint32_t b)
-{
-    uint32_t m = 1u << 31, p = 0;
-    for (;;) {
-        if (a & m) {
-            p ^= b;
-            if ((a & (m - 1)) == 0)
-                break;
-        }
-        m >>= 1;
-        b = b & 1 ? (b >> 1) ^ 0x82F63B78u : b >> 1;
-    }
-    return p;
-}
-
-#ifdef FC_HAVE_X86_CRC
-__attribute__((target("sse4.2")))
-static uint32_t crc_hw_run(uint32_t c, const uint8_t *p, uint64_t n)
-{
-    while (n && ((uintptr_t)p & 7)) {
-        c = _mm_crc32_u8(c, *p++);
-        n--;
-    }
-    uint64_t c64 = c;
-    /* three independent streams hide the instruction's latency; the
-     * partial crcs are combined by multiplying with x^(8*BLK) mod P */
-    while (n >= 3 * FC__CRC_BLK) {
-        uint64_t a = c64, b = 0, d = 0;
-        const uint8_t *pa = p, *pb = p + FC__CRC_BLK, *pd = p + 2 * FC__CRC_BLK;
-        for (unsigned i = 0; i < FC__CRC_BLK; i += 8) {
-            uint64_t x, y, z;
-            memcpy(&x, pa + i, 8);
-            memcpy(&y, pb + i, 8);
-            memcpy(&z, pd + i, 8);
-            a = _mm_crc32_u64(a, x);
-            b = _mm_crc32_u64(b, y);
-            d = _mm_crc32_u64(d, z);
-        }
-        uint32_t k = crc_shift_blk;
-        c64 = crc_mulmod(k, crc_mulmod(k, (uint32_t)a) ^ (uint32_t)b) ^
-              (uint32_t)d;
-        p += 3 * FC__CRC_BLK;
-        n -= 3 * FC__CRC_BLK;
-    }
-    while (n >= 8) {
-        uint64_t a;
-        memcpy(&a, p, 8);
-        c64 = _mm_crc32_u64(c64, a);
-        p += 8;
-        n -= 8;
-    }
-    c = (uint32_t)c64;
-    while (n--)
-        c = _mm_crc32_u8(c, *p++);
-    return c;
-}
-#endif
-
-uint32_t fc_crc32c(uint32_t crc, const void *buf, uint64_t len)
-{
-    pthread_once(&crc_once, crc_init);
-    if (!buf || !len)
-        return crc;
-    uint32_t c = ~crc;
-#ifdef FC_HAVE_X86_CRC
-    if (crc_hw)
-        return ~crc_hw_run(c, buf, len);
-#endif
-    return ~crc_sw(c, buf, len);
-}
 
 /* ------------------------------------------------------------------ */
 /* Frame helpers                                                       */
@@ -174,7 +40,7 @@ static int64_t strings_sum(struct fc_ring *r, uint32_t n)
 
 /* Writes the string table for ids [0, n) at dst; returns bytes written
  * (padded to 8 with zeros). */
-static uint64_t write_strings(struct fc_ring *r, uint8_t *dst, uint32_t n)
+uint64_t fc__write_strings(struct fc_ring *r, uint8_t *dst, uint32_t n)
 {
     uint8_t *p = dst, *b = dst + (uint64_t)n * 4u;
     for (uint32_t i = 0; i < n; i++) {
@@ -190,10 +56,10 @@ static uint64_t write_strings(struct fc_ring *r, uint8_t *dst, uint32_t n)
     return padded;
 }
 
-static uint64_t finish_frame(uint8_t *buf, uint32_t flags, uint64_t job_id,
-                             uint64_t ring_uid, uint64_t seq, uint32_t n,
-                             uint32_t nstr, uint64_t pay, uint64_t strtab,
-                             uint32_t rank)
+uint64_t fc__finish_frame(uint8_t *buf, uint32_t flags, uint64_t job_id,
+                          uint64_t ring_uid, uint64_t seq, uint32_t n,
+                          uint32_t nstr, uint64_t pay, uint64_t strtab,
+                          uint32_t rank)
 {
     fc_batch_header h;
     memset(&h, 0, sizeof h);
@@ -205,7 +71,7 @@ static uint64_t finish_frame(uint8_t *buf, uint32_t flags, uint64_t job_id,
     h.ring_uid = ring_uid;
     h.seq = seq;
     h.records_off = FC_BATCH_HEADER_SIZE;
-    h.payload_off = h.records_off + (uint64_t)n * FC__REC_SIZE;
+    h.payload_off = h.records_off + (uint64_t)n * FC_RECORD_SIZE;
     h.payload_bytes = pay;
     h.strings_off = h.payload_off + pay;
     h.total_len = h.strings_off + strtab;
@@ -227,7 +93,7 @@ static uint64_t finish_frame(uint8_t *buf, uint32_t flags, uint64_t job_id,
 
 static inline uint64_t load_stamp(const struct fc_ring *r, uint64_t p)
 {
-    const fc__slot *s = (const fc__slot *)(r->data + (p & r->mask));
+    const fc_ring_slot *s = (const fc_ring_slot *)(r->data + (p & r->mask));
     return atomic_load_explicit((_Atomic uint64_t *)&s->stamp,
                                 memory_order_acquire);
 }
@@ -240,20 +106,20 @@ slot_parse(const struct fc_ring *r, uint64_t p, uint64_t limit,
 {
     uint64_t off = p & r->mask, rem = r->cap - off;
     *rec = NULL;
-    if (__builtin_expect(rem < FC__SLOT_HDR, 0))
+    if (__builtin_expect(rem < FC_RING_SLOT_HDR, 0))
         return limit - p >= rem ? rem : 0;
-    const fc__slot *s = (const fc__slot *)(r->data + off);
+    const fc_ring_slot *s = (const fc_ring_slot *)(r->data + off);
     uint32_t len = s->len, type = s->type;
-    if (__builtin_expect(type == FC__SLOT_RECORD, 1)) {
-        uint64_t size = FC__SLOT_HDR + FC__ALIGN8(len);
+    if (__builtin_expect(type == FC_RING_SLOT_RECORD, 1)) {
+        uint64_t size = FC_RING_SLOT_HDR + FC__ALIGN8(len);
         const fc_task_record *rc = (const fc_task_record *)(s + 1);
-        if (len < FC__REC_SIZE || size > rem || limit - p < size ||
-            (uint64_t)rc->payload_len + FC__REC_SIZE != len)
+        if (len < FC_RECORD_SIZE || size > rem || limit - p < size ||
+            (uint64_t)rc->payload_len + FC_RECORD_SIZE != len)
             return 0;
         *rec = rc;
         return size;
     }
-    if (type == FC__SLOT_PAD && (uint64_t)len == rem - FC__SLOT_HDR &&
+    if (type == FC_RING_SLOT_PAD && (uint64_t)len == rem - FC_RING_SLOT_HDR &&
         limit - p >= rem)
         return rem;
     return 0;
@@ -301,7 +167,8 @@ static void walk(struct fc_ring *r, uint64_t p, uint64_t limit, uint32_t nstr,
         uint64_t sz = 0;
         if (__builtin_expect(load_stamp(r, p) == fc__stamp(r, p), 1))
             sz = slot_parse(r, p, limit, &rec);
-        if (__builtin_expect(sz && rec && rec->activity_id >= nstr, 0)) {
+        if (__builtin_expect(sz && rec && rec->activity_id >= nstr &&
+                             rec->activity_id != FC_ACTIVITY_OVERFLOW, 0)) {
             if (!skip_bad_ids) {
                 w->need_strings = 1;
                 break;
@@ -325,13 +192,13 @@ static void walk(struct fc_ring *r, uint64_t p, uint64_t limit, uint32_t nstr,
             if (w->n >= max_n)
                 break;
             uint32_t plen = rec->payload_len;
-            uint64_t need = FC__REC_SIZE + FC__ALIGN8(plen);
+            uint64_t need = FC_RECORD_SIZE + FC__ALIGN8(plen);
             if (need > room - used) {
                 w->nobufs = 1;
                 break;
             }
-            uint8_t *d = out_recs + (uint64_t)w->n * FC__REC_SIZE;
-            memcpy(d, rec, FC__REC_SIZE);
+            uint8_t *d = out_recs + (uint64_t)w->n * FC_RECORD_SIZE;
+            memcpy(d, rec, FC_RECORD_SIZE);
             uint32_t so = (uint32_t)((p & r->mask) >> 3);
             memcpy(d + offsetof(fc_task_record, payload_off), &so, 4);
             used += need;
@@ -349,14 +216,14 @@ static void copy_payloads(struct fc_ring *r, uint8_t *recs, uint32_t n,
 {
     uint32_t po = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint8_t *d = recs + (uint64_t)i * FC__REC_SIZE;
+        uint8_t *d = recs + (uint64_t)i * FC_RECORD_SIZE;
         uint32_t plen, so;
         memcpy(&plen, d + offsetof(fc_task_record, payload_len), 4);
         memcpy(&so, d + offsetof(fc_task_record, payload_off), 4);
         memcpy(d + offsetof(fc_task_record, payload_off), &po, 4);
         if (plen) {
             const uint8_t *src = r->data + ((uint64_t)so << 3) +
-                                 FC__SLOT_HDR + FC__REC_SIZE;
+                                 FC_RING_SLOT_HDR + FC_RECORD_SIZE;
             memcpy(pay + po, src, plen);
             uint32_t padn = (uint32_t)FC__ALIGN8(plen) - plen;
             if (padn)
@@ -388,7 +255,7 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
         /* exactly [tail, pending_end) again, same string table */
         uint64_t ps = atomic_load_explicit(&h->pending_strings,
                                            memory_order_relaxed);
-        if (pe - t > r->cap || ps > fc_ring_string_count(r))
+        if (pe - t > r->cap || ps > fc__string_count(r))
             return -EBADMSG;
         nstr = (uint32_t)ps;
         ssum = strings_sum(r, nstr);
@@ -413,7 +280,7 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
         uint64_t hd = atomic_load_explicit(&h->head, memory_order_acquire);
         if (hd - t > r->cap)
             return -EBADMSG;
-        nstr = fc_ring_string_count(r);
+        nstr = fc__string_count(r);
         int skip_bad = 0;
         w.dead = -1;
         for (;;) {
@@ -427,7 +294,7 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
                  buf + FC_BATCH_HEADER_SIZE, &w);
             if (!w.need_strings)
                 break;
-            uint32_t n2 = fc_ring_string_count(r);
+            uint32_t n2 = fc__string_count(r);
             if (n2 > nstr)
                 nstr = n2;
             else
@@ -448,11 +315,11 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
     }
 
     uint8_t *recs = buf + FC_BATCH_HEADER_SIZE;
-    uint8_t *pay = recs + (uint64_t)w.n * FC__REC_SIZE;
+    uint8_t *pay = recs + (uint64_t)w.n * FC_RECORD_SIZE;
     copy_payloads(r, recs, w.n, pay);
-    write_strings(r, pay + w.pay, nstr);
-    uint64_t total = finish_frame(buf, 0, h->job_id, h->ring_uid, t, w.n,
-                                  nstr, w.pay, strtab, h->rank);
+    fc__write_strings(r, pay + w.pay, nstr);
+    uint64_t total = fc__finish_frame(buf, 0, h->job_id, h->ring_uid, t, w.n,
+                                     nstr, w.pay, strtab, h->rank);
     if (!repack) {
         atomic_fetch_add_explicit(&h->torn, w.torn, memory_order_relaxed);
         atomic_store_explicit(&h->pending_strings, nstr, memory_order_relaxed);
@@ -460,176 +327,6 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
     }
     *consumed = pe - t;
     return (int64_t)total;
-}
-
-/* ------------------------------------------------------------------ */
-/* Spool pack                                                          */
-/* ------------------------------------------------------------------ */
-
-struct spent { /* a parsed spool entry inside the read window */
-    uint64_t off;          /* of the body in the window */
-    uint32_t body_len;
-};
-
-static int spool_entry(const uint8_t *win, uint64_t got, uint64_t p,
-                       const fc_task_record **rec, uint32_t *body_len)
-{
-    uint32_t hdr[4];
-    if (got - p < FC__SPILL_HDR)
-        return 0;
-    memcpy(hdr, win + p, sizeof hdr);
-    if (hdr[0] != FC__SPILL_MAGIC || hdr[3] != 0 || hdr[1] < FC__REC_SIZE ||
-        (hdr[1] & 7))
-        return 0;
-    if (got - p - FC__SPILL_HDR < hdr[1])
-        return -1; /* extends past the window */
-    const uint8_t *body = win + p + FC__SPILL_HDR;
-    if (fc_crc32c(0, body, hdr[1]) != hdr[2])
-        return 0;
-    uint32_t plen;
-    memcpy(&plen, body + offsetof(fc_task_record, payload_len), 4);
-    if (FC__REC_SIZE + FC__ALIGN8(plen) != hdr[1])
-        return 0;
-    *rec = (const fc_task_record *)body;
-    *body_len = hdr[1];
-    return 1;
-}
-
-int64_t fc_spool_pack(fc_ring *r, const char *spool_path, uint64_t offset,
-                      uint64_t end_limit, void *bufv, uint64_t cap,
-                      uint32_t max_records, uint64_t *consumed)
-{
-    if (!r || !spool_path || !bufv || !consumed || max_records == 0)
-        return -EINVAL;
-    *consumed = 0;
-    uint8_t *buf = bufv;
-    if (cap > FC__MAX_FRAME)
-        cap = FC__MAX_FRAME; /* payload_off is 32-bit */
-    int fd = open(spool_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -errno;
-    struct stat st;
-    int64_t ret = 0;
-    uint8_t *win = NULL;
-    if (fstat(fd, &st) != 0) {
-        ret = -errno;
-        goto out;
-    }
-    if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
-        ret = -EPERM;
-        goto out;
-    }
-    uint64_t lim = (uint64_t)st.st_size;
-    if (end_limit && end_limit < lim)
-        lim = end_limit;
-    if (offset >= lim)
-        goto out;
-    /* entries that fit in cap occupy at most 5/4 of it in the file */
-    uint64_t want = lim - offset;
-    uint64_t wmax = cap / 4 > UINT64_MAX - cap - 64 ? UINT64_MAX
-                                                    : cap + cap / 4 + 64;
-    if (want > wmax)
-        want = wmax;
-    if (want > ((uint64_t)1 << 40)) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    win = malloc(want ? want : 1);
-    if (!win) {
-        ret = -ENOMEM;
-        goto out;
-    }
-    uint64_t got = 0;
-    while (got < want) {
-        ssize_t k = pread(fd, win + got, want - got, (off_t)(offset + got));
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            ret = -errno;
-            goto out;
-        }
-        if (k == 0)
-            break;
-        got += (uint64_t)k;
-    }
-    int cut_by_window = (got == want && want < lim - offset);
-
-    uint32_t have_str = fc_ring_string_count(r);
-    uint32_t nstr = 0, n = 0;
-    uint64_t ssum = 0, pay = 0, p = 0;
-    for (;;) {
-        const fc_task_record *rec;
-        uint32_t bl;
-        int k = spool_entry(win, got, p, &rec, &bl);
-        if (k == 0)
-            break; /* end or torn tail */
-        if (k < 0) {
-            if (cut_by_window && n == 0)
-                ret = -ENOBUFS;
-            break;
-        }
-        if (n >= max_records)
-            break;
-        uint32_t aid = rec->activity_id;
-        if (aid >= have_str) {
-            if (n == 0)
-                ret = -ERANGE; /* spool of another ring? */
-            break;
-        }
-        uint32_t nstr2 = nstr;
-        uint64_t ssum2 = ssum;
-        for (; nstr2 <= aid; nstr2++) {
-            uint32_t l;
-            if (!fc__string_at(r, nstr2, &l)) {
-                ret = -EBADMSG;
-                goto out;
-            }
-            ssum2 += l;
-        }
-        uint64_t size = FC_BATCH_HEADER_SIZE + (uint64_t)(n + 1) * 64u + pay +
-                        bl - FC__REC_SIZE +
-                        FC__ALIGN8((uint64_t)nstr2 * 4u + ssum2);
-        if (size > cap) {
-            if (n == 0)
-                ret = -ENOBUFS;
-            break;
-        }
-        nstr = nstr2;
-        ssum = ssum2;
-        pay += bl - FC__REC_SIZE;
-        n++;
-        p += FC__SPILL_HDR + bl;
-    }
-    if (ret < 0 || n == 0)
-        goto out;
-    uint64_t end = p;
-    uint8_t *recs = buf + FC_BATCH_HEADER_SIZE;
-    uint8_t *pa = recs + (uint64_t)n * FC__REC_SIZE;
-    uint64_t po = 0;
-    uint32_t i = 0;
-    for (p = 0; p < end; i++) {
-        uint32_t bl;
-        memcpy(&bl, win + p + 4, 4);
-        const uint8_t *body = win + p + FC__SPILL_HDR;
-        fc_task_record rc;
-        memcpy(&rc, body, sizeof rc);
-        rc.payload_off = (uint32_t)po;
-        rc.flags |= FC_FLAG_FROM_SPOOL;
-        memcpy(recs + (uint64_t)i * FC__REC_SIZE, &rc, sizeof rc);
-        memcpy(pa + po, body + FC__REC_SIZE, bl - FC__REC_SIZE);
-        /* the spilled padding is zeros (covered by the entry's crc) */
-        po += bl - FC__REC_SIZE;
-        p += FC__SPILL_HDR + bl;
-    }
-    uint64_t strtab = write_strings(r, pa + pay, nstr);
-    ret = (int64_t)finish_frame(buf, 1, r->shm->job_id, r->shm->ring_uid,
-                                offset | (1ull << 63), n, nstr, pay, strtab,
-                                r->shm->rank);
-    *consumed = end;
-out:
-    free(win);
-    close(fd);
-    return ret;
 }
 
 /* ------------------------------------------------------------------ */
@@ -664,9 +361,9 @@ int fc_batch_validate(const void *bufv, uint64_t len)
     uint64_t n = h.record_count, s = h.string_count;
     if (h.records_off != FC_BATCH_HEADER_SIZE)
         return -EBADMSG;
-    if (n * FC__REC_SIZE > len - h.records_off)
+    if (n * FC_RECORD_SIZE > len - h.records_off)
         return -EBADMSG;
-    if (h.payload_off != h.records_off + n * FC__REC_SIZE)
+    if (h.payload_off != h.records_off + n * FC_RECORD_SIZE)
         return -EBADMSG;
     if (h.payload_bytes > len - h.payload_off)
         return -EBADMSG;
@@ -686,10 +383,11 @@ int fc_batch_validate(const void *bufv, uint64_t len)
         return -EBADMSG;
     for (uint64_t i = 0; i < n; i++) {
         fc_task_record rc;
-        memcpy(&rc, buf + h.records_off + i * FC__REC_SIZE, sizeof rc);
+        memcpy(&rc, buf + h.records_off + i * FC_RECORD_SIZE, sizeof rc);
         if ((uint64_t)rc.payload_off + rc.payload_len > h.payload_bytes)
             return -ERANGE;
-        if ((uint64_t)rc.activity_id >= s)
+        if ((uint64_t)rc.activity_id >= s &&
+            rc.activity_id != FC_ACTIVITY_OVERFLOW)
             return -ERANGE;
     }
     return 0;

@@ -21,7 +21,10 @@ struct frame {
     uint64_t parent;
     int64_t start_ns;
     uint32_t activity_id;
-    uint32_t valid;     /* 0: begin failed (e.g. string table full) */
+    uint32_t valid;     /* 0: begin failed (not recorded) */
+    uint8_t *name_pfx;  /* FC_ACTIVITY_OVERFLOW: the payload prefix with
+                           the name (malloc'd), else NULL */
+    uint32_t pfx_len;
 };
 
 struct name_ent {
@@ -122,10 +125,7 @@ static int default_ring_path(uint32_t rank, char *out, size_t cap, uint64_t *job
     const char *job = env_or("FLOWCEPT_JOB_ID", env_or("SLURM_JOB_ID", local));
     if (strchr(job, '/') || strcmp(job, ".") == 0 || strcmp(job, "..") == 0)
         return -EINVAL;
-    char *end;
-    unsigned long long numeric = strtoull(job, &end, 10);
-    /* numeric job ids are their own id, as in flowcept/jobs.py job_id_of */
-    *job_id = (*end == '\0' && numeric < (1ULL << 63)) ? numeric : 0;
+    *job_id = fc_job_id_of(job); /* as flowcept/record/job.py job_id_of */
     int n = snprintf(out, cap, "%s/flowcept-%u", shm, (unsigned)geteuid());
     if (n < 0 || (size_t)n >= cap)
         return -ENAMETOOLONG;
@@ -224,21 +224,74 @@ static inline int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Activity id of `name` in r: interned once per thread and name pointer
+ * (cached), FC_ACTIVITY_OVERFLOW when the string table is full. */
 static __attribute__((noinline)) int name_id(struct fc_ring *r,
                                              struct tstate *t, uint64_t gen,
                                              const char *name, uint32_t *id)
 {
     size_t len = name ? strlen(name) : 0;
-    int k = fc_ring_intern(r, name ? name : "", (uint32_t)(len > 65535 ? 65535
-                                                                       : len));
-    if (k < 0)
+    /* FC_NAME_MAX + 4 bytes are enough for fc_ring_intern to cut */
+    uint32_t n = (uint32_t)(len > FC_NAME_MAX + 4u ? FC_NAME_MAX + 4u : len);
+    int k = fc_ring_intern(r, name ? name : "", n);
+    uint32_t v;
+    if (k >= 0)
+        v = (uint32_t)k;
+    else if (k == -ENOSPC)
+        v = FC_ACTIVITY_OVERFLOW; /* the table stays full: cache that too */
+    else
         return k;
     struct name_ent *e = &t->cache[((uintptr_t)name >> 3) % FC__NAME_CACHE];
     e->name = name;
     e->gen = gen;
-    e->id = (uint32_t)k;
-    *id = (uint32_t)k;
+    e->id = v;
+    *id = v;
     return 0;
+}
+
+/* The payload prefix of an overflow task (its name), or NULL. */
+static __attribute__((noinline)) uint8_t *name_prefix(const char *name,
+                                                      uint32_t *plen)
+{
+    size_t len = name ? strlen(name) : 0;
+    uint32_t n = (uint32_t)(len > FC_NAME_MAX + 4u ? FC_NAME_MAX + 4u : len);
+    uint32_t cap = 2u + fc_name_cut(name, n);
+    uint8_t *p = malloc(cap);
+    if (!p)
+        return NULL;
+    int w = fc_name_in_payload(name ? name : "", n, p, cap);
+    if (w < 0) {
+        free(p);
+        return NULL;
+    }
+    *plen = (uint32_t)w;
+    return p;
+}
+
+/* fc_task_end of an overflow task: [name prefix][payload] in one push. */
+static __attribute__((noinline)) int end_overflow(struct fc_ring *r,
+        struct tstate *t, struct frame *f, int64_t end, int status,
+        const void *payload, uint32_t payload_len)
+{
+    int res;
+    uint64_t total = (uint64_t)f->pfx_len + payload_len;
+    uint8_t *buf = total <= UINT32_MAX ? malloc(total ? total : 1) : NULL;
+    if (!buf) {
+        res = -ENOMEM;
+    } else {
+        memcpy(buf, f->name_pfx, f->pfx_len);
+        if (payload_len)
+            memcpy(buf + f->pfx_len, payload, payload_len);
+        res = fc_ring_push_task(r, f->task_id, f->parent, g_workflow,
+                                f->start_ns, end, g_rank, t->tid_plus1 - 1,
+                                FC_ACTIVITY_OVERFLOW, (uint16_t)status,
+                                FC_FLAG_C_API | FC_FLAG_NAME_IN_PAYLOAD,
+                                (const char *)buf, (uint32_t)total);
+        free(buf);
+    }
+    free(f->name_pfx);
+    f->name_pfx = NULL;
+    return res;
 }
 
 static __attribute__((noinline)) void thread_first(struct tstate *t,
@@ -248,6 +301,10 @@ static __attribute__((noinline)) void thread_first(struct tstate *t,
         t->tid_plus1 = atomic_fetch_add_explicit(&g_thread_counter, 1,
                                                  memory_order_relaxed) + 1;
     if (t->gen != gen) {
+        for (uint32_t i = 0; i < t->depth && i < FC__STACK_DEPTH; i++) {
+            free(t->st[i].name_pfx); /* tasks of an earlier capture */
+            t->st[i].name_pfx = NULL;
+        }
         t->gen = gen;
         t->depth = 0;
         t->overflow = 0;
@@ -275,9 +332,20 @@ uint64_t fc_task_begin(const char *name)
         id = e->id;
     } else if (name_id(r, t, gen, name, &id) != 0) {
         f->valid = 0; /* children attach to the enclosing task */
+        f->name_pfx = NULL;
         f->task_id = d ? t->st[d - 1].task_id : 0;
         t->depth = d + 1;
         return 0;
+    }
+    f->name_pfx = NULL;
+    if (__builtin_expect(id == FC_ACTIVITY_OVERFLOW, 0)) {
+        f->name_pfx = name_prefix(name, &f->pfx_len);
+        if (!f->name_pfx) {
+            f->valid = 0;
+            f->task_id = d ? t->st[d - 1].task_id : 0;
+            t->depth = d + 1;
+            return 0;
+        }
     }
     f->valid = 1;
     f->activity_id = id;
@@ -309,6 +377,8 @@ int fc_task_end(int status, const void *payload, uint32_t payload_len)
     t->depth = d - 1;
     if (__builtin_expect(!f->valid, 0))
         return 0;
+    if (__builtin_expect(f->name_pfx != NULL, 0))
+        return end_overflow(r, t, f, end, status, payload, payload_len);
     return fc_ring_push_task(r, f->task_id, f->parent, g_workflow, f->start_ns,
                              end, g_rank, t->tid_plus1 - 1, f->activity_id,
                              (uint16_t)status, FC_FLAG_C_API,

@@ -1,11 +1,12 @@
 /*
- * flowcept.h -- the one public C ABI of flowcept's compiled hot path.
+ * flowcept.h -- the application API of flowcept's compiled hot path: ring
+ * handles, batches, the C capture API.  The data formats (task record,
+ * batch frame, ring and spill files) are in fc_format.h, included here.
  *
  * This header is read verbatim (minus preprocessor lines) by the cffi build
  * (flowcept/_build_ext.py), so it must stay plain C declarations between the
- * FC_CDEF_BEGIN / FC_CDEF_END markers.  The record and batch layouts defined
- * here are the single definition of the on-the-wire and on-disk format: the
- * Python side (flowcept/layout.py) builds its numpy dtypes from
+ * FC_CDEF_BEGIN / FC_CDEF_END markers.  The Python side
+ * (flowcept/record/layout.py) builds its numpy dtypes from
  * fc_layout_describe() and refuses to run if they disagree.
  *
  * Conventions
@@ -15,6 +16,14 @@
  *  - No function allocates, locks or makes a syscall on the record push path
  *    except the documented slow paths (ring full with spill/block policy,
  *    first use of an activity name).
+ *
+ * Environment: the library reads the environment in exactly one place,
+ * fc_capture_init() with ring_path == NULL, and only these variables:
+ *   FLOWCEPT_SHM_DIR   directory of the rings (default /dev/shm)
+ *   FLOWCEPT_JOB_ID    job name (first choice)
+ *   SLURM_JOB_ID       job name (second choice; else "local-<pid>")
+ * Nothing is read at load time.  The CRC software fallback is chosen by
+ * fc_crc32c_force_soft(), not by the environment.
  *
  * Data path: producers (any thread of one process) push task records into a
  * per-process MPSC ring that lives in a shared-memory file; a consumer (the
@@ -27,6 +36,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "fc_format.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,40 +49,12 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 
 #define FC_ABI_VERSION 1      /* bumped on any change of this header's ABI */
-#define FC_FORMAT_VERSION 1   /* bumped on any change of ring/batch layout */
+/* FC_FORMAT_VERSION (ring/spill/batch layouts): fc_format.h */
 
 /* Returns FC_ABI_VERSION * 65536 + FC_FORMAT_VERSION of the compiled code. */
 uint32_t fc_version(void);
 
-/* ------------------------------------------------------------------ */
-/* The task record (fixed header, 64 bytes, little-endian, 8-aligned)  */
-/* ------------------------------------------------------------------ */
-
-#define FC_STATUS_FINISHED 0
-#define FC_STATUS_ERROR 1
-#define FC_STATUS_RUNNING 2   /* a begin without end: written at recovery */
-
-#define FC_FLAG_PAYLOAD_MSGPACK 1  /* payload is a msgpack map */
-#define FC_FLAG_FROM_SPOOL 2       /* record was spilled and replayed */
-#define FC_FLAG_C_API 4            /* captured by the C API */
-#define FC_FLAG_WORKFLOW 8         /* not a task: a workflow description
-                                      (task_id 0, payload: msgpack map) */
-
-typedef struct fc_task_record {
-    uint64_t task_id;      /* unique within workflow_id: (origin << 40) | seq */
-    uint64_t parent_id;    /* task_id of the enclosing task, 0 = none */
-    uint64_t workflow_id;  /* 64-bit random id of the workflow run */
-    int64_t  start_ns;     /* CLOCK_REALTIME nanoseconds since the epoch */
-    int64_t  end_ns;       /* idem; == start_ns for instantaneous events */
-    uint32_t rank;         /* MPI world rank (0 without MPI) */
-    uint32_t thread_id;    /* small per-process thread index, from 0 */
-    uint32_t activity_id;  /* id in the ring's (and batch's) string table */
-    uint32_t payload_len;  /* bytes of payload following this record */
-    uint32_t payload_off;  /* in a batch: offset of the payload in the payload
-                              area; in a ring: 0 (payload follows directly) */
-    uint16_t status;       /* FC_STATUS_* */
-    uint16_t flags;        /* FC_FLAG_* */
-} fc_task_record;          /* sizeof == 64 */
+/* The task record, the batch frame and the file formats: fc_format.h. */
 
 /* Field description used by Python to build and check its numpy dtype.
  * Fills at most `cap` entries; returns the number of fields (12). */
@@ -90,17 +73,20 @@ int fc_layout_describe(fc_field_desc *out, int cap);
 typedef struct fc_ring fc_ring;  /* opaque */
 
 /* What a producer does when the ring is full. */
-#define FC_FULL_SPILL 0   /* append the record to the ring's spool file */
+#define FC_FULL_SPILL 0   /* append the record to the ring's spill file */
 #define FC_FULL_BLOCK 1   /* wait up to block_timeout_ns, then count a drop */
 #define FC_FULL_DROP 2    /* count a drop and return -ENOSPC */
 
 typedef struct fc_ring_options {
     uint64_t capacity;        /* data bytes, power of two >= 4096 */
-    uint32_t max_strings;     /* string table slots (default 4096) */
-    uint32_t strings_bytes;   /* string table bytes (default 256 KiB) */
+    uint32_t max_strings;     /* string table slots (default 4096, at most
+                                 2^24); stored in the ring header */
+    uint32_t strings_bytes;   /* string table bytes (default 256 KiB, at
+                                 most 1 GiB; each name takes 2 + its length);
+                                 stored in the ring header */
     int      full_policy;     /* FC_FULL_* */
     int64_t  block_timeout_ns;/* FC_FULL_BLOCK: max wait per push */
-    const char *spill_path;   /* FC_FULL_SPILL: spool file path (created 0600
+    const char *spill_path;   /* FC_FULL_SPILL: spill file path (created 0600
                                  on first spill); NULL = "<ring path>.spill" */
     uint64_t job_id;          /* stored in the ring header for recovery */
     uint64_t workflow_id;     /* default workflow id (informational) */
@@ -112,12 +98,19 @@ void fc_ring_options_init(fc_ring_options *opts);
 
 /* Creates (O_CREAT|O_EXCL, mode 0600) and maps a ring file as its producer.
  * Ownership: the caller owns *out and must fc_ring_close() it.
- * Returns 0, -EEXIST if the file exists, -EINVAL on bad options, -errno. */
+ * The file's blocks are allocated at creation (posix_fallocate), so a full
+ * file system (e.g. /dev/shm) fails here with -ENOSPC rather than with a
+ * SIGBUS at a later push; the file is removed again on any failure.
+ * Returns 0, -EEXIST if the file exists, -EINVAL on bad options, -ENOSPC,
+ * -errno. */
 int fc_ring_create(const char *path, const fc_ring_options *opts, fc_ring **out);
 
 /* Maps an existing ring file as its consumer (another process, or the same).
  * Refuses a file not owned by the caller's euid or not a regular file
- * (opened with O_NOFOLLOW): -EPERM / -ELOOP.  -EBADMSG on a bad header.
+ * (opened with O_NOFOLLOW): -EPERM / -ELOOP.  -EPROTO for a ring of
+ * another format version (it will never open: do not retry).  -EBADMSG for
+ * a file that is not (yet) a complete ring header: a ring still being
+ * created looks like this for a moment, so a caller may retry.
  * Exactly one consumer per ring at a time (the caller's responsibility). */
 int fc_ring_open(const char *path, fc_ring **out);
 
@@ -125,11 +118,30 @@ int fc_ring_open(const char *path, fc_ring **out);
  * Not thread-safe with concurrent pushes on the same handle. */
 void fc_ring_close(fc_ring *ring);
 
-/* Interns an activity (or any) name; returns its id (>= 0) or -ENOSPC when
- * the string table is full, -EINVAL when len > 65535.  Thread-safe (short
+/* Interns an activity (or any) name; returns its id (>= 0), or -ENOSPC
+ * when the string table is full (see below), -EINVAL on a NULL name with
+ * len > 0.  A name longer than FC_NAME_MAX bytes is cut to at most
+ * FC_NAME_MAX bytes at a UTF-8 character boundary (names that are not
+ * UTF-8 are cut at FC_NAME_MAX) and interned as such: two long names with
+ * the same first FC_NAME_MAX bytes share an id.  Thread-safe (short
  * spinlock in shared memory; not on the hot path: callers cache ids).
- * The string becomes visible to consumers before the id is returned. */
+ * The string becomes visible to consumers before the id is returned.
+ * Table full (-ENOSPC; its size is fc_ring_options.max_strings and
+ * .strings_bytes): the caller records the task anyway with activity_id
+ * FC_ACTIVITY_OVERFLOW, flag FC_FLAG_NAME_IN_PAYLOAD and the name in front
+ * of the payload (fc_format.h); fc_task_begin does so itself, and
+ * fc_name_in_payload builds such a payload. */
 int fc_ring_intern(fc_ring *ring, const char *name, uint32_t len);
+
+/* Length of `name` (len bytes) cut to FC_NAME_MAX at a UTF-8 boundary: the
+ * number of bytes fc_ring_intern stores. */
+uint32_t fc_name_cut(const char *name, uint32_t len);
+
+/* Writes the FC_FLAG_NAME_IN_PAYLOAD prefix for `name` (cut like
+ * fc_name_cut) to out: [u16 n][n bytes].  Returns the bytes written
+ * (2 + n), or -ENOBUFS if cap is smaller. */
+int fc_name_in_payload(const char *name, uint32_t len, void *out,
+                       uint32_t cap);
 
 /* Number of strings in the table and access to one (consumer side).
  * fc_ring_string returns a pointer into the mapping (valid until close) and
@@ -139,7 +151,7 @@ const char *fc_ring_string(const fc_ring *ring, uint32_t id, uint32_t *len);
 
 /* Pushes one task record and its payload (copied).  Lock-free, thread-safe,
  * wait-free when there is room.  rec->payload_len must equal payload_len.
- * Returns 0, or when full: 1 if spilled to the spool file, -ENOSPC if dropped
+ * Returns 0, or when full: 1 if spilled to the spill file, -ENOSPC if dropped
  * (FC_FULL_DROP), -ETIMEDOUT if dropped after blocking; drops are counted. */
 int fc_ring_push(fc_ring *ring, const fc_task_record *rec,
                  const void *payload, uint32_t payload_len);
@@ -159,7 +171,7 @@ typedef struct fc_ring_stats {
     uint64_t head;          /* bytes reserved by producers, ever */
     uint64_t tail;          /* bytes released by the consumer, ever */
     uint64_t pushed;        /* records committed to the ring */
-    uint64_t spilled;       /* records written to the spool file */
+    uint64_t spilled;       /* records written to the spill file */
     uint64_t dropped;       /* records lost by the DROP/BLOCK policies */
     uint64_t torn;          /* half-written records skipped at recovery */
     uint64_t job_id;
@@ -171,43 +183,14 @@ typedef struct fc_ring_stats {
 } fc_ring_stats;
 void fc_ring_get_stats(const fc_ring *ring, fc_ring_stats *out);
 
-/* Spool file path of the ring (for the leader/epilog to replay). */
+/* Spill file path of the ring (for the leader/epilog to replay). */
 const char *fc_ring_spill_path(const fc_ring *ring);
 
 /* ------------------------------------------------------------------ */
 /* Batches                                                             */
 /* ------------------------------------------------------------------ */
 
-#define FC_BATCH_MAGIC 0x3148544142434647  /* bytes "GFCBATH1" on disk */
-#define FC_BATCH_HEADER_SIZE 96
-
-/* Batch frame, little-endian:
- *   [fc_batch_header (96 B)]
- *   [records: record_count * fc_task_record (64 B each), 8-aligned]
- *   [payload area: payload_bytes, records' payload_off index into it]
- *   [string table: string_count * (uint32 len) then the bytes, 8-padded]
- * crc32c covers every byte after the header, then the header with the crc
- * field set to 0.  Batch id = (job_id, ring_uid, seq) where seq is the ring
- * byte position of the first record: packing the same ring range again
- * yields the same id, which makes re-delivery idempotent. */
-typedef struct fc_batch_header {
-    uint64_t magic;          /* FC_BATCH_MAGIC */
-    uint16_t version;        /* FC_FORMAT_VERSION */
-    uint16_t header_size;    /* FC_BATCH_HEADER_SIZE */
-    uint32_t flags;          /* bit 0: records came from a spool file */
-    uint64_t job_id;
-    uint64_t ring_uid;
-    uint64_t seq;
-    uint64_t total_len;      /* whole frame, header included */
-    uint32_t record_count;
-    uint32_t string_count;
-    uint64_t records_off;    /* from frame start */
-    uint64_t payload_off;
-    uint64_t payload_bytes;
-    uint64_t strings_off;
-    uint32_t rank;           /* producer rank */
-    uint32_t crc32c;
-} fc_batch_header;
+/* Batch frame layout (fc_batch_header): fc_format.h. */
 
 /* Drains committed records of `ring` into a batch frame written to buf.
  * Takes records starting at the consumer position while they fit in `cap`
@@ -231,14 +214,19 @@ int64_t fc_ring_pack(fc_ring *ring, void *buf, uint64_t cap,
  * seq + consumed).  Returns 0 or -EINVAL if pos is out of range. */
 int fc_ring_release(fc_ring *ring, uint64_t pos);
 
-/* Re-packs records from a spool file (written by the spill policy) starting
+/* Re-packs records from a spill file (written by the spill policy) starting
  * at byte `offset`; same contract as fc_ring_pack, seq = offset with bit 63
  * set.  Packs only entries ending at or before end_limit (0 = no limit), so
  * a caller that recorded the range it published can re-pack it identically.
  * `ring` supplies job id, ring uid, rank and the string table; it may be a
  * consumer handle.  *consumed receives the file bytes covered.  Returns
- * frame length, 0 at end of file, -errno.  A torn tail (producer killed mid-write) is
- * ignored. */
+ * frame length, 0 at end of file, -errno.  A torn tail (producer killed
+ * mid-write) is ignored.  Records get FC_FLAG_FROM_SPILL. */
+int64_t fc_spill_pack(fc_ring *ring, const char *spill_path, uint64_t offset,
+                      uint64_t end_limit, void *buf, uint64_t cap,
+                      uint32_t max_records, uint64_t *consumed);
+
+/* Old name of fc_spill_pack (same function), kept for existing callers. */
 int64_t fc_spool_pack(fc_ring *ring, const char *spool_path, uint64_t offset,
                       uint64_t end_limit, void *buf, uint64_t cap,
                       uint32_t max_records, uint64_t *consumed);
@@ -256,6 +244,22 @@ int fc_batch_validate(const void *buf, uint64_t len);
 /* CRC32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
 uint32_t fc_crc32c(uint32_t crc, const void *buf, uint64_t len);
 
+/* Makes fc_crc32c use the portable table code (force != 0) or the CPU's
+ * crc32 instruction where there is one (force == 0, the default).  Both
+ * give the same result; for tests and for CPUs that misreport SSE4.2.  Not
+ * thread-safe with concurrent fc_crc32c calls. */
+void fc_crc32c_force_soft(int force);
+
+/* ------------------------------------------------------------------ */
+/* Job ids                                                             */
+/* ------------------------------------------------------------------ */
+
+/* The 64-bit id of a job name, the same as Python's job_id_of: a name of
+ * ASCII digits only whose value is < 2^63 is that number; any other name
+ * (the empty one too) is BLAKE2b-64 (RFC 7693, digest_size 8, no key) of
+ * its bytes read little-endian, with bit 63 set.  NULL gives 0. */
+uint64_t fc_job_id_of(const char *name);
+
 /* ------------------------------------------------------------------ */
 /* C capture API for C/C++/Fortran MPI codes                           */
 /* ------------------------------------------------------------------ */
@@ -265,7 +269,8 @@ uint32_t fc_crc32c(uint32_t crc, const void *buf, uint64_t len);
  * `flowcept drain` and the SLURM epilog look in:
  * $FLOWCEPT_SHM_DIR (default /dev/shm)/flowcept-<uid>/<job>/<rank>.<pid>.ring
  * with job = $FLOWCEPT_JOB_ID, else $SLURM_JOB_ID, else local-<pid>
- * (directories created 0700; a foreign or linked one gives -EPERM).
+ * (directories created 0700; a foreign or linked one gives -EPERM), and
+ * the ring's job id (unless opts->job_id is set) = fc_job_id_of(job).
  * String 0 of the ring names the node ("host:<hostname>").  Not thread-safe with the other fc_task_*
  * calls; call once, before threads start.  Returns 0 or -errno. */
 int fc_capture_init(const char *ring_path, const fc_ring_options *opts,
@@ -279,6 +284,9 @@ int fc_capture_attach(fc_ring *ring, uint64_t workflow_id, uint32_t rank);
 /* Begins a task named `name` on the calling thread (nesting allowed up to
  * 64 deep per thread; the enclosing task becomes the parent).  Returns the
  * new task id, or 0 when capture is not initialised or nesting overflows.
+ * When the ring's string table is full the task is still recorded, with
+ * activity_id FC_ACTIVITY_OVERFLOW and the name in its payload
+ * (FC_FLAG_NAME_IN_PAYLOAD; that slow path copies the name and allocates).
  * Thread-safe; no locks; a syscall only on a thread's first call. */
 uint64_t fc_task_begin(const char *name);
 

@@ -1,97 +1,35 @@
 /*
- * internal.h -- private layout of the shared-memory ring file and of the
- * process-local ring handle.  NOT part of the ABI (flowcept.h is); shared by
- * ring.c, batch.c, capture.c and the C tests.
+ * internal.h -- the process-local ring handle and the helpers the C files
+ * share.  Not part of the ABI: the ring and spill file formats other
+ * processes read are fc_format.h; the API is flowcept.h.
  *
- * Ring file layout (all offsets from the start of the file/mapping):
- *   [0, FC__HDR_SIZE)             struct fc_ring_shm (header page)
- *   [strings_off, data_off)       string table: max_strings u32 offsets,
- *                                 then strings_bytes bytes of entries
- *                                 {u16 len; char bytes[len]} (unaligned)
- *   [data_off, data_off+capacity) data area (capacity: power of two)
- *
- * Data area slots (8-byte aligned, absolute position p, offset p & mask):
- *   {u64 stamp; u32 len; u32 type;} then len body bytes, padded to 8.
- *   type 1: body = fc_task_record + payload.  type 2: padding up to the end
- *   of the data area (len = bytes after the slot header).  A padding slot
- *   of only 8 bytes (at offset capacity-8) is just its stamp.
- *   A slot is committed iff stamp == (p ^ stamp_key), stored last with
- *   release order.  stamp_key is a random non-zero per-ring value: it makes
- *   the zero-filled fresh file and stale payload bytes of earlier laps
- *   (which could otherwise hold any user chosen value) practically never
- *   look committed.
+ * Dependencies between the C files (no cycles):
+ *   crc32c.c  <- spill.c, batch.c
+ *   ring.c    <- spill.c (fc__spill_append), batch.c, capture.c
+ *   spill.c   <- ring.c calls fc__spill_append through this header
+ *   jobid.c   <- capture.c
+ * ring.c and spill.c meet only in the declarations below.
  */
 #ifndef FC_INTERNAL_H
 #define FC_INTERNAL_H
 
+#include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
 #include <pthread.h>
 #include "flowcept.h"
 
-#define FC__MAGIC "FCRING01"
-#define FC__HDR_SIZE 4096u
-#define FC__PAGE 4096u
-#define FC__SLOT_HDR 16u
-#define FC__REC_SIZE 64u
-#define FC__SLOT_RECORD 1u
-#define FC__SLOT_PAD 2u
-#define FC__SPILL_MAGIC 0x50534346u /* "FCSP" little-endian */
-#define FC__SPILL_HDR 16u
-#define FC__SPILL_PATH_MAX 1024u
+#define FC__PAGE FC_RING_PAGE
 #define FC__MAX_PAYLOAD (1u << 30)
 /* pack keeps (slot offset >> 3) in a u32 while packing */
 #define FC__MAX_CAPACITY (1ull << 34)
 
 #define FC__ALIGN8(x) (((uint64_t)(x) + 7u) & ~(uint64_t)7u)
-#define FC__CL _Alignas(64)
-
-struct fc_ring_shm {
-    char magic[8];              /* "FCRING01", written last at create */
-    uint32_t format_version;    /* FC_FORMAT_VERSION */
-    uint32_t header_size;       /* FC__HDR_SIZE */
-    uint64_t capacity;          /* data bytes, power of two */
-    uint32_t max_strings;
-    uint32_t strings_bytes;
-    uint64_t strings_off;       /* file offset of the string table */
-    uint64_t data_off;          /* file offset of the data area */
-    uint64_t file_size;
-    uint64_t job_id;
-    uint64_t workflow_id;
-    uint64_t ring_uid;          /* getrandom() */
-    uint64_t stamp_key;         /* getrandom(), non-zero */
-    uint32_t rank;
-    int32_t producer_pid;
-    int32_t full_policy;
-    uint32_t reserved0;
-    int64_t block_timeout_ns;
-    char spill_path[FC__SPILL_PATH_MAX]; /* NUL-terminated */
-
-    FC__CL _Atomic uint32_t closed;      /* producer called fc_ring_close */
-    FC__CL _Atomic uint64_t head;        /* bytes reserved, absolute */
-    FC__CL _Atomic uint64_t tail;        /* bytes released, absolute */
-    FC__CL _Atomic uint64_t pending_end; /* end of the last packed range */
-    _Atomic uint64_t pending_strings;    /* string count of that batch */
-    FC__CL _Atomic uint64_t pushed;
-    FC__CL _Atomic uint64_t spilled;
-    FC__CL _Atomic uint64_t dropped;
-    FC__CL _Atomic uint64_t torn;
-    FC__CL _Atomic uint32_t str_lock;    /* spinlock for fc_ring_intern */
-    _Atomic uint32_t string_count;       /* release-published */
-    uint32_t strings_used;               /* bytes used (under str_lock) */
-};
-
-_Static_assert(sizeof(struct fc_ring_shm) <= FC__HDR_SIZE, "header page");
-_Static_assert(sizeof(fc_task_record) == 64, "record size");
-_Static_assert(sizeof(fc_batch_header) == FC_BATCH_HEADER_SIZE, "batch hdr");
-
-typedef struct fc__slot {
-    _Atomic uint64_t stamp;
-    uint32_t len;
-    uint32_t type;
-} fc__slot;
 
 /* Process-local handle. */
 struct fc_ring {
@@ -109,7 +47,7 @@ struct fc_ring {
     /* spill (producer side, slow path) */
     pthread_mutex_t spill_mu;
     int spill_fd;
-    char spill_path[FC__SPILL_PATH_MAX];
+    char spill_path[FC_SPILL_PATH_MAX];
     /* consumer-side cache of string lengths (single consumer) */
     uint32_t sc_count;
     uint64_t sc_bytes;
@@ -120,14 +58,58 @@ static inline uint64_t fc__stamp(const struct fc_ring *r, uint64_t p)
     return p ^ r->key;
 }
 
-/* ---- shared between ring.c and batch.c (global fc__ symbols) ---- */
+/* ---- shared between the C files (global fc__ symbols) ---- */
 
 /* Is the producer of this ring dead or closed?  (syscall: slow path) */
-int fc__producer_gone(const struct fc_ring *r);
+static inline int fc__producer_gone(const struct fc_ring *r)
+{
+    if (atomic_load_explicit(&r->shm->closed, memory_order_acquire))
+        return 1;
+    pid_t pid = (pid_t)r->shm->producer_pid;
+    if (pid <= 0)
+        return 1;
+    if (kill(pid, 0) == 0)
+        return 0;
+    return errno == ESRCH;
+}
 
-/* Length of a string table entry; returns NULL if out of range/corrupt. */
-const uint8_t *fc__string_at(const struct fc_ring *r, uint32_t id,
-                             uint32_t *len);
+/* A string table entry; NULL if out of range/corrupt. */
+static inline const uint8_t *fc__string_at(const struct fc_ring *r,
+                                           uint32_t id, uint32_t *len)
+{
+    uint32_t sb = r->shm->strings_bytes;
+    uint32_t off = r->str_offs[id];
+    if (off > sb || sb - off < 2)
+        return NULL;
+    uint16_t l;
+    memcpy(&l, r->str_bytes + off, 2);
+    if ((uint32_t)l > sb - off - 2)
+        return NULL;
+    *len = l;
+    return r->str_bytes + off + 2;
+}
+
+/* Published string count, bounded by the table size (acquire). */
+static inline uint32_t fc__string_count(const struct fc_ring *r)
+{
+    uint32_t n = atomic_load_explicit(&r->shm->string_count,
+                                      memory_order_acquire);
+    return n > r->shm->max_strings ? r->shm->max_strings : n;
+}
+
+/* spill.c: appends one record to the ring's spill file (opened on first
+ * use, under r->spill_mu) and counts it as spilled (returns 1) or, on
+ * failure, as dropped (returns -errno). */
+int fc__spill_append(struct fc_ring *r, const fc_task_record *rec,
+                     const void *payload, uint32_t plen);
+
+/* Frame writers shared by batch.c (ring pack) and spill.c (spill pack). */
+uint64_t fc__write_strings(struct fc_ring *r, uint8_t *dst, uint32_t n);
+uint64_t fc__finish_frame(uint8_t *buf, uint32_t flags, uint64_t job_id,
+                          uint64_t ring_uid, uint64_t seq, uint32_t n,
+                          uint32_t nstr, uint64_t pay, uint64_t strtab,
+                          uint32_t rank);
+#define FC__MAX_FRAME (1ull << 31)
 
 /* ---- test helper: reserve a slot and write its header but never commit
  * it (what a producer killed between reserve and commit leaves behind).
@@ -135,7 +117,7 @@ const uint8_t *fc__string_at(const struct fc_ring *r, uint32_t id,
 static inline uint64_t fc__test_reserve_torn(struct fc_ring *r,
                                              uint32_t payload_len)
 {
-    uint64_t need = FC__SLOT_HDR + FC__REC_SIZE + FC__ALIGN8(payload_len);
+    uint64_t need = FC_RING_SLOT_HDR + FC_RECORD_SIZE + FC__ALIGN8(payload_len);
     uint64_t h = atomic_load_explicit(&r->shm->head, memory_order_relaxed);
     for (;;) {
         uint64_t off = h & r->mask, rem = r->cap - off;
@@ -149,9 +131,9 @@ static inline uint64_t fc__test_reserve_torn(struct fc_ring *r,
             if (total != need) { /* leave the padding torn too */
                 p = h + rem;
             }
-            fc__slot *s = (fc__slot *)(r->data + (p & r->mask));
-            s->len = (uint32_t)(FC__REC_SIZE + payload_len);
-            s->type = FC__SLOT_RECORD;
+            fc_ring_slot *s = (fc_ring_slot *)(r->data + (p & r->mask));
+            s->len = (uint32_t)(FC_RECORD_SIZE + payload_len);
+            s->type = FC_RING_SLOT_RECORD;
             fc_task_record *rec = (fc_task_record *)(s + 1);
             memset(rec, 0x5a, sizeof *rec); /* garbage body */
             return p;

@@ -30,97 +30,15 @@
 #include <time.h>
 
 #include "flowcept.h"
+#include "msgpack_enc.h"
 
-#if PY_VERSION_HEX < 0x030A0000
-static inline PyObject *fc_newref(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#define Py_NewRef fc_newref
-#endif
-
-#if PY_VERSION_HEX < 0x03090000
-#define PyObject_Vectorcall _PyObject_Vectorcall
-#define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
-static inline PyObject *PyObject_CallNoArgs(PyObject *f)
-{
-    return _PyObject_Vectorcall(f, NULL, 0, NULL);
-}
-static inline PyObject *PyObject_CallOneArg(PyObject *f, PyObject *a)
-{
-    return _PyObject_Vectorcall(f, &a, 1, NULL);
-}
-#endif
+#include "pycompat.h"
 
 typedef int (*fc_push_fn)(fc_ring *, uint64_t, uint64_t, uint64_t, int64_t,
                           int64_t, uint32_t, uint32_t, uint32_t, uint16_t,
                           uint16_t, const char *, uint32_t);
 
 #define MAX_DEPTH 8
-#define INLINE_BUF 1024
-
-/* ------------------------------------------------------------------ */
-/* Exceptions: save/restore across 3.9 .. 3.13                          */
-/* ------------------------------------------------------------------ */
-
-typedef struct {
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *exc;
-#else
-    PyObject *type, *value, *tb;
-#endif
-} saved_exc;
-
-/* Takes the raised exception (normalized); returns its value (borrowed). */
-static PyObject *exc_save(saved_exc *s)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    s->exc = PyErr_GetRaisedException();
-    return s->exc;
-#else
-    PyErr_Fetch(&s->type, &s->value, &s->tb);
-    PyErr_NormalizeException(&s->type, &s->value, &s->tb);
-    if (s->tb != NULL && s->value != NULL)
-        PyException_SetTraceback(s->value, s->tb);
-    return s->value;
-#endif
-}
-
-static void exc_restore(saved_exc *s)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(s->exc);
-#else
-    PyErr_Restore(s->type, s->value, s->tb);
-#endif
-}
-
-/* A new exception is set and the saved one (owned by s) happened first:
- * make the saved one its __context__, as `raise` in an except block does. */
-static void exc_chain(saved_exc *s)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *now = PyErr_GetRaisedException();
-    if (now != NULL && s->exc != NULL && now != s->exc)
-        PyException_SetContext(now, s->exc);   /* steals */
-    else
-        Py_XDECREF(s->exc);
-    PyErr_SetRaisedException(now);
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (v != NULL && s->value != NULL && v != s->value) {
-        PyException_SetContext(v, s->value);   /* steals */
-        s->value = NULL;
-    }
-    Py_XDECREF(s->type);
-    Py_XDECREF(s->value);
-    Py_XDECREF(s->tb);
-    PyErr_Restore(t, v, tb);
-#endif
-}
 
 /* ------------------------------------------------------------------ */
 /* Module globals                                                       */
@@ -328,110 +246,10 @@ static PyTypeObject State_Type = {
 };
 
 /* ------------------------------------------------------------------ */
-/* msgpack encoder (byte-identical to msgpack-python, use_bin_type)     */
+/* Python objects to msgpack (the primitives: msgpack_enc.h)         */
 /* ------------------------------------------------------------------ */
 
-typedef struct {
-    char *p;
-    size_t len, cap, limit;
-    char inl[INLINE_BUF];
-} Buf;
-
-static void buf_init(Buf *b, size_t limit)
-{
-    b->p = b->inl;
-    b->len = 0;
-    b->cap = sizeof(b->inl);
-    b->limit = limit;
-}
-
-static void buf_free(Buf *b)
-{
-    if (b->p != b->inl)
-        PyMem_Free(b->p);
-}
-
-/* 0: over the limit or out of memory (no exception set either way). */
-static int buf_grow(Buf *b, size_t n)
-{
-    size_t need = b->len + n;
-    if (need > b->limit)
-        return 0;
-    size_t cap = b->cap * 2;
-    if (cap < need)
-        cap = need;
-    char *p;
-    if (b->p == b->inl) {
-        p = PyMem_Malloc(cap);
-        if (p != NULL)
-            memcpy(p, b->inl, b->len);
-    } else {
-        p = PyMem_Realloc(b->p, cap);
-    }
-    if (p == NULL)
-        return 0;
-    b->p = p;
-    b->cap = cap;
-    return 1;
-}
-
-#define RESERVE(b, n) \
-    do { \
-        if ((b)->len + (n) > (b)->cap && !buf_grow((b), (n))) \
-            return 0; \
-    } while (0)
-
-static inline void put1(Buf *b, uint8_t v) { b->p[b->len++] = (char)v; }
-static inline void put2(Buf *b, uint16_t v)
-{
-    b->p[b->len++] = (char)(v >> 8);
-    b->p[b->len++] = (char)v;
-}
-static inline void put4(Buf *b, uint32_t v)
-{
-    v = __builtin_bswap32(v);
-    memcpy(b->p + b->len, &v, 4);
-    b->len += 4;
-}
-static inline void put8(Buf *b, uint64_t v)
-{
-    v = __builtin_bswap64(v);
-    memcpy(b->p + b->len, &v, 8);
-    b->len += 8;
-}
-
-/* msgpack container header: fix form (fix | n) below 16, else the 16- or
- * 32-bit form (marker16 and marker16 + 1). */
-static int enc_container_hdr(Buf *b, size_t n, uint8_t fix, uint8_t marker16)
-{
-    RESERVE(b, 5);
-    if (n < 16)
-        put1(b, (uint8_t)(fix | n));
-    else if (n < 65536) {
-        put1(b, marker16);
-        put2(b, (uint16_t)n);
-    } else if (n <= 0xFFFFFFFFu) {
-        put1(b, (uint8_t)(marker16 + 1));
-        put4(b, (uint32_t)n);
-    } else
-        return 0;
-    return 1;
-}
-
-static int enc_map_hdr(Buf *b, size_t n) { return enc_container_hdr(b, n, 0x80, 0xde); }
-static int enc_arr_hdr(Buf *b, size_t n) { return enc_container_hdr(b, n, 0x90, 0xdc); }
-
-static int enc_raw(Buf *b, const char *s, size_t n)
-{
-    RESERVE(b, n);
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    return 1;
-}
-
-static int enc_sized(Buf *b, const char *s, size_t len, uint8_t m8);
-
-static int enc_str(Buf *b, PyObject *o)
+static int enc_str(fc_mp_buf *b, PyObject *o)
 {
     const char *s;
     Py_ssize_t n;
@@ -445,83 +263,10 @@ static int enc_str(Buf *b, PyObject *o)
             return 0;
         }
     }
-    size_t len = (size_t)n;
-    if (len < 32) {
-        RESERVE(b, 1 + len);
-        put1(b, (uint8_t)(0xa0 | len));
-        memcpy(b->p + b->len, s, len);
-        b->len += len;
-        return 1;
-    }
-    return enc_sized(b, s, len, 0xd9);
+    return fc_mp_str(b, s, (size_t)n);
 }
 
-/* A bytes-like payload with an 8/16/32-bit length: markers m8, m8+1, m8+2
- * (str8..str32 = 0xd9.., bin8..bin32 = 0xc4..). */
-static int enc_sized(Buf *b, const char *s, size_t len, uint8_t m8)
-{
-    RESERVE(b, 5 + len);
-    if (len < 256) {
-        put1(b, m8);
-        put1(b, (uint8_t)len);
-    } else if (len < 65536) {
-        put1(b, (uint8_t)(m8 + 1));
-        put2(b, (uint16_t)len);
-    } else if (len <= 0xFFFFFFFFu) {
-        put1(b, (uint8_t)(m8 + 2));
-        put4(b, (uint32_t)len);
-    } else
-        return 0;
-    memcpy(b->p + b->len, s, len);
-    b->len += len;
-    return 1;
-}
-
-static int enc_bin(Buf *b, const char *s, size_t len) { return enc_sized(b, s, len, 0xc4); }
-
-static int enc_uint(Buf *b, unsigned long long v)
-{
-    RESERVE(b, 9);
-    if (v < 128)
-        put1(b, (uint8_t)v);
-    else if (v < 256) {
-        put1(b, 0xcc);
-        put1(b, (uint8_t)v);
-    } else if (v < 65536) {
-        put1(b, 0xcd);
-        put2(b, (uint16_t)v);
-    } else if (v <= 0xFFFFFFFFull) {
-        put1(b, 0xce);
-        put4(b, (uint32_t)v);
-    } else {
-        put1(b, 0xcf);
-        put8(b, (uint64_t)v);
-    }
-    return 1;
-}
-
-static int enc_sint(Buf *b, long long v)   /* v < 0 */
-{
-    RESERVE(b, 9);
-    if (v >= -32)
-        put1(b, (uint8_t)(int8_t)v);
-    else if (v >= -128) {
-        put1(b, 0xd0);
-        put1(b, (uint8_t)(int8_t)v);
-    } else if (v >= -32768) {
-        put1(b, 0xd1);
-        put2(b, (uint16_t)(int16_t)v);
-    } else if (v >= -2147483648LL) {
-        put1(b, 0xd2);
-        put4(b, (uint32_t)(int32_t)v);
-    } else {
-        put1(b, 0xd3);
-        put8(b, (uint64_t)v);
-    }
-    return 1;
-}
-
-static int enc_int(Buf *b, PyObject *o)
+static int enc_int(fc_mp_buf *b, PyObject *o)
 {
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
@@ -530,7 +275,7 @@ static int enc_int(Buf *b, PyObject *o)
             PyErr_Clear();
             return 0;
         }
-        return v >= 0 ? enc_uint(b, (unsigned long long)v) : enc_sint(b, v);
+        return fc_mp_int(b, (int64_t)v);
     }
     if (overflow < 0)
         return 0;   /* below int64: msgpack raises, Python records the error */
@@ -539,35 +284,23 @@ static int enc_int(Buf *b, PyObject *o)
         PyErr_Clear();
         return 0;
     }
-    return enc_uint(b, u);
+    return fc_mp_uint(b, (uint64_t)u);
 }
 
-static int enc_float(Buf *b, PyObject *o)
+static inline int enc_float(fc_mp_buf *b, PyObject *o)
 {
-    double d = PyFloat_AS_DOUBLE(o);
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    RESERVE(b, 9);
-    put1(b, 0xcb);
-    put8(b, u);
-    return 1;
+    return fc_mp_double(b, PyFloat_AS_DOUBLE(o));
 }
 
 /* 1: encoded; 0: not a type handled here (or too deep/long): nothing is
  * raised, the caller falls back to the Python encoder. */
-static int enc_obj(Buf *b, PyObject *o, int depth)
+static int enc_obj(fc_mp_buf *b, PyObject *o, int depth)
 {
     PyTypeObject *t = Py_TYPE(o);
-    if (o == Py_None) {
-        RESERVE(b, 1);
-        put1(b, 0xc0);
-        return 1;
-    }
-    if (o == Py_True || o == Py_False) {
-        RESERVE(b, 1);
-        put1(b, o == Py_True ? 0xc3 : 0xc2);
-        return 1;
-    }
+    if (o == Py_None)
+        return fc_mp_nil(b);
+    if (o == Py_True || o == Py_False)
+        return fc_mp_bool(b, o == Py_True);
     if (t == &PyLong_Type)
         return enc_int(b, o);
     if (t == &PyUnicode_Type)
@@ -575,13 +308,13 @@ static int enc_obj(Buf *b, PyObject *o, int depth)
     if (t == &PyFloat_Type)
         return enc_float(b, o);
     if (t == &PyBytes_Type)
-        return enc_bin(b, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o));
+        return fc_mp_bin(b, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o));
     if (depth >= MAX_DEPTH)
         return 0;
     if (t == &PyDict_Type) {
         Py_ssize_t pos = 0;
         PyObject *k, *v;
-        if (!enc_map_hdr(b, (size_t)PyDict_GET_SIZE(o)))
+        if (!fc_mp_map_hdr(b, (size_t)PyDict_GET_SIZE(o)))
             return 0;
         while (PyDict_Next(o, &pos, &k, &v))
             if (!enc_obj(b, k, depth + 1) || !enc_obj(b, v, depth + 1))
@@ -590,7 +323,7 @@ static int enc_obj(Buf *b, PyObject *o, int depth)
     }
     if (t == &PyTuple_Type) {
         Py_ssize_t n = PyTuple_GET_SIZE(o);
-        if (!enc_arr_hdr(b, (size_t)n))
+        if (!fc_mp_arr_hdr(b, (size_t)n))
             return 0;
         for (Py_ssize_t i = 0; i < n; i++)
             if (!enc_obj(b, PyTuple_GET_ITEM(o, i), depth + 1))
@@ -599,7 +332,7 @@ static int enc_obj(Buf *b, PyObject *o, int depth)
     }
     if (t == &PyList_Type) {
         Py_ssize_t n = PyList_GET_SIZE(o);
-        if (!enc_arr_hdr(b, (size_t)n))
+        if (!fc_mp_arr_hdr(b, (size_t)n))
             return 0;
         for (Py_ssize_t i = 0; i < n; i++)   /* no Python code runs here */
             if (!enc_obj(b, PyList_GET_ITEM(o, i), depth + 1))
@@ -696,12 +429,12 @@ static inline int same_str(PyObject *a, PyObject *b)
 }
 
 /* The "used" value: 1 encoded, 0 fall back to the Python path, -1 error. */
-static int enc_used(TaskObject *w, Buf *b, PyObject *const *args,
+static int enc_used(TaskObject *w, fc_mp_buf *b, PyObject *const *args,
                     Py_ssize_t nargs, PyObject *kwnames)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs == 0) {                       /* used = kwargs */
-        if (!enc_map_hdr(b, (size_t)nkw))
+        if (!fc_mp_map_hdr(b, (size_t)nkw))
             return 0;
         for (Py_ssize_t i = 0; i < nkw; i++)
             if (!enc_str(b, PyTuple_GET_ITEM(kwnames, i)) ||
@@ -716,7 +449,7 @@ static int enc_used(TaskObject *w, Buf *b, PyObject *const *args,
                              PyTuple_GET_ITEM(w->names, i)))
                     return 0;
         Py_ssize_t first = w->skip_first ? 1 : 0;
-        if (!enc_map_hdr(b, (size_t)(nargs - first + nkw)))
+        if (!fc_mp_map_hdr(b, (size_t)(nargs - first + nkw)))
             return 0;
         for (Py_ssize_t i = first; i < nargs; i++)
             if (!enc_str(b, PyTuple_GET_ITEM(w->names, i)) ||
@@ -750,13 +483,13 @@ static int enc_used(TaskObject *w, Buf *b, PyObject *const *args,
 static PyObject *g_str_used, *g_str_generated;
 
 /* Whole payload of a call that returned: 1 encoded, 0 fall back, -1 error. */
-static int enc_doc(TaskObject *w, Buf *b, int want, PyObject *const *args,
+static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
                    Py_ssize_t nargs, PyObject *kwnames, PyObject *result)
 {
     if (w->n_extra < 0)
         return 0;
     if (!want) {
-        if (!enc_map_hdr(b, (size_t)w->n_extra))
+        if (!fc_mp_map_hdr(b, (size_t)w->n_extra))
             return 0;
     } else {
         /* generated, as _generated(): kind 0 none, 1 {name: r},
@@ -779,7 +512,7 @@ static int enc_doc(TaskObject *w, Buf *b, int want, PyObject *const *args,
             kind = 3;
         else
             kind = 4;
-        if (!enc_map_hdr(b, (size_t)(1 + (kind != 0) + w->n_extra)))
+        if (!fc_mp_map_hdr(b, (size_t)(1 + (kind != 0) + w->n_extra)))
             return 0;
         if (!enc_str(b, g_str_used))
             return 0;
@@ -791,7 +524,7 @@ static int enc_doc(TaskObject *w, Buf *b, int want, PyObject *const *args,
                 return 0;
             switch (kind) {
             case 1:
-                if (!enc_map_hdr(b, 1) ||
+                if (!fc_mp_map_hdr(b, 1) ||
                     !enc_str(b, PyTuple_GET_ITEM(w->outnames, 0)) ||
                     !enc_obj(b, result, 1))
                     return 0;
@@ -800,7 +533,7 @@ static int enc_doc(TaskObject *w, Buf *b, int want, PyObject *const *args,
                 PyObject **items = rt == &PyTuple_Type
                                        ? &PyTuple_GET_ITEM(result, 0)
                                        : ((PyListObject *)result)->ob_item;
-                if (!enc_map_hdr(b, (size_t)nout))
+                if (!fc_mp_map_hdr(b, (size_t)nout))
                     return 0;
                 for (Py_ssize_t i = 0; i < nout; i++)
                     if (!enc_str(b, PyTuple_GET_ITEM(w->outnames, i)) ||
@@ -813,14 +546,14 @@ static int enc_doc(TaskObject *w, Buf *b, int want, PyObject *const *args,
                     return 0;
                 break;
             default:
-                if (!enc_map_hdr(b, 1) || !enc_str(b, g_str_return) ||
+                if (!fc_mp_map_hdr(b, 1) || !enc_str(b, g_str_return) ||
                     !enc_obj(b, result, 1))
                     return 0;
             }
         }
     }
     if (w->n_extra > 0 &&
-        !enc_raw(b, PyBytes_AS_STRING(w->extra),
+        !fc_mp_raw(b, PyBytes_AS_STRING(w->extra),
                  (size_t)PyBytes_GET_SIZE(w->extra)))
         return 0;
     return 1;
@@ -944,8 +677,8 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
         return result;
     }
     int want = w->capture_args >= 0 ? w->capture_args : st->capture_args;
-    Buf b;
-    buf_init(&b, (size_t)st->max_payload);
+    fc_mp_buf b;
+    fc_mp_init(&b, (size_t)st->max_payload);
     PyObject *slow = NULL;
     const char *data;
     size_t len;
@@ -970,13 +703,13 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
                  state_thread_index(st), act, FC_STATUS_FINISHED,
                  FC_FLAG_PAYLOAD_MSGPACK, data, (uint32_t)len);
     Py_XDECREF(slow);
-    buf_free(&b);
+    fc_mp_free(&b);
     Py_DECREF(st);
     return result;
 
 error:
     Py_XDECREF(slow);
-    buf_free(&b);
+    fc_mp_free(&b);
     Py_DECREF(st);
     Py_DECREF(result);
     return NULL;
@@ -1191,14 +924,14 @@ static PyObject *mod_configure(PyObject *Py_UNUSED(m), PyObject *args)
 static PyObject *mod_encode(PyObject *Py_UNUSED(m), PyObject *o)
 {
     /* The C encoder alone (tests): bytes, or None where it defers. */
-    Buf b;
-    buf_init(&b, (size_t)PY_SSIZE_T_MAX);
+    fc_mp_buf b;
+    fc_mp_init(&b, (size_t)PY_SSIZE_T_MAX);
     PyObject *r;
     if (enc_obj(&b, o, 0))
         r = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.len);
     else
         r = Py_NewRef(Py_None);
-    buf_free(&b);
+    fc_mp_free(&b);
     return r;
 }
 

@@ -1,7 +1,7 @@
 /*
  * ring.c -- the shared-memory MPSC ring: create/open/close, string table,
  * push (lock-free fast path, spill/block/drop slow paths), stats, release.
- * Layout: see internal.h.
+ * File layout: fc_format.h.  The spill policy's writer is spill.c.
  */
 #include "internal.h"
 
@@ -120,8 +120,8 @@ static struct fc_ring *handle_new(void *map, size_t len, int producer)
     r->block_timeout_ns = h->block_timeout_ns;
     r->spill_fd = -1;
     pthread_mutex_init(&r->spill_mu, NULL);
-    memcpy(r->spill_path, h->spill_path, FC__SPILL_PATH_MAX);
-    r->spill_path[FC__SPILL_PATH_MAX - 1] = 0;
+    memcpy(r->spill_path, h->spill_path, FC_SPILL_PATH_MAX);
+    r->spill_path[FC_SPILL_PATH_MAX - 1] = 0;
     return r;
 }
 
@@ -144,14 +144,14 @@ int fc_ring_create(const char *path, const fc_ring_options *opts, fc_ring **out)
     if (opts->full_policy < FC_FULL_SPILL || opts->full_policy > FC_FULL_DROP ||
         opts->block_timeout_ns < 0)
         return -EINVAL;
-    char spill[FC__SPILL_PATH_MAX];
+    char spill[FC_SPILL_PATH_MAX];
     int sl = opts->spill_path
                  ? snprintf(spill, sizeof spill, "%s", opts->spill_path)
                  : snprintf(spill, sizeof spill, "%s.spill", path);
     if (sl < 0 || (size_t)sl >= sizeof spill)
         return -ENAMETOOLONG;
 
-    uint64_t strings_off = FC__HDR_SIZE;
+    uint64_t strings_off = FC_RING_HEADER_SIZE;
     uint64_t data_off = strings_off + strings_area(opts->max_strings,
                                                    opts->strings_bytes);
     uint64_t size = data_off + cap;
@@ -162,8 +162,18 @@ int fc_ring_create(const char *path, const fc_ring_options *opts, fc_ring **out)
         return -errno;
     int err = 0;
     void *map = MAP_FAILED;
-    if (ftruncate(fd, (off_t)size) != 0) {
-        err = -errno;
+    /* allocate the blocks now: on a full tmpfs a sparse file would SIGBUS
+     * at the first touch of a missing page instead */
+    err = posix_fallocate(fd, 0, (off_t)size);
+    if (err == EINVAL || err == EOPNOTSUPP) {
+        /* a file system without fallocate: size it, then touch each page */
+        err = ftruncate(fd, (off_t)size) != 0 ? errno : 0;
+        for (off_t o = 0; !err && o < (off_t)size; o += FC_RING_PAGE)
+            if (pwrite(fd, "", 1, o) != 1)
+                err = errno ? errno : EIO;
+    }
+    if (err != 0) {
+        err = -err;
         goto fail;
     }
     map = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -176,7 +186,7 @@ int fc_ring_create(const char *path, const fc_ring_options *opts, fc_ring **out)
 
     struct fc_ring_shm *h = map;
     h->format_version = FC_FORMAT_VERSION;
-    h->header_size = FC__HDR_SIZE;
+    h->header_size = FC_RING_HEADER_SIZE;
     h->capacity = cap;
     h->max_strings = opts->max_strings;
     h->strings_bytes = opts->strings_bytes;
@@ -200,7 +210,7 @@ int fc_ring_create(const char *path, const fc_ring_options *opts, fc_ring **out)
     atomic_store_explicit(&h->pending_end, 0, memory_order_relaxed);
     atomic_store_explicit(&h->string_count, 0, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    memcpy(h->magic, FC__MAGIC, 8);
+    memcpy(h->magic, FC_RING_MAGIC, 8);
 
     struct fc_ring *r = handle_new(map, (size_t)size, 1);
     if (!r) {
@@ -238,7 +248,7 @@ int fc_ring_open(const char *path, fc_ring **out)
         err = -EPERM;
         goto out;
     }
-    if ((uint64_t)st.st_size < FC__HDR_SIZE + FC__PAGE + 4096u) {
+    if ((uint64_t)st.st_size < FC_RING_HEADER_SIZE + FC__PAGE + 4096u) {
         err = -EBADMSG;
         goto out;
     }
@@ -249,25 +259,28 @@ int fc_ring_open(const char *path, fc_ring **out)
         goto out;
     }
     const struct fc_ring_shm *h = map;
-    if (memcmp(h->magic, FC__MAGIC, 8) != 0) {
-        err = -EBADMSG;
+    if (memcmp(h->magic, FC_RING_MAGIC, 8) != 0) {
+        /* "FCRING" with other version digits: a ring of another format
+         * (never openable); anything else: not (yet) a ring */
+        err = memcmp(h->magic, FC_RING_MAGIC, FC_RING_MAGIC_PREFIX_LEN) == 0
+                  ? -EPROTO : -EBADMSG;
         goto out;
     }
     atomic_thread_fence(memory_order_acquire);
     if (h->format_version != FC_FORMAT_VERSION) {
-        err = -EBADMSG;
+        err = -EPROTO;
         goto out;
     }
     uint64_t cap = h->capacity;
-    if (h->header_size != FC__HDR_SIZE || cap < 4096 || (cap & (cap - 1)) ||
+    if (h->header_size != FC_RING_HEADER_SIZE || cap < 4096 || (cap & (cap - 1)) ||
         cap > FC__MAX_CAPACITY || h->max_strings == 0 ||
         h->max_strings > (1u << 24) || h->strings_bytes < 2 ||
-        h->strings_bytes > (1u << 30) || h->strings_off != FC__HDR_SIZE ||
-        h->data_off != FC__HDR_SIZE + strings_area(h->max_strings,
+        h->strings_bytes > (1u << 30) || h->strings_off != FC_RING_HEADER_SIZE ||
+        h->data_off != FC_RING_HEADER_SIZE + strings_area(h->max_strings,
                                                    h->strings_bytes) ||
         h->file_size != h->data_off + cap || h->file_size != (uint64_t)len ||
         h->full_policy < FC_FULL_SPILL || h->full_policy > FC_FULL_DROP ||
-        memchr(h->spill_path, 0, FC__SPILL_PATH_MAX) == NULL) {
+        memchr(h->spill_path, 0, FC_SPILL_PATH_MAX) == NULL) {
         err = -EBADMSG;
         goto out;
     }
@@ -298,35 +311,39 @@ void fc_ring_close(fc_ring *r)
     free(r);
 }
 
-int fc__producer_gone(const struct fc_ring *r)
-{
-    if (atomic_load_explicit(&r->shm->closed, memory_order_acquire))
-        return 1;
-    pid_t pid = (pid_t)r->shm->producer_pid;
-    if (pid <= 0)
-        return 1;
-    if (kill(pid, 0) == 0)
-        return 0;
-    return errno == ESRCH;
-}
-
 /* ------------------------------------------------------------------ */
 /* String table                                                        */
 /* ------------------------------------------------------------------ */
 
-const uint8_t *fc__string_at(const struct fc_ring *r, uint32_t id,
-                             uint32_t *len)
+uint32_t fc_name_cut(const char *name, uint32_t len)
 {
-    uint32_t sb = r->shm->strings_bytes;
-    uint32_t off = r->str_offs[id];
-    if (off > sb || sb - off < 2)
-        return NULL;
-    uint16_t l;
-    memcpy(&l, r->str_bytes + off, 2);
-    if ((uint32_t)l > sb - off - 2)
-        return NULL;
-    *len = l;
-    return r->str_bytes + off + 2;
+    if (!name || len <= FC_NAME_MAX)
+        return name ? len : 0;
+    /* cut before the character that straddles FC_NAME_MAX: back off over
+     * at most 3 continuation bytes (10xxxxxx) at the cut */
+    const unsigned char *s = (const unsigned char *)name;
+    uint32_t cut = FC_NAME_MAX;
+    for (int k = 0; k < 3 && cut > 0 && (s[cut] & 0xC0) == 0x80; k++)
+        cut--;
+    if ((s[cut] & 0xC0) == 0x80)
+        cut = FC_NAME_MAX; /* not UTF-8 there: cut at the cap */
+    return cut;
+}
+
+int fc_name_in_payload(const char *name, uint32_t len, void *out,
+                       uint32_t cap)
+{
+    if ((!name && len) || !out)
+        return -EINVAL;
+    uint32_t n = fc_name_cut(name, len);
+    if (cap < 2u + n)
+        return -ENOBUFS;
+    uint8_t *o = out;
+    o[0] = (uint8_t)(n & 0xff); /* little-endian u16 */
+    o[1] = (uint8_t)(n >> 8);
+    if (n)
+        memcpy(o + 2, name, n);
+    return (int)(2u + n);
 }
 
 static void str_lock(struct fc_ring_shm *h)
@@ -351,8 +368,7 @@ int fc_ring_intern(fc_ring *r, const char *name, uint32_t len)
 {
     if (!r || (!name && len))
         return -EINVAL;
-    if (len > 65535)
-        return -EINVAL;
+    len = fc_name_cut(name, len);
     struct fc_ring_shm *h = r->shm;
     str_lock(h);
     uint32_t n = atomic_load_explicit(&h->string_count, memory_order_relaxed);
@@ -385,11 +401,7 @@ int fc_ring_intern(fc_ring *r, const char *name, uint32_t len)
 
 uint32_t fc_ring_string_count(const fc_ring *r)
 {
-    if (!r)
-        return 0;
-    uint32_t n = atomic_load_explicit(&r->shm->string_count,
-                                      memory_order_acquire);
-    return n > r->shm->max_strings ? r->shm->max_strings : n;
+    return r ? fc__string_count(r) : 0;
 }
 
 const char *fc_ring_string(const fc_ring *r, uint32_t id, uint32_t *len)
@@ -409,56 +421,9 @@ const char *fc_ring_string(const fc_ring *r, uint32_t id, uint32_t *len)
 /* Push                                                                */
 /* ------------------------------------------------------------------ */
 
-/* Spill one record to the spool file: [magic][body_len][crc][0][body]. */
-static int spill(struct fc_ring *r, const fc_task_record *rec,
-                 const void *payload, uint32_t plen)
-{
-    static const uint8_t zeros[8];
-    uint32_t body_len = (uint32_t)(FC__REC_SIZE + FC__ALIGN8(plen));
-    uint32_t padn = body_len - FC__REC_SIZE - plen;
-    fc_task_record rc = *rec;
-    rc.payload_off = 0;
-    uint32_t crc = fc_crc32c(0, &rc, sizeof rc);
-    crc = fc_crc32c(crc, payload, plen);
-    crc = fc_crc32c(crc, zeros, padn);
-    uint32_t hdr[4] = { FC__SPILL_MAGIC, body_len, crc, 0 };
-    struct iovec iov[4] = {
-        { hdr, sizeof hdr }, { &rc, sizeof rc },
-        { (void *)payload, plen }, { (void *)zeros, padn },
-    };
-    size_t want = sizeof hdr + body_len;
-    int res;
-    pthread_mutex_lock(&r->spill_mu);
-    if (r->spill_fd < 0) {
-        r->spill_fd = open(r->spill_path,
-                           O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW |
-                           O_CLOEXEC, 0600);
-        if (r->spill_fd < 0) {
-            res = -errno;
-            goto out;
-        }
-    }
-    off_t start = lseek(r->spill_fd, 0, SEEK_END);
-    ssize_t w = writev(r->spill_fd, iov, 4);
-    if (w == (ssize_t)want) {
-        res = 1;
-    } else {
-        res = w < 0 ? -errno : -EIO;
-        if (w > 0 && start >= 0 && ftruncate(r->spill_fd, start) != 0)
-            res = -EIO; /* a torn entry stays; spool readers stop there */
-    }
-out:
-    pthread_mutex_unlock(&r->spill_mu);
-    if (res == 1)
-        atomic_fetch_add_explicit(&r->shm->spilled, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&r->shm->dropped, 1, memory_order_relaxed);
-    return res;
-}
-
 /* Reserve `need` bytes (slot header + body, 8-aligned).  Returns the slot
  * pointer or NULL when full (per the non-blocking check). */
-static inline fc__slot *reserve(struct fc_ring *r, uint64_t need,
+static inline fc_ring_slot *reserve(struct fc_ring *r, uint64_t need,
                                 uint64_t *pos)
 {
     struct fc_ring_shm *h = r->shm;
@@ -474,22 +439,22 @@ static inline fc__slot *reserve(struct fc_ring *r, uint64_t need,
                 &h->head, &hd, hd + total, memory_order_relaxed,
                 memory_order_relaxed))) {
             if (FC_UNLIKELY(total != need)) {
-                fc__slot *pad = (fc__slot *)(r->data + off);
-                if (rem >= FC__SLOT_HDR) {
-                    pad->len = (uint32_t)(rem - FC__SLOT_HDR);
-                    pad->type = FC__SLOT_PAD;
+                fc_ring_slot *pad = (fc_ring_slot *)(r->data + off);
+                if (rem >= FC_RING_SLOT_HDR) {
+                    pad->len = (uint32_t)(rem - FC_RING_SLOT_HDR);
+                    pad->type = FC_RING_SLOT_PAD;
                 }
                 atomic_store_explicit(&pad->stamp, fc__stamp(r, hd),
                                       memory_order_release);
                 hd += rem;
             }
             *pos = hd;
-            return (fc__slot *)(r->data + (hd & r->mask));
+            return (fc_ring_slot *)(r->data + (hd & r->mask));
         }
     }
 }
 
-static inline void commit(struct fc_ring *r, fc__slot *s, uint64_t pos)
+static inline void commit(struct fc_ring *r, fc_ring_slot *s, uint64_t pos)
 {
     atomic_store_explicit(&s->stamp, fc__stamp(r, pos), memory_order_release);
     atomic_fetch_add_explicit(&r->shm->pushed, 1, memory_order_relaxed);
@@ -502,18 +467,18 @@ static __attribute__((noinline)) int push_slow(struct fc_ring *r,
 {
     switch (r->full_policy) {
     case FC_FULL_SPILL:
-        return spill(r, rec, payload, plen);
+        return fc__spill_append(r, rec, payload, plen);
     case FC_FULL_BLOCK:
         if (!too_big) {
-            uint64_t need = FC__SLOT_HDR + FC__REC_SIZE + FC__ALIGN8(plen);
+            uint64_t need = FC_RING_SLOT_HDR + FC_RECORD_SIZE + FC__ALIGN8(plen);
             int64_t deadline = mono_ns() + r->block_timeout_ns;
             unsigned spins = 0;
             for (;;) {
                 uint64_t pos;
-                fc__slot *s = reserve(r, need, &pos);
+                fc_ring_slot *s = reserve(r, need, &pos);
                 if (s) {
-                    s->len = (uint32_t)(FC__REC_SIZE + plen);
-                    s->type = FC__SLOT_RECORD;
+                    s->len = (uint32_t)(FC_RECORD_SIZE + plen);
+                    s->type = FC_RING_SLOT_RECORD;
                     fc_task_record *d = (fc_task_record *)(s + 1);
                     *d = *rec;
                     d->payload_off = 0;
@@ -549,7 +514,8 @@ static inline int check_push(const struct fc_ring *r, uint32_t activity_id,
     if (FC_UNLIKELY(!r || (plen && !payload) || plen > FC__MAX_PAYLOAD))
         return -EINVAL;
     if (FC_UNLIKELY(activity_id >= atomic_load_explicit(
-            &r->shm->string_count, memory_order_relaxed)))
+            &r->shm->string_count, memory_order_relaxed) &&
+            activity_id != FC_ACTIVITY_OVERFLOW))
         return -EINVAL;
     return 0;
 }
@@ -562,15 +528,15 @@ int fc_ring_push(fc_ring *r, const fc_task_record *rec, const void *payload,
     int e = check_push(r, rec->activity_id, payload, plen);
     if (FC_UNLIKELY(e))
         return e;
-    uint64_t need = FC__SLOT_HDR + FC__REC_SIZE + FC__ALIGN8(plen);
+    uint64_t need = FC_RING_SLOT_HDR + FC_RECORD_SIZE + FC__ALIGN8(plen);
     if (FC_UNLIKELY(need > r->cap / 2))
         return push_slow(r, rec, payload, plen, 1);
     uint64_t pos;
-    fc__slot *s = reserve(r, need, &pos);
+    fc_ring_slot *s = reserve(r, need, &pos);
     if (FC_UNLIKELY(!s))
         return push_slow(r, rec, payload, plen, 0);
-    s->len = (uint32_t)(FC__REC_SIZE + plen);
-    s->type = FC__SLOT_RECORD;
+    s->len = (uint32_t)(FC_RECORD_SIZE + plen);
+    s->type = FC_RING_SLOT_RECORD;
     fc_task_record *d = (fc_task_record *)(s + 1);
     memcpy(d, rec, sizeof *d);
     d->payload_off = 0;
@@ -589,9 +555,9 @@ int fc_ring_push_task(fc_ring *r, uint64_t task_id, uint64_t parent_id,
     int e = check_push(r, activity_id, payload, plen);
     if (FC_UNLIKELY(e))
         return e;
-    uint64_t need = FC__SLOT_HDR + FC__REC_SIZE + FC__ALIGN8(plen);
+    uint64_t need = FC_RING_SLOT_HDR + FC_RECORD_SIZE + FC__ALIGN8(plen);
     uint64_t pos;
-    fc__slot *s = FC_LIKELY(need <= r->cap / 2) ? reserve(r, need, &pos)
+    fc_ring_slot *s = FC_LIKELY(need <= r->cap / 2) ? reserve(r, need, &pos)
                                                 : NULL;
     fc_task_record tmp, *d = s ? (fc_task_record *)(s + 1) : &tmp;
     d->task_id = task_id;
@@ -608,8 +574,8 @@ int fc_ring_push_task(fc_ring *r, uint64_t task_id, uint64_t parent_id,
     d->flags = flags;
     if (FC_UNLIKELY(!s))
         return push_slow(r, &tmp, payload, plen, need > r->cap / 2);
-    s->len = (uint32_t)(FC__REC_SIZE + plen);
-    s->type = FC__SLOT_RECORD;
+    s->len = (uint32_t)(FC_RECORD_SIZE + plen);
+    s->type = FC_RING_SLOT_RECORD;
     if (plen)
         memcpy(d + 1, payload, plen);
     commit(r, s, pos);

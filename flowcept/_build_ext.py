@@ -1,7 +1,8 @@
 """cffi (API mode) build of the C hot path.
 
-The declarations come from csrc/flowcept.h itself, between its FC_CDEF_BEGIN
-and FC_CDEF_END markers, so the ABI is written exactly once.  Set
+The declarations come from the C headers themselves, between their
+FC_CDEF_BEGIN and FC_CDEF_END markers (csrc/fc_format.h: the record and
+batch layouts; csrc/flowcept.h: the API), so the ABI is written exactly once.  Set
 FLOWCEPT_SANITIZE=address (or thread) to build the extension with a
 sanitizer; the C test-suite has its own switch (make -C csrc SANITIZE=...).
 """
@@ -13,7 +14,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CSRC = os.path.join(ROOT, "csrc")
-SOURCES = ["ring.c", "batch.c", "capture.c"]
+SOURCES = ["crc32c.c", "batch.c", "spill.c", "ring.c", "capture.c", "jobid.c"]
+CDEF_HEADERS = ["fc_format.h", "flowcept.h"]   # in this order: the API uses the formats
 
 
 def read_cdef(header_path):
@@ -35,7 +37,7 @@ def read_cdef(header_path):
 
 def make_builder():
     ffi = FFI()
-    ffi.cdef(read_cdef(os.path.join(CSRC, "flowcept.h")))
+    ffi.cdef("\n".join(read_cdef(os.path.join(CSRC, h)) for h in CDEF_HEADERS))
     flags = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-pthread"]
     link = ["-pthread"]
     sanitize = os.environ.get("FLOWCEPT_SANITIZE", "")

@@ -2,6 +2,7 @@
  * fc_batch_validate against truncation, bit flips, bad fields, garbage.
  * Prints "N passed, M failed". */
 #include "flowcept.h"
+#include "harness.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -11,9 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int g_fail_checks;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", \
-    __FILE__, __LINE__, #c); g_fail_checks++; return; } } while (0)
 
 static uint32_t crc_ref(uint32_t crc, const uint8_t *p, size_t n)
 {
@@ -57,17 +55,13 @@ static int crc_checks(void)
     return 1;
 }
 
-/* must run first: the child picks the software path before any crc use */
+/* both paths: the software tables and (where the CPU has it) crc32 */
 static void t_crc(void)
 {
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        setenv("FLOWCEPT_CRC_SOFT", "1", 1);
-        _exit(crc_checks() ? 0 : 1);
-    }
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    fc_crc32c_force_soft(1);
+    int soft = crc_checks();
+    fc_crc32c_force_soft(0);
+    CHECK(soft);
     CHECK(crc_checks());
 }
 
@@ -281,25 +275,13 @@ static void t_empty_frame_valid(void)
 
 int main(void)
 {
-    struct { const char *name; void (*fn)(void); } tests[] = {
-        { "crc", t_crc },  /* first: see t_crc */
+    static const fc_test tests[] = {
+        { "crc", t_crc },
         { "validate_basic", t_validate_basic },
         { "validate_semantic", t_validate_semantic },
         { "validate_garbage", t_validate_garbage },
         { "empty_frame_valid", t_empty_frame_valid },
     };
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = g_fail_checks;
-        tests[i].fn();
-        if (g_fail_checks == before) {
-            passed++;
-            fprintf(stderr, "  ok   %s\n", tests[i].name);
-        } else {
-            failed++;
-            fprintf(stderr, "  FAIL %s\n", tests[i].name);
-        }
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    int rc = FC_RUN_TESTS(tests);
+    return rc;
 }

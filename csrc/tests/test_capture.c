@@ -1,6 +1,7 @@
 /* test_capture.c -- the C capture API: nesting, parent ids, payloads,
  * thread ids, overflow, ids, attach/finalize.  Prints "N passed, M failed". */
 #include "flowcept.h"
+#include "harness.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -9,9 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int g_fail_checks;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", \
-    __FILE__, __LINE__, #c); g_fail_checks++; return; } } while (0)
 
 static char g_path[256];
 
@@ -108,6 +106,54 @@ static void t_nesting(void)
     free(buf);
 }
 
+/* string table full: tasks are still recorded, with FC_ACTIVITY_OVERFLOW
+ * and their name in front of the payload */
+static void t_strtab_overflow(void)
+{
+    unlink(g_path);
+    fc_ring_options o;
+    fc_ring_options_init(&o);
+    o.max_strings = 2; /* "host:..." and one name */
+    CHECK(fc_capture_init(g_path, &o, 0x78, 1) == 0);
+    CHECK(fc_task_begin("first") != 0);
+    CHECK(fc_task_end(FC_STATUS_FINISHED, NULL, 0) == 0);
+    uint64_t a = fc_task_begin("second");
+    CHECK(a != 0);
+    uint64_t b = fc_task_begin("third"); /* nested, overflows too */
+    CHECK(b != 0);
+    CHECK(fc_task_end(FC_STATUS_FINISHED, NULL, 0) == 0);
+    CHECK(fc_task_end(FC_STATUS_ERROR, "PP", 2) == 0);
+    CHECK(fc_task_begin("second") != 0); /* cached overflow */
+    CHECK(fc_task_end(FC_STATUS_FINISHED, NULL, 0) == 0);
+
+    uint8_t *buf = malloc(1 << 20);
+    uint32_t n = 0;
+    fc_ring *c = NULL;
+    const fc_task_record *r = drain(buf, 1 << 20, &n, &c);
+    int ok = r && n == 4;
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    const uint8_t *pay = buf + h->payload_off;
+    ok = ok && strcmp(name_of(buf, r[0].activity_id), "first") == 0 &&
+         r[0].flags == FC_FLAG_C_API;
+    /* third (ended first): [u16 5]["third"] */
+    ok = ok && r[1].activity_id == FC_ACTIVITY_OVERFLOW && r[1].task_id == b &&
+         r[1].parent_id == a &&
+         r[1].flags == (FC_FLAG_C_API | FC_FLAG_NAME_IN_PAYLOAD) &&
+         r[1].payload_len == 7 &&
+         memcmp(pay + r[1].payload_off, "\x05\x00third", 7) == 0;
+    ok = ok && r[2].activity_id == FC_ACTIVITY_OVERFLOW && r[2].task_id == a &&
+         r[2].status == FC_STATUS_ERROR && r[2].payload_len == 10 &&
+         memcmp(pay + r[2].payload_off, "\x06\x00secondPP", 10) == 0;
+    ok = ok && r[3].activity_id == FC_ACTIVITY_OVERFLOW &&
+         r[3].payload_len == 8 &&
+         memcmp(pay + r[3].payload_off, "\x06\x00second", 8) == 0;
+    if (c)
+        fc_ring_close(c);
+    fc_capture_finalize();
+    free(buf);
+    CHECK(ok);
+}
+
 static void t_overflow(void)
 {
     unlink(g_path);
@@ -202,25 +248,14 @@ static void t_threads_and_attach(void)
 int main(void)
 {
     snprintf(g_path, sizeof g_path, "/tmp/fc_test_capture_%d.ring", (int)getpid());
-    struct { const char *name; void (*fn)(void); } tests[] = {
+    static const fc_test tests[] = {
         { "not_initialised", t_not_initialised },
         { "nesting", t_nesting },
         { "overflow", t_overflow },
+        { "strtab_overflow", t_strtab_overflow },
         { "threads_and_attach", t_threads_and_attach },
     };
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = g_fail_checks;
-        tests[i].fn();
-        if (g_fail_checks == before) {
-            passed++;
-            fprintf(stderr, "  ok   %s\n", tests[i].name);
-        } else {
-            failed++;
-            fprintf(stderr, "  FAIL %s\n", tests[i].name);
-        }
-    }
+    int rc = FC_RUN_TESTS(tests);
     unlink(g_path);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return rc;
 }

@@ -2,6 +2,7 @@
  * consumer, full policies, SIGKILLed producer recovery, torn records,
  * pack determinism.  Prints "N passed, M failed". */
 #include "flowcept.h"
+#include "harness.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -12,16 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-static int g_fail_checks;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", \
-    __FILE__, __LINE__, #c); g_fail_checks++; return; } } while (0)
-#define CHECKX(c) do { if (!(c)) { fprintf(stderr, "%s:%d: CHECK failed: %s\n", \
-    __FILE__, __LINE__, #c); _exit(1); } } while (0)
 
 static char g_dir[256];
 static char *tpath(const char *name)
@@ -168,7 +165,7 @@ static void t_create_open_errors(void)
     struct stat st;
     CHECK(stat(tpath("dup"), &st) == 0 && (st.st_mode & 0777) == 0600);
     /* strings */
-    CHECK(fc_ring_intern(a, "x", 70000) == -EINVAL);
+    CHECK(fc_ring_intern(a, NULL, 3) == -EINVAL);
     CHECK(fc_ring_intern(a, "abc", 3) == 0);
     CHECK(fc_ring_intern(a, "abd", 3) == 1);
     CHECK(fc_ring_intern(a, "abc", 3) == 0);
@@ -449,9 +446,9 @@ static void t_fork_consumer(void)
 
 /* ---- full policies ---- */
 
-/* drains ring + spool; marks seen[] (counts); returns records or -1 */
-static long drain_all(fc_ring *c, const char *spool, uint32_t *seen,
-                      uint64_t nseen, uint32_t tid, uint64_t *spool_recs)
+/* drains ring + spill file; marks seen[] (counts); returns records or -1 */
+static long drain_all(fc_ring *c, const char *spill, uint32_t *seen,
+                      uint64_t nseen, uint32_t tid, uint64_t *spill_recs)
 {
     size_t cap = 1 << 20;
     uint8_t *buf = malloc(cap);
@@ -476,8 +473,8 @@ static long drain_all(fc_ring *c, const char *spool, uint32_t *seen,
     if (n < 0)
         goto bad;
     uint64_t off = 0;
-    *spool_recs = 0;
-    while ((n = fc_spool_pack(c, spool, off, 0, buf, cap, 1000, &consumed)) > 0) {
+    *spill_recs = 0;
+    while ((n = fc_spill_pack(c, spill, off, 0, buf, cap, 1000, &consumed)) > 0) {
         if (fc_batch_validate(buf, (uint64_t)n) != 0)
             goto bad;
         const fc_batch_header *h = (const fc_batch_header *)buf;
@@ -487,11 +484,11 @@ static long drain_all(fc_ring *c, const char *spool, uint32_t *seen,
             const fc_task_record *x = &recs_of(buf)[i];
             uint64_t s = x->task_id & 0xFFFFFFFF;
             if ((x->task_id >> 32) != tid || s >= nseen ||
-                !rec_ok(h, x, FC_FLAG_FROM_SPOOL))
+                !rec_ok(h, x, FC_FLAG_FROM_SPILL))
                 goto bad;
             seen[s]++;
             total++;
-            (*spool_recs)++;
+            (*spill_recs)++;
         }
         off += consumed;
     }
@@ -557,31 +554,31 @@ static void t_spill(void)
     struct stat sst;
     CHECK(stat(tpath("spill.custom"), &sst) == 0 && (sst.st_mode & 0777) == 0600);
 
-    /* spool re-pack with an end limit is identical */
+    /* spill re-pack with an end limit is identical */
     uint8_t *b1 = malloc(1 << 16), *b2 = malloc(1 << 16);
     uint64_t c1, c2;
-    int64_t n1 = fc_spool_pack(r, tpath("spill.custom"), 0, 0, b1, 1 << 16, 10, &c1);
+    int64_t n1 = fc_spill_pack(r, tpath("spill.custom"), 0, 0, b1, 1 << 16, 10, &c1);
     CHECK(n1 > 0 && ((fc_batch_header *)b1)->record_count == 10);
     CHECK(fc_ring_intern(r, "later", 5) == 1);
-    int64_t n2 = fc_spool_pack(r, tpath("spill.custom"), 0, c1, b2, 1 << 16, 1000, &c2);
+    int64_t n2 = fc_spill_pack(r, tpath("spill.custom"), 0, c1, b2, 1 << 16, 1000, &c2);
     CHECK(n2 == n1 && c2 == c1 && memcmp(b1, b2, (size_t)n1) == 0);
-    CHECK(fc_spool_pack(r, tpath("spill.custom"), 0, 0, b1, 150, 10, &c1) == -ENOBUFS);
-    CHECK(fc_spool_pack(r, tpath("nonexistent"), 0, 0, b1, 1 << 16, 10, &c1) == 0);
+    CHECK(fc_spill_pack(r, tpath("spill.custom"), 0, 0, b1, 150, 10, &c1) == -ENOBUFS);
+    CHECK(fc_spill_pack(r, tpath("nonexistent"), 0, 0, b1, 1 << 16, 10, &c1) == 0);
     free(b1);
     free(b2);
 
     /* append a torn entry: ignored */
     int fd = open(tpath("spill.custom"), O_WRONLY | O_APPEND);
     CHECK(fd >= 0);
-    uint32_t torn_hdr[6] = { FC__SPILL_MAGIC, 64, 0, 0, 1, 2 };
+    uint32_t torn_hdr[6] = { FC_SPILL_MAGIC, 64, 0, 0, 1, 2 };
     CHECK(write(fd, torn_hdr, sizeof torn_hdr) == (ssize_t)sizeof torn_hdr);
     close(fd);
 
     fc_ring *c;
     CHECK(fc_ring_open(tpath("spill"), &c) == 0);
-    uint64_t spool_recs = 0;
+    uint64_t spill_recs = 0;
     /* the big record (task_id 1) is not in our seq scheme: count it apart */
-    long got = drain_all(c, tpath("spill.custom"), seen, N, 9, &spool_recs);
+    long got = drain_all(c, tpath("spill.custom"), seen, N, 9, &spill_recs);
     CHECK(got == -1); /* task_id 1 has tid 0: flagged by drain_all */
     fc_ring_close(c);
     fc_ring_close(r);
@@ -599,8 +596,8 @@ static void t_spill(void)
     }
     fc_ring_close(r);
     CHECK(fc_ring_open(tpath("spill"), &c) == 0);
-    got = drain_all(c, tpath("spill.custom"), seen, N, 9, &spool_recs);
-    CHECK(got == N && spool_recs == nspilled);
+    got = drain_all(c, tpath("spill.custom"), seen, N, 9, &spill_recs);
+    CHECK(got == N && spill_recs == nspilled);
     for (int i = 0; i < N; i++)
         CHECK(seen[i] == 1);
     fc_ring_close(c);
@@ -742,6 +739,154 @@ static void t_torn(void)
 
 /* a slot that would straddle the end leaves exactly 8 bytes: the padding
  * slot is then just a stamp */
+/* a ring of another format version is -EPROTO (never openable); a file
+ * whose magic is not written yet stays -EBADMSG (retry) */
+static void t_version(void)
+{
+    fc_ring *r, *c;
+    unlink(tpath("ver"));
+    CHECK(fc_ring_create(tpath("ver"), NULL, &r) == 0);
+    fc_ring_close(r);
+    int fd = open(tpath("ver"), O_RDWR);
+    CHECK(fd >= 0);
+    uint32_t v = FC_FORMAT_VERSION + 1, v0 = FC_FORMAT_VERSION;
+    off_t vo = (off_t)offsetof(struct fc_ring_shm, format_version);
+    int ok = pwrite(fd, &v, 4, vo) == 4 && fc_ring_open(tpath("ver"), &c) == -EPROTO;
+    ok = ok && pwrite(fd, &v0, 4, vo) == 4 && fc_ring_open(tpath("ver"), &c) == 0;
+    if (ok)
+        fc_ring_close(c);
+    ok = ok && pwrite(fd, "FCRING02", 8, 0) == 8 &&
+         fc_ring_open(tpath("ver"), &c) == -EPROTO;
+    static const char zero[8];
+    ok = ok && pwrite(fd, zero, 8, 0) == 8 &&
+         fc_ring_open(tpath("ver"), &c) == -EBADMSG;
+    close(fd);
+    CHECK(ok);
+}
+
+/* ring creation reserves its blocks: a full tmpfs says -ENOSPC at once */
+static void t_enospc(void)
+{
+    char dir[] = "/tmp/fc_test_tmpfs_XXXXXX";
+    if (!mkdtemp(dir))
+        SKIP("mkdtemp failed");
+    if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0700") != 0) {
+        rmdir(dir);
+        SKIP("cannot mount a tmpfs (needs root)");
+    }
+    char path[64], small[64];
+    snprintf(path, sizeof path, "%s/big.ring", dir);
+    snprintf(small, sizeof small, "%s/small.ring", dir);
+    fc_ring_options o;
+    fc_ring_options_init(&o);
+    o.capacity = 4u << 20;
+    fc_ring *r = NULL;
+    int e_big = fc_ring_create(path, &o, &r);
+    int gone = access(path, F_OK) != 0;
+    o.capacity = 64u << 10;
+    int e_small = fc_ring_create(small, &o, &r);
+    if (e_small == 0)
+        fc_ring_close(r);
+    umount(dir);
+    rmdir(dir);
+    CHECK(e_big == -ENOSPC && gone);
+    CHECK(e_small == 0);
+}
+
+/* names longer than FC_NAME_MAX are cut at a UTF-8 boundary */
+static void t_long_names(void)
+{
+    fc_ring *r;
+    unlink(tpath("names"));
+    CHECK(fc_ring_create(tpath("names"), NULL, &r) == 0);
+    static char name[2100];
+    uint32_t l = 0;
+    memset(name, 'a', sizeof name);
+    int ok = fc_ring_intern(r, name, 2000) == 0 &&
+             fc_ring_string(r, 0, &l) && l == FC_NAME_MAX &&
+             fc_ring_intern(r, name, FC_NAME_MAX) == 0; /* same name now */
+    /* 'e' with acute (2 bytes) at 1023..1024: cut before it */
+    memcpy(name + 1023, "\xc3\xa9", 2);
+    ok = ok && fc_name_cut(name, 1025) == 1023 && fc_name_cut(name, 1024) == 1024;
+    memset(name, 'a', sizeof name);
+    memcpy(name + 1022, "\xe2\x82\xac", 3); /* euro sign, 1022..1024 */
+    ok = ok && fc_name_cut(name, 2000) == 1022;
+    memcpy(name + 1021, "\xf0\x9f\x98\x80", 4); /* 4 bytes, 1021..1024 */
+    ok = ok && fc_name_cut(name, 2000) == 1021;
+    memset(name, 'a', sizeof name);
+    memcpy(name + 1024, "\xc3\xa9", 2); /* starts at the cap: kept out */
+    ok = ok && fc_name_cut(name, 2000) == 1024;
+    memset(name, 0x80, sizeof name); /* not UTF-8: cut at the cap */
+    ok = ok && fc_name_cut(name, 2000) == FC_NAME_MAX;
+    ok = ok && fc_name_cut(name, 10) == 10 && fc_name_cut(NULL, 0) == 0;
+    ok = ok && fc_ring_intern(r, name, 2000) == 1 &&
+         fc_ring_string(r, 1, &l) && l == FC_NAME_MAX;
+    uint8_t out[FC_NAME_MAX + 2];
+    ok = ok && fc_name_in_payload("abc", 3, out, 5) == 5 &&
+         memcmp(out, "\x03\x00" "abc", 5) == 0 &&
+         fc_name_in_payload("abc", 3, out, 4) == -ENOBUFS;
+    memset(name, 'b', sizeof name);
+    ok = ok && fc_name_in_payload(name, 2000, out, sizeof out) == FC_NAME_MAX + 2 &&
+         out[0] == (FC_NAME_MAX & 0xff) && out[1] == (FC_NAME_MAX >> 8);
+    fc_ring_close(r);
+    CHECK(ok);
+}
+
+/* records with FC_ACTIVITY_OVERFLOW go through ring, spill and batch */
+static void t_overflow_records(void)
+{
+    fc_ring_options o;
+    fc_ring_options_init(&o);
+    o.capacity = 4096;
+    o.max_strings = 1;
+    char spath[512];
+    snprintf(spath, sizeof spath, "%s", tpath("ovf.spill"));
+    o.spill_path = spath;
+    unlink(spath);
+    unlink(tpath("ovf"));
+    fc_ring *r;
+    CHECK(fc_ring_create(tpath("ovf"), &o, &r) == 0);
+    CHECK(fc_ring_intern(r, "a", 1) == 0);
+    CHECK(fc_ring_intern(r, "b", 1) == -ENOSPC);
+    uint8_t pl[64];
+    int pn = fc_name_in_payload("bb", 2, pl, sizeof pl);
+    CHECK(pn == 4);
+    int spilled = 0;
+    for (int i = 0; i < 200; i++) {
+        int e = fc_ring_push_task(r, (uint64_t)i + 1, 0, 1, 1, 2, 0, 0,
+                                  FC_ACTIVITY_OVERFLOW, 0,
+                                  FC_FLAG_NAME_IN_PAYLOAD, (const char *)pl,
+                                  (uint32_t)pn);
+        CHECK(e == 0 || e == 1);
+        spilled += e == 1;
+    }
+    CHECK(spilled > 0);
+    CHECK(fc_ring_push_task(r, 999, 0, 1, 1, 2, 0, 0, 1, 0, 0, NULL, 0) == -EINVAL);
+    uint8_t *buf = malloc(1 << 16);
+    uint64_t consumed;
+    int64_t n = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
+    const fc_batch_header *h = (const fc_batch_header *)buf;
+    int ok = n > 0 && fc_batch_validate(buf, (uint64_t)n) == 0 &&
+             h->record_count == 200u - (uint32_t)spilled &&
+             recs_of(buf)[0].activity_id == FC_ACTIVITY_OVERFLOW &&
+             memcmp(buf + h->payload_off, "\x02\x00" "bb", 4) == 0;
+    ok = ok && fc_ring_release(r, h->seq + consumed) == 0;
+    n = fc_spill_pack(r, spath, 0, 0, buf, 1 << 16, 1000, &consumed);
+    ok = ok && n > 0 && fc_batch_validate(buf, (uint64_t)n) == 0 &&
+         h->record_count == (uint32_t)spilled &&
+         recs_of(buf)[0].activity_id == FC_ACTIVITY_OVERFLOW &&
+         (recs_of(buf)[0].flags & FC_FLAG_FROM_SPILL);
+    /* the old name packs the same */
+    uint8_t *b2 = malloc(1 << 16);
+    uint64_t c2;
+    ok = ok && fc_spool_pack(r, spath, 0, 0, b2, 1 << 16, 1000, &c2) == n &&
+         c2 == consumed && memcmp(buf, b2, (size_t)n) == 0;
+    free(b2);
+    free(buf);
+    fc_ring_close(r);
+    CHECK(ok);
+}
+
 static void t_pad8(void)
 {
     fc_ring *r = mkring("pad8", 4096, FC_FULL_DROP, 0);
@@ -867,8 +1012,8 @@ static void t_sigkill(void)
 
     /* the epilog: a fresh consumer recovers everything */
     CHECK(fc_ring_open(tpath("kill"), &c) == 0);
-    uint64_t spool_recs = 0;
-    long more = drain_all(c, tpath("kill.spill"), seen, NMAX, 6, &spool_recs);
+    uint64_t spill_recs = 0;
+    long more = drain_all(c, tpath("kill.spill"), seen, NMAX, 6, &spill_recs);
     CHECK(more > 0);
     got += (uint64_t)more;
     fc_ring_stats st;
@@ -880,7 +1025,7 @@ static void t_sigkill(void)
     for (uint64_t s = reported + 1; s < NMAX; s++)
         CHECK(seen[s] == 0);
     CHECK(st.torn >= 1 && st.torn <= 2);
-    CHECK(spool_recs > 0 && st.spilled + 1 >= spool_recs); /* killed between write and count */
+    CHECK(spill_recs > 0 && st.spilled + 1 >= spill_recs); /* killed between write and count */
     CHECK(st.tail == st.head);
     fc_ring_close(c);
     free(seen);
@@ -896,7 +1041,7 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    struct { const char *name; void (*fn)(void); } tests[] = {
+    static const fc_test tests[] = {
         { "layout", t_layout },
         { "create_open_errors", t_create_open_errors },
         { "string_table_full", t_string_table_full },
@@ -908,29 +1053,16 @@ int main(void)
         { "drop_block", t_drop_block },
         { "torn", t_torn },
         { "pad8", t_pad8 },
+        { "version", t_version },
+        { "enospc", t_enospc },
+        { "long_names", t_long_names },
+        { "overflow_records", t_overflow_records },
         { "sigkill", t_sigkill },
     };
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
-        int before = g_fail_checks;
-        struct timespec a, b;
-        clock_gettime(CLOCK_MONOTONIC, &a);
-        tests[i].fn();
-        clock_gettime(CLOCK_MONOTONIC, &b);
-        double ms = (double)(b.tv_sec - a.tv_sec) * 1e3 +
-                    (double)(b.tv_nsec - a.tv_nsec) / 1e6;
-        if (g_fail_checks == before) {
-            passed++;
-            fprintf(stderr, "  ok   %-20s %8.1f ms\n", tests[i].name, ms);
-        } else {
-            failed++;
-            fprintf(stderr, "  FAIL %s\n", tests[i].name);
-        }
-    }
+    int rc = FC_RUN_TESTS(tests);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", g_dir);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return rc;
 }
