@@ -1,16 +1,20 @@
-"""The Mofka transport: everything testable without Mofka (config checks,
-metadata encoding, generation detection, the push/flush contract against
-fake client modules shaped like the real ones), plus live tests that run
-only where Mofka's Python client is installed."""
+"""The Mofka transport without a Mofka stack: configuration checks, metadata encoding,
+generation detection and refusal, and the push/flush/read/ack contract against a test double
+of the one generation that cannot be built here, Mofka 0.6.x (``mochi.mofka.client`` on its
+own ``pymofka_client`` binding).  The double's signatures are those of the upstream sources
+(mochi-hpc/mofka python/mochi/mofka/client.py and python/py-mofka-client.cpp of the 0.6
+series); everything the 0.8.2 / diaspora-stream-api 0.5.2 generation does is tested against
+the real library in test_mofka_live.py."""
 import importlib
-import os
+import json
 import sys
+import time
 import types
 
 import pytest
 
 from flowcept.config import ConfigError, load_config
-from flowcept.transport import JobInfo, TransportUnavailable, open_transport
+from flowcept.transport import Entry, JobInfo, Source, Transport, TransportUnavailable, open_transport
 from flowcept.transport import mofka as M
 from support.framegen import frame_key, make_frame
 
@@ -24,6 +28,14 @@ def mcfg(**kw):
     return load_config(env={}, **base)
 
 
+def ncfg(**kw):
+    """Only the mofka_* options the module reads (independent of the package's Config)."""
+    base = dict(mofka_group_file="/tmp/mofka.json", mofka_topic="flowcept", mofka_protocol="",
+                mofka_driver="mofka", mofka_create_topic=False, mofka_timeout_s=2.0)
+    base.update(kw)
+    return types.SimpleNamespace(**base)
+
+
 def _have_mofka():
     for name in (M.GEN_DIASPORA, M.GEN_CLIENT):
         try:
@@ -34,6 +46,21 @@ def _have_mofka():
     return False
 
 
+# -- interface ---------------------------------------------------------------------------
+def test_module_exports_backend_source_and_options():
+    assert M.BACKEND is M.MofkaTransport and M.SOURCE is M.MofkaSource
+    assert issubclass(M.MofkaTransport, Transport) and issubclass(M.MofkaSource, Source)
+    assert issubclass(M.MofkaEntry, Entry)
+    assert M.MofkaTransport.name == "mofka" and M.MofkaTransport.spool_fallback is True
+    assert M.MofkaSource.name == "mofka"
+    names = [o[0] for o in M.OPTIONS]
+    assert names[:3] == ["group_file", "topic", "protocol"]
+    for name, typ, default, doc in M.OPTIONS:
+        assert isinstance(default, typ) and doc and "\n" not in doc
+    assert dict((o[0], o[2]) for o in M.OPTIONS)["topic"] == "flowcept"
+
+
+# -- configuration -----------------------------------------------------------------------
 @pytest.mark.parametrize("proto", ["na+sm", "ofi+tcp", "ofi+verbs", "cxi", "ofi+cxi",
                                    "ofi+tcp://10.0.0.1:1234"])
 def test_protocols_accepted(proto):
@@ -50,10 +77,35 @@ def test_config_needs_group_file():
     with pytest.raises(ConfigError, match="mofka_group_file"):
         M.check_config(mcfg(mofka_group_file=""))
     M.check_config(mcfg())
+    # the simple backend needs none
+    M.check_config(ncfg(mofka_group_file="", mofka_driver="simple:libdiaspora-simple-backend.so"))
+
+
+@pytest.mark.parametrize("topic", ["flowcept-x", "1abc", "", "a b", "flowcept.x", "é"])
+def test_bad_topic_names_refused_with_the_rule(topic):
+    with pytest.raises(ConfigError) as ei:
+        M.check_config(ncfg(mofka_topic=topic))
+    msg = str(ei.value)
+    assert "^[a-zA-Z_][a-zA-Z0-9_]*$" in msg and "\n" not in msg and "mofka_topic" in msg
+
+
+@pytest.mark.parametrize("topic", ["flowcept", "_x", "Flowcept_job42", "a1"])
+def test_good_topic_names(topic):
+    M.check_config(ncfg(mofka_topic=topic))
+
+
+def test_group_protocol(tmp_path):
+    g = tmp_path / "mofka.json"
+    g.write_text(json.dumps({"members": [{"address": "na+sm://1234-0", "rank": 0}]}))
+    assert M.group_protocol(str(g)) == "na+sm"
+    g.write_text(json.dumps({"members": [{"address": "ofi+tcp;ofi_rxm://10.0.0.1:5000"}]}))
+    assert M.group_protocol(str(g)) == "ofi+tcp;ofi_rxm"
+    g.write_text("not json")
+    assert M.group_protocol(str(g)) is None
+    assert M.group_protocol(str(tmp_path / "none.json")) is None
 
 
 def test_metadata_roundtrip_is_small_json():
-    import json
     key = bytes(range(24))
     meta = M.encode_metadata(key, "job", "node1", 12345)
     text = json.dumps(meta)
@@ -66,6 +118,7 @@ def test_metadata_roundtrip_is_small_json():
         M.decode_metadata("[1, 2]")
 
 
+# -- generations ---------------------------------------------------------------------------
 def test_generation_detection_prefers_diaspora():
     mods = {M.GEN_DIASPORA: "new", M.GEN_CLIENT: "old"}
 
@@ -80,177 +133,374 @@ def test_generation_detection_prefers_diaspora():
     assert M.detect_generation(importer({M.GEN_CLIENT})) == (M.GEN_CLIENT, "old")
     with pytest.raises(TransportUnavailable) as ei:
         M.detect_generation(importer(set()))
-    assert "diaspora_stream.api" in str(ei.value) and "mochi.mofka.client" in str(ei.value)
-    assert "transport=redis" in str(ei.value)
+    msg = str(ei.value)
+    assert "diaspora_stream.api" in msg and "mochi.mofka.client" in msg
+    assert "transport=redis" in msg and M.SUPPORTED in msg
 
 
-@pytest.mark.skipif(_have_mofka(), reason="Mofka is installed here")
+@pytest.mark.skipif(_have_mofka(), reason="Mofka is installed in this process")
 def test_absent_mofka_gives_a_clear_error():
     with pytest.raises(TransportUnavailable, match="needs Mofka's Python client"):
-        open_transport("mofka", mcfg(), JOB)
+        open_transport("mofka", mcfg(), JOB) if "mofka" in _transport_names() else \
+            M.MofkaTransport(mcfg(), JOB)
 
 
-# -- fake client modules, shaped like the real ones (see flowcept/transport/mofka.py) ---
-class _Future:
-    def __init__(self, value, log):
-        self.value, self.log = value, log
-
-    def wait(self):
-        self.log.append("wait")
-        return self.value
+def _transport_names():
+    from flowcept.transport import transport_names
+    try:
+        return transport_names()
+    except Exception:
+        return []
 
 
-class _Producer:
-    def __init__(self, log):
-        self.log = log
-        self.held = []       # what Mofka would read at flush: (metadata, data object)
-
-    def push(self, metadata, data=None):
-        self.held.append((metadata, data))
-        self.log.append("push")
-        return _Future(len(self.held) - 1, self.log)
-
-    def flush(self):
-        # Mofka reads the data now: it must still be the frame that was pushed
-        for meta, data in self.held:
-            assert isinstance(data, bytes) and len(data) == meta["len"]
-            self.log.append(("flushed", meta["key"], bytes(data)))
-        self.held = []
+def _pybind_method(doc):
+    """A stand-in for a pybind11 method: the signature lives in __doc__."""
+    def f(*a, **k):
+        raise AssertionError("not called")
+    f.__doc__ = doc
+    return f
 
 
-class _Topic:
-    def __init__(self, log):
-        self.log = log
-        self.producer_args = None
-        self.prod = _Producer(log)
-
-    def producer(self, *args, **kwargs):
-        self.producer_args = (args, kwargs)
-        return self.prod
-
-
-def _fake_diaspora(log):
+def _diaspora_03():
+    """diaspora-stream-api 0.3 (with Mofka 0.7.0): Driver.new, wait() without timeout."""
     mod = types.ModuleType("diaspora_stream.api")
 
+    class FutureEvent:
+        wait = _pybind_method("wait(self: pydiaspora_stream_api.FutureEvent) -> object")
+
     class Driver:
-        opened = []
-
         @staticmethod
-        def new(backend, metadata=None):
-            d = Driver()
-            d.backend, d.options = backend, metadata
-            Driver.opened.append(d)
-            return d
+        def new(backend, options=None):
+            raise AssertionError("not called")
 
-        def open_topic(self, name):
-            self.topic = _Topic(log)
-            self.topic_name = name
-            return self.topic
-
-    mod.Driver = Driver
-    mod.Ordering = types.SimpleNamespace(Loose="loose", Strict="strict")
+    mod.FutureEvent, mod.Driver = FutureEvent, Driver
     return mod
 
 
-def test_push_keeps_frames_alive_until_flush_diaspora(monkeypatch):
-    log = []
-    mod = _fake_diaspora(log)
+def _mofka_05():
+    """mochi.mofka.client of Mofka <= 0.5: MofkaDriver(group_file, arg=None), no
+    FullDataSelector."""
+    mod = types.ModuleType("mochi.mofka.client")
+
+    class FutureEvent:
+        wait = _pybind_method("wait(self: pymofka_client.FutureEvent) -> pymofka_client.Event")
+
+    class MofkaDriver:
+        def __init__(self, group_file, arg=None):
+            raise AssertionError("not called")
+
+    mod.FutureEvent, mod.MofkaDriver = FutureEvent, MofkaDriver
+    return mod
+
+
+@pytest.mark.parametrize("gen, make, what", [
+    (M.GEN_DIASPORA, _diaspora_03, "diaspora-stream-api <= 0.3"),
+    (M.GEN_CLIENT, _mofka_05, "Mofka <= 0.5"),
+])
+def test_unsupported_generations_refused_in_one_line(gen, make, what):
+    with pytest.raises(ConfigError) as ei:
+        M.client_api(gen, make())
+    msg = str(ei.value)
+    assert what in msg and M.SUPPORTED in msg and "\n" not in msg
+
+
+def test_unsupported_client_refused_at_start(monkeypatch):
+    mod = _diaspora_03()
     pkg = types.ModuleType("diaspora_stream")
     pkg.api = mod
     monkeypatch.setitem(sys.modules, "diaspora_stream", pkg)
     monkeypatch.setitem(sys.modules, "diaspora_stream.api", mod)
-    t = open_transport("mofka", mcfg(mofka_protocol="ofi+tcp"), JOB)
-    d = mod.Driver.opened[-1]
-    assert d.backend == "mofka" and d.options["group_file"] == "/tmp/mofka.json"
-    assert d.options["margo"]["use_progress_thread"] is True and d.topic_name == "flowcept"
-    frames = [make_frame(s, 4)[0] for s in range(3)]
+    with pytest.raises(ConfigError, match="unsupported Mofka client"):
+        M.MofkaTransport(ncfg(), JOB)
+    with pytest.raises(ConfigError, match="unsupported Mofka client"):
+        M.MofkaSource(ncfg(), "keeper_1")
+
+
+# -- a double of the Mofka 0.6.x binding (pymofka_client), upstream signatures ------------
+class Mofka06:
+    """The state behind one double of ``mochi.mofka.client`` 0.6.x: partitions of events as a
+    server would hold them, cursors per consumer name, and a log of calls."""
+
+    def __init__(self, partitions=1, complete_after=0):
+        self.parts = [[] for _ in range(partitions)]   # (metadata dict, data bytes)
+        self.cursor = {}                               # (consumer, partition) -> next id
+        self.calls = []
+        self.complete_after = complete_after           # polls before a future completes
+        self.stuck_pushes = False
+        self.module = self._module()
+
+    def _module(self):
+        st = self
+        mod = types.ModuleType("mochi.mofka.client")
+        mod.AdaptiveBatchSize = 18446744073709551615
+        mod.Ordering = types.SimpleNamespace(Strict="Strict", Loose="Loose")
+        mod.ClientException = RuntimeError
+
+        def select_full(metadata, descriptor):
+            return descriptor
+
+        mod.FullDataSelector = select_full
+        mod.ByteArrayAllocator = lambda metadata, descriptor: [bytearray(descriptor.size)]
+
+        class FutureUint:              # .def("wait", ...) without timeout; completed: property
+            def __init__(self, value, stuck=False):
+                self._value, self._stuck, self._polls = value, stuck, 0
+
+            def wait(self):
+                assert self.completed, "wait() on an incomplete future blocks forever"
+                return self._value
+
+            @property
+            def completed(self):
+                self._polls += 1
+                return not self._stuck and self._polls > st.complete_after
+
+        class Event:
+            def __init__(self, metadata, data, event_id, partition, consumer, index):
+                self._metadata, self._data, self._id = metadata, data, event_id
+                self._partition, self._consumer, self._index = partition, consumer, index
+
+            @property
+            def metadata(self):
+                return self._metadata
+
+            @property
+            def data(self):
+                assert self._id is not None, "data of the no-more-events event"
+                return [memoryview(self._data)]
+
+            @property
+            def event_id(self):
+                return self._id
+
+            @property
+            def partition(self):
+                return self._partition
+
+            def acknowledge(self):
+                st.calls.append(("ack", self._consumer, self._index, self._id))
+                st.cursor[(self._consumer, self._index)] = self._id + 1
+
+        class FutureEvent:             # wait() without timeout; completed(): a method
+            def __init__(self, consumer):
+                self._consumer, self._event, self._polls = consumer, None, 0
+
+            def _try(self):
+                if self._event is None:
+                    self._event = self._consumer._next()
+                return self._event
+
+            def completed(self):
+                self._polls += 1
+                return self._polls > st.complete_after and self._try() is not None
+
+            def wait(self):
+                assert self._try() is not None, "wait() with no event blocks forever"
+                return self._event
+
+        class Producer:
+            def __init__(self, name):
+                self.name = name
+
+            def push(self, metadata, data=None, *, partition=None):
+                assert isinstance(metadata, (dict, str))
+                buf = bytes(memoryview(data))         # the binding reads the buffer now
+                i = len(st.calls) % len(st.parts) if partition is None else partition
+                st.parts[i].append((metadata, buf))
+                st.calls.append(("push", i))
+                return FutureUint(len(st.parts[i]) - 1, stuck=st.stuck_pushes)
+
+            def flush(self):
+                st.calls.append(("flush",))
+
+        class Consumer:
+            def __init__(self, name):
+                self.name = name
+                self.pos = {i: st.cursor.get((name, i), 0) for i in range(len(st.parts))}
+
+            def _next(self):
+                for i, events in enumerate(st.parts):
+                    if self.pos[i] < len(events):
+                        meta, data = events[self.pos[i]]
+                        ev = Event(meta, data, self.pos[i], {"uuid": f"p{i}"}, self.name, i)
+                        self.pos[i] += 1
+                        return ev
+                return None
+
+            def pull(self):
+                return FutureEvent(self)
+
+        class TopicHandle:
+            def __init__(self, name):
+                self.name = name
+
+            def producer(self, name="", *, batch_size=mod.AdaptiveBatchSize, max_num_batches=2,
+                         ordering=mod.Ordering.Strict, thread_pool=None, options=None):
+                st.calls.append(("producer", name, ordering))
+                return Producer(name)
+
+            def consumer(self, name, *, batch_size=mod.AdaptiveBatchSize, max_num_batches=2,
+                         thread_pool=None, targets=None, options=None):
+                st.calls.append(("consumer", name))
+                return Consumer(name)
+
+        class MofkaDriver:
+            def __init__(self, group_file, arg=None, use_progress_thread=None):
+                st.calls.append(("driver", group_file, arg, use_progress_thread))
+
+            def open_topic(self, name):
+                return TopicHandle(name)
+
+            def create_topic(self, name, *, validator=None, selector=None, serializer=None):
+                st.calls.append(("create_topic", name))
+
+            def add_default_partition(self, topic_name, server_rank, metadata_provider="",
+                                      data_provider="", partition_config=None, pool_name=""):
+                st.calls.append(("add_default_partition", topic_name, server_rank))
+
+        mod.FutureUint, mod.FutureEvent, mod.Event = FutureUint, FutureEvent, Event
+        mod.MofkaDriver = MofkaDriver
+        return mod
+
+
+@pytest.fixture
+def m06(monkeypatch):
+    st = Mofka06(partitions=2)
+    for name in ("diaspora_stream", "diaspora_stream.api"):
+        monkeypatch.setitem(sys.modules, name, None)          # not installed
+    mochi = types.ModuleType("mochi")
+    pkg = types.ModuleType("mochi.mofka")
+    pkg.client = st.module
+    mochi.mofka = pkg
+    for name, m in {"mochi": mochi, "mochi.mofka": pkg, "mochi.mofka.client": st.module}.items():
+        monkeypatch.setitem(sys.modules, name, m)
+    return st
+
+
+def test_06_accepted_and_driver_owns_its_engine(m06):
+    t = M.MofkaTransport(ncfg(mofka_create_topic=True), JOB)
+    assert t.gen == M.GEN_CLIENT and t.api == "pymofka"
+    driver = [c for c in m06.calls if c[0] == "driver"][0]
+    assert driver == ("driver", "/tmp/mofka.json", None, True)   # no margo engine of ours
+    assert ("create_topic", "flowcept") in m06.calls
+    assert ("add_default_partition", "flowcept", 0) in m06.calls
+    assert ("producer", "flowcept_nodeM", "Loose") in m06.calls
+    t.close()
+    assert not M._DRIVERS
+
+
+def test_06_push_copies_frames_and_flush_confirms_each(m06):
+    m06.complete_after = 2            # futures complete after a few polls
+    t = M.MofkaTransport(ncfg(), JOB)
+    frames = [make_frame(s, 4)[0] for s in range(4)]
     buf = bytearray(max(map(len, frames)))
     for f in frames:
         buf[:len(f)] = f                                   # the caller reuses its buffer ...
         t.publish(frame_key(f), memoryview(buf)[:len(f)])
     buf[:] = b"\0" * len(buf)                              # ... and scribbles on it
-    assert len(t._pending) == 3
+    assert [d for _, d in t._pending] == frames
     t.flush()
-    flushed = [e for e in log if isinstance(e, tuple)]
-    assert [e[2] for e in flushed] == frames               # Mofka saw the intact frames
-    assert [e[1] for e in flushed] == [frame_key(f).hex() for f in frames]
-    assert log.count("wait") == 3 and t._pending == []
+    stored = [d for part in m06.parts for _, d in part]
+    assert sorted(stored) == sorted(frames)
+    assert t._pending == [] and t.batches == 4 and ("flush",) in m06.calls
     t.close()
 
 
-def test_old_generation_uses_margo_engine(monkeypatch):
-    log = []
-    client = types.ModuleType("mochi.mofka.client")
-    made = {}
-
-    class MofkaDriver:
-        def __init__(self, group_file, engine):
-            made["driver"] = (group_file, engine)
-
-        def open_topic(self, name):
-            self.topic = _Topic(log)
-            made["topic"] = self.topic
-            return self.topic
-
-    client.MofkaDriver = MofkaDriver
-    client.AdaptiveBatchSize = "adaptive"
-    client.ThreadPool = lambda n: ("pool", n)
-    client.Ordering = types.SimpleNamespace(Loose="loose", Strict="strict")
-
-    class Engine:
-        def __init__(self, protocol, use_progress_thread=False):
-            made["engine"] = (protocol, use_progress_thread)
-            self.finalized = False
-
-        def finalize(self):
-            self.finalized = True
-
-    margo = types.ModuleType("mochi.margo")
-    margo.Engine = Engine
-    mochi = types.ModuleType("mochi")
-    mochi_mofka = types.ModuleType("mochi.mofka")
-    mochi_mofka.client = client
-    mochi.mofka, mochi.margo = mochi_mofka, margo
-    for name, m in {"mochi": mochi, "mochi.mofka": mochi_mofka, "mochi.mofka.client": client,
-                    "mochi.margo": margo}.items():
-        monkeypatch.setitem(sys.modules, name, m)
-    monkeypatch.setitem(sys.modules, "diaspora_stream", None)    # not installed
-    monkeypatch.setitem(sys.modules, "diaspora_stream.api", None)
-    t = open_transport("mofka", mcfg(mofka_protocol="ofi+verbs"), JOB)
-    assert t.gen == M.GEN_CLIENT
-    assert made["engine"] == ("ofi+verbs", True)
-    assert made["driver"][0] == "/tmp/mofka.json"
-    args, _ = made["topic"].producer_args
-    assert args[0] == "flowcept-nodeM" and args[1] == "adaptive" and args[3] == "loose"
+def test_06_flush_not_confirmed_raises_and_hands_frames_back(m06):
+    m06.stuck_pushes = True
+    t = M.MofkaTransport(ncfg(mofka_timeout_s=0.3), JOB)
     f = make_frame(1, 2)[0]
     t.publish(frame_key(f), f)
+    t0 = time.monotonic()
+    with pytest.raises(TransportUnavailable, match="did not confirm"):
+        t.flush()
+    assert time.monotonic() - t0 < 3
+    assert t.take_unflushed() == [(frame_key(f), f)]
     t.close()
-    assert any(isinstance(e, tuple) and e[2] == f for e in log)
 
 
-# -- live: only where Mofka is installed and a service is described ---------------
-LIVE_GROUP = os.environ.get("FLOWCEPT_TEST_MOFKA_GROUP_FILE")
-
-
-@pytest.mark.skipif(not _have_mofka(), reason="Mofka's Python client (diaspora_stream.api or "
-                    "mochi.mofka.client) is not installed here; see docs/transports.md")
-@pytest.mark.skipif(not LIVE_GROUP, reason="set FLOWCEPT_TEST_MOFKA_GROUP_FILE to a running "
-                    "Mofka service's group file (topic from FLOWCEPT_TEST_MOFKA_TOPIC)")
-def test_live_mofka_roundtrip(tmp_path):
-    topic = os.environ.get("FLOWCEPT_TEST_MOFKA_TOPIC", "flowcept-test")
-    proto = os.environ.get("FLOWCEPT_TEST_MOFKA_PROTOCOL", "na+sm")
-    cfg = mcfg(mofka_group_file=LIVE_GROUP, mofka_topic=topic, mofka_protocol=proto,
-               store_dir=str(tmp_path / "store"))
-    t = open_transport("mofka", cfg, JOB)
-    frames = [make_frame(s, 10, job_id=int.from_bytes(os.urandom(4), "little"))[0] for s in range(5)]
+def _publish(n):
+    t = M.MofkaTransport(ncfg(), JOB)
+    frames = [make_frame(s, 2)[0] for s in range(n)]
     for f in frames:
         t.publish(frame_key(f), f)
     t.flush()
     t.close()
-    from flowcept.keeper import Keeper
-    k = Keeper(cfg, name="live-test")
-    k.run(max_idle_s=5)
-    from flowcept.store import open_store
-    with open_store("lmdb", str(tmp_path / "store"), readonly=True) as st:
-        got = {key for key, _ in st.scan()}
-    assert {frame_key(f) for f in frames} <= got
+    return frames
+
+
+def test_06_read_honours_block_ms_and_count(m06):
+    src = M.MofkaSource(ncfg(), "keeper_1")
+    t0 = time.monotonic()
+    assert src.read(16, 150) == []                          # nothing: returns after ~150 ms
+    assert 0.1 <= time.monotonic() - t0 < 2
+    t0 = time.monotonic()
+    assert src.read(16, None) == []                         # None: no wait
+    assert time.monotonic() - t0 < 0.1
+    frames = _publish(10)
+    got = src.read(4, 1000)
+    assert len(got) == 4
+    got += src.read(16, 1000)
+    assert sorted(e.frame for e in got) == sorted(frames)
+    assert {e.key for e in got} == {frame_key(f) for f in frames}
+    assert all(e.routing()["job"] == "j9" and e.routing()["partition"] for e in got)
+    src.close()
+
+
+def test_06_ack_never_passes_an_uncommitted_event(m06):
+    frames = _publish(12)                                   # 6 per partition
+    src = M.MofkaSource(ncfg(), "keeper_1")
+    got = []
+    while len(got) < 12:
+        batch = src.read(16, 500)
+        assert batch
+        got += batch
+    by_part = {}
+    for e in got:
+        by_part.setdefault(e.partition, []).append(e)
+    p0, p1 = sorted(by_part)
+    a, b = by_part[p0], by_part[p1]
+    # commit a[0], a[1], a[3] (a[2] not committed) and b[1] only (b[0] not committed)
+    src.ack([a[0], a[1], a[3], b[1]])
+    acks = [c for c in m06.calls if c[0] == "ack"]
+    assert acks == [("ack", "keeper_1", a[1].event._index, a[1].id)]    # a[1], not a[3]
+    assert src.info()["held"] == 12 - 2
+    src.ack([a[2]])                                         # the hole fills: up to a[3]
+    assert m06.calls[-1] == ("ack", "keeper_1", a[3].event._index, a[3].id)
+    src.ack([b[0]])                                         # partition 1: up to b[1]
+    assert m06.calls[-1] == ("ack", "keeper_1", b[1].event._index, b[1].id)
+    src.close()
+    # a keeper restarted under the same name gets exactly the unacknowledged events
+    again = M.MofkaSource(ncfg(), "keeper_1")
+    rest = []
+    for _ in range(5):
+        rest += again.read(16, 100)
+    assert sorted(e.frame for e in rest) == sorted(e.frame for e in a[4:] + b[2:])
+    again.close()
+    fresh = M.MofkaSource(ncfg(), "keeper_2")               # a new name starts at 0
+    allof = []
+    for _ in range(5):
+        allof += fresh.read(16, 100)
+    assert len(allof) == 12
+    fresh.close()
+
+
+def test_06_redeliver_returns_uncommitted_entries(m06):
+    _publish(3)
+    src = M.MofkaSource(ncfg(), "keeper_1")
+    got = []
+    for _ in range(3):
+        got += src.read(16, 300)
+    assert len(got) == 3
+    src.redeliver(got)
+    again = src.read(16, 0)
+    assert [e.seq for e in again] == sorted(e.seq for e in got)
+    src.ack(again)
+    assert src.info()["held"] == 0
+    assert src.read(16, None) == []
+    src.close()
+
+
+def test_source_needs_a_consumer_name(m06):
+    with pytest.raises(ConfigError, match="stable consumer name"):
+        M.MofkaSource(ncfg(), "")
