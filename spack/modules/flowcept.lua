@@ -1,12 +1,15 @@
 -- -*- lua -*-
 -- Lmod module for flowcept (hand-written template).
--- Install as <modulepath>/flowcept/<version>.lua and set `prefix` (and `pyver`) below, e.g.
--- prefix = the output of `spack location -i py-flowcept`.  A Spack-generated module
--- (`spack module lmod refresh py-flowcept`) sets the paths itself; this template adds the
--- runtime settings and serves sites that install without Spack.
+-- The Spack recipe renders it at install time into <prefix>/share/flowcept/modules/flowcept.lua
+-- with the placeholders below filled in (the prefix, and the package's python_platlib: the
+-- site-packages directory as the Python in the spec lays it out, lib or lib64, site- or
+-- dist-packages).  Copy that file to <modulepath>/flowcept/<version>.lua.  Without Spack, fill
+-- them in yourself (see spack/README.md).
+-- A Spack-generated module (`spack module lmod refresh py-flowcept`) sets the paths itself;
+-- this template adds the runtime settings.
 
-local prefix = "/opt/flowcept/0.1.0"   -- SITE: the installation prefix
-local pyver  = "3.11"                  -- SITE: python major.minor flowcept was built for
+local prefix  = "@FLOWCEPT_PREFIX@"    -- the installation prefix
+local platlib = "@FLOWCEPT_PLATLIB@"   -- its site-packages directory (python_platlib)
 
 whatis("Name: flowcept")
 whatis("Description: HPC-native, MPI-aware workflow provenance (Python + C)")
@@ -29,7 +32,7 @@ else
 end
 
 prepend_path("PATH", pathJoin(prefix, "bin"))
-prepend_path("PYTHONPATH", pathJoin(prefix, "lib", "python" .. pyver, "site-packages"))
+prepend_path("PYTHONPATH", platlib)
 prepend_path("CPATH", pathJoin(prefix, "include"))
 prepend_path("LIBRARY_PATH", pathJoin(prefix, "lib"))
 prepend_path("LD_LIBRARY_PATH", pathJoin(prefix, "lib"))

@@ -1,10 +1,13 @@
 #%Module1.0
 ## Environment Modules (Tcl) module for flowcept (hand-written template).
-## Install as <modulepath>/flowcept/<version> and set `prefix` (and `pyver`) below, e.g.
-## prefix = the output of `spack location -i py-flowcept`.
+## The Spack recipe renders it at install time into <prefix>/share/flowcept/modules/flowcept.tcl
+## with the placeholders below filled in (the prefix, and the package's python_platlib: the
+## site-packages directory as the Python in the spec lays it out); copy that file to
+## <modulepath>/flowcept/<version>.  Without Spack, replace both placeholders yourself (see
+## spack/README.md).
 
-set prefix /opt/flowcept/0.1.0
-set pyver  3.11
+set prefix  {@FLOWCEPT_PREFIX@}
+set platlib {@FLOWCEPT_PLATLIB@}
 
 module-whatis "flowcept: HPC-native, MPI-aware workflow provenance (Python + C)"
 
@@ -24,7 +27,7 @@ if { [info exists env(SCRATCH)] && $env(SCRATCH) ne "" } {
 }
 
 prepend-path PATH            $prefix/bin
-prepend-path PYTHONPATH      $prefix/lib/python$pyver/site-packages
+prepend-path PYTHONPATH      $platlib
 prepend-path CPATH           $prefix/include
 prepend-path LIBRARY_PATH    $prefix/lib
 prepend-path LD_LIBRARY_PATH $prefix/lib

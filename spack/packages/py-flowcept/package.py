@@ -1,7 +1,10 @@
 # Spack package recipe for flowcept, HPC-native workflow provenance (Python + C, MPI-aware).
 #
-# Checked only statically (tests/spack/test_recipe.py): Spack could not be installed on the
-# machine this was written on.  Written against the Spack >= 0.22 package API.
+# Checked statically (tests/spack/test_recipe.py): Spack could not be installed on the machine
+# this was written on.  Every depends_on (and every `when=` on a dependency) is checked against
+# the versions and variants of the builtin repository (spack/spack-packages 1e8cf059) and the
+# Mochi repository (mochi-hpc/mochi-spack-packages 128261a4).  Written against the Spack >= 0.22
+# package API.
 
 import os
 
@@ -38,7 +41,8 @@ class PyFlowcept(PythonPackage):
     depends_on("py-cffi@1.15:", type=("build", "run"))
     depends_on("py-numpy@1.21:", type=("build", "run"))
     depends_on("py-msgpack@1:", type=("build", "run"))
-    depends_on("py-lmdb@1.4:", type=("build", "run"))
+    # 1.3 is the newest py-lmdb in the builtin repository; pyproject.toml says lmdb>=1.3 too.
+    depends_on("py-lmdb@1.3:", type=("build", "run"))
     depends_on("py-tomli@1.1:", type=("build", "run"), when="^python@:3.10")
 
     depends_on("py-h5py@3.6:", type=("build", "run"), when="+hdf5")
@@ -48,9 +52,16 @@ class PyFlowcept(PythonPackage):
 
     depends_on("py-redis@4.5:", type=("build", "run"), when="+redis")
 
-    # From the Mochi repository (https://github.com/mochi-hpc/mochi-spack-packages): add it
-    # with `spack repo add` before concretizing +mofka.
-    depends_on("mofka", when="+mofka")
+    # From the Mochi repository (https://github.com/mochi-hpc/mochi-spack-packages, Spack >= 1.0
+    # repository API v2): add it with `spack repo add` before concretizing +mofka.
+    # The transport speaks two Python client generations (flowcept/transport/mofka.py):
+    # Mofka 0.6.x (mochi.mofka.client on pymofka_client) and Mofka >= 0.8 (diaspora-stream-api
+    # >= 0.4).  Mofka 0.7.0 ships diaspora-stream-api 0.3 and is refused at start.  Mofka >= 0.7
+    # depends on the diaspora-stream-api package, which neither the builtin nor the Mochi
+    # repository (at the commit checked) provides: for @0.8: a site must add a repository that
+    # has it (see spack/README.md); @0.6 concretizes with the two repositories alone.
+    depends_on("mofka@0.6.0:0.6.4,0.8.0: +python", when="+mofka")
+    # mochi.mofka.client imports pymargo in both generations.
     depends_on("py-mochi-margo", type=("build", "run"), when="+mofka")
 
     import_modules = ["flowcept"]
@@ -67,6 +78,23 @@ class PyFlowcept(PythonPackage):
             static = join_path("csrc", "build", "libflowcept.a")
             if os.path.exists(static):
                 install(static, self.prefix.lib)
+
+    @run_after("install")
+    def install_modules(self):
+        """Render the module templates (spack/modules/) with this installation's prefix and
+        site-packages directory (python_platlib: lib or lib64, site- or dist-packages, as the
+        Python in the spec lays them out) into <prefix>/share/flowcept/modules/."""
+        dest = join_path(self.prefix, "share", "flowcept", "modules")
+        mkdirp(dest)
+        for name in ("flowcept.lua", "flowcept.tcl"):
+            src = join_path(self.stage.source_path, "spack", "modules", name)
+            if not os.path.isfile(src):
+                continue
+            with open(src) as f:
+                text = f.read()
+            text = render_module(text, str(self.prefix), str(self.python_platlib))
+            with open(join_path(dest, name), "w") as f:
+                f.write(text)
 
     def setup_run_environment(self, env):
         env.set("FLOWCEPT_HOME", self.prefix)
@@ -89,10 +117,16 @@ class PyFlowcept(PythonPackage):
     def test_python_import(self):
         """import flowcept and its compiled extension"""
         python = self.spec["python"].command
-        python("-c", "import flowcept, flowcept._native; print('flowcept ok')")
+        python("-c", "import flowcept, flowcept.native; print('flowcept ok')")
 
     def test_cli(self):
         """the flowcept command line starts"""
         flowcept = which(join_path(self.prefix.bin, "flowcept"))
         assert flowcept is not None, "flowcept script not installed"
         flowcept("--help")
+
+
+def render_module(text, prefix, platlib):
+    """A module template with its placeholders filled in (kept outside the class so a site
+    without Spack can do the same with sed: s|@FLOWCEPT_PREFIX@|...|; s|@FLOWCEPT_PLATLIB@|...|)."""
+    return text.replace("@FLOWCEPT_PREFIX@", prefix).replace("@FLOWCEPT_PLATLIB@", platlib)
