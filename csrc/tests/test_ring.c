@@ -199,6 +199,9 @@ static void t_string_table_full(void)
     CHECK(fc_ring_intern(r, "b", 1) == 1);
     CHECK(fc_ring_intern(r, "c", 1) == 2);
     CHECK(fc_ring_intern(r, "d", 1) == -ENOSPC);
+    fc_ring_stats st;
+    fc_ring_get_stats(r, &st);
+    CHECK(st.max_strings == 3 && st.strings_bytes == 64 && st.string_count == 3);
     CHECK(fc_ring_intern(r, "b", 1) == 1);
     fc_ring_close(r);
     o.max_strings = 100;
