@@ -387,7 +387,9 @@ int fc_batch_validate(const void *bufv, uint64_t len)
         if ((uint64_t)rc.payload_off + rc.payload_len > h.payload_bytes)
             return -ERANGE;
         if ((uint64_t)rc.activity_id >= s &&
-            rc.activity_id != FC_ACTIVITY_OVERFLOW)
+            (rc.activity_id != FC_ACTIVITY_OVERFLOW ||
+             !fc__name_prefix_ok(rc.flags, buf + h.payload_off + rc.payload_off,
+                                 rc.payload_len)))
             return -ERANGE;
     }
     return 0;

@@ -153,7 +153,10 @@ const char *fc_ring_string(const fc_ring *ring, uint32_t id, uint32_t *len);
 /* Pushes one task record and its payload (copied).  Lock-free, thread-safe,
  * wait-free when there is room.  rec->payload_len must equal payload_len.
  * Returns 0, or when full: 1 if spilled to the spill file, -ENOSPC if dropped
- * (FC_FULL_DROP), -ETIMEDOUT if dropped after blocking; drops are counted. */
+ * (FC_FULL_DROP), -ETIMEDOUT if dropped after blocking; drops are counted.
+ * -EINVAL for an activity id not in the string table, except
+ * FC_ACTIVITY_OVERFLOW with FC_FLAG_NAME_IN_PAYLOAD and a well-formed name
+ * prefix (fc_name_in_payload). */
 int fc_ring_push(fc_ring *ring, const fc_task_record *rec,
                  const void *payload, uint32_t payload_len);
 
@@ -242,7 +245,8 @@ int64_t fc_spool_pack(fc_ring *ring, const char *spool_path, uint64_t offset,
  *   -EPROTO   unsupported version
  *   -EILSEQ   checksum mismatch
  *   -EMSGSIZE len differs from total_len (truncated or trailing bytes)
- *   -ERANGE   a record's payload or activity id is out of range */
+ *   -ERANGE   a record's payload or activity id is out of range, or an
+ *             FC_ACTIVITY_OVERFLOW record lacks its name prefix */
 int fc_batch_validate(const void *buf, uint64_t len);
 
 /* CRC32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */

@@ -97,6 +97,18 @@ static inline uint32_t fc__string_count(const struct fc_ring *r)
     return n > r->shm->max_strings ? r->shm->max_strings : n;
 }
 
+/* An FC_ACTIVITY_OVERFLOW record is well-formed: FC_FLAG_NAME_IN_PAYLOAD
+ * set and the payload starts with [u16 n <= FC_NAME_MAX][n bytes]. */
+static inline int fc__name_prefix_ok(uint16_t flags, const void *payload,
+                                     uint64_t plen)
+{
+    if (!(flags & FC_FLAG_NAME_IN_PAYLOAD) || plen < 2 || !payload)
+        return 0;
+    const uint8_t *p = payload;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+    return n <= FC_NAME_MAX && 2u + (uint64_t)n <= plen;
+}
+
 /* spill.c: appends one record to the ring's spill file (opened on first
  * use, under r->spill_mu) and counts it as spilled (returns 1) or, on
  * failure, as dropped (returns -errno). */

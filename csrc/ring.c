@@ -509,14 +509,16 @@ static __attribute__((noinline)) int push_slow(struct fc_ring *r,
 }
 
 static inline int check_push(const struct fc_ring *r, uint32_t activity_id,
-                             const void *payload, uint32_t plen)
+                             uint16_t flags, const void *payload,
+                             uint32_t plen)
 {
     if (FC_UNLIKELY(!r || (plen && !payload) || plen > FC__MAX_PAYLOAD))
         return -EINVAL;
     if (FC_UNLIKELY(activity_id >= atomic_load_explicit(
-            &r->shm->string_count, memory_order_relaxed) &&
-            activity_id != FC_ACTIVITY_OVERFLOW))
-        return -EINVAL;
+            &r->shm->string_count, memory_order_relaxed)))
+        return activity_id == FC_ACTIVITY_OVERFLOW &&
+                       fc__name_prefix_ok(flags, payload, plen)
+                   ? 0 : -EINVAL;
     return 0;
 }
 
@@ -525,7 +527,7 @@ int fc_ring_push(fc_ring *r, const fc_task_record *rec, const void *payload,
 {
     if (FC_UNLIKELY(!rec || rec->payload_len != plen))
         return -EINVAL;
-    int e = check_push(r, rec->activity_id, payload, plen);
+    int e = check_push(r, rec->activity_id, rec->flags, payload, plen);
     if (FC_UNLIKELY(e))
         return e;
     uint64_t need = FC_RING_SLOT_HDR + FC_RECORD_SIZE + FC__ALIGN8(plen);
@@ -552,7 +554,7 @@ int fc_ring_push_task(fc_ring *r, uint64_t task_id, uint64_t parent_id,
                       uint16_t status, uint16_t flags,
                       const char *payload, uint32_t plen)
 {
-    int e = check_push(r, activity_id, payload, plen);
+    int e = check_push(r, activity_id, flags, payload, plen);
     if (FC_UNLIKELY(e))
         return e;
     uint64_t need = FC_RING_SLOT_HDR + FC_RECORD_SIZE + FC__ALIGN8(plen);

@@ -835,6 +835,15 @@ static void t_long_names(void)
     CHECK(ok);
 }
 
+/* recomputes a frame's crc after an edit */
+static void refresh_crc(uint8_t *buf, uint64_t len)
+{
+    memset(buf + offsetof(fc_batch_header, crc32c), 0, 4);
+    uint32_t c = fc_crc32c(0, buf + FC_BATCH_HEADER_SIZE, len - FC_BATCH_HEADER_SIZE);
+    c = fc_crc32c(c, buf, FC_BATCH_HEADER_SIZE);
+    memcpy(buf + offsetof(fc_batch_header, crc32c), &c, 4);
+}
+
 /* records with FC_ACTIVITY_OVERFLOW go through ring, spill and batch */
 static void t_overflow_records(void)
 {
@@ -865,6 +874,13 @@ static void t_overflow_records(void)
     }
     CHECK(spilled > 0);
     CHECK(fc_ring_push_task(r, 999, 0, 1, 1, 2, 0, 0, 1, 0, 0, NULL, 0) == -EINVAL);
+    /* an overflow record needs its flag and a whole name prefix */
+    CHECK(fc_ring_push_task(r, 999, 0, 1, 1, 2, 0, 0, FC_ACTIVITY_OVERFLOW, 0, 0,
+                            (const char *)pl, (uint32_t)pn) == -EINVAL);
+    CHECK(fc_ring_push_task(r, 999, 0, 1, 1, 2, 0, 0, FC_ACTIVITY_OVERFLOW, 0,
+                            FC_FLAG_NAME_IN_PAYLOAD, (const char *)pl, 3) == -EINVAL);
+    CHECK(fc_ring_push_task(r, 999, 0, 1, 1, 2, 0, 0, FC_ACTIVITY_OVERFLOW, 0,
+                            FC_FLAG_NAME_IN_PAYLOAD, NULL, 0) == -EINVAL);
     uint8_t *buf = malloc(1 << 16);
     uint64_t consumed;
     int64_t n = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
@@ -873,6 +889,15 @@ static void t_overflow_records(void)
              h->record_count == 200u - (uint32_t)spilled &&
              recs_of(buf)[0].activity_id == FC_ACTIVITY_OVERFLOW &&
              memcmp(buf + h->payload_off, "\x02\x00" "bb", 4) == 0;
+    /* a frame whose overflow record lost its prefix is refused */
+    uint8_t *bad = malloc((size_t)(n > 0 ? n : 1));
+    if (n > 0) {
+        memcpy(bad, buf, (size_t)n);
+        bad[h->payload_off] = 0xff; /* name length 0xff: past the payload */
+        refresh_crc(bad, (uint64_t)n);
+        ok = ok && fc_batch_validate(bad, (uint64_t)n) == -ERANGE;
+    }
+    free(bad);
     ok = ok && fc_ring_release(r, h->seq + consumed) == 0;
     n = fc_spill_pack(r, spath, 0, 0, buf, 1 << 16, 1000, &consumed);
     ok = ok && n > 0 && fc_batch_validate(buf, (uint64_t)n) == 0 &&
