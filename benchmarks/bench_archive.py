@@ -5,7 +5,7 @@ archive size per record vs flowcept 1.0.3's JSON-lines buffer.
     python benchmarks/bench_archive.py 10000000 --compression gzip
 
 The synthetic store is written through the real write path
-(flowcept.batch.build_frame + LmdbStore.put_batches): ranks x steps of a
+(flowcept.native.batch.build_frame + LmdbStore.put_batches): ranks x steps of a
 ``timestep`` parent with ``exchange_halos``/``diffuse``/``residual``
 children, msgpack payloads with used/generated values, one workflow record.
 Prints one JSON line per measurement on stdout.
@@ -33,7 +33,7 @@ def synth_records(n: int, ranks: int = 16, seed: int = 1, t0_ns: int = 1_795_838
     """n task records (RECORD_DTYPE) + payloads + activity names, grouped per rank.
 
     Returns (records, payloads, strings) for each rank, as a list."""
-    from flowcept.layout import RECORD_DTYPE
+    from flowcept.record.layout import RECORD_DTYPE
     rng = np.random.default_rng(seed)
     per_rank = [n // ranks + (1 if r < n % ranks else 0) for r in range(ranks)]
     out = []
@@ -66,8 +66,8 @@ def synth_records(n: int, ranks: int = 16, seed: int = 1, t0_ns: int = 1_795_838
 
 def build_store(path: str, n: int, ranks: int = 16, batch_records: int = 8192, node: str = "bench") -> float:
     """Writes a synthetic store with n task records; returns seconds taken."""
-    from flowcept.batch import batch_key, build_frame
-    from flowcept.layout import FLAG_WORKFLOW, RECORD_DTYPE
+    from flowcept.native.batch import batch_key, build_frame
+    from flowcept.record.layout import FLAG_WORKFLOW, RECORD_DTYPE
     from flowcept.store.lmdb import LmdbStore
     from flowcept.config import load_config
     t = time.perf_counter()

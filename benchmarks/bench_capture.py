@@ -53,7 +53,7 @@ def _rss_anon_bytes() -> int:
 
 def child_added(mode: str, calls: int, repeats: int, ring_bytes: int) -> dict:
     from flowcept import Flowcept, flowcept_task
-    from flowcept.reader import read_records
+    from flowcept.query.tasks import read_records
 
     def f(x, y):
         pass

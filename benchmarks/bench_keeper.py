@@ -39,9 +39,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 def real_frames(n_frames, per_frame, workdir):
     """n_frames frames of per_frame records, packed in C from a ring."""
-    from flowcept._native import ffi, lib
+    from flowcept.native import ffi, lib
     from flowcept.config import load_config
-    from flowcept.ring import Ring
+    from flowcept.native.ring import Ring
     cfg = load_config(env={}, ring_bytes=1 << 26)
     ring = Ring.create(os.path.join(workdir, "bench.ring"), cfg, 42, 7, 0)
     ring.intern("host:bench")
@@ -77,7 +77,7 @@ def wait_count(keeper, want, timeout):
 
 def bench_ingest(args):
     from support.redis_server import RedisServer
-    from flowcept.batch import Batch
+    from flowcept.native.batch import Batch
     from flowcept.config import load_config
     from flowcept.keeper import Keeper
     work = tempfile.mkdtemp(prefix="bench-keeper-")
@@ -85,7 +85,7 @@ def bench_ingest(args):
     total = sum(len(Batch(f)) for f in frames)
     with RedisServer(os.path.join(work, "redis")) as srv:
         c = srv.client()
-        from flowcept.batch import Batch as B
+        from flowcept.native.batch import Batch as B
         pipe = c.pipeline(transaction=False)
         for i, f in enumerate(frames):
             pipe.xadd("flowcept", {b"f": f, b"key": B(f).key, b"job": b"bench", b"node": b"n"})

@@ -31,7 +31,7 @@ def produce(prov, mode: str, n: int, clock=time.perf_counter) -> float:
     returns clock() at the start.  Shared with bench_keeper.py."""
     comm, s = prov.comm, prov.session
     if mode == "raw":
-        from flowcept._native import lib
+        from flowcept.native import lib
         push, h, wf, rank = lib.fc_ring_push_task, s.handle, s.workflow_id, s.rank
         aid = s.activity_id("raw")
         payload = b"\x82\xa4used\x82\xa1x\x01\xa1y\x02\xa9generated\x80"
@@ -67,7 +67,7 @@ def worker(args):
     t_all = comm.reduce(t_all, op=MPI.MAX, root=0)
     t_push = comm.reduce(t_push, op=MPI.MAX, root=0)
     if comm.Get_rank() == 0:
-        from flowcept.reader import read_records
+        from flowcept.query.tasks import read_records
         stored = len(read_records(prov.run_dir).records)
         print(json.dumps({"bench": "pipeline", "mode": args.mode, "ranks": comm.Get_size(),
                           "records": n * comm.Get_size(), "stored": stored,
@@ -146,7 +146,7 @@ def c_throughput(args):
         out, _ = leader.communicate(timeout=1800)
         # the leader waits `idle` seconds after the last ring ended before it exits
         t_all = time.perf_counter() - t0 - idle
-        from flowcept.reader import find_stores
+        from flowcept.query.tasks import find_stores
         from flowcept.store import open_store
         stored = 0
         for sp in find_stores(os.path.join(tmp, "cbench")):

@@ -7,16 +7,16 @@ first access.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "flowcept_task": "flowcept.capture",
-    "FlowceptTask": "flowcept.capture",
-    "FlowceptLoop": "flowcept.capture",
-    "Flowcept": "flowcept.workflow",
+    "flowcept_task": "flowcept.capture.task",
+    "FlowceptTask": "flowcept.capture.task",
+    "FlowceptLoop": "flowcept.capture.task",
+    "Flowcept": "flowcept.capture.workflow",
     "load_config": "flowcept.config",
     "Config": "flowcept.config",
     "ConfigError": "flowcept.config",
-    "read_tasks": "flowcept.reader",
-    "read_records": "flowcept.reader",
-    "read_workflows": "flowcept.reader",
+    "read_tasks": "flowcept.query.tasks",
+    "read_records": "flowcept.query.tasks",
+    "read_workflows": "flowcept.query.tasks",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -6,15 +6,15 @@ import sys
 
 
 def _cmd_summary(args) -> int:
-    from flowcept.reader import read_records
-    from flowcept.summary import format_summary
+    from flowcept.query.tasks import read_records
+    from flowcept.query.summary import format_summary
     r = read_records(args.path)
     print(format_summary(r.records, r.activity, title=f"flowcept summary of {args.path}"))
     return 0
 
 
 def _cmd_recover(args) -> int:
-    from flowcept.recovery import recover_job
+    from flowcept.node.recovery import recover_job
     report = recover_job(args.job, shm_dir=args.shm_dir, run_dir=args.run_dir,
                          transport=args.transport)
     print(report.describe())
@@ -25,7 +25,7 @@ def _cmd_drain(args) -> int:
     import signal
     import threading
     from flowcept.config import load_config
-    from flowcept.recovery import follow_job
+    from flowcept.node.recovery import follow_job
     overrides = {k: v for k, v in (("shm_dir", args.shm_dir), ("run_dir", args.run_dir),
                                    ("transport", args.transport)) if v}
     stop = threading.Event()

@@ -3,121 +3,255 @@
 Built once, in this order, later sources winning: built-in defaults, an
 optional settings file (TOML or JSON; ``FLOWCEPT_SETTINGS_PATH`` or the
 ``settings_path`` argument), ``FLOWCEPT_<KEY>`` environment variables, then
-keyword arguments.  Every value is validated; an unknown key or a bad value
-raises ConfigError naming the key, where it came from, and the fix.
+keyword arguments.  Every value is validated; a bad value raises ConfigError
+naming the key, where it came from, and the fix.
 
-Nothing here runs at import: call ``load_config()``.
+The core keys are the fields of ``Config``.  Each backend declares its own
+options in its module (``OPTIONS``: a tuple of ``Option``); their keys are
+``<backend>_<option>`` (``redis_stream``, ``lmdb_shards``, ...), validated
+by that declaration and read as attributes (``config.redis_stream``).
+
+This is the one place that reads the environment.  The batch system's job
+id (SLURM_JOB_ID, PBS_JOBID, LSB_JOBID, FLUX_JOB_ID) becomes ``job_id``
+here.  An unknown ``FLOWCEPT_*`` variable is warned about once and ignored
+(as mpi4py does with ``MPI4PY_RC_*``); an unknown key in a file or in
+arguments is an error.  Nothing here runs at import: call ``load_config()``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping, Optional
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
+
+from flowcept.errors import ConfigError
 
 ENV_PREFIX = "FLOWCEPT_"
-# Environment variables with the prefix that are not configuration keys.
-_ENV_NOT_KEYS = {"FLOWCEPT_SETTINGS_PATH", "FLOWCEPT_SANITIZE", "FLOWCEPT_REF_VENV",
-                 "FLOWCEPT_HOME", "FLOWCEPT_TEST_REDIS", "FLOWCEPT_PURE_PYTHON"}
+# FLOWCEPT_* variables that are read here but are not keys.
+SETTINGS_ENV = "FLOWCEPT_SETTINGS_PATH"
+BATCH_JOB_VARS = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID")
+
+__all__ = ["Config", "ConfigError", "Option", "build_config", "load_config", "process_config",
+           "read_settings_file", "describe"]
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message says how to fix it."""
+class Option(NamedTuple):
+    """One declared setting: what a backend (or the core) accepts."""
+    name: str
+    type: type
+    default: Any
+    doc: str
+    choices: Optional[Tuple[Any, ...]] = None
+    range: Optional[Tuple[int, int]] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None   # returns an error text or None
 
 
 def _default_shm_dir() -> str:
     return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 
 
-_CHOICES = {
-    "full_policy": ("spill", "block", "drop"),
-    "numpy_mode": ("summary", "shape", "full"),
-    "log_level": ("debug", "info", "warning", "error"),
-}
-# (minimum, maximum) for integer keys.
-_RANGES = {
-    "ring_bytes": (4096, 1 << 34),
-    "batch_bytes": (4096, 1 << 31),
-    "batch_records": (1, 1 << 24),
-    "block_timeout_ms": (0, 3_600_000),
-    "drain_interval_ms": (1, 60_000),
-    "batch_latency_ms": (0, 3_600_000),
-    "max_payload_bytes": (0, 1 << 26),
-    "numpy_stats_max": (0, 1 << 40),
-    "lmdb_shards": (1, 4096),
-    "lmdb_map_size": (1 << 20, 1 << 44),
-    "leader_node_rank": (0, 1 << 20),
-    "finalize_timeout_s": (0, 86400),
-    "redis_maxlen": (0, 1 << 40),
-    "keeper_batch": (1, 1 << 20),
-    # transports / keeper (issue #4)
-    "redis_pipeline": (1, 1 << 16),
-    "keeper_max_frame_bytes": (4096, 1 << 31),
-    "keeper_claim_idle_ms": (0, 86_400_000),
-    "spool_retry_ms": (1, 3_600_000),
-}
+def _power_of_two(v: int) -> Optional[str]:
+    if v & (v - 1):
+        return f"must be a power of two, e.g. {1 << (v.bit_length() - 1)} or {1 << v.bit_length()}"
+    return None
+
+
+def _known(kind: str) -> Callable[[str], Optional[str]]:
+    def check(v: str) -> Optional[str]:
+        from flowcept import registry
+        known = registry.names(kind)
+        if v not in known:
+            return (f"known {kind}s are {', '.join(known)}" if known else
+                    f"no {kind} is registered (flowcept's package metadata is unreadable: reinstall)")
+        return None
+    return check
+
+
+# The core keys (backends declare theirs in their modules).
+CORE = (
+    Option("enabled", bool, True, "capture on or off"),
+    Option("run_dir", str, "./flowcept-runs", "where each job's store and archive go"),
+    Option("shm_dir", str, "", "node-local directory of the rings (\"\" = /dev/shm)"),
+    Option("job_id", str, "", "the job name (\"\" = the batch system's job id, else generated)"),
+    Option("ring_bytes", int, 4 << 20, "per-process ring, power of two", range=(4096, 1 << 34),
+           check=_power_of_two),
+    Option("ring_names", int, 4096, "activity names one ring can intern", range=(16, 1 << 16)),
+    Option("ring_names_bytes", int, 256 << 10, "bytes of interned names per ring",
+           range=(4096, 1 << 30)),
+    Option("full_policy", str, "spill", "ring full: spill | block | drop",
+           choices=("spill", "block", "drop")),
+    Option("block_timeout_ms", int, 100, "full_policy=block: longest wait", range=(0, 3_600_000)),
+    Option("batch_bytes", int, 4 << 20, "largest batch frame", range=(4096, 1 << 31)),
+    Option("batch_records", int, 65536, "most records per batch", range=(1, 1 << 24)),
+    Option("drain_interval_ms", int, 20, "leader poll period when idle", range=(1, 60_000)),
+    Option("batch_latency_ms", int, 500, "a ring's records wait at most this long to be published",
+           range=(0, 3_600_000)),
+    Option("transport", str, "embedded", "how batches leave the node", check=_known("transport")),
+    Option("transport_url", str, "", "e.g. redis://:pw@host:6379/0"),
+    Option("spool_dir", str, "", "where batches wait while the transport is down (\"\" = "
+           "<run_dir>/<job>/spool)"),
+    Option("spool_retry_ms", int, 1000, "how often a leader retries a down transport",
+           range=(1, 3_600_000)),
+    Option("store", str, "lmdb", "where batches rest", check=_known("store")),
+    Option("store_dir", str, "", "\"\" = <run_dir>/<job>/store"),
+    Option("keeper_max_frame_bytes", int, 1 << 28, "keeper: larger frames are quarantined",
+           range=(4096, 1 << 31)),
+    Option("keeper_claim_idle_ms", int, 30_000, "keeper: take over a dead keeper's batches after "
+           "this", range=(0, 86_400_000)),
+    Option("capture_args", bool, True, "record used/generated"),
+    Option("numpy_mode", str, "summary", "numpy arrays: summary | shape | full",
+           choices=("summary", "shape", "full")),
+    Option("numpy_stats_max", int, 4096, "summary: min/max/mean only up to this many elements",
+           range=(0, 1 << 40)),
+    Option("max_payload_bytes", int, 65536, "larger payloads are summarised", range=(0, 1 << 26)),
+    Option("leader_node_rank", int, 0, "which rank of a node drains its rings", range=(0, 1 << 20)),
+    Option("finalize_timeout_s", int, 60, "leader waits this long for ranks to end",
+           range=(0, 86400)),
+    Option("abort_on_error", bool, True, "MPI: abort the job when a rank raises"),
+    Option("pure_python", bool, False, "use the pure-Python decorator even when the compiled "
+           "one is built"),
+    Option("log_level", str, "warning", "level of the 'flowcept' logger",
+           choices=("debug", "info", "warning", "error")),
+)
+_CORE = {o.name: o for o in CORE}
 
 
 @dataclass(frozen=True)
 class Config:
-    """All settings of a flowcept process.  Immutable; derive with ``replace``."""
+    """All settings of a flowcept process.  Immutable; derive with ``replace``.
+
+    Backend options are attributes too (``config.redis_stream``): the ones
+    set are in ``options``, the others take their declared default."""
 
     enabled: bool = True
     run_dir: str = "./flowcept-runs"
     shm_dir: str = field(default_factory=_default_shm_dir)
-    job_id: str = ""                 # "" = SLURM_JOB_ID, else generated
-    ring_bytes: int = 4 << 20        # per-process ring, power of two
-    full_policy: str = "spill"       # ring full: spill | block | drop
+    job_id: str = ""
+    ring_bytes: int = 4 << 20
+    ring_names: int = 4096
+    ring_names_bytes: int = 256 << 10
+    full_policy: str = "spill"
     block_timeout_ms: int = 100
-    batch_bytes: int = 4 << 20       # largest batch frame
+    batch_bytes: int = 4 << 20
     batch_records: int = 65536
-    drain_interval_ms: int = 20      # leader poll period when idle
-    batch_latency_ms: int = 500      # a ring's records wait at most this long to be published
-    transport: str = "embedded"      # embedded | redis | mofka | null
-    transport_url: str = ""          # e.g. redis://:pw@host:6379/0
-    redis_stream: str = "flowcept"
-    redis_maxlen: int = 0            # 0 = unbounded stream
-    redis_group: str = "flowcept-keepers"  # consumer group of the keepers
-    redis_pipeline: int = 64         # frames per round trip at most
-    mofka_group_file: str = ""
-    mofka_topic: str = "flowcept"
-    mofka_protocol: str = "na+sm"
-    spool_dir: str = ""              # "" = <run_dir>/<job>/spool
+    drain_interval_ms: int = 20
+    batch_latency_ms: int = 500
+    transport: str = "embedded"
+    transport_url: str = ""
+    spool_dir: str = ""
+    spool_retry_ms: int = 1000
     store: str = "lmdb"
-    store_dir: str = ""              # "" = <run_dir>/<job>/store
-    lmdb_shards: int = 1
-    lmdb_map_size: int = 1 << 36     # 64 GiB of address space, sparse
-    keeper_batch: int = 256          # batches per keeper transaction
-    keeper_max_frame_bytes: int = 1 << 28   # larger frames are quarantined
-    keeper_claim_idle_ms: int = 30_000      # take over a dead keeper's batches after this
-    spool_retry_ms: int = 1000       # how often a leader retries a down transport
-    capture_args: bool = True        # record used/generated
-    numpy_mode: str = "summary"      # summary | shape | full
-    numpy_stats_max: int = 4096      # summary: min/max/mean only up to this many elements
-    max_payload_bytes: int = 65536   # larger payloads are summarised
-    leader_node_rank: int = 0        # which rank of a node drains its rings
-    finalize_timeout_s: int = 60     # leader waits this long for ranks to end
-    abort_on_error: bool = True      # MPI: abort the job when a rank raises
+    store_dir: str = ""
+    keeper_max_frame_bytes: int = 1 << 28
+    keeper_claim_idle_ms: int = 30_000
+    capture_args: bool = True
+    numpy_mode: str = "summary"
+    numpy_stats_max: int = 4096
+    max_payload_bytes: int = 65536
+    leader_node_rank: int = 0
+    finalize_timeout_s: int = 60
+    abort_on_error: bool = True
+    pure_python: bool = False
     log_level: str = "warning"
+    options: Mapping[str, Any] = field(default_factory=dict, compare=True, repr=True)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # only called for names that are not fields: backend options
+        if name.startswith("__"):
+            raise AttributeError(name)
+        opts = self.__dict__.get("options", {})
+        if name in opts:
+            return opts[name]
+        opt = backend_option(name)
+        if opt is None:
+            raise AttributeError(f"Config has no key {name!r}{_suggest(name)}")
+        return opt.default
 
     def replace(self, **changes: Any) -> "Config":
-        return build_config({**dataclasses.asdict(self), **changes}, source="replace()")
+        values = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in ("options", "origins")}
+        values.update(self.options)
+        origins = dict(self.origins)
+        origins.update({k: "replace()" for k in changes})
+        values.update(changes)
+        return build_config(values, source="replace()", origins=origins)
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("options", "origins")}
+        out.update(self.options)
+        return out
 
 
-_FIELDS = {f.name: f for f in fields(Config)}
+_FIELDS = {f.name for f in fields(Config)} - {"options", "origins"}
+assert _FIELDS == set(_CORE), "Config fields and CORE options differ"
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    f = _FIELDS[key]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    want = type(default)
+def backend_options(kind: str, name: str) -> Tuple[Option, ...]:
+    """The options a backend declares (its module's ``OPTIONS``), with their
+    full keys (``<name>_<option>``)."""
+    from flowcept import registry
+    obj = registry.load(kind, name)
+    module = sys.modules.get(getattr(obj, "__module__", ""), None)
+    raw = getattr(obj, "OPTIONS", None) or getattr(module, "OPTIONS", ())
+    out = []
+    for o in raw:
+        o = o if isinstance(o, Option) else Option(*o)
+        out.append(o._replace(name=f"{name}_{o.name}"))
+    return tuple(out)
+
+
+_BACKEND_KINDS = ("transport", "source", "store", "adapter")
+
+
+def backend_option(key: str) -> Optional[Option]:
+    """The declaration of a backend key like ``redis_stream`` (None if none)."""
+    from flowcept import registry
+    for kind in _BACKEND_KINDS:
+        for name in registry.names(kind):
+            if key.startswith(name + "_"):
+                try:
+                    opts = backend_options(kind, name)
+                except Exception:   # a backend that cannot load declares nothing
+                    continue
+                for o in opts:
+                    if o.name == key:
+                        return o
+    return None
+
+
+def _all_keys() -> list:
+    from flowcept import registry
+    keys = list(_CORE)
+    for kind in _BACKEND_KINDS:
+        for name in registry.names(kind):
+            try:
+                keys.extend(o.name for o in backend_options(kind, name))
+            except Exception:
+                pass
+    return keys
+
+
+def _suggest(key: str) -> str:
+    import difflib
+    keys = _all_keys()
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(keys))}"
+
+
+def _coerce(opt: Option, value: Any, source: str) -> Any:
+    key, want, default = opt.name, opt.type, opt.default
     try:
         if want is bool:
             if isinstance(value, bool):
                 out = value
-            elif isinstance(value, (int,)) and value in (0, 1):
+            elif isinstance(value, int) and value in (0, 1):
                 out = bool(value)
             elif isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
                 out = True
@@ -131,6 +265,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             out = int(value, 0) if isinstance(value, str) else int(value)
             if isinstance(value, float) and value != out:
                 raise ValueError
+        elif want is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
         else:
             if not isinstance(value, str):
                 raise ValueError
@@ -139,39 +277,38 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise ConfigError(
             f"{key}={value!r} (from {source}): expected {want.__name__}; "
             f"fix the value, e.g. {key}={default!r}") from None
-    if key in _CHOICES and out not in _CHOICES[key]:
-        raise ConfigError(f"{key}={out!r} (from {source}): choose one of {', '.join(_CHOICES[key])}")
-    if key in _RANGES:
-        lo, hi = _RANGES[key]
+    if opt.choices and out not in opt.choices:
+        raise ConfigError(f"{key}={out!r} (from {source}): choose one of "
+                          f"{', '.join(map(str, opt.choices))}")
+    if opt.range:
+        lo, hi = opt.range
         if not lo <= out <= hi:
             raise ConfigError(f"{key}={out} (from {source}): must be between {lo} and {hi}")
-    if key == "ring_bytes" and out & (out - 1):
-        raise ConfigError(f"ring_bytes={out} (from {source}): must be a power of two, "
-                          f"e.g. {1 << (out.bit_length() - 1)} or {1 << out.bit_length()}")
-    if key == "redis_group" and not out.strip():
-        raise ConfigError(f"redis_group (from {source}): must not be empty, e.g. 'flowcept-keepers'")
-    if key == "transport":
-        from flowcept.transport import transport_names  # registry of backends
-        if out not in transport_names():
-            raise ConfigError(f"transport={out!r} (from {source}): known transports are "
-                              f"{', '.join(sorted(transport_names()))}")
+    if opt.check is not None:
+        problem = opt.check(out)
+        if problem:
+            raise ConfigError(f"{key}={out!r} (from {source}): {problem}")
     return out
 
 
-def _suggest(key: str) -> str:
-    import difflib
-    close = difflib.get_close_matches(key, list(_FIELDS), n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(_FIELDS))}"
+def _option(key: str, source: str) -> Option:
+    opt = _CORE.get(key) or backend_option(key)
+    if opt is None:
+        raise ConfigError(f"unknown configuration key {key!r} (from {source}){_suggest(key)}")
+    return opt
 
 
-def build_config(values: Mapping[str, Any], source: str = "arguments") -> Config:
+def build_config(values: Mapping[str, Any], source: str = "arguments",
+                 origins: Optional[Mapping[str, str]] = None) -> Config:
     """Validates a complete or partial mapping into a Config (defaults fill the rest)."""
-    out = {}
+    core, extra = {}, {}
     for key, value in values.items():
-        if key not in _FIELDS:
-            raise ConfigError(f"unknown configuration key {key!r} (from {source}){_suggest(key)}")
-        out[key] = _coerce(key, value, source)
-    return Config(**out)
+        opt = _option(key, source)
+        (core if key in _CORE else extra)[key] = _coerce(opt, value, source)
+    origin = dict(origins or {})
+    for key in values:
+        origin.setdefault(key, source)
+    return Config(**core, options=MappingProxyType(extra), origins=MappingProxyType(origin))
 
 
 def read_settings_file(path: str) -> dict:
@@ -181,7 +318,7 @@ def read_settings_file(path: str) -> dict:
             raw = f.read()
     except OSError as e:
         raise ConfigError(f"settings file {path!r} cannot be read ({e.strerror}); "
-                          f"fix FLOWCEPT_SETTINGS_PATH or create the file") from None
+                          f"fix {SETTINGS_ENV} or create the file") from None
     try:
         if path.endswith(".json"):
             data = json.loads(raw)
@@ -201,27 +338,85 @@ def read_settings_file(path: str) -> dict:
     return data
 
 
+_warned_env: set = set()
+
+
+def _warn_unknown_env(name: str, key: str) -> None:
+    if name in _warned_env:
+        return
+    _warned_env.add(name)
+    warnings.warn(f"flowcept: ignoring environment variable {name}: not a configuration key"
+                  f"{_suggest(key)}", RuntimeWarning, stacklevel=3)
+
+
 def load_config(settings_path: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
                 **overrides: Any) -> Config:
     """Builds the Config: defaults < settings file < FLOWCEPT_* env < overrides."""
     env = os.environ if env is None else env
     merged: dict = {}
-    path = settings_path or env.get("FLOWCEPT_SETTINGS_PATH")
+    origin: dict = {}
+    for var in BATCH_JOB_VARS:
+        if env.get(var):
+            merged["job_id"] = env[var].split(".")[0]
+            origin["job_id"] = f"environment {var}"
+            break
+    path = settings_path or env.get(SETTINGS_ENV)
     if path:
         for key, value in read_settings_file(path).items():
-            if key not in _FIELDS:
-                raise ConfigError(f"unknown configuration key {key!r} (from {path}){_suggest(key)}")
-            merged[key] = _coerce(key, value, path)
+            merged[key] = _coerce(_option(key, path), value, path)
+            origin[key] = path
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name in _ENV_NOT_KEYS:
+        if not name.startswith(ENV_PREFIX) or name == SETTINGS_ENV:
             continue
         key = name[len(ENV_PREFIX):].lower()
-        if key not in _FIELDS:
-            raise ConfigError(f"unknown environment variable {name}{_suggest(key)} "
-                              f"(unset it or use FLOWCEPT_<KEY> with a known key)")
-        merged[key] = _coerce(key, value, f"environment {name}")
+        opt = _CORE.get(key) or backend_option(key)
+        if opt is None:
+            _warn_unknown_env(name, key)
+            continue
+        merged[key] = _coerce(opt, value, f"environment {name}")
+        origin[key] = f"environment {name}"
     for key, value in overrides.items():
-        if key not in _FIELDS:
-            raise ConfigError(f"unknown configuration key {key!r} (from arguments){_suggest(key)}")
-        merged[key] = _coerce(key, value, "arguments")
-    return Config(**merged)
+        merged[key] = _coerce(_option(key, "arguments"), value, "arguments")
+        origin[key] = "arguments"
+    core = {k: v for k, v in merged.items() if k in _CORE}
+    extra = {k: v for k, v in merged.items() if k not in _CORE}
+    if not core.get("shm_dir"):
+        core.pop("shm_dir", None)
+    return Config(**core, options=MappingProxyType(extra), origins=MappingProxyType(origin))
+
+
+_process: Optional[Tuple[tuple, Config]] = None
+
+
+def process_config() -> Config:
+    """The process's configuration from its environment and settings file,
+    built once and rebuilt only when a ``FLOWCEPT_*`` or batch-job variable
+    changes (what decorators and lazily started sessions use)."""
+    global _process
+    snap = tuple(sorted((k, v) for k, v in os.environ.items()
+                        if k.startswith(ENV_PREFIX) or k in BATCH_JOB_VARS))
+    if _process is None or _process[0] != snap:
+        _process = (snap, load_config())
+    return _process[1]
+
+
+def describe(config: Config) -> list:
+    """(key, value, origin, doc) of every key, core and of the configured
+    backends, for ``flowcept config``."""
+    rows = [(o.name, getattr(config, o.name), config.origins.get(o.name, "default"), o.doc)
+            for o in CORE]
+    seen = set(_CORE)
+    for kind, name in (("transport", config.transport), ("store", config.store)):
+        try:
+            opts = backend_options(kind, name)
+        except Exception:
+            continue
+        for o in opts:
+            if o.name not in seen:
+                seen.add(o.name)
+                rows.append((o.name, getattr(config, o.name),
+                             config.origins.get(o.name, "default"), o.doc))
+    for key, value in config.options.items():
+        if key not in seen:
+            rows.append((key, value, config.origins.get(key, "?"), ""))
+    return rows

@@ -38,7 +38,7 @@ if [ -n "$(find "$ROOT/csrc" -name '*.[ch]' -newer "$stamp" 2>/dev/null | head -
     }
     touch "$stamp"
 fi
-python -c "import flowcept._native" || {
+python -c "import flowcept.native" || {
     echo "flowcept setup: the compiled extension does not import; see the errors above" >&2
     exit 1
 }

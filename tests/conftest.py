@@ -22,7 +22,7 @@ def flowcept_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWCEPT_RUN_DIR", str(run_dir))
     monkeypatch.setenv("FLOWCEPT_SHM_DIR", str(shm_dir))
     yield {"run_dir": str(run_dir), "shm_dir": str(shm_dir)}
-    from flowcept import runtime
+    from flowcept.capture import session as runtime
     runtime.end_session()
 
 

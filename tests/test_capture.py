@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flowcept import Flowcept, FlowceptLoop, FlowceptTask, flowcept_task, read_tasks, read_workflows
-from flowcept import runtime
+from flowcept.capture import session as runtime
 
 
 def by_activity(tasks):

@@ -17,9 +17,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from flowcept import Flowcept, FlowceptTask, flowcept_task, read_tasks, runtime
-from flowcept import capture
-from flowcept.reader import read_records
+from flowcept import Flowcept, FlowceptTask, flowcept_task, read_tasks
+from flowcept.capture import session as runtime
+from flowcept.capture import task as capture
+from flowcept.query.tasks import read_records
 
 from test_capture import *  # noqa: F401,F403  (the capture suite, run on both paths below)
 

@@ -1,6 +1,6 @@
 import pytest
 
-from flowcept.filters import MISSING, field_ops, match_value, matches
+from flowcept.query.filters import MISSING, field_ops, match_value, matches
 
 DOC = {"activity_id": "diffuse", "rank": 2, "tags": ["io", "prep"], "used": {"n": 5, "name": "x"},
        "ok": True}

@@ -29,7 +29,7 @@ def test_wheel_has_extensions_and_fresh_venv_imports_them(tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=600,
                    capture_output=True)
     code = (
-        "import flowcept, flowcept._native, flowcept._fastcapture\n"
+        "import flowcept, flowcept.native, flowcept._fastcapture\n"
         "assert flowcept.__file__.startswith(%r), flowcept.__file__\n"
         "from flowcept import Flowcept, flowcept_task, read_tasks\n"
         "@flowcept_task\n"

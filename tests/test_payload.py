@@ -1,6 +1,6 @@
 import numpy as np
 
-from flowcept import payload
+from flowcept.record import payload
 
 
 class NoRepr:

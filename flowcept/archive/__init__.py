@@ -11,7 +11,7 @@ written or opened.
 """
 from __future__ import annotations
 
-from flowcept.layout import RECORD_DTYPE
+from flowcept.record.layout import RECORD_DTYPE
 
 MAGIC = "flowcept-archive"
 # Version of the archive layout.  A reader accepts every version from 1 up to
@@ -44,7 +44,7 @@ class ArchiveError(ValueError):
 
 def open(path):  # noqa: A001 - the natural name in a notebook: flowcept.archive.open
     """Opens an archive written by :func:`compact`; returns an :class:`Archive`."""
-    from flowcept.archive.reader import Archive
+    from flowcept.archive.hdf5 import Archive
     return Archive(path)
 
 

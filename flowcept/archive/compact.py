@@ -52,8 +52,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     _isal = None
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
-from flowcept.jobs import process_alive
-from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_RUNNING
+from flowcept.osutil import process_alive
+from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_RUNNING
 
 CHUNK_ROWS = 1 << 16          # rows per column chunk = rows per index block
 BLOB_CHUNK = 1 << 20          # bytes per payload/doc blob chunk
@@ -315,14 +315,7 @@ def _scan_frames(st):
     """(key, frame) of every batch.  For the LMDB store the frames are zero-copy
     views into the memory map, valid until the next item (the caller copies
     what it keeps); other stores go through scan()."""
-    envs = getattr(st, "envs", None)
-    if not envs:
-        yield from st.scan()
-        return
-    for env, dbs in envs:
-        with env.begin(buffers=True) as txn:
-            for key, frame in txn.cursor(db=dbs["batches"]).iternext():
-                yield bytes(key), frame
+    yield from st.scan(zero_copy=True)
 
 
 def _job_of_store(store_path: str, workflows: dict) -> str:
@@ -389,7 +382,7 @@ def _guess_run_dir(path: str, job: str) -> Optional[str]:
 
 def _load_existing(path: str):
     """Columns, strings, workflows, batch keys and blob dataset name of an archive to merge."""
-    from flowcept.archive.reader import Archive
+    from flowcept.archive.hdf5 import Archive
     a = Archive(path)
     cols = {name: a._column(name) for name, _f, _dt in columns()}
     return a, cols
@@ -403,7 +396,7 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
     """Compacts every store under ``path`` (a run, job or store directory) into ``out``.
 
     recover      job name: first drain what that job left on this node
-                 (flowcept.recovery.recover_job; run_dir guessed from path)
+                 (flowcept.node.recovery.recover_job; run_dir guessed from path)
     append       out exists: merge into it (default); records already there
                  -- same (workflow_id, task_id) -- are not added twice
     overwrite    out exists: replace it instead
@@ -415,9 +408,9 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
     """
     import h5py
     from flowcept import __version__
-    from flowcept.batch import Batch, unpack_batch_key
-    from flowcept.reader import find_stores
-    from flowcept.store import open_store
+    from flowcept.native.batch import Batch, unpack_batch_key
+    from flowcept.query.tasks import find_stores
+    from flowcept.store import open_store_at
 
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}")
@@ -427,7 +420,7 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
     out = os.fspath(out)
     report = CompactReport(output=out)
     if recover:
-        from flowcept.recovery import recover_job
+        from flowcept.node.recovery import recover_job
         rr = recover_job(recover, run_dir=run_dir or _guess_run_dir(path, recover), shm_dir=shm_dir)
         report.recovery = rr.describe()
         if not rr.ok:
@@ -457,7 +450,7 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
             writer = _Writer(h5, compression, level, threads)
             try:
                 _write(h5, writer, stores, existing, old_cols if existing else None, report,
-                       progress, job, chunk_rows, h5py, Batch, unpack_batch_key, open_store)
+                       progress, job, chunk_rows, h5py, Batch, unpack_batch_key, open_store_at)
                 writer.flush()
                 meta = {
                     "format": MAGIC,
@@ -512,7 +505,7 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
 
 
 def _write(h5, writer, stores, existing, old_cols, report, progress, job_override, chunk_rows,
-           h5py, Batch, unpack_batch_key, open_store):
+           h5py, Batch, unpack_batch_key, open_store_at):
     import msgpack
     strings = _Strings(existing.strings.tolist() if existing is not None else ())
     payloads = _Blob(writer, "payloads")
@@ -529,7 +522,7 @@ def _write(h5, writer, stores, existing, old_cols, report, progress, job_overrid
 
     total_batches = expect = 0
     for sp in stores:
-        with open_store("lmdb", sp, readonly=True) as st:
+        with open_store_at(sp) as st:
             for _k, summ in st.summaries():
                 total_batches += 1
                 expect += int(summ.get("n", 0))
@@ -545,7 +538,7 @@ def _write(h5, writer, stores, existing, old_cols, report, progress, job_overrid
     jobs_seen = []
     try:
         for sp in stores:
-            with open_store("lmdb", sp, readonly=True) as st:
+            with open_store_at(sp) as st:
                 store_wfs = st.workflows()
                 job_name = job_override or _job_of_store(sp, store_wfs)
                 if job_name not in jobs_seen:

@@ -30,7 +30,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from flowcept.archive.lineage import scalar_values
-from flowcept.layout import STATUS_NAMES, format_task_id
+from flowcept.record.layout import STATUS_NAMES, format_task_id
 
 NAMESPACE = "https://flowcept.org/ns#"
 

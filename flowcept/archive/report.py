@@ -1,6 +1,6 @@
 """``flowcept report job.h5``: a text summary and two pictures.
 
-* the summary extends flowcept.summary's layout (activity table, rank
+* the summary extends flowcept.query.summary's layout (activity table, rank
   table, imbalance) with the archive's metadata, the slowest and the failed
   tasks and the throughput;
 * timeline.png: one lane per rank, tasks as bars coloured by activity;
@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from flowcept.layout import STATUS_ERROR
+from flowcept.record.layout import STATUS_ERROR
 
 
 def _fmt_s(s: float) -> str:

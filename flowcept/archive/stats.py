@@ -2,13 +2,13 @@
 
 Durations are end_ns - start_ns.  Per-rank busy time counts top-level tasks
 only (parent_id == 0) so nested tasks are not counted twice, as in
-flowcept.summary.
+flowcept.query.summary.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from flowcept.layout import STATUS_ERROR
+from flowcept.record.layout import STATUS_ERROR
 
 STATS_DTYPE = [("count", "<i8"), ("errors", "<i8"), ("mean_s", "<f8"), ("p50_s", "<f8"),
                ("p95_s", "<f8"), ("p99_s", "<f8"), ("max_s", "<f8"), ("total_s", "<f8")]

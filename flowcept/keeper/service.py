@@ -1,13 +1,15 @@
-"""The keeper: consumes batches from a transport and writes them to sharded LMDB.
+"""The keeper: consumes batches from a transport's source and writes them to
+one or more stores (e.g. LMDB shards for the archive and MongoDB for
+interactive queries).
 
 Per read (up to ``count`` entries):
   1. every entry is checked: a frame field, size <= keeper_max_frame_bytes,
-     ``flowcept.batch.validate`` (magic, version, length, offsets, checksum),
+     ``flowcept.native.batch.validate`` (magic, version, length, offsets, checksum),
      routing key == the key in the frame header;
-  2. accepted frames go to the store in one transaction per shard
+  2. accepted frames go to every store, each in one staged transaction
      (idempotent by batch key: a redelivered batch is skipped);
   3. rejected ones go to the quarantine (committed);
-  4. only then are all the entries acknowledged.
+  4. only then, when every store committed, are the entries acknowledged.
 A crash anywhere before 4 leaves the entries pending: they are delivered
 again (to this keeper after a restart under the same name, or to another
 one through XAUTOCLAIM) and the store skips what it already has.
@@ -31,8 +33,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from flowcept.batch import BatchError, validate
-from flowcept.transport import TransportUnavailable
+from flowcept.errors import TransportUnavailable
+from flowcept.native.batch import BatchError, validate
 
 log = logging.getLogger("flowcept.keeper")
 
@@ -59,27 +61,27 @@ class Keeper:
     """``Keeper(config, ...).run()`` until ``stop()`` (or SIGTERM/SIGINT)."""
 
     def __init__(self, config, store_dir: Optional[str] = None, name: Optional[str] = None,
-                 group: Optional[str] = None, url: Optional[str] = None,
-                 transport: Optional[str] = None, count: int = 16, block_ms: int = 200,
-                 status_interval: float = 1.0, delete_acked: bool = True):
+                 url: Optional[str] = None, transport: Optional[str] = None, count: int = 16,
+                 block_ms: int = 200, status_interval: float = 1.0,
+                 stores: Optional[List[tuple]] = None):
+        """``stores``: ``[(backend, location), ...]`` to write to (default: the
+        configured store at ``store_dir``).  The first store's directory (or
+        ``store_dir``) holds the quarantine and the status files."""
         overrides = {}
         if url:
             overrides["transport_url"] = url
         if transport:
             overrides["transport"] = transport
-        if group:
-            overrides["redis_group"] = group
         if overrides:
             config = config.replace(**overrides)
         self.config = config
         self.store_dir = os.path.abspath(store_dir or config.store_dir
                                          or os.path.join(config.run_dir, "store"))
+        self.store_specs = list(stores) if stores else [(config.store, self.store_dir)]
         self.name = name or default_name()
-        self.group = config.redis_group
         self.count = max(1, count)
         self.block_ms = block_ms
         self.status_interval = status_interval
-        self.delete_acked = delete_acked
         self.max_frame = config.keeper_max_frame_bytes
         self._stop = threading.Event()
         self.counts = {"batches_in": 0, "records_in": 0, "duplicates": 0, "rejected": 0,
@@ -87,34 +89,22 @@ class Keeper:
         self.rejected: Dict[str, int] = {}
         self.started = time.time()
         self.sources = []
-        self.store = None
+        self.stores = []
         self.quarantine = None
         self._last_status = 0.0
         self._source_info: List[dict] = []
 
     # -- setup ----------------------------------------------------------------
     def _open(self) -> None:
-        from flowcept.jobs import private_dir
         from flowcept.keeper.quarantine import Quarantine
+        from flowcept.osutil import private_dir
         from flowcept.store import open_store
+        from flowcept.transport import open_sources
         private_dir(self.store_dir)
-        self.store = open_store(self.config.store, self.store_dir, self.config)
+        for backend, location in self.store_specs:
+            self.stores.append(open_store(backend, location, self.config))
         self.quarantine = Quarantine(self.store_dir)
-        self.sources = self._open_sources()
-
-    def _open_sources(self):
-        cfg = self.config
-        if cfg.transport == "redis":
-            from flowcept.transport.redis import RedisSource, split_urls
-            return [RedisSource(u, cfg.redis_stream, self.group, self.name,
-                                claim_idle_ms=cfg.keeper_claim_idle_ms,
-                                delete_acked=self.delete_acked)
-                    for u in split_urls(cfg.transport_url)]
-        if cfg.transport == "mofka":
-            from flowcept.transport.mofka import MofkaSource
-            return [MofkaSource(cfg, self.name)]
-        raise ValueError(f"keeper: transport {cfg.transport!r} has no consumer side; "
-                         "use --transport redis or mofka")
+        self.sources = open_sources(self.config.transport, self.config, self.name)
 
     # -- control --------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -185,7 +175,7 @@ class Keeper:
             validate(frame)
         except BatchError as e:
             raise _Reject(reason_of(e), str(e)) from None
-        from flowcept.batch import batch_key
+        from flowcept.native.batch import batch_key
         import struct
         # header fields job_id, ring_uid, seq at offsets 16, 24, 32 (validated above)
         job_id, ring_uid, seq = struct.unpack_from("<QQQ", frame, 16)
@@ -208,20 +198,24 @@ class Keeper:
                                  "frame": entry.frame if isinstance(entry.frame, bytes) else b"",
                                  "routing": _safe_routing(entry)})
         new_records = 0
+        first = self.stores[0]
         try:
             seen = set()
             for key, frame in accepted:
-                if key not in seen and not self.store.has(key):
+                if key not in seen and not first.has(key):
                     new_records += _record_count(frame)
                 seen.add(key)
-            new = self.store.put_batches(accepted) if accepted else 0
+            new = 0
+            for i, store in enumerate(self.stores):
+                n = store.put_batches(accepted) if accepted else 0
+                if i == 0:
+                    new = n
             self.quarantine.put(rejected)
         except Exception as e:   # store failure: nothing acknowledged, redelivered later
             self.counts["store_errors"] += 1
-            log.error("keeper %s: store write failed (%s); %d entries stay pending", self.name, e,
-                      len(entries))
-            if hasattr(src, "_own_pending"):
-                src._own_pending = True     # read them again
+            log.error("keeper %s: store write failed (%s: %s); %d entries stay pending", self.name,
+                      type(e).__name__, e, len(entries))
+            src.redeliver(entries)
             self._stop.wait(1.0)
             return
         self.counts["batches_in"] += new
@@ -241,9 +235,10 @@ class Keeper:
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
-        return {"name": self.name, "group": self.group, "pid": os.getpid(),
+        return {"name": self.name, "pid": os.getpid(),
                 "host": socket.gethostname(), "transport": self.config.transport,
                 "sources": [s.name for s in self.sources], "store_dir": self.store_dir,
+                "stores": [f"{b}:{loc}" for b, loc in self.store_specs],
                 "started": self.started, "updated": time.time(),
                 "running": not self._stop.is_set(),
                 **self.counts, "rejected_by_reason": dict(self.rejected)}
@@ -264,16 +259,16 @@ class Keeper:
         self._last_status = time.monotonic()
 
     def close(self) -> None:
-        if self.store is not None:
+        if self.stores:
             self.write_status(running=False)
         for src in self.sources:
             src.close()
         if self.quarantine is not None:
             self.quarantine.close()
             self.quarantine = None
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        for store in self.stores:
+            store.close()
+        self.stores = []
 
 
 class _Reject(Exception):
@@ -298,9 +293,9 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def read_status(store_dir: str, url: Optional[str] = None, stream: str = "flowcept",
-                group: Optional[str] = None) -> dict:
-    """Aggregated keeper status of a store dir, plus the streams (XINFO) when url given."""
+def read_status(store_dir: str, config=None) -> dict:
+    """Aggregated keeper status of a store dir, plus what the configured
+    transport's sources say (stream lengths, lag) when ``config`` is given."""
     import glob
     keepers = []
     for path in sorted(glob.glob(os.path.join(store_dir, STATUS_PREFIX + "*" + STATUS_SUFFIX))):
@@ -319,25 +314,25 @@ def read_status(store_dir: str, url: Optional[str] = None, stream: str = "flowce
     out = {"store_dir": store_dir, "keepers": keepers, "totals": total,
            "rejected_by_reason": reasons}
     if os.path.isfile(os.path.join(store_dir, "store.json")):
-        from flowcept.store import open_store
-        with open_store("lmdb", store_dir, readonly=True) as st:
-            out["shards"] = st.stats()["shards"]
+        from flowcept.store import open_store_at
+        with open_store_at(store_dir) as st:
+            out["shards"] = st.stats().get("shards", [])
     from flowcept.keeper.quarantine import Quarantine
     q = Quarantine(store_dir, readonly=True)
     out["quarantined"] = len(q)
     q.close()
-    if url:
-        from flowcept.transport.redis import connect, redact, split_urls, stream_info
-        streams = []
-        for u in split_urls(url):
-            try:
-                client = connect(u)
-                info = stream_info(client, stream, group)
-                client.close()
-            except TransportUnavailable as e:
-                info = {"error": str(e)}
-            streams.append({"url": redact(u), **info})
-        out["streams"] = streams
+    if config is not None:
+        from flowcept.transport import open_sources
+        sources = []
+        try:
+            for src in open_sources(config.transport, config, "status"):
+                try:
+                    sources.append({"name": src.name, **src.info()})
+                finally:
+                    src.close()
+        except (TransportUnavailable, LookupError) as e:
+            sources.append({"name": config.transport, "error": str(e)})
+        out["sources"] = sources
     return out
 
 
@@ -356,11 +351,13 @@ def format_status(st: dict) -> str:
         lines.append(f"  keeper {k['name']} ({state}, pid {k.get('pid')}, updated {age:.0f}s ago): "
                      f"{k.get('batches_in', 0)} batches, {k.get('records_in', 0)} records, "
                      f"{k.get('rejected', 0)} rejected")
-    for s in st.get("streams", []):
+    for s in st.get("sources", []):
         if "error" in s:
-            lines.append(f"  stream at {s['url']}: {s['error']}")
+            lines.append(f"  source {s['name']}: {s['error']}")
             continue
-        lines.append(f"  stream {s['stream']} at {s['url']}: length {s['length']}")
+        lines.append(f"  source {s['name']}: " + ", ".join(
+            f"{k} {v}" for k, v in s.items() if k not in ("name", "groups") and not
+            isinstance(v, (list, dict))))
         for g in s.get("groups", []):
             lag = f", lag {g['lag']}" if "lag" in g else ""
             lines.append(f"    group {g['name']}: pending {g['pending']}{lag}, "

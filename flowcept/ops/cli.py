@@ -41,12 +41,12 @@ def _cmd_prolog(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from flowcept import launcher
+    from flowcept.ops import launcher
     return launcher.main(args)
 
 
 def register(sub) -> None:
-    from flowcept import launcher
+    from flowcept.ops import launcher
     from flowcept.ops import epilog
 
     p = sub.add_parser(

@@ -2,7 +2,7 @@
 
 It finds what the job left on this node (the rings and spill files of ranks that were killed,
 or of a leader that died, under ``<shm_dir>/flowcept-<uid>/<job>/``), drains every committed
-record into the job's store (:func:`flowcept.recovery.recover_job`), and, when configured,
+record into the job's store (:func:`flowcept.node.recovery.recover_job`), and, when configured,
 compacts the job's run directory into one HDF5 archive (``flowcept.archive.compact``).
 
 Security model (the epilog starts as root under slurmd):
@@ -40,6 +40,8 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional
+
+from flowcept.osutil import private_dir
 
 DEFAULT_CONF = "/etc/flowcept/epilog.conf"
 
@@ -326,7 +328,7 @@ def _vet_spill_paths(rings: List[str], log: Log) -> List[str]:
     file would make the consumer read that file.  Opening the ring here only maps it (the C
     open is O_NOFOLLOW and checks the owner); nothing is consumed.
     """
-    from flowcept.ring import Ring, RingError
+    from flowcept.native.ring import Ring, RingError
     good = []
     for path in rings:
         try:
@@ -363,20 +365,22 @@ def preload(config, settings: EpilogSettings) -> None:
     """Imports, before privileges are dropped, everything the work needs: the job's user may
     not be able to read the Python installation (e.g. under /root)."""
     import importlib
-    names = ["flowcept.recovery", "flowcept.drain", "flowcept.ring", "flowcept._native",
-             "flowcept.jobs", "flowcept.batch", "flowcept.layout", "flowcept.payload",
-             "flowcept.transport", f"flowcept.transport.{config.transport}", "flowcept.store",
-             f"flowcept.store.{config.store}", "flowcept.ops.safefs", "traceback", "glob",
+    names = ["flowcept.node.recovery", "flowcept.node.drain", "flowcept.native.ring", "flowcept.native",
+             "flowcept.record.job", "flowcept.native.batch", "flowcept.record.layout", "flowcept.record.payload",
+             "flowcept.transport", "flowcept.store", "flowcept.node.leader", "flowcept.node.spool",
+             "flowcept.osutil", "flowcept.errors", "flowcept.ops.safefs", "traceback", "glob",
              "pwd", "grp", "json", "hashlib", "lmdb", "lmdb._envid", "lmdb._config", "msgpack"]
     if settings.compact:
-        names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.reader",
-                  "flowcept.reader", "h5py", "numpy", "zlib", "concurrent.futures",
+        names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.hdf5",
+                  "flowcept.query.tasks", "h5py", "numpy", "zlib", "concurrent.futures",
                   "datetime", "secrets", "numpy.ma"]
     for name in names:
         try:
             importlib.import_module(name)
         except ImportError:
             pass   # reported where it is needed
+    from flowcept import registry
+    registry.preload(config)   # the backends resolve without package metadata afterwards
 
 
 def do_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> None:
@@ -394,7 +398,7 @@ def do_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> None:
         except (UnsafePathError, OSError) as e:
             log("refused", f"run dir: {e}; rings left in {ring_dir}", failure=True)
             return
-        from flowcept.recovery import recover_job
+        from flowcept.node.recovery import recover_job
         t0 = time.monotonic()
         report = recover_job(ctx.job, config=config, rings=rings)
         log("recover", f"{report.records} record(s) from {report.rings} ring(s) in {ring_dir} "
@@ -447,8 +451,8 @@ def compact_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> 
         log("skipped", f"compaction configured but flowcept.archive is not available ({e})",
             failure=True)
         return
-    from flowcept import jobs
-    jobs.private_dir(archive_dir)
+    from flowcept.record import job as jobs
+    private_dir(archive_dir)
     partial = os.path.join(archive_dir, f".{ctx.job}.h5.partial-{os.getpid()}")
     t0 = time.monotonic()
     try:

@@ -26,11 +26,18 @@ import lmdb
 import msgpack
 import numpy as np
 
-from flowcept.batch import Batch
-from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_ERROR
-from flowcept.store import Store
+from flowcept.config import Option
+from flowcept.native.batch import Batch
+from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_ERROR
+from flowcept.store import META, Store, write_meta
 
 FORMAT = 1
+
+OPTIONS = (
+    Option("shards", int, 1, "LMDB environments of a new store (writes spread by ring)",
+           range=(1, 4096)),
+    Option("map_size", int, 1 << 36, "address space per shard (sparse)", range=(1 << 20, 1 << 44)),
+)
 
 
 def summarize(batch: Batch) -> dict:
@@ -67,7 +74,7 @@ def summarize(batch: Batch) -> dict:
 
 def workflow_docs(batch: Batch):
     """(workflow_id, doc) for each workflow record of the batch."""
-    from flowcept.payload import decode
+    from flowcept.record.payload import decode
     for i in np.flatnonzero(batch.records["flags"] & FLAG_WORKFLOW).tolist():
         doc = decode(batch.payload_of(i))
         yield int(batch.records[i]["workflow_id"]), doc
@@ -77,9 +84,9 @@ class LmdbStore(Store):
     name = "lmdb"
 
     def __init__(self, path, config=None, readonly=False):
+        super().__init__(path, config, readonly)
         self.path = path
-        self.readonly = readonly
-        meta_path = os.path.join(path, "store.json")
+        meta_path = os.path.join(path, META)
         if os.path.exists(meta_path):
             with open(meta_path) as f:
                 meta = json.load(f)
@@ -92,11 +99,7 @@ class LmdbStore(Store):
         else:
             shards = config.lmdb_shards if config else 1
             os.makedirs(path, mode=0o700, exist_ok=True)
-            tmp = meta_path + f".tmp{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"format": FORMAT, "shards": shards}, f)
-            os.replace(tmp, meta_path)
+            write_meta(path, store=self.name, format=FORMAT, shards=shards)
         map_size = config.lmdb_map_size if config else 1 << 36
         self._txns = {}   # shard -> open write transaction (stage/commit_staged)
         self.envs = []
@@ -113,16 +116,6 @@ class LmdbStore(Store):
 
     def _shard(self, key: bytes) -> int:
         return zlib.crc32(key[:16]) % len(self.envs)
-
-    def put_batches(self, items) -> int:
-        """Stores frames in one transaction per shard, committed on return."""
-        try:
-            new = sum(self.stage(key, frame) for key, frame in items)
-        except BaseException:
-            self.abort_staged()
-            raise
-        self.commit_staged()
-        return new
 
     def stage(self, key: bytes, frame) -> int:
         """Writes a frame into the shard's open write transaction (LMDB copies
@@ -159,12 +152,14 @@ class LmdbStore(Store):
         with env.begin() as txn:
             return txn.get(key, db=dbs["batches"]) is not None
 
-    def scan(self, keys=None):
-        """(key, frame) for every batch, or for the given keys."""
+    def scan(self, keys=None, zero_copy=False):
+        """(key, frame) for every batch, or for the given keys.  zero_copy:
+        frames are views into the memory map, valid until the next item."""
         for env, dbs in self.envs:
-            with env.begin(buffers=False) as txn:
+            with env.begin(buffers=zero_copy) as txn:
                 if keys is None:
-                    yield from txn.cursor(db=dbs["batches"]).iternext()
+                    for key, frame in txn.cursor(db=dbs["batches"]).iternext():
+                        yield bytes(key), frame
                 else:
                     for key in keys:
                         frame = txn.get(key, db=dbs["batches"])

@@ -1,6 +1,11 @@
 """The null transport: counts and discards.  The template for new backends
-and the test double for the leader's drain loop."""
+(copy this file, add one entry-point line) and the test double for the
+leader's drain loop."""
 from flowcept.transport import Transport
+
+# Options a backend declares: (name, type, default, one-line doc); their keys
+# are "<backend>_<name>" (e.g. FLOWCEPT_NULL_...).  The null transport has none.
+OPTIONS = ()
 
 
 class NullTransport(Transport):

@@ -7,7 +7,7 @@ only queues (the frame is copied: the caller reuses its buffer);
 trip, at most ``redis_pipeline`` before publish sends on its own) and
 returns when Redis has answered every XADD.  A failure raises
 TransportUnavailable; the queued frames stay available through
-``take_unflushed()`` so the leader spools them (see flowcept.drain).
+``take_unflushed()`` so the leader spools them (see flowcept.node.drain).
 
 Keeper: ``RedisSource`` reads with a consumer group (XREADGROUP), so
 several keepers split one stream; entries are acknowledged (XACK, then
@@ -29,7 +29,10 @@ import urllib.parse
 import zlib
 from typing import List, Optional, Tuple
 
-from flowcept.transport import Transport, TransportUnavailable
+from flowcept.config import Option
+from flowcept.errors import ConfigError
+from flowcept.transport import Entry as _Entry
+from flowcept.transport import Source, Transport, TransportUnavailable
 
 log = logging.getLogger("flowcept.transport.redis")
 
@@ -38,6 +41,18 @@ FIELD_FRAME = b"f"
 FIELD_KEY = b"key"
 FIELD_JOB = b"job"
 FIELD_NODE = b"node"
+
+
+def _nonempty(v: str):
+    return None if v.strip() else "must not be empty, e.g. 'flowcept-keepers'"
+
+
+OPTIONS = (
+    Option("stream", str, "flowcept", "the stream every leader appends to"),
+    Option("maxlen", int, 0, "approximate stream length cap (0 = unbounded)", range=(0, 1 << 40)),
+    Option("group", str, "flowcept-keepers", "consumer group of the keepers", check=_nonempty),
+    Option("pipeline", int, 64, "frames per round trip at most", range=(1, 1 << 16)),
+)
 
 
 # -- URLs ---------------------------------------------------------------
@@ -135,6 +150,7 @@ def connect(url: str, timeout: float = 5.0, socket_timeout: float = 60.0):
 # -- leader side ------------------------------------------------------------
 class RedisTransport(Transport):
     name = "redis"
+    url_schemes = ("redis", "rediss", "unix")
     spool_fallback = True        # the Drainer gives it the node's spool
 
     def __init__(self, config, job):
@@ -217,31 +233,25 @@ BACKEND = RedisTransport
 
 
 # -- keeper side -----------------------------------------------------------
-class Entry:
+def _entry(eid, fields, source: str) -> _Entry:
     """One delivered stream entry."""
-    __slots__ = ("id", "frame", "key", "job", "node", "source")
-
-    def __init__(self, eid, fields, source):
-        self.id = eid
-        self.frame = fields.get(FIELD_FRAME)
-        self.key = fields.get(FIELD_KEY)
-        self.job = fields.get(FIELD_JOB)
-        self.node = fields.get(FIELD_NODE)
-        self.source = source
-
-    def routing(self) -> dict:
-        return {"id": self.id.decode() if isinstance(self.id, bytes) else str(self.id),
-                "key": self.key.hex() if isinstance(self.key, bytes) else None,
-                "job": self.job.decode("utf-8", "replace") if isinstance(self.job, bytes) else None,
-                "node": self.node.decode("utf-8", "replace") if isinstance(self.node, bytes) else None,
-                "source": self.source}
+    return _Entry(fields.get(FIELD_FRAME), fields.get(FIELD_KEY), fields.get(FIELD_JOB),
+                  fields.get(FIELD_NODE), source, eid)
 
 
-class RedisSource:
+class RedisSource(Source):
     """A keeper's view of one Redis instance's stream (consumer group member)."""
+
+    @classmethod
+    def open_all(cls, config, consumer: str) -> List["RedisSource"]:
+        """One source per URL of transport_url (a keeper reads every shard)."""
+        return [cls(u, config.redis_stream, config.redis_group, consumer,
+                    claim_idle_ms=config.keeper_claim_idle_ms)
+                for u in split_urls(config.transport_url)]
 
     def __init__(self, url: str, stream: str, group: str, consumer: str,
                  claim_idle_ms: int = 30_000, delete_acked: bool = True):
+        self.config = None
         self.url = url
         self.name = redact(url)
         self.stream = stream
@@ -266,16 +276,16 @@ class RedisSource:
                 raise TransportUnavailable(describe_error(self.url, e)) from None
         self._own_pending = True
 
-    def _entries(self, reply) -> List[Entry]:
+    def _entries(self, reply) -> List[_Entry]:
         out = []
         for _stream, items in reply or []:
             for eid, fields in items:
                 if fields is None:      # deleted while pending
                     continue
-                out.append(Entry(eid, fields, self.name))
+                out.append(_entry(eid, fields, self.name))
         return out
 
-    def read(self, count: int, block_ms: Optional[int]) -> List[Entry]:
+    def read(self, count: int, block_ms: Optional[int]) -> List[_Entry]:
         """Up to count entries: own pending, then claimed, then new ones."""
         redis = _import_redis()
         try:
@@ -303,7 +313,7 @@ class RedisSource:
             self.client = None
             raise TransportUnavailable(describe_error(self.url, e)) from None
 
-    def _claim(self, count: int) -> List[Entry]:
+    def _claim(self, count: int) -> List[_Entry]:
         reply = self.client.xautoclaim(self.stream, self.group, self.consumer,
                                        self.claim_idle_ms, start_id=self._claim_cursor, count=count)
         cursor, items = reply[0], reply[1]
@@ -311,11 +321,11 @@ class RedisSource:
         if cursor in (b"0-0", "0-0"):
             # a full pass over the pending list: next pass after the idle time
             self._next_claim = time.monotonic() + max(self.claim_idle_ms, 100) / 1000 / 2
-        out = [Entry(eid, fields, self.name) for eid, fields in items if fields is not None]
+        out = [_entry(eid, fields, self.name) for eid, fields in items if fields is not None]
         self.claimed += len(out)
         return out
 
-    def ack(self, entries: List[Entry]) -> None:
+    def ack(self, entries: List[_Entry]) -> None:
         redis = _import_redis()
         ids = [e.id for e in entries]
         if not ids:
@@ -330,6 +340,10 @@ class RedisSource:
             # Not acknowledged: redelivered later, and the store skips it.
             self.client = None
             raise TransportUnavailable(describe_error(self.url, e)) from None
+
+    def redeliver(self, entries) -> None:
+        """Not committed: read our own pending entries again (they stay pending)."""
+        self._own_pending = True
 
     def info(self) -> dict:
         """Stream length, group pending/lag, consumers (XINFO)."""
@@ -371,3 +385,6 @@ def stream_info(client, stream: str, group: Optional[str] = None) -> dict:
         gl.append(entry)
     out["groups"] = gl
     return out
+
+
+SOURCE = RedisSource

@@ -33,8 +33,8 @@ def run_heat2d(base, ranks=4, steps=20, extra=()):
 
 def write_store(path, recs, payloads, strings, ring_uid, job_id=7, per_batch=50, workflow=None):
     """Writes records into an LMDB store as real batch frames."""
-    from flowcept.batch import batch_key, build_frame
-    from flowcept.layout import FLAG_WORKFLOW, RECORD_DTYPE
+    from flowcept.native.batch import batch_key, build_frame
+    from flowcept.record.layout import FLAG_WORKFLOW, RECORD_DTYPE
     from flowcept.store.lmdb import LmdbStore
     st = LmdbStore(path)
     try:
@@ -57,7 +57,7 @@ def write_store(path, recs, payloads, strings, ring_uid, job_id=7, per_batch=50,
 
 
 def synth(n, start_id=1, wf=0xABC, rank=0, t0=1_800_000_000_000_000_000):
-    from flowcept.layout import RECORD_DTYPE
+    from flowcept.record.layout import RECORD_DTYPE
     recs = np.zeros(n, RECORD_DTYPE)
     i = np.arange(n)
     recs["task_id"] = start_id + i

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import flowcept.archive as fa
 from flowcept.cli import main as cli_main
-from flowcept.layout import STATUS_NAMES
+from flowcept.record.layout import STATUS_NAMES
 
 from archive_helpers import run_heat2d
 

@@ -14,9 +14,9 @@ import pytest
 
 import flowcept.archive as fa
 from flowcept.archive import ArchiveError
-from flowcept.layout import RECORD_DTYPE
-from flowcept.payload import decode
-from flowcept.reader import read_records, read_tasks, read_workflows
+from flowcept.record.layout import RECORD_DTYPE
+from flowcept.record.payload import decode
+from flowcept.query.tasks import read_records, read_tasks, read_workflows
 
 from archive_helpers import ROOT, run_heat2d, synth, write_store
 
@@ -299,8 +299,8 @@ def test_compact_with_recover_first(heat, tmp_path):
 
 def test_archive_is_owner_only(tmp_path):
     import stat
-    from flowcept.batch import build_frame
-    from flowcept.layout import RECORD_DTYPE
+    from flowcept.native.batch import build_frame
+    from flowcept.record.layout import RECORD_DTYPE
     from flowcept.store import open_store
     import numpy as np
     recs = np.zeros(2, RECORD_DTYPE)

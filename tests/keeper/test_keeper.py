@@ -55,10 +55,10 @@ def test_ingest_idempotent_and_ack_after_commit(redis_server, tmp_path):
     assert c.xlen("flowcept") == 0         # acked and deleted
     info = c.xinfo_groups("flowcept")[0]
     assert info["pending"] == 0
-    st = read_status(str(tmp_path / "store"), url=redis_server.url)
+    st = read_status(str(tmp_path / "store"), kcfg(redis_server, tmp_path))
     assert st["totals"]["records_in"] == 600 and len(st["shards"]) == 3
     assert sum(s["batches"] for s in st["shards"]) == 12
-    assert st["streams"][0]["length"] == 0 and st["streams"][0]["groups"][0]["pending"] == 0
+    assert st["sources"][0]["length"] == 0 and st["sources"][0]["groups"][0]["pending"] == 0
 
 
 def test_bad_batches_are_quarantined_and_keeper_goes_on(redis_server, tmp_path):
@@ -144,7 +144,7 @@ def test_sigkill_mid_ingest_then_restart_redelivers_without_duplicates(redis_ser
     got = stored(tmp_path)
     assert set(got) == {frame_key(f) for f in frames}
     assert c.xlen("flowcept") == 0 and c.xinfo_groups("flowcept")[0]["pending"] == 0
-    from flowcept.batch import Batch
+    from flowcept.native.batch import Batch
     ids = [int(t) for f in got.values() for t in Batch(f).records["task_id"]]
     assert len(ids) == len(set(ids)) == n * 2000
     print(f"killed with {left} entries left, {pending} pending")

@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 PRODUCER = r'''
 import sys, time
-from flowcept import flowcept_task, runtime
+from flowcept import flowcept_task
+from flowcept.capture import session as runtime
 
 @flowcept_task
 def work(i, j):
@@ -74,7 +75,7 @@ def test_redis_killed_and_restarted_mid_run_loses_and_doubles_nothing(tmp_path, 
     from support.redis_server import RedisServer, redis_available
     if not redis_available()[0]:
         pytest.skip(redis_available()[1])
-    from flowcept.query import query
+    from flowcept.query.search import query
     store = str(tmp_path / "store")
     # Redis durability is Redis's: AOF fsync'd per write, so a SIGKILLed Redis keeps what it confirmed
     with RedisServer(tmp_path / "redis", password="pw",
@@ -135,7 +136,7 @@ def test_heat2d_4_ranks_through_redis_and_keeper_exactly_once(tmp_path, run_dir)
     if not ok:
         pytest.skip(why)
     from support.redis_server import RedisServer
-    from flowcept.query import query
+    from flowcept.query.search import query
     steps, ranks, check_every = 30, 4, 10
     store = str(tmp_path / "store")
     with RedisServer(tmp_path / "redis") as srv:
@@ -169,6 +170,6 @@ def test_heat2d_4_ranks_through_redis_and_keeper_exactly_once(tmp_path, run_dir)
         if t["activity_id"] in ("exchange_halos", "diffuse", "residual"):
             p = by_id[t["parent_task_id"]]
             assert p["activity_id"] == "timestep" and p["rank"] == t["rank"]
-    from flowcept.reader import read_workflows
+    from flowcept.query.tasks import read_workflows
     (wf,) = read_workflows(store).values()
     assert wf["name"] == "heat2d" and wf["ranks"] == 4

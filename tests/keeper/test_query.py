@@ -1,4 +1,4 @@
-"""flowcept.query: correctness against brute force over the same data, and
+"""flowcept.query.search: correctness against brute force over the same data, and
 pruning by the summaries index (a selective query reads fewer batches)."""
 import random
 
@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowcept.config import load_config
-from flowcept.query import last_stats, matches, query
-from flowcept.reader import read_tasks
+from flowcept.query.search import last_stats, matches, query
+from flowcept.query.tasks import read_tasks
 from flowcept.store import open_store
 from support.framegen import ACTIVITIES, make_frame
 
@@ -26,7 +26,7 @@ def store(tmp_path_factory):
         frame, _, _ = make_frame(seq, 40, ring_uid=rank + 1, rank=rank, workflow_id=WF[seq % 2],
                                  node=f"n{rank // 2}", t0=T0, rng=rng, origin=rank)
         items.append((None, frame))
-    from flowcept.batch import Batch
+    from flowcept.native.batch import Batch
     items = [(Batch(f).key, f) for _, f in items]
     with open_store("lmdb", path, load_config(env={}, lmdb_shards=3)) as s:
         assert s.put_batches(items) == 60

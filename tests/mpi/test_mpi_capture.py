@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from flowcept.reader import read_records, read_tasks, read_workflows
+from flowcept.query.tasks import read_records, read_tasks, read_workflows
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APP = os.path.join(HERE, "apps", "count_app.py")
@@ -84,7 +84,7 @@ def test_killed_rank_records_arrive(tmp_path, run_dir, victim):
     # the launcher may take the other ranks down too: what they committed
     # stays in their rings (a dead leader publishes nothing more), and
     # recovery -- what the SLURM epilog runs -- drains it
-    from flowcept.recovery import recover_job
+    from flowcept.node.recovery import recover_job
     report = recover_job(job)
     assert report.ok, report.describe()
     recs = read_records(os.path.join(run_dir, job)).records
@@ -104,7 +104,7 @@ def test_rank_that_raises_does_not_hang(run_dir):
     out = mpirun(4, HEAT, "--steps", "30", "--fail-rank", "2",
                  env_extra={"FLOWCEPT_JOB_ID": "raises"}, check=False, timeout=120)
     assert out.returncode != 0
-    from flowcept.recovery import recover_job
+    from flowcept.node.recovery import recover_job
     recover_job("raises")
     tasks = read_tasks(os.path.join(run_dir, "raises"))
     errors = [t for t in tasks if t["status"] == "ERROR"]

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowcept.batch import Batch, BatchError, build_frame, validate
-from flowcept.layout import BATCH_HEADER_SIZE, RECORD_DTYPE
+from flowcept.native.batch import Batch, BatchError, build_frame, validate
+from flowcept.record.layout import BATCH_HEADER_SIZE, RECORD_DTYPE
 
 
 def make_frame(n=5, payload_sizes=None, strings=("host:n1", "a", "bb")):
@@ -67,7 +67,7 @@ def test_out_of_range_payload_even_with_good_crc():
     frame = bytearray(build_frame(recs, [b"abc"], ["s"], job_id=1, ring_uid=1, seq=0))
     off = BATCH_HEADER_SIZE + RECORD_DTYPE.fields["payload_len"][1]
     frame[off:off + 4] = struct.pack("<I", 1 << 20)
-    from flowcept._native import ffi, lib
+    from flowcept.native import ffi, lib
     hdr = bytearray(frame[:BATCH_HEADER_SIZE])
     hdr[-4:] = b"\0\0\0\0"
     body = bytes(frame[BATCH_HEADER_SIZE:])

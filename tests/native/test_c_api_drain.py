@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from flowcept.reader import read_records
+from flowcept.query.tasks import read_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

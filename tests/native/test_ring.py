@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from flowcept._native import ffi, lib
-from flowcept.batch import Batch
+from flowcept.native import ffi, lib
+from flowcept.native.batch import Batch
 from flowcept.config import load_config
-from flowcept.ring import Ring, RingError
+from flowcept.native.ring import Ring, RingError
 
 
 def cfg(**kw):

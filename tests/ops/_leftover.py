@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 
-from flowcept import runtime
-from flowcept.capture import flowcept_task
+from flowcept.capture import session as runtime
+from flowcept.capture.task import flowcept_task
 from flowcept.config import load_config
 
 job, rank, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -66,7 +66,7 @@ def _proc_state(pid):
 
 
 def count_records(path):
-    from flowcept.reader import read_records
+    from flowcept.query.tasks import read_records
     return len(read_records(str(path)))
 
 
@@ -514,7 +514,7 @@ def test_mpi_ranks_sigkilled_then_epilog_recovers(tmp_path, dirs):
     rc, err = run_epilog(job, uid, "--shm-dir", shm, "--run-dir", runs, "--log-file", logf)
     assert rc == 0, logf.read_text() + err
     assert not ring_dir.exists()
-    from flowcept.reader import read_tasks
+    from flowcept.query.tasks import read_tasks
     tasks = read_tasks(str(runs / job))
     assert len(tasks) > before
     # Rings are FIFO per rank: what survives is a prefix of each rank's pushes, no holes.

@@ -53,7 +53,7 @@ def _run(tmp_path, script_args=(), opts=(), script=SCRIPT, name="app.py", env_ex
 
 
 def _tasks(run_dir):
-    from flowcept.reader import read_tasks
+    from flowcept.query.tasks import read_tasks
     return read_tasks(run_dir)
 
 
@@ -111,7 +111,7 @@ def test_run_dir_option_and_workflow(tmp_path):
     p = _run(tmp_path, ["2"], ["--run-dir", str(out), "--workflow-name", "wf1"])
     assert p.returncode == 0, p.stderr
     assert len(_tasks(str(out))) == 1 + 1 + 2 + 1
-    from flowcept.reader import read_workflows
+    from flowcept.query.tasks import read_workflows
     docs = list(read_workflows(str(out)).values())
     assert docs and docs[0]["name"] == "wf1"
 
@@ -142,7 +142,8 @@ def test_missing_script_is_a_usage_error(tmp_path):
 
 
 def test_in_process_run_restores_interpreter_state(tmp_path, run_dir):
-    from flowcept import launcher, runtime
+    from flowcept.ops import launcher
+    from flowcept.capture import session as runtime
     app = tmp_path / "inproc.py"
     app.write_text("import sys\ndef f():\n    return sys.argv[1:]\nresult = f()\n")
     argv, main = sys.argv[:], sys.modules["__main__"]

@@ -153,7 +153,7 @@ def test_heat2d_job_captured_end_to_end_with_epilog_archive(slurm_ok, tmp_path):
     assert any("done: exit 0" in ln for ln in lines), "\n".join(lines)
     assert not (site.shm / f"flowcept-{os.geteuid()}" / job).exists()
 
-    from flowcept.reader import read_tasks
+    from flowcept.query.tasks import read_tasks
     tasks = read_tasks(str(site.runs / job))
     expected = {"init_grid": 1, "timestep": steps, "exchange_halos": steps, "diffuse": steps,
                 "residual": math.ceil(steps / check_every), "summarize": 1}
@@ -209,7 +209,7 @@ def test_cancelled_job_records_recovered_by_epilog(slurm_ok, tmp_path):
     assert any("done: exit 0" in ln for ln in lines), "\n".join(lines)
     assert not ring_dir.exists(), "\n".join(lines)
 
-    from flowcept.reader import read_tasks
+    from flowcept.query.tasks import read_tasks
     tasks = read_tasks(str(site.runs / job))
     assert len(tasks) > 0
     # what survives is, per rank, a prefix of what it pushed: no holes
@@ -244,6 +244,6 @@ def test_c_api_job_drained_by_epilog(slurm_ok, tmp_path):
     lines = site.log_lines(job)
     assert any(f"recover: {ranks * (steps + 1)} record(s) from {ranks} ring(s)" in ln
                for ln in lines), "\n".join(lines) + out.read_text()
-    from flowcept.reader import read_tasks
+    from flowcept.query.tasks import read_tasks
     counts = _per_rank_counts(read_tasks(str(site.runs / job)))
     assert counts == {r: {"c_solve": 1, "c_step": steps} for r in range(ranks)}

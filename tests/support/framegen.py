@@ -6,8 +6,8 @@ import random
 import msgpack
 import numpy as np
 
-from flowcept.batch import build_frame
-from flowcept.layout import RECORD_DTYPE
+from flowcept.native.batch import build_frame
+from flowcept.record.layout import RECORD_DTYPE
 
 ACTIVITIES = ["init", "step", "exchange", "diffuse", "residual", "io"]
 
@@ -44,5 +44,5 @@ def make_frame(seq: int, n: int = 100, *, job_id: int = 7, ring_uid: int = 1, ra
 
 
 def frame_key(frame: bytes) -> bytes:
-    from flowcept.batch import Batch
+    from flowcept.native.batch import Batch
     return Batch(frame).key

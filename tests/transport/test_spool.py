@@ -5,12 +5,12 @@ import stat
 
 import pytest
 
-from flowcept._native import lib
-from flowcept.batch import Batch
+from flowcept.native import lib
+from flowcept.native.batch import Batch
 from flowcept.config import load_config
-from flowcept.drain import Drainer
-from flowcept.ring import Ring
-from flowcept.spool import Spool, replay_dir, spool_dir_for
+from flowcept.node.drain import Drainer
+from flowcept.native.ring import Ring
+from flowcept.node.spool import Spool, replay_dir, spool_dir_for
 from flowcept.transport import JobInfo, Transport, TransportUnavailable
 from support.framegen import frame_key, make_frame
 

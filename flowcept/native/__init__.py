@@ -5,7 +5,7 @@ Imported lazily (by the first capture, drain or read), never by
 """
 from __future__ import annotations
 
-from flowcept import layout
+from flowcept.record import layout
 
 try:
     from flowcept._flowcept_c import ffi, lib

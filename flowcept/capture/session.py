@@ -16,7 +16,8 @@ import threading
 from typing import Optional
 
 from flowcept.config import Config, load_config
-from flowcept.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, STATUS_FINISHED
+from flowcept.osutil import private_dir
+from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, STATUS_FINISHED
 
 log = logging.getLogger("flowcept")
 
@@ -44,8 +45,8 @@ class Session:
 
     def __init__(self, config: Config, job_name: str, *, rank: int = 0, origin: Optional[int] = None,
                  workflow_id: Optional[int] = None, drainer=None, ring_dir: Optional[str] = None):
-        from flowcept import jobs
-        from flowcept.ring import Ring
+        from flowcept.record import job as jobs
+        from flowcept.native.ring import Ring
         self.config = config
         self.job = jobs.job_info(config, job_name)
         self.rank = rank
@@ -53,7 +54,7 @@ class Session:
         self.origin_bits = self.origin << 40
         self.workflow_id = workflow_id or new_workflow_id()
         self.counter = itertools.count(1)
-        self.ring_dir = jobs.private_dir(ring_dir or jobs.ring_dir(config, job_name))
+        self.ring_dir = private_dir(ring_dir or jobs.ring_dir(config, job_name))
         self.ring_path = os.path.join(self.ring_dir, f"{rank:06d}.{os.getpid()}.ring")
         self.ring = Ring.create(self.ring_path, config, self.job.job_id, self.workflow_id, rank)
         self.handle = self.ring.handle
@@ -66,7 +67,7 @@ class Session:
         self.closed = False
         if drainer is not None:
             drainer.adopt(self.ring_path)
-        from flowcept import payload
+        from flowcept.record import payload
         payload.configure(config.numpy_mode, config.max_payload_bytes, config.numpy_stats_max)
         self._fast = _fast_state(self)
 
@@ -104,7 +105,7 @@ class Session:
     # -- pushes --------------------------------------------------------
     def push(self, task_id: int, parent_id: int, start_ns: int, end_ns: int, activity: str,
              status: int, payload: bytes, flags: int = FLAG_PAYLOAD_MSGPACK) -> int:
-        from flowcept._native import lib
+        from flowcept.native import lib
         if self.handle is None:   # the session ended while the task ran: like the C wrapper, skip
             return -errno.EPIPE
         return lib.fc_ring_push_task(self.handle, task_id, parent_id, self.workflow_id, start_ns,
@@ -115,11 +116,11 @@ class Session:
     def push_workflow(self, doc: dict, workflow_id: Optional[int] = None) -> None:
         """Records a workflow description (merged by workflow id in the store)."""
         import time
-        from flowcept import payload
+        from flowcept.record import payload
         wf = workflow_id or self.workflow_id
         now = time.time_ns()
         data = payload.encode(doc)
-        from flowcept._native import lib
+        from flowcept.native import lib
         lib.fc_ring_push_task(self.handle, 0, 0, wf, now, now, self.rank, self.thread_index(),
                               self.activity_id("workflow"), STATUS_FINISHED,
                               FLAG_WORKFLOW | FLAG_PAYLOAD_MSGPACK, data, len(data))
@@ -163,7 +164,7 @@ def _fast_state(session: Session):
     """The session's State for flowcept._fastcapture (None without it)."""
     if _fastcapture is None:
         return None
-    from flowcept._native import ffi, lib
+    from flowcept.native import ffi, lib
     push = int(ffi.cast("uintptr_t", ffi.addressof(lib, "fc_ring_push_task")))
     return _fastcapture.State(push, int(ffi.cast("uintptr_t", session.handle)),
                               session.origin_bits, session.workflow_id, session.rank,
@@ -181,50 +182,63 @@ def current() -> Optional[Session]:
 
 
 def set_current(session: Optional[Session]) -> None:
-    global _session, _disabled_by_config
+    global _session
     with _session_lock:
         _session = session
-        _disabled_by_config = None
         _set_fast_active(session)
 
 
 def start_local_session(config: Optional[Config] = None, workflow_id: Optional[int] = None) -> Session:
     """A session for a process that is its own leader (no MPI)."""
-    from flowcept import jobs
-    from flowcept.drain import Drainer
-    from flowcept.transport import open_transport
+    from flowcept.record import job as jobs
+    from flowcept import registry
     config = config or load_config()
     with _session_lock:
         if _session is not None and not _session.closed:
             return _session
-        job_name = jobs.detect_job_name(config) or jobs.new_job_name()
+        job_name = config.job_id or jobs.new_job_name()
         job = jobs.job_info(config, job_name)
-        drainer = Drainer(config, open_transport(config.transport, config, job))
+        drainer = registry.load("leader", "local")(config, job)
         session = Session(config, job_name, workflow_id=workflow_id, drainer=drainer)
         drainer.start()
         set_current(session)
         return session
 
 
-# When the configuration says disabled, remember it (with the FLOWCEPT_ENABLED
-# value it was read under) so that each call does not re-read the config.
-_disabled_by_config = None
+_config_failed = None   # the environment snapshot whose configuration was wrong
 
 
 def ensure_session() -> Optional[Session]:
-    """The active session, started lazily; None when capture is disabled."""
-    global _disabled_by_config
+    """The active session, started lazily; None when capture is disabled or
+    the configuration is wrong (then one error is logged and the
+    application runs uncaptured: a lazy start never raises into user code)."""
+    global _config_failed
     s = _session
     if s is not None:
         return s
-    env_enabled = os.environ.get("FLOWCEPT_ENABLED")
-    if _disabled_by_config is not None and _disabled_by_config == (env_enabled,):
+    from flowcept.config import ConfigError, process_config
+    try:
+        config = process_config()
+    except ConfigError as e:
+        if _config_failed != str(e):
+            _config_failed = str(e)
+            log.error("flowcept: capture is off for this process: %s", e)
+        uncaptured[0] += 1
         return None
-    config = load_config()
     if not config.enabled:
-        _disabled_by_config = (env_enabled,)
         return None
-    return start_local_session(config)
+    try:
+        return start_local_session(config)
+    except Exception as e:   # e.g. a full shm_dir or a transport that is down
+        if _config_failed != str(e):
+            _config_failed = str(e)
+            log.error("flowcept: capture is off for this process: %s: %s", type(e).__name__, e)
+        uncaptured[0] += 1
+        return None
+
+
+# calls that ran uncaptured because capture could not start (reported at exit)
+uncaptured = [0]
 
 
 def end_session() -> None:

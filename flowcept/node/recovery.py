@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from flowcept.config import load_config
-from flowcept.jobs import process_alive
+from flowcept.osutil import process_alive
 
 
 @dataclass
@@ -53,9 +53,9 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
                 rings: Optional[List[str]] = None) -> RecoveryReport:
     """``rings``: only these ring files of the job's ring dir (the epilog passes the ones it
     has vetted); default every ``*.ring`` there."""
-    from flowcept import jobs
-    from flowcept.drain import Drainer, remove_ring_files
-    from flowcept.ring import Ring, RingError
+    from flowcept.record import job as jobs
+    from flowcept.node.drain import Drainer, remove_ring_files
+    from flowcept.native.ring import Ring, RingError
     from flowcept.transport import open_transport
     overrides = {k: v for k, v in (("shm_dir", shm_dir), ("run_dir", run_dir),
                                    ("transport", transport)) if v}
@@ -112,9 +112,9 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
     rings already have a consumer (their leader)."""
     import threading
     import time
-    from flowcept import jobs
-    from flowcept.drain import Drainer, remove_ring_files
-    from flowcept.ring import RingError
+    from flowcept.record import job as jobs
+    from flowcept.node.drain import Drainer, remove_ring_files
+    from flowcept.native.ring import RingError
     from flowcept.transport import open_transport
     config = config or load_config()
     stop = stop or threading.Event()

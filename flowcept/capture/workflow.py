@@ -7,7 +7,7 @@ import socket
 import time
 from typing import Any, Optional
 
-from flowcept import runtime
+from flowcept.capture import session as runtime
 from flowcept.config import load_config
 
 

@@ -7,8 +7,8 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from flowcept.batch import Batch
-from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_NAMES, format_task_id
+from flowcept.native.batch import Batch
+from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_NAMES, format_task_id
 
 
 def find_stores(path: str) -> List[str]:
@@ -27,10 +27,10 @@ def find_stores(path: str) -> List[str]:
     return found
 
 
-def iter_batches(path: str, store: str = "lmdb") -> Iterator[Batch]:
-    from flowcept.store import open_store
+def iter_batches(path: str) -> Iterator[Batch]:
+    from flowcept.store import open_store_at
     for sp in find_stores(path):
-        with open_store(store, sp, readonly=True) as st:
+        with open_store_at(sp) as st:
             for _key, frame in st.scan():
                 yield Batch(frame, check=False)
 
@@ -67,7 +67,7 @@ def read_records(path: str, include_workflow_records: bool = False) -> Records:
 
 
 def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] = None) -> dict:
-    from flowcept.payload import decode
+    from flowcept.record.payload import decode
     wf, tid, parent = int(rec["workflow_id"]), int(rec["task_id"]), int(rec["parent_id"])
     doc = {
         "task_id": format_task_id(wf, tid),
@@ -101,10 +101,10 @@ def read_tasks(path: str) -> List[dict]:
 
 
 def read_workflows(path: str) -> Dict[str, dict]:
-    from flowcept.store import open_store
+    from flowcept.store import open_store_at
     out: Dict[str, dict] = {}
     for sp in find_stores(path):
-        with open_store("lmdb", sp, readonly=True) as st:
+        with open_store_at(sp) as st:
             for wf, doc in st.workflows().items():
                 out.setdefault(f"{wf:016x}", {}).update(doc)
     return out

@@ -5,7 +5,7 @@ from typing import List
 
 import numpy as np
 
-from flowcept.layout import STATUS_ERROR
+from flowcept.record.layout import STATUS_ERROR
 
 
 def activity_table(activity: np.ndarray, duration_ns: np.ndarray):

@@ -15,9 +15,9 @@ import os
 from time import time_ns
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
-from flowcept import runtime
-from flowcept.layout import FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED
-from flowcept.payload import encode
+from flowcept.capture import session as runtime
+from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED
+from flowcept.record.payload import encode
 
 # Task id of the innermost open task of this thread / asyncio task (0: none).
 current_task_id: contextvars.ContextVar[int] = contextvars.ContextVar("flowcept_task", default=0)
@@ -35,14 +35,25 @@ if _fastcapture is not None:
     _fastcapture.configure(current_task_id, _ensure_state)
 
 
+def _settings():
+    """The process configuration, or None when it is wrong (capture then stays
+    out of the way; the error is reported when a session would start)."""
+    from flowcept.config import ConfigError, process_config
+    try:
+        return process_config()
+    except ConfigError:
+        return None
+
+
 def _use_compiled() -> bool:
-    return _fastcapture is not None and os.environ.get("FLOWCEPT_PURE_PYTHON", "").strip() != "1"
+    cfg = _settings()
+    return _fastcapture is not None and not (cfg is not None and cfg.pure_python)
 
 
 def _pre_encode(extra: dict) -> Optional[bytes]:
     """The key/value pairs of extra as msgpack (a compiled wrapper appends them)."""
     import msgpack
-    from flowcept.payload import _describe
+    from flowcept.record.payload import _describe
     try:
         packer = msgpack.Packer(default=_describe, use_bin_type=True, datetime=False,
                                 strict_types=False)
@@ -52,7 +63,8 @@ def _pre_encode(extra: dict) -> Optional[bytes]:
 
 
 def _disabled_by_env() -> bool:
-    return os.environ.get("FLOWCEPT_ENABLED", "").strip().lower() in ("0", "false", "no", "off")
+    cfg = _settings()
+    return cfg is not None and not cfg.enabled
 
 
 def _generated(result: Any, output_names: Optional[Sequence[str]]) -> Any:

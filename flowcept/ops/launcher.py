@@ -95,9 +95,9 @@ def run_script(path: str, argv: Sequence[str] = (), *, wrap_functions: bool = Tr
                mpi: str = "auto", workflow_name: Optional[str] = None,
                **config_overrides) -> int:
     """Runs the script at ``path`` with ``argv`` under capture; returns its exit status."""
-    from flowcept.capture import FlowceptTask, flowcept_task
-    from flowcept.layout import STATUS_ERROR, STATUS_FINISHED
-    from flowcept.mpi import instrument
+    from flowcept.capture.task import FlowceptTask, flowcept_task
+    from flowcept.record.layout import STATUS_ERROR, STATUS_FINISHED
+    from flowcept.capture.mpi import instrument
 
     path = os.path.abspath(path)
     with open(path, "rb") as f:
@@ -114,7 +114,7 @@ def run_script(path: str, argv: Sequence[str] = (), *, wrap_functions: bool = Tr
         # instrument(None) would pick MPI.COMM_WORLD when mpi4py is importable; a plain
         # (non-MPI) run must not initialise MPI.
         from flowcept.config import load_config
-        from flowcept.mpi import Instrumentation
+        from flowcept.capture.mpi import Instrumentation
         config = load_config(**config_overrides)
         inst = Instrumentation(None, config, name, None, None)
         if config.enabled:

@@ -17,11 +17,12 @@ import threading
 import time
 from typing import Dict, Optional
 
-from flowcept._native import ffi, lib
-from flowcept.ring import Ring
-from flowcept.transport import TransportUnavailable
+from flowcept.native import ffi, lib
+from flowcept.native.ring import Ring
+from flowcept.errors import TransportUnavailable
+from flowcept.osutil import process_alive
 
-log = logging.getLogger("flowcept.drain")
+log = logging.getLogger("flowcept.node.drain")
 
 
 class SpillCursor:
@@ -57,8 +58,8 @@ class Drainer:
         # -- spool fallback (issue #4): where batches go when the transport is down.
         # Transports that can go down declare ``spool_fallback = True``; they get
         # the job's node-local spool unless the caller passes one.
-        if spool is None and getattr(transport, "spool_fallback", False):
-            from flowcept.spool import Spool
+        if spool is None and transport.spool_fallback:
+            from flowcept.node.spool import Spool
             spool = Spool.for_job(config, transport.job)
         self.spool = spool
         self.rings: Dict[str, Ring] = {}
@@ -96,8 +97,7 @@ class Drainer:
     # has not confirmed; ``take_unflushed()`` hands those (key, bytes) back
     # after a failure, and they are spooled with the failing batch.
     def _spill_unflushed(self) -> None:
-        take = getattr(self.transport, "take_unflushed", None)
-        for key, frame in (take() if take is not None else ()):
+        for key, frame in self.transport.take_unflushed():
             self.spool.put(key, frame)
         self.spool.note_failure()
 
@@ -254,6 +254,33 @@ class Drainer:
             self._thread = None
         return self.drain_all()
 
+    def finish(self, timeout_s: float) -> list:
+        """The end of a leader: waits (at most ``timeout_s``) until every ring
+        is closed by its producer or its producer died, draining meanwhile;
+        then drains everything, removes the files of the ended rings and
+        closes the transport.  Returns the paths of rings still open (their
+        records stay for recovery)."""
+        deadline = time.monotonic() + timeout_s
+        pending = dict(self.rings)
+        while pending:
+            for path, ring in list(pending.items()):
+                st = ring.stats()
+                if st["closed"] or not process_alive(st["producer_pid"]):
+                    pending.pop(path)
+            if not pending or time.monotonic() > deadline:
+                break
+            self.drain_once()
+            time.sleep(self.config.drain_interval_ms / 1000)
+        self.stop()
+        leftover = list(pending)
+        for path, ring in list(self.rings.items()):
+            ring.close()
+            if path not in pending:
+                remove_ring_files(path)
+        self.rings.clear()
+        self.transport.close()
+        return leftover
+
     def close(self, unlink: bool = False) -> None:
         for path, ring in list(self.rings.items()):
             ring.close()
@@ -264,7 +291,7 @@ class Drainer:
 
 
 def _key(hdr) -> bytes:
-    from flowcept.batch import batch_key
+    from flowcept.native.batch import batch_key
     return batch_key(hdr.job_id, hdr.ring_uid, hdr.seq)
 
 

@@ -1,5 +1,5 @@
 """Mongo-style filters on task documents, shared by the LMDB query
-(flowcept.query) and the HDF5 archive reader (flowcept.archive).
+(flowcept.query.search) and the HDF5 archive reader (flowcept.archive).
 
 A filter is a dict of field -> value or field -> {"$op": arg, ...}, with
 top-level $and / $or / $nor lists.  Comparisons are type-strict, like

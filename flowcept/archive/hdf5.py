@@ -40,8 +40,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
-from flowcept.filters import MISSING, as_list, field_ops, is_number, match_value
-from flowcept.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
+from flowcept.query.filters import MISSING, as_list, field_ops, is_number, match_value
+from flowcept.record.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
 
 STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 _OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
@@ -379,7 +379,7 @@ class Archive:
         i = self._index(i)
         d = self._decoded.get(i, MISSING)
         if d is MISSING:
-            from flowcept.payload import decode
+            from flowcept.record.payload import decode
             try:
                 d = decode(self.payload_bytes(i))
             except Exception as e:
@@ -389,7 +389,7 @@ class Archive:
 
     def decoded_payloads(self, rows=None) -> List[Any]:
         """Decoded payloads of many rows at once (the blob is read once)."""
-        from flowcept.payload import decode
+        from flowcept.record.payload import decode
         rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
         blob = self._load_payloads()
         offs = self._column("payload_off")[rows].tolist()
@@ -431,8 +431,8 @@ class Archive:
         raise TypeError(f"a task is a row number, a task id string or a task dict, not {task!r}")
 
     def task(self, task) -> dict:
-        """A Flowcept-style task dict (same keys as flowcept.reader.read_tasks)."""
-        from flowcept.reader import task_dict
+        """A Flowcept-style task dict (same keys as flowcept.query.tasks.read_tasks)."""
+        from flowcept.query.tasks import task_dict
         i = self._index(task)
         rec = {name: self._column(name)[i] for name in
                ("task_id", "parent_id", "workflow_id", "start_ns", "end_ns", "rank", "thread_id", "status")}

@@ -22,7 +22,7 @@ import os
 import time
 from typing import List, Optional, Tuple
 
-log = logging.getLogger("flowcept.spool")
+log = logging.getLogger("flowcept.node.spool")
 
 SUFFIX = ".batch"
 KEY_BYTES = 24
@@ -63,7 +63,7 @@ class Spool:
     # -- writing --------------------------------------------------------
     def _ensure_dir(self) -> None:
         if not self._ready:
-            from flowcept.jobs import private_dir
+            from flowcept.osutil import private_dir
             private_dir(self.dir)
             self._ready = True
 
@@ -129,7 +129,7 @@ class Spool:
         only after ``transport.flush()`` succeeded.  Returns (batches, records)
         replayed.  Stops quietly (files kept, next try after retry_ms) when
         the transport is unavailable."""
-        from flowcept.batch import Batch, BatchError
+        from flowcept.native.batch import Batch, BatchError
         from flowcept.transport import TransportUnavailable
         keys = self.keys()
         if max_batches is not None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from flowcept._native import ffi, lib
+from flowcept.native import ffi, lib
 
 _POLICIES = {"spill": 0, "block": 1, "drop": 2}
 

@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from flowcept.layout import (BATCH_HEADER_DTYPE, BATCH_HEADER_SIZE, BATCH_MAGIC,
+from flowcept.record.layout import (BATCH_HEADER_DTYPE, BATCH_HEADER_SIZE, BATCH_MAGIC,
                              FORMAT_VERSION, RECORD_DTYPE)
 
 _REASONS = {
@@ -45,7 +45,7 @@ def unpack_batch_key(key: bytes):
 
 def validate(frame) -> None:
     """Raises BatchError unless the frame is complete and intact (C validator)."""
-    from flowcept._native import ffi, lib
+    from flowcept.native import ffi, lib
     buf = ffi.from_buffer(frame)
     rc = lib.fc_batch_validate(buf, len(buf))
     if rc < 0:
@@ -105,7 +105,7 @@ class Batch:
 def build_frame(records: np.ndarray, payloads: Sequence[bytes], strings: Sequence[str], *,
                 job_id: int, ring_uid: int, seq: int, rank: int = 0, flags: int = 0) -> bytes:
     """Builds a frame in Python (tests, tools, fuzzing seeds); the hot path packs in C."""
-    from flowcept._native import ffi, lib
+    from flowcept.native import ffi, lib
     recs = np.array(records, dtype=RECORD_DTYPE, copy=True)
     if len(payloads) != len(recs):
         raise ValueError("one payload per record")

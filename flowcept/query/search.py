@@ -2,7 +2,7 @@
 
 ::
 
-    from flowcept.query import query
+    from flowcept.query.search import query
     query("./flowcept-runs/12345", filter={"activity_id": "diffuse", "rank": {"$in": [0, 1]}})
     query(path, activity="residual", start=t0, end=t1, limit=10)
 
@@ -14,7 +14,7 @@ Three levels, each cheaper than the next:
   2. in a batch that is read, the fixed-size record headers are filtered
      with numpy (ranks, times, ids, activity, status);
   3. only the survivors are decoded into Flowcept-style dicts
-     (flowcept.reader.task_dict) and matched exactly against the filter.
+     (flowcept.query.tasks.task_dict) and matched exactly against the filter.
 
 Filters are Mongo-style dicts as in Flowcept's ``Flowcept.db.query(filter=...)``:
 ``$eq $ne $gt $gte $lt $lte $in $nin $exists $regex`` on a field, and
@@ -33,8 +33,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from flowcept.filters import field_ops, matches
-from flowcept.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_NAMES, parse_task_id
+from flowcept.query.filters import field_ops, matches
+from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_NAMES, parse_task_id
 
 last_stats: Dict[str, int] = {}
 
@@ -300,9 +300,9 @@ def query(path: str, filter: Optional[dict] = None, workflow=None, activity=None
     filter and the keyword conditions (all ANDed), as Flowcept-style dicts in
     storage order (batch key, then record order).  ``start``/``end`` are
     seconds since the epoch (``started_at >= start``, ``ended_at <= end``)."""
-    from flowcept.batch import Batch
-    from flowcept.reader import find_stores, task_dict
-    from flowcept.store import open_store
+    from flowcept.native.batch import Batch
+    from flowcept.query.tasks import find_stores, task_dict
+    from flowcept.store import open_store_at
     cond = build_condition(filter, workflow, activity, rank, start, end, task_id)
     st = {"batches_total": 0, "batches_read": 0, "records_scanned": 0, "records_decoded": 0,
           "returned": 0}
@@ -311,7 +311,7 @@ def query(path: str, filter: Optional[dict] = None, workflow=None, activity=None
     for sp in find_stores(path):
         if done:
             break
-        with open_store("lmdb", sp, readonly=True) as store:
+        with open_store_at(sp) as store:
             keys = []
             for key, summary in store.summaries():
                 st["batches_total"] += 1

@@ -1,0 +1,205 @@
+"""MPI-aware capture: ``from flowcept.mpi import instrument``.
+
+::
+
+    from mpi4py import MPI
+    from flowcept.capture.mpi import instrument
+
+    with instrument(MPI.COMM_WORLD, workflow_name="heat") as prov:   # collective
+        @prov.task
+        def step(i, u): ...
+
+or, for a script, one line at the top: ``instrument()`` (finalized at exit,
+before mpi4py finalizes MPI).
+
+What happens: rank 0 makes the job name and workflow id and broadcasts them
+(one collective); ``COMM_TYPE_SHARED`` splits ranks by node; every rank
+creates its ring in node-local shared memory; the node leader (node rank
+``leader_node_rank``) gathers the ring paths of its node (one collective),
+drains them in a background thread, packs batches in C and publishes them
+through the configured transport.  MPI is used only for these start-up
+collectives: records never travel over MPI, and finalization is not
+collective (the leader waits, with a timeout, for the rings of its node to
+be closed or for their processes to die), so a rank that raises or is
+killed cannot hang the others.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import time
+from typing import Any, Optional
+
+from flowcept.capture import session as runtime
+from flowcept.capture.task import flowcept_task
+from flowcept.config import load_config
+
+log = logging.getLogger("flowcept.mpi")
+
+
+class Instrumentation:
+    """An instrumented MPI run (returned by ``instrument``)."""
+
+    task = staticmethod(flowcept_task)
+
+    def __init__(self, comm, config, workflow_name: str, campaign_id: Optional[str],
+                 workflow_id: Optional[int]):
+        self.comm = comm
+        self.config = config
+        self.workflow_name = workflow_name
+        self.campaign_id = campaign_id
+        self._requested_workflow_id = workflow_id
+        self.rank, self.size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
+        self.node_comm = None
+        self.is_leader = True
+        self.session: Optional[runtime.Session] = None
+        self.finalized = False
+
+    # -- start (collective) ----------------------------------------------
+    def _start(self) -> "Instrumentation":
+        from flowcept.record import job as jobs
+        from flowcept import registry
+        cfg = self.config
+        if self.comm is None:
+            self.session = runtime.start_local_session(cfg, workflow_id=self._requested_workflow_id)
+            self._workflow_doc()
+            return self
+        if runtime.current() is not None:
+            raise RuntimeError("flowcept: a capture session is already active in this process; "
+                               "call instrument() once, before any decorated task runs")
+        ids = None
+        if self.rank == 0:
+            ids = (cfg.job_id or jobs.new_job_name(),
+                   self._requested_workflow_id or runtime.new_workflow_id())
+        job_name, workflow_id = self.comm.bcast(ids, root=0)
+        from mpi4py import MPI
+        self.node_comm = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        node_rank, node_size = self.node_comm.Get_rank(), self.node_comm.Get_size()
+        leader = cfg.leader_node_rank % node_size
+        self.is_leader = node_rank == leader
+        drainer = None
+        if self.is_leader:
+            job = jobs.job_info(cfg, job_name)
+            drainer = registry.load("leader", "local")(cfg, job)
+        session = runtime.Session(cfg, job_name, rank=self.rank, workflow_id=workflow_id,
+                                  drainer=drainer)
+        paths = self.node_comm.gather(session.ring_path, root=leader)
+        if drainer is not None:
+            for path in paths:
+                drainer.adopt(path)
+            drainer.start()
+        runtime.set_current(session)
+        self.session = session
+        if self.rank == 0:
+            self._workflow_doc()
+        return self
+
+    def _workflow_doc(self) -> None:
+        import socket
+        from flowcept.capture.workflow import _user
+        s = self.session
+        doc = {"name": self.workflow_name, "campaign_id": self.campaign_id, "user": _user(),
+               "job": s.job.job_name, "ranks": self.size, "hostname": socket.gethostname(),
+               "started_at": time.time_ns(), "mpi": self.comm is not None}
+        s.push_workflow({k: v for k, v in doc.items() if v is not None})
+
+    # -- properties --------------------------------------------------------
+    @property
+    def workflow_id(self) -> int:
+        return self.session.workflow_id
+
+    @property
+    def job_name(self) -> str:
+        return self.session.job.job_name
+
+    @property
+    def run_dir(self) -> str:
+        return self.session.job.run_dir
+
+    # -- finalize (not collective) -------------------------------------------
+    def finalize(self, error: Optional[BaseException] = None) -> None:
+        if self.finalized or self.session is None:
+            return
+        self.finalized = True
+        s = self.session
+        if error is not None:
+            s.push_workflow({"error": {"rank": self.rank, "type": type(error).__qualname__,
+                                       "message": str(error)[:1000]}})
+        if self.rank == 0 and error is None:
+            s.push_workflow({"ended_at": time.time_ns()})
+        if self.comm is None:
+            runtime.end_session()
+            return
+        drainer = s.drainer
+        if not self.is_leader and error is not None and self.size > 1:
+            # About to abort: wait (bounded) for the leader to take our records.
+            _wait_drained(s, self.config.finalize_timeout_s)
+        s.drainer = None
+        runtime.end_session()           # closes our ring (marks it ended)
+        if drainer is not None:
+            self._leader_finish(drainer)
+        if error is not None and self.size > 1 and self.config.abort_on_error:
+            log.error("flowcept: rank %d raised %r; aborting the MPI job (abort_on_error)",
+                      self.rank, error)
+            self.comm.Abort(1)
+
+    def _leader_finish(self, drainer) -> None:
+        leftover = drainer.finish(self.config.finalize_timeout_s)
+        try:
+            os.rmdir(self.session.ring_dir)   # only when empty: other steps may share it
+        except OSError:
+            pass
+        if leftover:
+            log.warning("flowcept: %d ring(s) still open after %ss; their records stay in %s for "
+                        "`flowcept recover` or the SLURM epilog", len(leftover),
+                        self.config.finalize_timeout_s, os.path.dirname(next(iter(leftover))))
+
+    def __enter__(self) -> "Instrumentation":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.finalize(exc)
+        return False
+
+
+
+def _wait_drained(session, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = session.stats()
+        if st["tail"] >= st["head"]:
+            return
+        time.sleep(0.005)
+
+
+def instrument(comm: Any = None, workflow_name: Optional[str] = None, *,
+               campaign_id: Optional[str] = None, workflow_id: Optional[int] = None,
+               settings_path: Optional[str] = None, **config_overrides: Any) -> Instrumentation:
+    """Starts capture on every rank of ``comm`` (collective; default
+    ``MPI.COMM_WORLD`` when mpi4py is importable, else a single process).
+
+    Use it as a context manager, or call it once at the top of a script:
+    it is then finalized at interpreter exit, before MPI_Finalize.
+    Keyword arguments that are configuration keys override the environment.
+    """
+    config = load_config(settings_path, **config_overrides)
+    if comm is None:
+        try:
+            from mpi4py import MPI
+            comm = MPI.COMM_WORLD
+        except ImportError:
+            comm = None
+    name = workflow_name or os.path.splitext(os.path.basename(
+        getattr(__import__("__main__"), "__file__", "") or "workflow"))[0]
+    inst = Instrumentation(comm, config, name, campaign_id, workflow_id)
+    if not config.enabled:
+        inst.finalized = True
+        return inst
+    inst._start()
+    # atexit is LIFO: registered after mpi4py's own handler, so it runs first.
+    atexit.register(inst.finalize)
+    return inst
+
+
+__all__ = ["instrument", "Instrumentation", "flowcept_task"]

@@ -1,0 +1,49 @@
+"""Job identity and the node-local paths derived from it.
+
+A job has a name (the batch system's job id, or one made up for runs
+outside a batch system; chosen by configuration, see ``Config.job_id``) and
+a 64-bit id used in batch ids.  Shared-memory rings live in
+``<shm_dir>/flowcept-<uid>/<job_name>/`` (0700): per user and per job, so
+concurrent jobs never see each other's rings and the epilog finds exactly
+the job's files.  The C library computes the same id (``fc_job_id_of``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Where a batch comes from: known to every transport."""
+    job_name: str       # e.g. SLURM job id "12345" or "local-20261128-034700-1234"
+    job_id: int         # 64-bit form used in batch ids
+    node: str           # host name of the leader
+    run_dir: str        # <run_dir>/<job_name>
+
+
+def job_id_of(job_name: str) -> int:
+    """The 64-bit id of a job name (the number itself for numeric SLURM ids)."""
+    if job_name.isdigit() and int(job_name) < 1 << 63:
+        return int(job_name)
+    return int.from_bytes(hashlib.blake2b(job_name.encode(), digest_size=8).digest(), "little") | 1 << 63
+
+
+def new_job_name() -> str:
+    return time.strftime("local-%Y%m%d-%H%M%S-") + f"{os.getpid()}-{os.urandom(2).hex()}"
+
+
+def node_name() -> str:
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+def job_info(config, job_name: str) -> JobInfo:
+    return JobInfo(job_name=job_name, job_id=job_id_of(job_name), node=node_name(),
+                   run_dir=os.path.join(os.path.abspath(config.run_dir), job_name))
+
+
+def ring_dir(config, job_name: str) -> str:
+    return os.path.join(config.shm_dir, f"flowcept-{os.geteuid()}", job_name)
