@@ -91,7 +91,9 @@ def _plugins():
     """Subcommands contributed by other modules (archive, keeper, ops)."""
     import importlib
     out = []
-    for module in ("flowcept.archive.cli", "flowcept.keeper.cli", "flowcept.ops.cli"):
+    for module in ("flowcept.archive.cli", "flowcept.keeper.cli", "flowcept.keeper.bridge_cli",
+                   "flowcept.ops.cli", "flowcept.ops.config_cli", "flowcept.access.cli",
+                   "flowcept.adapters.cli"):
         try:
             mod = importlib.import_module(module)
         except ImportError as e:

@@ -22,6 +22,10 @@ import os
 import time
 from typing import List, Optional, Tuple
 
+# Batches published per flush while replaying: large enough to amortise a
+# round trip, small enough that a failure re-sends little.
+REPLAY_GROUP = 64
+
 log = logging.getLogger("flowcept.node.spool")
 
 SUFFIX = ".batch"
@@ -130,14 +134,13 @@ class Spool:
         replayed.  Stops quietly (files kept, next try after retry_ms) when
         the transport is unavailable."""
         from flowcept.native.batch import Batch, BatchError
-        from flowcept.transport import TransportUnavailable
+        from flowcept.errors import TransportUnavailable
         keys = self.keys()
         if max_batches is not None:
             keys = keys[:max_batches]
         if not keys:
             return 0, 0
-        group = group or max(1, int(getattr(getattr(transport, "config", None),
-                                            "redis_pipeline", 64) or 64))
+        group = group or REPLAY_GROUP
         done = records = 0
         try:
             for i in range(0, len(keys), group):
