@@ -93,7 +93,7 @@ static int attach(struct fc_ring *r, uint64_t workflow_id, uint32_t rank,
 }
 
 /* mkdir that accepts an existing directory only if it is ours, not a
- * symlink, and private (the same rule as flowcept/jobs.py private_dir). */
+ * symlink, and private (the same rule as flowcept/osutil.py private_dir). */
 static int private_dir(const char *path)
 {
     if (mkdir(path, 0700) != 0 && errno != EEXIST)
@@ -169,7 +169,7 @@ int fc_capture_init(const char *ring_path, const fc_ring_options *opts,
     int e = fc_ring_create(ring_path, &o, &r);
     if (e)
         return e;
-    /* String 0 names the node (flowcept/layout.py NODE_PREFIX), so that the
+    /* String 0 names the node (flowcept/record/layout.py NODE_PREFIX), so that the
      * records of a C program say where they ran, like Python's. */
     char host[300] = "host:";
     if (gethostname(host + 5, sizeof host - 6) == 0) {

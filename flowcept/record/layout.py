@@ -73,7 +73,7 @@ def check_against(native_fields, record_size: int, header_size: int) -> None:
              RECORD_DTYPE.fields[name][1]) for name in RECORD_DTYPE.names]
     if native_fields != mine or record_size != RECORD_DTYPE.itemsize or header_size != BATCH_HEADER_SIZE:
         raise ImportError(
-            "flowcept record layout of the compiled extension differs from flowcept/layout.py:\n"
+            "flowcept record layout of the compiled extension differs from flowcept/record/layout.py:\n"
             f"  C:      {native_fields} (record {record_size} B, header {header_size} B)\n"
             f"  Python: {mine}\nrebuild the extension (`pip install .`) or fix layout.py")
 
