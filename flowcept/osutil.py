@@ -48,6 +48,8 @@ def atomic_write(path: str, data, *, fsync: bool = False) -> None:
     are synced before returning (durable across an OS crash)."""
     if isinstance(data, str):
         data = data.encode()
+    if not isinstance(data, (bytes, bytearray)):
+        data = memoryview(data).cast("B")
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:

@@ -78,22 +78,8 @@ class Spool:
         """Writes one batch durably; returns only after fsync of file and dir."""
         self._ensure_dir()
         final = self.path_of(key)
-        tmp = f"{final}.tmp{os.getpid()}"
-        try:
-            os.unlink(tmp)           # a leftover of a crashed earlier try
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(frame).cast("B")
-            while len(view):
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        from flowcept.osutil import atomic_write
+        atomic_write(final, frame, fsync=True)
         self.spooled += 1
         return final
 

@@ -77,18 +77,18 @@ def test_default_locations(tmp_path):
 
 
 def test_replay_in_key_order_removes_only_after_flush(tmp_path):
-    cfg = load_config(env={}, redis_pipeline=4)
+    cfg = load_config(env={})
     sp = Spool(str(tmp_path / "sp"), retry_ms=1)
     frames = {frame_key(f): f for f in (make_frame(s, 3)[0] for s in range(10))}
     for k, f in frames.items():
         sp.put(k, f)
     t = Flaky(cfg, job(tmp_path))
     t.fail_after = 2               # the first group of 4 fails at flush
-    assert sp.replay(t) == (0, 0)
+    assert sp.replay(t, group=4) == (0, 0)
     assert len(sp) == 10 and t.stored == {}          # nothing removed, nothing lost
     t.fail_after = None
     sp._next_try = 0
-    assert sp.replay(t) == (10, 30)
+    assert sp.replay(t, group=4) == (10, 30)
     assert len(sp) == 0 and t.stored == frames and t.flushes == 3   # 4 + 4 + 2 per round trip
     assert list(t.stored) == sorted(frames)
 
@@ -97,7 +97,7 @@ def test_crash_mid_replay_loses_and_doubles_nothing(tmp_path):
     """A replay killed after the flush of some groups: the rest is replayed
     later; the ones flushed but not yet removed come again and the store skips them."""
     from flowcept.store import open_store
-    cfg = load_config(env={}, redis_pipeline=3)
+    cfg = load_config(env={})
     sp = Spool(str(tmp_path / "sp"))
     frames = [make_frame(s, 3)[0] for s in range(8)]
     for f in frames:
@@ -115,12 +115,12 @@ def test_crash_mid_replay_loses_and_doubles_nothing(tmp_path):
     os.unlink = crashing_unlink
     try:
         with pytest.raises(KeyboardInterrupt):
-            sp.replay(t)
+            sp.replay(t, group=3)
     finally:
         os.unlink = real_unlink
     assert 0 < len(sp) < 8
     sp2 = Spool(sp.dir)             # the next process
-    sp2.replay(t)
+    sp2.replay(t, group=3)
     assert len(sp2) == 0
     assert t.deliveries > 8         # some came twice ...
     with open_store("lmdb", str(tmp_path / "store"), cfg) as st:
