@@ -26,6 +26,7 @@
 #include <structmember.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -33,6 +34,8 @@
 #include "msgpack_enc.h"
 
 #include "pycompat.h"
+
+static inline void keep_exc_chain(void) { (void)exc_chain; }   /* unused here now */
 
 typedef int (*fc_push_fn)(fc_ring *, uint64_t, uint64_t, uint64_t, int64_t,
                           int64_t, uint32_t, uint32_t, uint32_t, uint16_t,
@@ -51,6 +54,12 @@ static PyObject *g_var;            /* the ContextVar current_task_id */
 static PyObject *g_ensure;         /* () -> State | None */
 static uint64_t g_generation;      /* last State generation handed out */
 static PyObject *g_str_return;     /* "return" */
+static uint64_t g_placeholders;    /* payloads replaced by PLACEHOLDER */
+
+/* {"capture_error": "payload"}: the payload of a record whose own could not
+ * be built (counted in g_placeholders). */
+static const char PLACEHOLDER[] = "\x81\xad" "capture_error" "\xa7" "payload";
+#define PLACEHOLDER_LEN (sizeof(PLACEHOLDER) - 1)
 
 static _Thread_local uint64_t tls_gen;   /* State generation tls_idx is for */
 static _Thread_local uint32_t tls_idx;
@@ -559,26 +568,85 @@ static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
     return 1;
 }
 
-/* Activity id of w in st's ring (interned once per session). */
-static int task_activity(TaskObject *w, StateObject *st, uint32_t *out)
+/* Activity id of w in st's ring (interned once per session), or
+ * FC_ACTIVITY_OVERFLOW when the name table is full or interning failed
+ * (the record then carries the name in its payload).  Never raises. */
+static uint32_t task_activity(TaskObject *w, StateObject *st)
 {
     if (w->act_gen != st->generation) {
-        if (st->intern == NULL) {
-            *out = 0;
-            return 1;
-        }
+        if (st->intern == NULL)
+            return FC_ACTIVITY_OVERFLOW;
         PyObject *r = PyObject_CallOneArg(st->intern, w->activity);
-        if (r == NULL)
-            return -1;
+        if (r == NULL) {
+            PyErr_Clear();
+            return FC_ACTIVITY_OVERFLOW;   /* not cached: may work next time */
+        }
         unsigned long v = PyLong_AsUnsignedLong(r);
         Py_DECREF(r);
-        if (v == (unsigned long)-1 && PyErr_Occurred())
-            return -1;
+        if ((v == (unsigned long)-1 && PyErr_Occurred()) || v > 0xFFFFFFFFul) {
+            PyErr_Clear();
+            return FC_ACTIVITY_OVERFLOW;
+        }
         w->act_id = (uint32_t)v;
         w->act_gen = st->generation;
     }
-    *out = w->act_id;
-    return 1;
+    return w->act_id;
+}
+
+/* Length of s cut to FC_NAME_MAX bytes at a UTF-8 boundary (as fc_name_cut). */
+static uint32_t name_cut(const char *s, size_t len)
+{
+    if (len <= FC_NAME_MAX)
+        return (uint32_t)len;
+    const unsigned char *u = (const unsigned char *)s;
+    uint32_t cut = FC_NAME_MAX;
+    for (int k = 0; k < 3 && cut > 0 && (u[cut] & 0xC0) == 0x80; k++)
+        cut--;
+    if ((u[cut] & 0xC0) == 0x80)
+        cut = FC_NAME_MAX;
+    return cut;
+}
+
+/* Pushes one record of w.  An activity beyond the name table goes with
+ * FC_FLAG_NAME_IN_PAYLOAD and [u16 LE n][name] in front of the payload.
+ * Never raises. */
+static void push_record(StateObject *st, TaskObject *w, uint64_t tid,
+                        uint64_t parent, int64_t start, int64_t end,
+                        uint16_t status, const char *data, size_t len)
+{
+    uint32_t act = task_activity(w, st);
+    if (st->ring == NULL)   /* interning ran Python code: the session may have ended */
+        return;
+    if (act != FC_ACTIVITY_OVERFLOW) {
+        st->push(st->ring, tid, parent, st->workflow_id, start, end, st->rank,
+                 state_thread_index(st), act, status, FC_FLAG_PAYLOAD_MSGPACK,
+                 data, (uint32_t)len);
+        return;
+    }
+    PyObject *nb = PyUnicode_AsEncodedString(w->activity, "utf-8", "backslashreplace");
+    if (nb == NULL) {
+        PyErr_Clear();
+        nb = PyBytes_FromStringAndSize("?", 1);
+        if (nb == NULL) {
+            PyErr_Clear();
+            return;
+        }
+    }
+    uint32_t n = name_cut(PyBytes_AS_STRING(nb), (size_t)PyBytes_GET_SIZE(nb));
+    char *buf = malloc(2 + (size_t)n + len);
+    if (buf != NULL) {
+        buf[0] = (char)(n & 0xff);
+        buf[1] = (char)(n >> 8);
+        memcpy(buf + 2, PyBytes_AS_STRING(nb), n);
+        if (len)
+            memcpy(buf + 2 + n, data, len);
+        st->push(st->ring, tid, parent, st->workflow_id, start, end, st->rank,
+                 state_thread_index(st), FC_ACTIVITY_OVERFLOW, status,
+                 FC_FLAG_PAYLOAD_MSGPACK | FC_FLAG_NAME_IN_PAYLOAD, buf,
+                 (uint32_t)(2 + n + len));
+        free(buf);
+    }
+    Py_DECREF(nb);
 }
 
 static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
@@ -592,8 +660,10 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
         Py_INCREF(st);
     } else {
         PyObject *r = g_ensure ? PyObject_CallNoArgs(g_ensure) : Py_NewRef(Py_None);
-        if (r == NULL)
-            return NULL;
+        if (r == NULL) {   /* capture could not start: the call goes on uncaptured */
+            PyErr_Clear();
+            return PyObject_Vectorcall(w->func, args, nargsf, kwnames);
+        }
         if (!PyObject_TypeCheck(r, &State_Type) || ((StateObject *)r)->ring == NULL) {
             Py_DECREF(r);   /* capture disabled: just call */
             return PyObject_Vectorcall(w->func, args, nargsf, kwnames);
@@ -603,10 +673,8 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
 
     uint64_t parent = 0;
     PyObject *pv = NULL;
-    if (PyContextVar_Get(g_var, NULL, &pv) < 0) {
-        Py_DECREF(st);
-        return NULL;
-    }
+    if (PyContextVar_Get(g_var, NULL, &pv) < 0)
+        goto uncaptured;
     if (pv != NULL) {
         if (PyLong_Check(pv)) {
             parent = PyLong_AsUnsignedLongLong(pv);
@@ -619,16 +687,12 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
     }
     uint64_t tid = state_next_id(st);
     PyObject *tidobj = PyLong_FromUnsignedLongLong(tid);
-    if (tidobj == NULL) {
-        Py_DECREF(st);
-        return NULL;
-    }
+    if (tidobj == NULL)
+        goto uncaptured;
     PyObject *token = PyContextVar_Set(g_var, tidobj);
     Py_DECREF(tidobj);
-    if (token == NULL) {
-        Py_DECREF(st);
-        return NULL;
-    }
+    if (token == NULL)
+        goto uncaptured;
     int64_t start = now_ns();
     PyObject *result = PyObject_Vectorcall(w->func, args, nargsf, kwnames);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -644,32 +708,24 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
         if (st->ring != NULL) {
             int want = w->capture_args >= 0 ? w->capture_args : st->capture_args;
             PyObject *data = slow_payload(w, want, args, nargs, kwnames, NULL, exc);
-            uint32_t act;
-            if (data == NULL || task_activity(w, st, &act) < 0) {
-                Py_XDECREF(data);
-                Py_DECREF(st);
-                exc_chain(&se);
-                return NULL;
+            if (data == NULL) {   /* never replaces the user's exception */
+                PyErr_Clear();
+                g_placeholders++;
+                push_record(st, w, tid, parent, start, end, FC_STATUS_ERROR,
+                            PLACEHOLDER, PLACEHOLDER_LEN);
+            } else {
+                push_record(st, w, tid, parent, start, end, FC_STATUS_ERROR,
+                            PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+                Py_DECREF(data);
             }
-            if (st->ring != NULL)
-                st->push(st->ring, tid, parent, st->workflow_id, start, end,
-                         st->rank, state_thread_index(st), act,
-                         FC_STATUS_ERROR, FC_FLAG_PAYLOAD_MSGPACK,
-                         PyBytes_AS_STRING(data),
-                         (uint32_t)PyBytes_GET_SIZE(data));
-            Py_DECREF(data);
         }
         Py_DECREF(st);
         exc_restore(&se);
         return NULL;
     }
 
-    if (PyContextVar_Reset(g_var, token) < 0) {
-        Py_DECREF(token);
-        Py_DECREF(result);
-        Py_DECREF(st);
-        return NULL;
-    }
+    if (PyContextVar_Reset(g_var, token) < 0)
+        PyErr_Clear();
     Py_DECREF(token);
     int64_t end = now_ns();
     if (st->ring == NULL) {   /* the session ended during the call */
@@ -687,32 +743,29 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
         data = b.p;
         len = b.len;
     } else {
-        if (ok < 0)
-            goto error;
+        if (ok < 0)   /* e.g. a signature that would not bind: Python decides */
+            PyErr_Clear();
         slow = slow_payload(w, want, args, nargs, kwnames, result, NULL);
-        if (slow == NULL)
-            goto error;
-        data = PyBytes_AS_STRING(slow);
-        len = (size_t)PyBytes_GET_SIZE(slow);
+        if (slow == NULL) {   /* never replaces the user's result */
+            PyErr_Clear();
+            g_placeholders++;
+            data = PLACEHOLDER;
+            len = PLACEHOLDER_LEN;
+        } else {
+            data = PyBytes_AS_STRING(slow);
+            len = (size_t)PyBytes_GET_SIZE(slow);
+        }
     }
-    uint32_t act;
-    if (task_activity(w, st, &act) < 0)
-        goto error;
-    if (st->ring != NULL)
-        st->push(st->ring, tid, parent, st->workflow_id, start, end, st->rank,
-                 state_thread_index(st), act, FC_STATUS_FINISHED,
-                 FC_FLAG_PAYLOAD_MSGPACK, data, (uint32_t)len);
+    push_record(st, w, tid, parent, start, end, FC_STATUS_FINISHED, data, len);
     Py_XDECREF(slow);
     fc_mp_free(&b);
     Py_DECREF(st);
     return result;
 
-error:
-    Py_XDECREF(slow);
-    fc_mp_free(&b);
+uncaptured:   /* capture could not set up this call: run it as is */
+    PyErr_Clear();
     Py_DECREF(st);
-    Py_DECREF(result);
-    return NULL;
+    return PyObject_Vectorcall(w->func, args, nargsf, kwnames);
 }
 
 static PyObject *Task_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -900,6 +953,11 @@ static PyObject *mod_set_active(PyObject *Py_UNUSED(m), PyObject *st)
     Py_RETURN_NONE;
 }
 
+static PyObject *mod_placeholders(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    return PyLong_FromUnsignedLongLong(g_placeholders);
+}
+
 static PyObject *mod_get_active(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     return Py_NewRef(g_active ? (PyObject *)g_active : Py_None);
@@ -939,6 +997,8 @@ static PyMethodDef mod_methods[] = {
     {"set_active", mod_set_active, METH_O,
      "set_active(state | None): the session State decorated calls use."},
     {"get_active", mod_get_active, METH_NOARGS, "The active State, or None."},
+    {"placeholders", mod_placeholders, METH_NOARGS,
+     "Payloads the compiled wrapper replaced by a placeholder, so far."},
     {"configure", mod_configure, METH_VARARGS,
      "configure(contextvar, ensure): the parent-task ContextVar and the "
      "callback returning a State (starting a session) or None."},

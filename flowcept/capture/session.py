@@ -56,10 +56,11 @@ class Session:
         self.counter = itertools.count(1)
         self.ring_dir = private_dir(ring_dir or jobs.ring_dir(config, job_name))
         self.ring_path = os.path.join(self.ring_dir, f"{rank:06d}.{os.getpid()}.ring")
-        self.ring = Ring.create(self.ring_path, config, self.job.job_id, self.workflow_id, rank)
+        self.ring = _create_ring(self.ring_path, config, self.job.job_id, self.workflow_id, rank)
         self.handle = self.ring.handle
         self.ring.intern(NODE_PREFIX + self.job.node)
         self.activity_ids = {}
+        self.names_overflowed = 0
         self._tls = threading.local()
         self._thread_counter = itertools.count()
         self.drainer = drainer
@@ -70,6 +71,8 @@ class Session:
         from flowcept.record import payload
         payload.configure(config.numpy_mode, config.max_payload_bytes, config.numpy_stats_max)
         self._fast = _fast_state(self)
+        self._placeholders0 = _placeholders()
+        self._failures0 = capture_failures[0]
 
     @property
     def workflow_id(self) -> int:
@@ -97,21 +100,37 @@ class Session:
         return idx
 
     def activity_id(self, name: str) -> int:
+        """The ring's id of an activity name, or ACTIVITY_OVERFLOW when the
+        string table is full (push then puts the name in the payload)."""
         aid = self.activity_ids.get(name)
         if aid is None:
-            aid = self.activity_ids[name] = self.ring.intern(name)
+            aid = self.ring.intern(name)
+            if aid < 0:   # -ENOSPC: the table is full, and stays so
+                aid = ACTIVITY_OVERFLOW
+                self.names_overflowed += 1
+                if self.names_overflowed == 1:
+                    log.warning("flowcept: the ring's table of activity names is full (%d names, "
+                                "%d bytes); further names are recorded in each payload: raise "
+                                "ring_names / ring_names_bytes", self.config.ring_names,
+                                self.config.ring_names_bytes)
+            self.activity_ids[name] = aid
         return aid
 
     # -- pushes --------------------------------------------------------
     def push(self, task_id: int, parent_id: int, start_ns: int, end_ns: int, activity: str,
-             status: int, payload: bytes, flags: int = FLAG_PAYLOAD_MSGPACK) -> int:
+             status: int, payload: bytes, flags: int = FLAG_PAYLOAD_MSGPACK,
+             workflow_id: Optional[int] = None) -> int:
         from flowcept.native import lib
         if self.handle is None:   # the session ended while the task ran: like the C wrapper, skip
             return -errno.EPIPE
-        return lib.fc_ring_push_task(self.handle, task_id, parent_id, self.workflow_id, start_ns,
-                                     end_ns, self.rank, self.thread_index(),
-                                     self.activity_id(activity), status, flags, payload,
-                                     len(payload))
+        aid = self.activity_id(activity)
+        if aid == ACTIVITY_OVERFLOW:
+            from flowcept.native.ring import name_prefix
+            payload = name_prefix(activity) + payload
+            flags |= lib.FC_FLAG_NAME_IN_PAYLOAD
+        return lib.fc_ring_push_task(self.handle, task_id, parent_id,
+                                     workflow_id or self.workflow_id, start_ns, end_ns, self.rank, self.thread_index(), aid, status, flags,
+                                     payload, len(payload))
 
     def push_workflow(self, doc: dict, workflow_id: Optional[int] = None) -> None:
         """Records a workflow description (merged by workflow id in the store)."""
@@ -120,10 +139,8 @@ class Session:
         wf = workflow_id or self.workflow_id
         now = time.time_ns()
         data = payload.encode(doc)
-        from flowcept.native import lib
-        lib.fc_ring_push_task(self.handle, 0, 0, wf, now, now, self.rank, self.thread_index(),
-                              self.activity_id("workflow"), STATUS_FINISHED,
-                              FLAG_WORKFLOW | FLAG_PAYLOAD_MSGPACK, data, len(data))
+        self.push(0, 0, now, now, "workflow", STATUS_FINISHED, data,
+                  FLAG_WORKFLOW | FLAG_PAYLOAD_MSGPACK, workflow_id=wf)
 
     def stats(self) -> dict:
         return self.ring.stats()
@@ -146,6 +163,15 @@ class Session:
                 log.warning("flowcept: rank %d dropped %d record(s): the ring was full under the "
                             "%r policy; raise ring_bytes or use full_policy='spill'", self.rank,
                             st["dropped"], self.config.full_policy)
+        lost = {"placeholders": _placeholders() - self._placeholders0,
+                "unrecorded": capture_failures[0] - self._failures0,
+                "names_in_payload": self.names_overflowed}
+        if any(lost.values()):
+            # what capture could not record is counted in the store, never silent
+            self.push_workflow({f"capture_rank{self.rank}": lost})
+            log.warning("flowcept: rank %d: %d payload(s) replaced by a placeholder, %d task(s) "
+                        "not recorded, %d activity name(s) beyond the name table", self.rank,
+                        lost["placeholders"], lost["unrecorded"], lost["names_in_payload"])
         self.closed = True
         if self._fast is not None:
             self._fast.invalidate()   # C wrappers stop pushing before the ring goes
@@ -158,6 +184,57 @@ class Session:
                 os.rmdir(self.ring_dir)   # only when empty
             except OSError:
                 pass
+
+
+def _placeholders() -> int:
+    """Payloads replaced by a placeholder so far (Python and compiled encoders)."""
+    from flowcept.record import payload
+    n = payload.placeholders[0]
+    if _fastcapture is not None and hasattr(_fastcapture, "placeholders"):
+        n += _fastcapture.placeholders()
+    return n
+
+
+ACTIVITY_OVERFLOW = 0xFFFFFFFF   # FC_ACTIVITY_OVERFLOW: the name is in the payload
+
+
+class CaptureStartError(RuntimeError):
+    """A session could not start (e.g. no room for its ring in shm_dir)."""
+
+
+def _create_ring(path: str, config: Config, job_id: int, workflow_id: int, rank: int):
+    from flowcept.native.ring import Ring, RingError
+    try:
+        return Ring.create(path, config, job_id, workflow_id, rank)
+    except RingError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise CaptureStartError(
+                f"flowcept: no room for a {config.ring_bytes}-byte ring in shm_dir "
+                f"{config.shm_dir!r} ({os.strerror(e.errno)}): free space there, point shm_dir "
+                f"(FLOWCEPT_SHM_DIR) at a node-local directory with room, or lower "
+                f"ring_bytes") from None
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise CaptureStartError(
+                f"flowcept: cannot create the ring {path!r} ({os.strerror(e.errno)}): point "
+                f"shm_dir (FLOWCEPT_SHM_DIR) at a writable node-local directory") from None
+        raise
+
+
+# failures inside capture that were kept from the user's code (reported at exit)
+capture_failures = [0]
+_failure_logged = [False]
+
+
+def capture_failed(exc: BaseException) -> None:
+    """Counts (and logs once) an error of capture itself; never raises."""
+    capture_failures[0] += 1
+    if not _failure_logged[0]:
+        _failure_logged[0] = True
+        try:
+            log.error("flowcept: a task could not be recorded (%s: %s); the application goes on, "
+                      "failures are counted", type(exc).__name__, exc)
+        except Exception:
+            pass
 
 
 def _fast_state(session: Session):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 from flowcept.capture import session as runtime
 from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED
-from flowcept.record.payload import encode
+from flowcept.record.payload import encode, placeholder
 
 # Task id of the innermost open task of this thread / asyncio task (0: none).
 current_task_id: contextvars.ContextVar[int] = contextvars.ContextVar("flowcept_task", default=0)
@@ -78,8 +78,33 @@ def _generated(result: Any, output_names: Optional[Sequence[str]]) -> Any:
     return {"return": result}
 
 
+def _text(obj: Any, limit: int = 1000) -> str:
+    """str(obj) cut to limit, valid UTF-8; never raises (a hostile __str__
+    or a lone surrogate becomes a placeholder text)."""
+    try:
+        text = str(obj)
+        text = str.__str__(text)[:limit]
+    except BaseException as e:  # noqa: B036 - capture must not change the outcome
+        try:
+            text = f"<str() failed: {type(e).__name__}>"
+        except BaseException:
+            text = "<str() failed>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _error_doc(exc: BaseException) -> Dict[str, str]:
-    return {"type": f"{type(exc).__module__}.{type(exc).__qualname__}", "message": str(exc)[:1000]}
+    cls = type(exc)
+    return {"type": _text(f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', '?')}"),
+            "message": _text(exc)}
+
+
+def _safe_finish(finish, *args) -> None:
+    """Runs a wrapper's finish(); whatever goes wrong there is logged once
+    and counted, never raised into the user's code."""
+    try:
+        finish(*args)
+    except Exception as e:
+        runtime.capture_failed(e)
 
 
 def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str] = None,
@@ -133,6 +158,13 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
     want_args = capture_args
 
     def payload_of(want, args, kwargs, result, exc):
+        """The record's payload bytes; never raises (the compiled wrapper calls it too)."""
+        try:
+            return _payload_of(want, args, kwargs, result, exc)
+        except Exception as e:   # e.g. a hostile __len__ or signature
+            return placeholder("payload", e)
+
+    def _payload_of(want, args, kwargs, result, exc):
         if not want:
             doc = dict(extra)
         else:
@@ -168,10 +200,10 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
                 result = await func(*args, **kwargs)
             except BaseException as e:
                 current_task_id.reset(token)
-                finish(s, tid, parent, start, args, kwargs, None, e)
+                _safe_finish(finish, s, tid, parent, start, args, kwargs, None, e)
                 raise
             current_task_id.reset(token)
-            finish(s, tid, parent, start, args, kwargs, result, None)
+            _safe_finish(finish, s, tid, parent, start, args, kwargs, result, None)
             return result
         async_wrapper.__flowcept_activity__ = activity
         return async_wrapper
@@ -201,10 +233,10 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
             result = func(*args, **kwargs)
         except BaseException as e:
             current_task_id.reset(token)
-            finish(s, tid, parent, start, args, kwargs, None, e)
+            _safe_finish(finish, s, tid, parent, start, args, kwargs, None, e)
             raise
         current_task_id.reset(token)
-        finish(s, tid, parent, start, args, kwargs, result, None)
+        _safe_finish(finish, s, tid, parent, start, args, kwargs, result, None)
         return result
 
     wrapper.__flowcept_activity__ = activity
@@ -254,6 +286,12 @@ class FlowceptTask:
             current_task_id.reset(self._token)
         except ValueError:  # ended in another context: leave the var alone
             pass
+        try:
+            self._push(s, end, status, error)
+        except Exception as e:   # capture never raises into the user's block
+            runtime.capture_failed(e)
+
+    def _push(self, s, end: int, status: int, error: Optional[BaseException]) -> None:
         doc: Dict[str, Any] = {}
         if self.used is not None:
             doc["used"] = self.used
@@ -297,7 +335,7 @@ class FlowceptLoop:
     def __iter__(self):
         try:
             total = len(self.items)  # type: ignore[arg-type]
-        except TypeError:
+        except Exception:   # no len(), or a hostile one: the loop does not need it
             total = None
         loop = FlowceptTask(self.loop_name, used={"items": total} if total is not None else None)
         loop.begin()
@@ -313,6 +351,12 @@ class FlowceptLoop:
                 self._iter_generated = None
                 try:
                     yield item
+                except GeneratorExit:
+                    # `break` (or the loop object dropped): the iteration ran to
+                    # its end; it counts, with what end_iter() attached
+                    task.end(generated=self._iter_generated)
+                    count += 1
+                    raise
                 except BaseException as e:
                     task.end(error=e)
                     raise

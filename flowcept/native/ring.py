@@ -1,6 +1,7 @@
 """Python handles on the C ring (producer and consumer sides)."""
 from __future__ import annotations
 
+import errno
 import os
 
 from flowcept.native import ffi, lib
@@ -18,6 +19,30 @@ def _check(rc: int, what: str, path: str) -> int:
     return rc
 
 
+def name_bytes(name: str) -> bytes:
+    """UTF-8 bytes of a name (lone surrogates backslash-escaped, so the
+    string table stays valid UTF-8; never raises), at most a
+    few bytes over FC_NAME_MAX: the C side cuts at a character boundary."""
+    if not isinstance(name, str):
+        try:
+            name = str(name)
+        except Exception:
+            name = f"<{type(name).__name__}>"
+    cap = lib.FC_NAME_MAX + 4
+    try:
+        return name[:cap].encode()[:cap]
+    except UnicodeEncodeError:
+        return name[:cap].encode("utf-8", "backslashreplace")[:cap]
+
+
+def name_prefix(name: str) -> bytes:
+    """The FC_FLAG_NAME_IN_PAYLOAD payload prefix [u16 n][n bytes of name]."""
+    data = name_bytes(name)
+    out = ffi.new("char[]", len(data) + 2)
+    n = lib.fc_name_in_payload(data, len(data), out, len(data) + 2)
+    return ffi.buffer(out, n)[:] if n > 0 else b"\0\0"
+
+
 class Ring:
     """One process's ring file.  ``create`` makes the producer side,
     ``open`` maps an existing file as its (single) consumer."""
@@ -32,6 +57,8 @@ class Ring:
         opts = ffi.new("fc_ring_options *")
         lib.fc_ring_options_init(opts)
         opts.capacity = config.ring_bytes
+        opts.max_strings = config.ring_names
+        opts.strings_bytes = config.ring_names_bytes
         opts.full_policy = _POLICIES[config.full_policy]
         opts.block_timeout_ns = config.block_timeout_ms * 1_000_000
         opts.job_id = job_id
@@ -48,9 +75,14 @@ class Ring:
         return cls(out[0], path, False)
 
     def intern(self, name: str) -> int:
-        data = name.encode()
-        return _check(lib.fc_ring_intern(self.handle, data, len(data)), f"cannot intern {name!r}",
-                      self.path)
+        """The id of name in the string table (the C side cuts it to
+        FC_NAME_MAX bytes); -ENOSPC when the table is full (the caller then
+        records the name in the payload, see name_prefix)."""
+        data = name_bytes(name)
+        rc = lib.fc_ring_intern(self.handle, data, len(data))
+        if rc == -errno.ENOSPC:
+            return rc
+        return _check(rc, f"cannot intern {name[:80]!r}", self.path)
 
     def stats(self) -> dict:
         st = ffi.new("fc_ring_stats *")

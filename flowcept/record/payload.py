@@ -54,11 +54,9 @@ def _describe(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
-    try:
-        text = repr(obj)
-    except Exception as e:  # a broken __repr__ must not break the task
-        text = f"<repr failed: {type(e).__name__}>"
-    return {"__type__": f"{module}.{cls.__qualname__}", "repr": text[:_REPR_LIMIT]}
+    # a broken __repr__ (or one returning surrogates) must not break the task
+    return {"__type__": _safe_text(f"{module}.{getattr(cls, '__qualname__', cls.__name__)}"),
+            "repr": _safe_text(obj)}
 
 
 def _packer() -> msgpack.Packer:
@@ -69,24 +67,191 @@ def _packer() -> msgpack.Packer:
     return p
 
 
-def encode(doc: dict) -> bytes:
-    """msgpack bytes of doc; never raises."""
-    try:
-        out = _packer().pack(doc)
-    except Exception as e:  # e.g. recursion, int too large, mutated while packing
-        _local.packer = None
-        out = msgpack.packb({k: _describe(v) if k in ("used", "generated") else v
-                             for k, v in doc.items()} | {"encode_error": repr(e)[:_REPR_LIMIT]},
-                            default=_describe, use_bin_type=True)
-    if len(out) > _settings["max_payload_bytes"]:
-        out = msgpack.packb({"truncated": True, "bytes": len(out),
-                             "keys": {k: sorted(v) if isinstance(v, dict) else type(v).__name__
-                                      for k, v in doc.items()}},
-                            default=_describe, use_bin_type=True)
+# payloads replaced (in part or whole) by a placeholder, since process start
+placeholders = [0]
+
+
+def _key_names(v: Any) -> Any:
+    """The keys of a dropped dict, as msgpack-able text (keys of any type)."""
+    if not isinstance(v, dict):
+        return type(v).__name__
+    out = []
+    for k in list(v)[:64]:
+        out.append(_safe_text(k))
     return out
 
 
-def decode(data: bytes) -> Any:
+def placeholder(what: str, error: Any = None) -> bytes:
+    """A payload that stands for one that could not be encoded (counted)."""
+    placeholders[0] += 1
+    doc = {"capture_error": what}
+    if error is not None:
+        doc["reason"] = _safe_text(error)
+    return _packb_safe(doc)
+
+
+def _safe_text(obj: Any, limit: int = _REPR_LIMIT) -> str:
+    """repr-like text of obj that never raises and is valid UTF-8."""
+    try:
+        text = obj if isinstance(obj, str) else repr(obj)
+        text = str.__str__(text)[:limit] if isinstance(text, str) else "<not text>"
+    except Exception as e:
+        try:
+            text = f"<repr failed: {type(e).__name__}>"
+        except Exception:
+            text = "<repr failed>"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _packb_safe(doc: Any) -> bytes:
+    try:
+        return msgpack.packb(doc, default=_describe, use_bin_type=True)
+    except Exception:
+        return b"\x81\xadcapture_error\xa7payload"   # {"capture_error": "payload"}
+
+
+def encode(doc: dict) -> bytes:
+    """msgpack bytes of doc; never raises (what cannot be encoded is replaced
+    by a counted placeholder)."""
+    try:
+        try:
+            out = _packer().pack(doc)
+        except Exception as e:  # e.g. recursion, int too large, surrogates, mutated while packing
+            _local.packer = None
+            placeholders[0] += 1
+            fixed = {}
+            for k, v in list(doc.items()):
+                try:
+                    fixed[k] = msgpack.packb(v, default=_describe, use_bin_type=True) and v
+                except Exception:
+                    fixed[k] = {"__type__": type(v).__name__, "repr": _safe_text(v)}
+            fixed["encode_error"] = _safe_text(e)
+            out = _packb_safe(fixed)
+        if len(out) > _settings["max_payload_bytes"]:
+            placeholders[0] += 1
+            out = _packb_safe({"truncated": True, "bytes": len(out),
+                               "keys": {_safe_text(k): _key_names(v) for k, v in doc.items()}})
+        return out
+    except Exception as e:  # a last resort: the doc itself is hostile
+        return placeholder("payload", e)
+
+
+# -- decoding (readers, store, keeper) ------------------------------------
+# The same rule everywhere a payload is decoded: msgpack, str as str, map
+# keys of any hashable type (strict_map_key=False: capture may store int
+# keys), no container nested deeper than MAX_DEPTH (what capture's packer
+# can write), and no trailing bytes.
+MAX_DEPTH = 511
+# Record flag and activity id of a record whose name did not fit in its
+# ring's string table (csrc/fc_format.h FC_FLAG_NAME_IN_PAYLOAD,
+# FC_ACTIVITY_OVERFLOW): its payload is [u16 LE n][n name bytes][payload].
+FLAG_NAME_IN_PAYLOAD = 16
+ACTIVITY_OVERFLOW = 0xFFFFFFFF
+NAME_MAX = 1024
+
+
+class PayloadError(ValueError):
+    """A payload that does not decode, or has the wrong shape."""
+
+
+def decode(data) -> Any:
+    """The value of a msgpack payload ({} for an empty one).  Raises
+    PayloadError (a ValueError) on anything else: not msgpack, trailing
+    bytes, unhashable map keys, bad UTF-8, nesting deeper than MAX_DEPTH."""
     if not data:
         return {}
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:   # ExtraData, StackError, TypeError (unhashable key), ...
+        raise PayloadError(f"not msgpack ({type(e).__name__}: {_short(e)})") from None
+    if len(data) > MAX_DEPTH:    # each level costs a byte: shorter ones are shallow enough
+        _check_depth(value)
+    return value
+
+
+def decode_map(data) -> dict:
+    """decode() of a payload that must be a map (workflow documents)."""
+    value = decode(data)
+    if not isinstance(value, dict):
+        raise PayloadError(f"a map was expected, not {type(value).__name__}")
+    return value
+
+
+def _short(e: BaseException) -> str:
+    try:
+        text = str(e)
+    except Exception:
+        text = ""
+    return text[:_REPR_LIMIT].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_depth(value) -> None:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = list(v.values())
+            children.extend(k for k in v if isinstance(k, tuple))
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"nested deeper than {MAX_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list, tuple)))
+
+
+def split_name(payload, flags: int):
+    """(name, own payload) of a record: name is None unless the record
+    carries its activity name in front of its payload (flag
+    FLAG_NAME_IN_PAYLOAD); a malformed prefix gives (None, payload)."""
+    if not flags & FLAG_NAME_IN_PAYLOAD or len(payload) < 2:
+        return None, payload
+    n = payload[0] | payload[1] << 8
+    if n > NAME_MAX or 2 + n > len(payload):
+        return None, payload
+    return bytes(payload[2:2 + n]).decode("utf-8", "replace"), payload[2 + n:]
+
+
+def decode_or_raw(data, flags: int):
+    """(value, ok) for readers: the decoded payload when ``flags`` say
+    msgpack and it decodes, else the raw bytes (ok False only for a payload
+    flagged msgpack that does not decode).  Never raises."""
+    from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK
+    if not flags & FLAG_PAYLOAD_MSGPACK:
+        return (bytes(data) if data else {}), True
+    try:
+        return decode(data), True
+    except PayloadError:
+        return bytes(data), False
+
+
+def check_records(records, payload) -> None:
+    """Raises PayloadError, naming the record, unless every record's payload
+    is what its flags say: a workflow record's a msgpack map, a record
+    flagged msgpack's msgpack, a name prefix well-formed.  ``records`` is a
+    RECORD_DTYPE array, ``payload`` the batch's payload area."""
+    from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW
+    flags = records["flags"]
+    wanted = FLAG_PAYLOAD_MSGPACK | FLAG_WORKFLOW | FLAG_NAME_IN_PAYLOAD
+    rows = (flags & wanted).nonzero()[0].tolist()
+    if not rows:
+        return
+    offs = records["payload_off"].tolist()
+    lens = records["payload_len"].tolist()
+    fl = flags.tolist()
+    for i in rows:
+        f = fl[i]
+        data = payload[offs[i]:offs[i] + lens[i]]
+        if f & FLAG_NAME_IN_PAYLOAD:
+            name, data = split_name(data, f)
+            if name is None:
+                raise PayloadError(f"record {i}: malformed activity name prefix")
+        try:
+            if f & FLAG_WORKFLOW:
+                decode_map(data)
+            elif f & FLAG_PAYLOAD_MSGPACK:
+                decode(data)
+        except PayloadError as e:
+            kind = "workflow" if f & FLAG_WORKFLOW else "task"
+            raise PayloadError(f"record {i} ({kind}): payload {e}") from None
