@@ -46,3 +46,54 @@ def test_bad_filters_say_why(bad, msg):
 def test_allowed_subset():
     with pytest.raises(ValueError, match="supported: \\$eq"):
         field_ops({"$regex": "a"}, allowed=("$eq",))
+
+
+# -- the vectorised engine against the per-document evaluator -----------------------------
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from flowcept.query.filters import Columns, mask, matches
+
+_values = st.one_of(st.integers(-3, 3), st.sampled_from(["a", "b", "c"]), st.none(), st.booleans())
+_docs = st.lists(st.fixed_dictionaries({}, optional={"x": _values, "y": _values,
+                                                     "z": st.lists(_values, max_size=3)}),
+                 min_size=1, max_size=20)
+_ops = st.sampled_from(["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"])
+_leaf = st.builds(lambda f, op, v: {f: {op: v}}, st.sampled_from(["x", "y", "z"]), _ops, _values) | \
+    st.builds(lambda f, vs: {f: {"$in": vs}}, st.sampled_from(["x", "y"]), st.lists(_values, max_size=3))
+_filters = st.recursive(_leaf, lambda inner: st.builds(
+    lambda k, parts: {k: parts}, st.sampled_from(["$and", "$or", "$nor"]),
+    st.lists(inner, min_size=1, max_size=3)), max_leaves=6)
+
+
+class _Docs(Columns):
+    """Column x answered vectorised, the rest from documents."""
+
+    def __init__(self, docs, with_documents=True):
+        self.docs, self.with_documents = docs, with_documents
+
+    def field_mask(self, field, op, arg, rows):
+        if field != "x":
+            return None
+        return np.array([matches(self.docs[r], {field: {op: arg}}) for r in rows], bool)
+
+    def documents(self, rows):
+        return [self.docs[r] for r in rows] if self.with_documents else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(_docs, _filters)
+def test_engine_equals_the_document_evaluator(docs, flt):
+    got, exact = mask(flt, _Docs(docs), np.arange(len(docs)))
+    assert exact
+    assert got.tolist() == [matches(d, flt) for d in docs]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_docs, _filters)
+def test_a_prefilter_never_loses_a_match(docs, flt):
+    got, exact = mask(flt, _Docs(docs, with_documents=False), np.arange(len(docs)))
+    want = [matches(d, flt) for d in docs]
+    assert all(g or not w for g, w in zip(got.tolist(), want))   # a superset
+    if exact:
+        assert got.tolist() == want

@@ -6,7 +6,9 @@ filters and return a :class:`Selection` (indices into the archive, in
 archive order = start time order).
 
 Filter fields (a value or ``{"$op": value, ...}``; ops $eq $ne $gt $gte $lt
-$lte $in $nin, and top-level $and/$or lists):
+$lte $in $nin, on payload fields also $exists and $regex; top-level
+$and/$or/$nor lists).  Evaluated by the one filter engine
+(flowcept.query.filters.mask) over this archive's columns:
 
 =====================  ======================================================
 task_id                "<wf hex>-<task hex>" (as in task dicts) or the raw int
@@ -40,7 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
-from flowcept.query.filters import MISSING, as_list, field_ops, is_number, match_value
+from flowcept.query.filters import MISSING, Columns, as_list, is_number, mask, match_value
 from flowcept.record.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
 
 STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
@@ -83,10 +85,6 @@ def _first_ns_at(t: float) -> int:
             ns -= step
         step >>= 1
     return ns
-
-
-def _ops_of(cond) -> Dict[str, Any]:
-    return field_ops(cond, allowed=_OPS)
 
 
 def _vec_cmp(vals: np.ndarray, op: str, v) -> np.ndarray:
@@ -231,6 +229,8 @@ class Archive:
         self._tasks = None
         self._payload_cache: Optional[np.ndarray] = None
         self._decoded: Dict[int, Any] = {}
+        # payloads flagged msgpack that do not decode (kept as raw bytes)
+        self.payload_errors = 0
         self._lineage = None
 
     # -- opening ---------------------------------------------------------------------------
@@ -374,22 +374,40 @@ class Archive:
             self._payload_cache = self._read("payloads")
         return self._payload_cache
 
+    def _flags(self, i: int) -> int:
+        from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK
+        try:
+            return int(self._column("flags")[i])
+        except (ArchiveError, KeyError, IndexError):
+            return FLAG_PAYLOAD_MSGPACK
+
+    def _decode_payload(self, i: int, data: bytes) -> Any:
+        """Task i's payload as its flags say: decoded msgpack, or the raw
+        bytes (C API payloads; and, counted in payload_errors, a payload
+        flagged msgpack that does not decode).  Never raises.  A name prefix
+        (FLAG_NAME_IN_PAYLOAD) still in front of it is stripped."""
+        from flowcept.record.payload import decode_or_raw, split_name
+        flags = self._flags(i)
+        _, data = split_name(data, flags)
+        if not data:
+            return {}
+        d, ok = decode_or_raw(data, flags)
+        if not ok:
+            self.payload_errors += 1
+        return d
+
     def payload(self, i) -> Any:
-        """The decoded payload (dict with used/generated/tags/...) of task i."""
+        """The payload (dict with used/generated/tags/...) of task i, decoded
+        when its flags say msgpack; raw bytes otherwise or when it does not
+        decode (counted in ``payload_errors``)."""
         i = self._index(i)
         d = self._decoded.get(i, MISSING)
         if d is MISSING:
-            from flowcept.record.payload import decode
-            try:
-                d = decode(self.payload_bytes(i))
-            except Exception as e:
-                raise ArchiveError(f"{self.path}: payload of task {i} does not decode: {e}") from None
-            self._decoded[i] = d
+            d = self._decoded[i] = self._decode_payload(i, self.payload_bytes(i))
         return d
 
     def decoded_payloads(self, rows=None) -> List[Any]:
-        """Decoded payloads of many rows at once (the blob is read once)."""
-        from flowcept.record.payload import decode
+        """Payloads of many rows at once (the blob is read once), as payload()."""
         rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
         blob = self._load_payloads()
         offs = self._column("payload_off")[rows].tolist()
@@ -398,10 +416,7 @@ class Archive:
         for i, o, n in zip(rows.tolist(), offs, lens):
             d = self._decoded.get(i, MISSING)
             if d is MISSING:
-                try:
-                    d = self._decoded[i] = decode(blob[o:o + n].tobytes()) if n else {}
-                except Exception as e:
-                    raise ArchiveError(f"{self.path}: payload of task {i} does not decode: {e}") from None
+                d = self._decoded[i] = self._decode_payload(i, blob[o:o + n].tobytes()) if n else {}
             out.append(d)
         return out
 
@@ -434,10 +449,17 @@ class Archive:
         """A Flowcept-style task dict (same keys as flowcept.query.tasks.read_tasks)."""
         from flowcept.query.tasks import task_dict
         i = self._index(task)
+        from flowcept.record.payload import split_name
         rec = {name: self._column(name)[i] for name in
                ("task_id", "parent_id", "workflow_id", "start_ns", "end_ns", "rank", "thread_id", "status")}
-        return task_dict(rec, self.strings[self._column("activity")[i]],
-                         self.strings[self._column("node")[i]], self.payload_bytes(i))
+        rec["flags"] = self._flags(i)
+        activity = self.strings[self._column("activity")[i]]
+        name, payload = split_name(self.payload_bytes(i), rec["flags"])
+        st = {}
+        doc = task_dict(rec, activity if name is None else name,
+                        self.strings[self._column("node")[i]], bytes(payload), stats=st)
+        self.payload_errors += st.get("payload_errors", 0)
+        return doc
 
     def workflows_by_id(self) -> Dict[int, dict]:
         import msgpack
@@ -487,44 +509,7 @@ class Archive:
         return Selection(self, rows)
 
     def _match(self, flt, rows: np.ndarray) -> np.ndarray:
-        if not isinstance(flt, dict):
-            raise ValueError(f"a filter is a dict, got {flt!r}")
-
-        def cost(item):
-            k = item[0]
-            if k in ("$and", "$or"):
-                return 1
-            return 2 if self._is_payload_field(k) else 0
-
-        mask = np.ones(len(rows), bool)
-        for key, cond in sorted(flt.items(), key=cost):
-            live = np.flatnonzero(mask)
-            if not len(live):
-                break
-            sub = rows[live]
-            if key == "$and":
-                m = np.ones(len(sub), bool)
-                for f in as_list(cond, key):
-                    idx = np.flatnonzero(m)
-                    m[idx] = self._match(f, sub[idx])
-            elif key == "$or":
-                m = np.zeros(len(sub), bool)
-                for f in as_list(cond, key):
-                    idx = np.flatnonzero(~m)
-                    if not len(idx):
-                        break
-                    m[idx] = self._match(f, sub[idx])
-            elif isinstance(key, str) and key.startswith("$"):
-                raise ValueError(f"unknown top-level operator {key!r}; use $and or $or")
-            else:
-                m = np.ones(len(sub), bool)
-                for op, arg in _ops_of(cond).items():
-                    idx = np.flatnonzero(m)
-                    if not len(idx):
-                        break
-                    m[idx] = self._field_op(key, op, arg, sub[idx])
-            mask[live] = m
-        return mask
+        return mask(flt, _ArchiveColumns(self), rows)[0]
 
     @staticmethod
     def _is_payload_field(key: str) -> bool:
@@ -566,17 +551,19 @@ class Archive:
         if key in _ID_FIELDS:
             return self._id_op(key, op, arg, rows)
         if self._is_payload_field(key):
-            path = key.split(".")
-            docs = self.decoded_payloads(rows)
-            out = np.empty(len(rows), bool)
-            for j, d in enumerate(docs):
-                v = d if path[0] == "payload" else d.get(path[0], MISSING) if isinstance(d, dict) else MISSING
-                for p in path[1:]:
-                    v = v.get(p, MISSING) if isinstance(v, dict) else MISSING
-                out[j] = match_value(v, op, arg)
-            return out
+            return None   # the engine matches the decoded payloads (_ArchiveColumns.documents)
         raise ValueError(f"unknown field {key!r}; known: {', '.join(sorted(self.fields()))}, "
                          "or used.<name>, generated.<name>, custom_metadata.<name>")
+
+    def _payload_documents(self, rows) -> List[dict]:
+        """Per row, the payload as a document for the payload fields: its own
+        keys (used, generated, ...) and the whole payload under "payload"."""
+        out = []
+        for d in self.decoded_payloads(rows):
+            doc = dict(d) if isinstance(d, dict) else {}
+            doc["payload"] = d
+            out.append(doc)
+        return out
 
     @staticmethod
     def fields() -> List[str]:
@@ -682,3 +669,24 @@ class Archive:
 def _version() -> str:
     from flowcept import __version__
     return __version__
+
+
+class _ArchiveColumns(Columns):
+    """The archive's columns for the filter engine: header fields vectorised
+    with numpy, payload fields through the decoded payloads."""
+
+    def __init__(self, archive: "Archive"):
+        self.archive = archive
+
+    def field_mask(self, field, op, arg, rows):
+        if self.archive._is_payload_field(field):
+            return None   # matched on the decoded payloads, every operator
+        if op not in _OPS:
+            raise ValueError(f"unknown operator {op!r}; supported: {', '.join(_OPS)}")
+        return self.archive._field_op(field, op, arg, rows)
+
+    def documents(self, rows):
+        return self.archive._payload_documents(rows)
+
+    def cost(self, field):
+        return 1 if self.archive._is_payload_field(field) else 0

@@ -127,3 +127,88 @@ def matches(doc: dict, cond: dict) -> bool:
         elif not all(match_value(get_path(doc, key), op, arg) for op, arg in field_ops(spec).items()):
             return False
     return True
+
+
+# -- the vectorised engine: one evaluator, a column provider per store --------------------------
+class Columns:
+    """What a store offers the engine for a set of rows (a column provider).
+
+    ``field_mask(field, op, arg, rows)`` answers one operator for the given
+    row numbers as a bool array, or returns None when the store has no
+    column for that field; the engine then matches ``documents(rows)`` (one
+    dict per row) with ``match_value``.  A provider that cannot build
+    documents (an index-only prefilter) returns None there too: the rows then
+    *may* match, and the answer is a superset.  ``cost(field)`` orders the
+    conditions, cheap first (columns before documents)."""
+
+    def field_mask(self, field: str, op: str, arg, rows):
+        return None
+
+    def documents(self, rows):
+        return None
+
+    def cost(self, field: str) -> int:
+        return 0
+
+
+def mask(flt, provider: Columns, rows):
+    """Rows (an int array) of ``provider`` that satisfy a Mongo-style filter:
+    ``(bool array, exact)``; exact is False when some condition could only
+    be bounded (then the array is a superset of the matches)."""
+    import numpy as np
+    rows = np.asarray(rows, np.int64)
+    if not isinstance(flt, dict):
+        raise ValueError(f"a filter is a dict, got {flt!r}")
+
+    def cost(item):
+        key = item[0]
+        return 1 if key.startswith("$") else 2 * provider.cost(key)
+
+    out = np.ones(len(rows), bool)
+    exact = True
+    for key, spec in sorted(flt.items(), key=cost):
+        live = np.flatnonzero(out)
+        if not len(live):
+            break
+        sub = rows[live]
+        if key in ("$and", "$or", "$nor"):
+            parts = as_list(spec, key)
+            if key == "$and":
+                m = np.ones(len(sub), bool)
+                for f in parts:
+                    idx = np.flatnonzero(m)
+                    if not len(idx):
+                        break
+                    m[idx], e = mask(f, provider, sub[idx])
+                    exact &= e
+            else:
+                m = np.zeros(len(sub), bool)
+                sub_exact = True
+                for f in parts:
+                    idx = np.flatnonzero(~m)
+                    if not len(idx):
+                        break
+                    m[idx], e = mask(f, provider, sub[idx])
+                    sub_exact &= e
+                if key == "$nor":
+                    m = ~m if sub_exact else np.ones(len(sub), bool)   # not of a superset: unknown
+                exact &= sub_exact
+        elif key.startswith("$"):
+            raise ValueError(f"unsupported top-level operator {key!r}; use $and, $or or $nor")
+        else:
+            m = np.ones(len(sub), bool)
+            for op, arg in field_ops(spec).items():
+                idx = np.flatnonzero(m)
+                if not len(idx):
+                    break
+                r = provider.field_mask(key, op, arg, sub[idx])
+                if r is None:
+                    docs = provider.documents(sub[idx])
+                    if docs is None:
+                        exact = False
+                        continue
+                    r = np.fromiter((match_value(get_path(d, key), op, arg) for d in docs),
+                                    bool, len(docs))
+                m[idx] = r
+        out[live] = m
+    return out, exact

@@ -25,7 +25,9 @@ activity_id, rank, status, started_at, ended_at (seconds), start_ns,
 end_ns, hostname, parent_task_id, thread_id, tags, used.*, generated.*.
 
 ``stats`` (a dict you pass, also kept in ``last_stats``) receives the counts:
-batches_total, batches_read, records_scanned, records_decoded, returned.
+batches_total, batches_read, records_scanned, records_decoded, returned,
+payload_errors (payloads flagged msgpack that do not decode: those tasks
+keep their raw bytes in ``payload``; see flowcept.query.tasks).
 """
 from __future__ import annotations
 
@@ -33,7 +35,11 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from flowcept.query.filters import field_ops, matches
+from flowcept.query.filters import Columns, field_ops, mask, matches
+
+# header fields the prefilter answers exactly (the rest: per document)
+_HEADER_FIELDS = frozenset(("rank", "started_at", "ended_at", "start_ns", "end_ns", "status",
+                            "activity_id", "workflow_id", "task_id"))
 from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_NAMES, parse_task_id
 
 last_stats: Dict[str, int] = {}
@@ -176,7 +182,16 @@ def batch_may_match(summary: dict, cond: dict) -> bool:
 
 
 # -- level 2: numpy prefilter on record headers -------------------------------
-class _Cols:
+class _Cols(Columns):
+    """A batch's header columns for the filter engine (no documents: a
+    prefilter, exact for the fields it has)."""
+
+    def field_mask(self, field, op, arg, rows):
+        if field not in _HEADER_FIELDS:
+            return None
+        m = _field_mask(self, None, field, op, arg, len(self.recs))
+        return None if m is None else m[rows]
+
     def __init__(self, recs, names_of_rows):
         self.recs = recs
         self._names = names_of_rows
@@ -222,7 +237,7 @@ def _num_mask(col, op, arg):
             return m if op == "$in" else ~m
     except TypeError:
         pass
-    return np.ones(n, bool)
+    return None   # no exact answer: the documents decide
 
 
 def _field_mask(cols: _Cols, batch_wf, field, op, arg, n):
@@ -234,7 +249,7 @@ def _field_mask(cols: _Cols, batch_wf, field, op, arg, n):
             return _num_mask(cols.get(field), op, conv(arg))
         if op in ("$in", "$nin"):
             return _num_mask(cols.get(field), op, [conv(a) for a in _as_list(arg)])
-        return np.ones(n, bool)
+        return None   # no exact answer: the documents decide
     if field == "activity_id":
         col = cols.get(field)
         if op == "$eq":
@@ -244,7 +259,7 @@ def _field_mask(cols: _Cols, batch_wf, field, op, arg, n):
         if op in ("$in", "$nin"):
             m = np.isin(col, np.array([a for a in _as_list(arg) if isinstance(a, str)], dtype=object))
             return m if op == "$in" else ~m
-        return np.ones(n, bool)
+        return None   # no exact answer: the documents decide
     if field == "workflow_id":
         wf = cols.recs["workflow_id"]
         def ints(vals):
@@ -259,7 +274,7 @@ def _field_mask(cols: _Cols, batch_wf, field, op, arg, n):
             return np.isin(wf, np.array(ints(_as_list(arg)), dtype=np.uint64))
         if op in ("$ne", "$nin"):
             return ~np.isin(wf, np.array(ints(_as_list(arg)), dtype=np.uint64))
-        return np.ones(n, bool)
+        return None   # no exact answer: the documents decide
     if field == "task_id" and op in ("$eq", "$in"):
         m = np.zeros(n, bool)
         for a in _as_list(arg):
@@ -267,29 +282,14 @@ def _field_mask(cols: _Cols, batch_wf, field, op, arg, n):
             if p is not None:
                 m |= (cols.recs["workflow_id"] == np.uint64(p[0])) & (cols.recs["task_id"] == np.uint64(p[1]))
         return m
-    return np.ones(n, bool)
+    return None   # no exact answer: the documents decide
 
 
 def record_mask(cols: _Cols, cond: dict, n: int):
-    """Records that may match (exact for header fields, True for the rest)."""
-    mask = np.ones(n, bool)
-    for key, spec in cond.items():
-        if key == "$and":
-            for c in spec:
-                mask &= record_mask(cols, c, n)
-        elif key == "$or":
-            m = np.zeros(n, bool)
-            for c in spec:
-                m |= record_mask(cols, c, n)
-            mask &= m
-        elif key.startswith("$"):
-            continue
-        else:
-            for op, arg in field_ops(spec).items():
-                mask &= _field_mask(cols, None, key, op, arg, n)
-        if not mask.any():
-            break
-    return mask
+    """Records that may match (exact for header fields, True for the rest):
+    the filter engine over the batch's header columns; the documents of the
+    rows it keeps are then matched exactly."""
+    return mask(cond, cols, np.arange(n))[0]
 
 
 # -- the query ---------------------------------------------------------------
@@ -301,11 +301,12 @@ def query(path: str, filter: Optional[dict] = None, workflow=None, activity=None
     storage order (batch key, then record order).  ``start``/``end`` are
     seconds since the epoch (``started_at >= start``, ``ended_at <= end``)."""
     from flowcept.native.batch import Batch
-    from flowcept.query.tasks import find_stores, task_dict
+    from flowcept.query.tasks import find_stores, named_payload, task_dict
+    from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD
     from flowcept.store import open_store_at
     cond = build_condition(filter, workflow, activity, rank, start, end, task_id)
     st = {"batches_total": 0, "batches_read": 0, "records_scanned": 0, "records_decoded": 0,
-          "returned": 0}
+          "returned": 0, "payload_errors": 0}
     out: List[dict] = []
     done = False
     for sp in find_stores(path):
@@ -327,8 +328,17 @@ def query(path: str, filter: Optional[dict] = None, workflow=None, activity=None
                 strings = b.strings
                 table = np.array(strings + [""], dtype=object)
 
-                def names(r=r, table=table):
-                    return table[np.minimum(r["activity_id"], len(table) - 1)]
+                cache = {}
+
+                def names(r=r, table=table, b=b, tasks=tasks, cache=cache):
+                    if "names" not in cache:
+                        out = table[np.minimum(r["activity_id"], len(table) - 1)]
+                        named = np.flatnonzero(r["flags"] & FLAG_NAME_IN_PAYLOAD)
+                        for j in named.tolist():   # names carried in the payload
+                            out[j], _ = named_payload(b.payload_of(int(tasks[j])),
+                                                      int(r["flags"][j]), out[j])
+                        cache["names"] = out
+                    return cache["names"]
 
                 mask = record_mask(_Cols(r, names), cond, len(r)) if cond else np.ones(len(r), bool)
                 idx = np.flatnonzero(mask)
@@ -338,7 +348,10 @@ def query(path: str, filter: Optional[dict] = None, workflow=None, activity=None
                 acts = names()
                 for i in idx.tolist():
                     st["records_decoded"] += 1
-                    doc = task_dict(r[i], acts[i], node, b.payload_of(int(tasks[i])))
+                    payload = b.payload_of(int(tasks[i]))
+                    if r["flags"][i] & FLAG_NAME_IN_PAYLOAD:
+                        _, payload = named_payload(payload, int(r["flags"][i]), acts[i])
+                    doc = task_dict(r[i], acts[i], node, payload, stats=st)
                     if not cond or matches(doc, cond):
                         out.append(doc)
                         if limit is not None and len(out) >= limit:
