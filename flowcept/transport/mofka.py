@@ -46,9 +46,11 @@ Behaviour
 ---------
 * Waiting: futures are polled through ``completed`` (cheap, never blocks)
   and only waited once complete, so ``block_ms`` and the flush timeout hold
-  in every generation (a finite ``timeout_ms`` on Mofka 0.8.2's flush future
-  returns False after the full timeout even when flushed; ``0``/``-1`` wait
-  forever).
+  in every generation.  ``flush()`` starts the producer's flush and then
+  confirms every push future (set when its batch was stored or failed): in
+  Mofka 0.8.2 the flush future's ``completed`` turns true only inside
+  ``wait()``, a finite ``timeout_ms`` there misbehaves (a deadline built
+  without normalising nanoseconds), and ``0``/``-1`` wait forever.
 * Consumers are named by the caller (the keeper passes its name): Mofka keeps
   one cursor per consumer name on the server, so a keeper restarted under the
   same name resumes after what it acknowledged.  A new name starts at 0.
@@ -345,6 +347,17 @@ def _create_topic(driver, name) -> None:
         raise
 
 
+def _thread_pool(conn):
+    """A thread pool of one execution stream of its own for a producer or consumer, where the
+    driver makes them (diaspora >= 0.4).  The default (0 threads) runs the batch work in the
+    caller's Argobots pool, i.e. only while the caller blocks inside a wait(): polled futures
+    would never complete."""
+    make = getattr(conn.driver, "make_thread_pool", None) if conn.api == "diaspora" else None
+    if make is None:
+        return {}
+    return {"thread_pool": make(1)}
+
+
 class _Connection:
     """The driver and topic a transport or source works through."""
 
@@ -369,7 +382,8 @@ class _Connection:
             self.topic = self.driver.open_topic(self.topic_name)
         except Exception as e:   # the clients raise their own Exception (a RuntimeError)
             self.close()
-            if isinstance(e, TransportUnavailable):
+            from flowcept.config import ConfigError
+            if isinstance(e, (TransportUnavailable, ConfigError)):
                 raise
             raise TransportUnavailable(
                 f"Mofka ({self.gen}, driver {self.backend}) topic {self.topic_name!r} via group "
@@ -382,6 +396,18 @@ class _Connection:
         if self._key is not None:
             _release_driver(self._key)
             self._key = None
+
+    def abandon(self) -> None:
+        """Forgets the driver without destroying it (see MofkaTransport._reconnect)."""
+        if self._key is not None:
+            with _DRIVERS_LOCK:
+                slot = _DRIVERS.pop(self._key, None)
+            if slot is not None:
+                _abandon(slot[0])
+            self._key = None
+        if self.topic is not None:
+            _abandon(self.topic)
+        self.topic = self.driver = None
 
 
 def open_topic(config, role: str) -> _Connection:
@@ -398,25 +424,57 @@ class MofkaTransport(Transport):
         self.conn = _Connection(config, "producer")
         self.gen, self.api = self.conn.gen, self.conn.api
         self.timeout_s = float(opt(config, "timeout_s") or 30.0)
-        name = f"flowcept_{job.node}"
+        self._retry_at = 0.0
         try:
-            self.producer = self.conn.topic.producer(name, ordering=self.conn.mod.Ordering.Loose)
-        except Exception as e:
+            self.producer = self._open_producer()
+        except TransportUnavailable:
             self.conn.close()
-            raise TransportUnavailable(f"Mofka producer for topic {self.conn.topic_name!r}: {e}") from None
+            raise
         # frames pushed but not confirmed: handed back by take_unflushed
         self._pending: List[Tuple[bytes, bytes]] = []
         self._futures = []
         self.batches = 0
+        self._broken = False       # a push or flush failed: the producer may be wedged
+
+    def _open_producer(self):
+        name = f"flowcept_{self.job.node}"
+        try:
+            return self.conn.topic.producer(name, ordering=self.conn.mod.Ordering.Loose,
+                                            **_thread_pool(self.conn))
+        except Exception as e:
+            raise TransportUnavailable(
+                f"Mofka producer for topic {self.conn.topic_name!r}: {e}") from None
+
+    def _reconnect(self) -> None:
+        """After a failure: the wedged producer and its driver are abandoned (their
+        destructors would block on the batch in flight) and a new connection is made from
+        the group file, which a restarted server rewrites.  At most once a second."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise TransportUnavailable("Mofka transport failed; retrying the connection later")
+        self._retry_at = now + 1.0
+        if self.producer is not None:
+            _abandon(self.producer)
+            self.producer = None
+        if self.conn is not None:
+            self.conn.abandon()
+            self.conn = None
+        self.conn = _Connection(self.config, "producer")
+        self.producer = self._open_producer()
+        self._broken = False
+        log.info("mofka transport: reconnected to %s", self.conn.group_file)
 
     def publish(self, key, frame) -> None:
-        if self.producer is None:
+        if self.producer is None and not self._broken:
             raise TransportUnavailable("Mofka transport is closed")
+        if self._broken:
+            self._reconnect()
         data = bytes(frame)       # our copy: the caller may reuse its buffer
         meta = encode_metadata(key, self.job.job_name, self.job.node, len(data))
         try:
             fut = self.producer.push(meta, data)
         except Exception as e:
+            self._broken = True
             raise TransportUnavailable(f"Mofka push failed: {e}") from None
         self._pending.append((bytes(key), data))
         self._futures.append(fut)
@@ -428,23 +486,24 @@ class MofkaTransport(Transport):
             raise TransportUnavailable("Mofka transport is closed")
         deadline = time.monotonic() + self.timeout_s
         try:
-            f = self.producer.flush()
-            if f is not None and hasattr(f, "wait"):
-                done, _ = _wait(f, self.api, self.timeout_s)
-                if not done:
-                    raise TransportUnavailable(
-                        f"Mofka flush not confirmed within {self.timeout_s:g} s "
-                        f"({len(self._pending)} batches pending)")
+            # Starts sending every pending batch.  Its future is not waited: in Mofka 0.8.2
+            # its `completed` turns true only inside wait(), whose finite timeouts misbehave
+            # and whose 0/-1 never return if the server is gone.  Each push future is set when
+            # its batch was stored (or failed), and its `completed` can be polled.
+            self.producer.flush()
             for fut in self._futures:   # each push: its event id, or the error of its batch
                 if fut is None:
                     continue
                 done, _ = _wait(fut, self.api, max(0.0, deadline - time.monotonic()) or _POLL_S)
                 if not done:
+                    self._broken = True
                     raise TransportUnavailable(
-                        f"Mofka did not confirm a pushed batch within {self.timeout_s:g} s")
+                        f"Mofka did not confirm the pushed batches within {self.timeout_s:g} s "
+                        f"({len(self._pending)} pending)")
         except TransportUnavailable:
             raise
         except Exception as e:
+            self._broken = True
             raise TransportUnavailable(f"Mofka flush failed: {e}") from None
         self.batches += len(self._pending)
         self._pending, self._futures = [], []
@@ -457,13 +516,24 @@ class MofkaTransport(Transport):
         if self.producer is None and self.conn is None:
             return
         try:
-            if self.producer is not None:
+            if self.producer is not None and not self._broken:
                 self.flush()
         finally:
+            if self._broken and self.producer is not None:
+                # A batch stuck in flight to a server that went away: the producer's destructor
+                # would join its sending thread, i.e. block forever (holding the GIL).  It is
+                # kept alive to the end of the process instead.
+                _abandon(self.producer)
             self.producer = None
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
+
+
+def _abandon(obj) -> None:
+    """Never deallocated, not even at interpreter exit (the OS reclaims it)."""
+    import ctypes
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 BACKEND = MofkaTransport
@@ -538,7 +608,7 @@ class MofkaSource(Source):
         self.gen, self.api = self.conn.gen, self.conn.api
         self.source = f"mofka:{self.conn.topic_name}"
         try:
-            self._consumer = self.conn.topic.consumer(consumer)
+            self._consumer = self.conn.topic.consumer(consumer, **_thread_pool(self.conn))
         except Exception as e:
             self.conn.close()
             raise TransportUnavailable(f"Mofka consumer {consumer!r}: {e}") from None
