@@ -5,8 +5,21 @@ import argparse
 import sys
 
 
+def _is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
 def _cmd_summary(args) -> int:
     from flowcept.query.tasks import read_records
+    if _is_hdf5(args.path):
+        print(f"flowcept summary: error: {args.path} is an HDF5 archive; summary reads a run "
+              f"directory: use `flowcept report {args.path}` (or flowcept.archive in Python)",
+              file=sys.stderr)
+        return 2
     from flowcept.query.summary import format_summary
     r = read_records(args.path)
     print(format_summary(r.records, r.activity, title=f"flowcept summary of {args.path}"))
@@ -76,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "flowcept.mpi.instrument: those have their own leaders.")
     p.add_argument("job", help="job name (SLURM job id or FLOWCEPT_JOB_ID of the run)")
     p.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
-                   help="exit once every ring seen has ended and none appeared for SECONDS")
+                   help="exit after SECONDS without a live ring: none appeared yet, or every "
+                        "one seen has ended (no ring: no store is created)")
     p.add_argument("--shm-dir", default=None, help="where rings live (default: config shm_dir)")
     p.add_argument("--run-dir", default=None, help="run directory (default: config run_dir)")
     p.add_argument("--transport", default=None, help="transport to publish to (default: config)")
@@ -104,14 +118,51 @@ def _plugins():
     return out
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from flowcept.config import ConfigError
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 600 else text[:600] + " ..."
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the flush at
+    exit does not raise again."""
+    import os
     try:
-        return args.func(args) or 0
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv=None) -> int:
+    """Runs one command.  Errors are one line on stderr (``flowcept <cmd>:
+    error: ...``), never a traceback: 2 for usage and configuration, 1 for
+    anything else; a closed output pipe (``flowcept report x.h5 | head``)
+    ends quietly."""
+    import warnings
+    from flowcept.config import ConfigError
+    # configuration warnings (e.g. an unknown FLOWCEPT_* variable) are one line, once
+    warnings.showwarning = lambda msg, cat, *a, **k: print(
+        "flowcept: warning: " + _one_line(msg).removeprefix("flowcept: "), file=sys.stderr)
+    args = build_parser().parse_args(argv)
+    command = getattr(args, "command", None) or "?"
+    try:
+        rc = args.func(args) or 0
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141   # as a process killed by SIGPIPE
+    except KeyboardInterrupt:
+        print(f"flowcept {command}: interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, FileNotFoundError, PermissionError, ValueError) as e:
-        print(f"flowcept {args.command}: error: {e}", file=sys.stderr)
+        print(f"flowcept {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        print(f"flowcept {command}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,18 +6,50 @@ import os
 import sys
 
 
+def _guess_run_dir(path: str, job: str):
+    """The run directory of ``job`` from a compaction PATH (the job dir or its parent)."""
+    p = os.path.abspath(path)
+    if os.path.basename(p) == job:
+        return os.path.dirname(p)
+    if os.path.isdir(os.path.join(p, job)):
+        return p
+    return None
+
+
+def _recover_first(args):
+    """--recover: drain what the job left on this node into its store before compacting
+    (compaction itself only reads stores).  Returns the recovery's description."""
+    from flowcept.archive import ArchiveError
+    from flowcept.node.recovery import recover_job
+    rr = recover_job(args.recover, run_dir=args.run_dir or _guess_run_dir(args.path, args.recover),
+                     shm_dir=args.shm_dir)
+    if not rr.ok:
+        raise ArchiveError(f"recovery of job {args.recover} failed: {rr.describe()}")
+    return rr.describe()
+
+
 def _cmd_compact(args) -> int:
     from flowcept.archive import ArchiveError
     from flowcept.archive.compact import compact
     out = args.output or (os.path.basename(os.path.abspath(args.path).rstrip(os.sep)) + ".h5")
+    if _is_hdf5(args.path):
+        print(f"flowcept compact: error: {args.path} is already an archive: compact reads a run "
+              f"directory (e.g. ./flowcept-runs/<job>); `flowcept report {args.path}` reads "
+              f"this file", file=sys.stderr)
+        return 2
     try:
-        rep = compact(args.path, out, recover=args.recover, run_dir=args.run_dir,
-                      shm_dir=args.shm_dir, append=not args.no_append, overwrite=args.overwrite,
+        if args.recover:
+            print(_recover_first(args))
+        rep = compact(args.path, out, append=not args.no_append, overwrite=args.overwrite,
                       compression=args.compression, level=args.level, threads=args.threads,
                       progress=True if args.progress else None if not args.no_progress else False,
                       job=args.job)
-    except (ArchiveError, FileExistsError) as e:
-        print(f"flowcept compact: error: {e}", file=sys.stderr)
+    except FileExistsError:
+        print(f"flowcept compact: error: {out} exists: pass --overwrite to replace it, or leave "
+              f"out --no-append to merge the new records into it", file=sys.stderr)
+        return 2
+    except ArchiveError as e:
+        print(f"flowcept compact: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(rep.describe())
     return 0
@@ -26,10 +58,15 @@ def _cmd_compact(args) -> int:
 def _cmd_report(args) -> int:
     from flowcept.archive import ArchiveError
     from flowcept.archive.report import report
+    if os.path.isdir(args.archive):
+        print(f"flowcept report: error: {args.archive} is a directory; report reads an archive "
+              f"file: write one with `flowcept compact {args.archive} -o job.h5`, or summarise "
+              f"the run directory with `flowcept summary {args.archive}`", file=sys.stderr)
+        return 2
     try:
         text, pngs, note = report(args.archive, args.output, plots=not args.no_plots, top=args.top)
     except ArchiveError as e:
-        print(f"flowcept report: error: {e}", file=sys.stderr)
+        print(f"flowcept report: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(text)
     if pngs:
@@ -37,6 +74,19 @@ def _cmd_report(args) -> int:
     if note:
         print(note, file=sys.stderr)
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:400] + " ..."
+
+
+def _is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
 
 
 def register(sub) -> None:

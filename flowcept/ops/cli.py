@@ -15,6 +15,11 @@ def _cmd_epilog(args) -> int:
 def _cmd_prolog(args) -> int:
     """Prints ``export FLOWCEPT_...=...`` lines for SLURM's TaskProlog (runs as the user)."""
     from flowcept.ops import epilog
+    if not os.environ.get("SLURM_JOB_ID", "").strip():
+        sys.stderr.write("flowcept prolog: error: SLURM_JOB_ID is not set: `flowcept prolog` runs "
+                         "from a SLURM TaskProlog (slurm/flowcept-taskprolog.sh); to try it by "
+                         "hand, set SLURM_JOB_ID (and SLURM_JOB_UID)\n")
+        return 2
     try:
         settings = epilog.settings_from_args(args)
         env = dict(os.environ)
@@ -30,14 +35,19 @@ def _cmd_prolog(args) -> int:
         shm = os.path.abspath(epilog.expand(settings.shm_dir, ctx))
         run = os.path.abspath(epilog.expand(settings.run_dir, ctx))
     except (OSError, ValueError) as e:
-        # A TaskProlog's stderr goes nowhere useful; print a comment SLURM ignores.
-        sys.stdout.write(f"print flowcept prolog: {e}\n")
+        # A TaskProlog's stderr goes nowhere useful: "print ..." shows the message in the
+        # task's output, and the task runs on with its own environment.
+        sys.stdout.write(f"print flowcept prolog: error: {_one_line(e)}\n")
         return 0
     sys.stdout.write(f"export FLOWCEPT_SHM_DIR={shlex.quote(shm)}\n")
     sys.stdout.write(f"export FLOWCEPT_RUN_DIR={shlex.quote(run)}\n")
     if settings.transport:
         sys.stdout.write(f"export FLOWCEPT_TRANSPORT={shlex.quote(settings.transport)}\n")
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _cmd_run(args) -> int:
