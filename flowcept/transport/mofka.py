@@ -59,8 +59,17 @@ Behaviour
   partition, only the last event of the contiguous run of acknowledged
   entries from the oldest one it holds: never past an entry that was not
   committed.
+* Producers and consumers get a thread pool of one execution stream
+  (``driver.make_thread_pool(1)``): with the default (0 threads) the batch
+  work runs in the caller's Argobots pool, i.e. only while the caller blocks
+  in a ``wait()``, and polled futures would never complete.
 * The margo engine belongs to the driver; nothing here creates or finalizes
   one.  ``close`` drops consumer/producer, topic and driver in that order.
+  After a failed push or flush the producer may hold a batch in flight to a
+  server that is gone; its destructor would then block forever, so it is
+  abandoned (kept alive to process exit) and the next ``publish`` reconnects
+  from the group file (which a restarted server rewrites), at most once a
+  second.
 * ``mofka_protocol`` has no effect: the protocol comes from the group file's
   addresses (a different value is logged as a warning).
 """
@@ -352,7 +361,7 @@ def _thread_pool(conn):
     driver makes them (diaspora >= 0.4).  The default (0 threads) runs the batch work in the
     caller's Argobots pool, i.e. only while the caller blocks inside a wait(): polled futures
     would never complete."""
-    make = getattr(conn.driver, "make_thread_pool", None) if conn.api == "diaspora" else None
+    make = getattr(conn.driver, "make_thread_pool", None)
     if make is None:
         return {}
     return {"thread_pool": make(1)}
