@@ -109,7 +109,8 @@ def _safe_finish(finish, *args) -> None:
 
 def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str] = None,
                   output_names: Optional[Sequence[str]] = None, tags: Optional[Sequence[str]] = None,
-                  custom_metadata: Optional[dict] = None, capture_args: Optional[bool] = None):
+                  custom_metadata: Optional[dict] = None, capture_args: Optional[bool] = None,
+                  subtype: Optional[str] = None, agent_id: Optional[str] = None):
     """Decorates a function (sync or async) so that each call is a task record.
 
     ``used`` holds the bound arguments (``self``/``cls`` left out),
@@ -119,7 +120,8 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
     """
     if func is None:
         return functools.partial(flowcept_task, activity_id=activity_id, output_names=output_names,
-                                 tags=tags, custom_metadata=custom_metadata, capture_args=capture_args)
+                                 tags=tags, custom_metadata=custom_metadata, capture_args=capture_args,
+                                 subtype=subtype, agent_id=agent_id)
     if _disabled_by_env():
         return func
     activity = activity_id or func.__name__
@@ -135,6 +137,10 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
         extra["tags"] = list(tags)
     if custom_metadata:
         extra["custom_metadata"] = dict(custom_metadata)
+    if subtype:   # Flowcept's task fields, constant per decorated function
+        extra["subtype"] = str(subtype)
+    if agent_id:
+        extra["agent_id"] = str(agent_id)
     sig = inspect.signature(func) if params else None
 
     def used_of(args, kwargs):
