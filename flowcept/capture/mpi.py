@@ -55,6 +55,7 @@ class Instrumentation:
         self.is_leader = True
         self.session: Optional[runtime.Session] = None
         self.finalized = False
+        self._leader_ring: Optional[str] = None
 
     # -- start (collective) ----------------------------------------------
     def _start(self) -> "Instrumentation":
@@ -84,7 +85,9 @@ class Instrumentation:
             drainer = registry.load("leader", "local")(cfg, job)
         session = runtime.Session(cfg, job_name, rank=self.rank, workflow_id=workflow_id,
                                   drainer=drainer)
-        paths = self.node_comm.gather(session.ring_path, root=leader)
+        # every rank learns the leader's ring path: its end markers are named after it
+        paths = self.node_comm.allgather(session.ring_path)
+        self._leader_ring = paths[leader]
         if drainer is not None:
             for path in paths:
                 drainer.adopt(path)
@@ -139,21 +142,100 @@ class Instrumentation:
         runtime.end_session()           # closes our ring (marks it ended)
         if drainer is not None:
             self._leader_finish(drainer)
+        elif self._leader_ring is not None:
+            self._late_rank_drain(s)
         if error is not None and self.size > 1 and self.config.abort_on_error:
             log.error("flowcept: rank %d raised %r; aborting the MPI job (abort_on_error)",
                       self.rank, error)
             self.comm.Abort(1)
 
     def _leader_finish(self, drainer) -> None:
-        leftover = drainer.finish(self.config.finalize_timeout_s)
+        """Waits (finalize_timeout_s) for the node's rings to end, draining
+        meanwhile, then drains what is left and stops.  When a rank is still
+        running at the deadline, the leader says so on the file system:
+        ``<its ring>.closing`` before its last drain and ``<its ring>.done``
+        once it touches no ring any more; such a late rank then drains its
+        own ring (``_late_rank_drain``)."""
+        from flowcept.osutil import process_alive
+        timeout = self.config.finalize_timeout_s
+        deadline = time.monotonic() + timeout
+        while True:
+            running = []
+            for path, ring in list(drainer.rings.items()):
+                st = ring.stats()
+                if not st["closed"] and process_alive(st["producer_pid"]):
+                    running.append(path)
+            if not running or time.monotonic() > deadline:
+                break
+            drainer.drain_once()
+            time.sleep(self.config.drain_interval_ms / 1000)
+        mark = self._leader_ring if running else None
+        if mark:
+            _touch(mark + ".closing")   # before the last drain: see _late_rank_drain
+        try:
+            leftover = drainer.finish(0)
+        finally:
+            if mark:
+                _touch(mark + ".done")
         try:
             os.rmdir(self.session.ring_dir)   # only when empty: other steps may share it
         except OSError:
             pass
         if leftover:
-            log.warning("flowcept: %d ring(s) still open after %ss; their records stay in %s for "
-                        "`flowcept recover` or the SLURM epilog", len(leftover),
-                        self.config.finalize_timeout_s, os.path.dirname(next(iter(leftover))))
+            log.info("flowcept: %d rank(s) of this node still running after %ss; each drains "
+                     "its own ring when it ends (else `flowcept recover` or the SLURM epilog "
+                     "takes them from %s)", len(leftover), timeout,
+                     os.path.dirname(next(iter(leftover))))
+
+    def _late_rank_drain(self, s) -> None:
+        """A non-leader rank after its ring closed: if the leader already gave
+        up waiting for it, drains its own ring into the store (nothing stranded
+        in shared memory after a clean end)."""
+        from flowcept import registry
+        from flowcept.osutil import process_alive
+        lead = self._leader_ring
+        if not os.path.exists(lead + ".closing"):
+            # The leader had not yet begun its last drain when our ring was
+            # already closed: that drain takes every record of ours.
+            return
+        try:
+            leader_pid = int(os.path.basename(lead).split(".")[1])
+        except (IndexError, ValueError):
+            leader_pid = 0
+        deadline = time.monotonic() + max(10.0, float(self.config.finalize_timeout_s))
+        while not os.path.exists(lead + ".done") and process_alive(leader_pid):
+            if time.monotonic() > deadline:
+                log.warning("flowcept: rank %d: the node leader neither drained nor released "
+                            "the ring %s; `flowcept recover` or the SLURM epilog takes it",
+                            self.rank, s.ring_path)
+                return
+            time.sleep(0.01)
+        if not os.path.exists(s.ring_path):
+            return   # the leader drained and removed it
+        drainer = registry.load("leader", "local")(self.config, s.job)
+        try:
+            drainer.adopt(s.ring_path)
+            n = drainer.drain_all()
+        except Exception as e:   # what stays is for `flowcept recover`
+            log.warning("flowcept: rank %d could not drain its ring %s (%s: %s); `flowcept "
+                        "recover` or the SLURM epilog takes it", self.rank, s.ring_path,
+                        type(e).__name__, e)
+            drainer.close()
+            return
+        drainer.close(unlink=True)
+        log.info("flowcept: rank %d ended after its node leader; drained its %d record(s)",
+                 self.rank, n)
+        import glob
+        if not glob.glob(os.path.join(s.ring_dir, "*.ring")):
+            for p in (lead + ".closing", lead + ".done"):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+            try:
+                os.rmdir(s.ring_dir)
+            except OSError:
+                pass
 
     def __enter__(self) -> "Instrumentation":
         return self
@@ -162,6 +244,13 @@ class Instrumentation:
         self.finalize(exc)
         return False
 
+
+
+def _touch(path: str) -> None:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except OSError as e:
+        log.warning("flowcept: cannot write %s: %s", path, e)
 
 
 def _wait_drained(session, timeout: float) -> None:
