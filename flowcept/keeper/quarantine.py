@@ -21,6 +21,22 @@ import msgpack
 KEEP_BYTES = 1 << 20
 
 
+def _text(v) -> str:
+    """Any value as valid UTF-8 text (quarantine records must always pack)."""
+    try:
+        t = v if isinstance(v, str) else str(v)
+    except Exception:
+        t = f"<{type(v).__name__}>"
+    return t.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _routing(r) -> dict:
+    if not isinstance(r, dict):
+        return {}
+    return {_text(k): (v if v is None or isinstance(v, (int, float, bool)) else _text(v))
+            for k, v in r.items()}
+
+
 class Quarantine:
     def __init__(self, store_dir: str, readonly: bool = False, keep_bytes: int = KEEP_BYTES):
         self.path = os.path.join(store_dir, "quarantine")
@@ -44,8 +60,11 @@ class Quarantine:
                 now = time.time_ns()
                 key = struct.pack(">QII", now, next(self._counter) & 0xFFFFFFFF, os.getpid())
                 frame = it.get("frame") or b""
-                doc = {"reason": it["reason"], "detail": it.get("detail", ""), "time_ns": now,
-                       "routing": it.get("routing", {}), "size": len(frame),
+                if not isinstance(frame, (bytes, bytearray, memoryview)):
+                    frame = b""
+                doc = {"reason": _text(it.get("reason", "unknown")),
+                       "detail": _text(it.get("detail", "")), "time_ns": now,
+                       "routing": _routing(it.get("routing")), "size": len(frame),
                        "frame": bytes(frame[:self.keep_bytes])}
                 txn.put(key, msgpack.packb(doc, use_bin_type=True), db=self.db)
 
@@ -54,7 +73,7 @@ class Quarantine:
             return
         with self.env.begin() as txn:
             for _key, raw in txn.cursor(db=self.db).iternext():
-                yield msgpack.unpackb(raw, raw=False)
+                yield msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
     def __len__(self) -> int:
         if self.env is None:

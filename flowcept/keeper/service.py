@@ -5,9 +5,15 @@ interactive queries).
 Per read (up to ``count`` entries):
   1. every entry is checked: a frame field, size <= keeper_max_frame_bytes,
      ``flowcept.native.batch.validate`` (magic, version, length, offsets, checksum),
-     routing key == the key in the frame header;
+     routing key == the key in the frame header, then its contents
+     (``flowcept.record.payload.check_records``: workflow payloads are msgpack
+     maps, payloads flagged msgpack decode, nesting bounded, name prefixes
+     well-formed);
   2. accepted frames go to every store, each in one staged transaction
-     (idempotent by batch key: a redelivered batch is skipped);
+     (idempotent by batch key: a redelivered batch is skipped); a store that
+     refuses a transaction on contents (anything but a store/OS error) is
+     given halves of it until the refused entry stands alone, and that entry
+     is rejected;
   3. rejected ones go to the quarantine (committed);
   4. only then, when every store committed, are the entries acknowledged.
 A crash anywhere before 4 leaves the entries pending: they are delivered
@@ -15,8 +21,11 @@ again (to this keeper after a restart under the same name, or to another
 one through XAUTOCLAIM) and the store skips what it already has.
 
 Bad input never stops it: every failure of one entry is a rejection with a
-reason.  Failures of the store (disk full) or of the transport (down) are
-retried with a back-off, and nothing is acknowledged meanwhile.
+reason.  Failures of the store (``StoreError``, ``OSError``, LMDB errors:
+disk or map full) or of the transport (down) are retried with a back-off and
+logged with their type and message, and nothing is acknowledged meanwhile.
+An entry a store refused after another store committed it stays in that
+other store (and is quarantined as well).
 
 SIGTERM/SIGINT: stops reading, commits and acknowledges what it holds,
 writes its status file and returns 0.
@@ -33,8 +42,9 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from flowcept.errors import TransportUnavailable
+from flowcept.errors import StoreError, TransportUnavailable
 from flowcept.native.batch import BatchError, validate
+from flowcept.record.payload import PayloadError, check_records
 
 log = logging.getLogger("flowcept.keeper")
 
@@ -45,6 +55,12 @@ REASON_NAMES = {
     errno.EMSGSIZE: "bad_length",
     errno.ERANGE: "bad_record_range",
 }
+# What a store may raise that is about the store, not the batch: retried.
+try:
+    import lmdb as _lmdb
+    STORE_ERRORS: tuple = (StoreError, OSError, _lmdb.Error)
+except ImportError:   # pragma: no cover - lmdb is a dependency
+    STORE_ERRORS = (StoreError, OSError)
 STATUS_PREFIX = "keeper-"
 STATUS_SUFFIX = ".status.json"
 
@@ -182,6 +198,12 @@ class Keeper:
         key = batch_key(job_id, ring_uid, seq)
         if entry.key is not None and bytes(entry.key) != key:
             raise _Reject("key_mismatch", f"routing key {bytes(entry.key).hex()} != frame key {key.hex()}")
+        from flowcept.native.batch import Batch
+        try:
+            b = Batch(frame, check=False)
+            check_records(b.records, b.payload)
+        except PayloadError as e:
+            raise _Reject("bad_payload", str(e)) from None
         return key, frame
 
     def process(self, src, entries) -> None:
@@ -194,30 +216,38 @@ class Keeper:
                 rejected.append({"reason": r.reason, "detail": r.detail, "frame": entry.frame,
                                  "routing": _safe_routing(entry)})
             except Exception as e:     # never crash on input
-                rejected.append({"reason": "internal", "detail": f"{type(e).__name__}: {e}",
+                rejected.append({"reason": "internal", "detail": _describe(e),
                                  "frame": entry.frame if isinstance(entry.frame, bytes) else b"",
                                  "routing": _safe_routing(entry)})
-        new_records = 0
         first = self.stores[0]
         try:
-            seen = set()
-            for key, frame in accepted:
-                if key not in seen and not first.has(key):
-                    new_records += _record_count(frame)
-                seen.add(key)
+            fresh = {key for key, _ in accepted if not first.has(key)}
             new = 0
             for i, store in enumerate(self.stores):
-                n = store.put_batches(accepted) if accepted else 0
+                n, refused = self._put(store, accepted) if accepted else (0, [])
                 if i == 0:
                     new = n
+                if refused:
+                    bad = {id(item) for item, _ in refused}
+                    accepted = [item for item in accepted if id(item) not in bad]
+                    for (key, frame), err in refused:
+                        rejected.append({"reason": "store_refused",
+                                         "detail": f"{_store_name(store)}: {_describe(err)}",
+                                         "frame": frame, "routing": {"key": key.hex()}})
             self.quarantine.put(rejected)
-        except Exception as e:   # store failure: nothing acknowledged, redelivered later
+        except STORE_ERRORS as e:   # store failure: nothing acknowledged, redelivered later
             self.counts["store_errors"] += 1
-            log.error("keeper %s: store write failed (%s: %s); %d entries stay pending", self.name,
-                      type(e).__name__, e, len(entries))
+            log.error("keeper %s: store write failed (%s); %d entries stay pending", self.name,
+                      _describe(e), len(entries))
             src.redeliver(entries)
             self._stop.wait(1.0)
             return
+        seen = set()
+        new_records = 0
+        for key, frame in accepted:
+            if key in fresh and key not in seen:
+                new_records += _record_count(frame)
+            seen.add(key)
         self.counts["batches_in"] += new
         self.counts["records_in"] += new_records
         self.counts["duplicates"] += len(accepted) - new
@@ -232,6 +262,22 @@ class Keeper:
             self.counts["transport_errors"] += 1
             log.warning("keeper %s: ack failed (%s); the entries will be redelivered and skipped",
                         self.name, e)
+
+    def _put(self, store, items):
+        """(new, refused) of writing items to one store: a transaction refused
+        on contents is split in halves until each refused entry stands alone
+        (``refused``: [((key, frame), error)]); store errors propagate."""
+        try:
+            return store.put_batches(items), []
+        except STORE_ERRORS:
+            raise
+        except Exception as e:   # about the contents of some entry
+            if len(items) == 1:
+                return 0, [(items[0], e)]
+        half = len(items) // 2
+        n1, r1 = self._put(store, items[:half])
+        n2, r2 = self._put(store, items[half:])
+        return n1 + n2, r1 + r2
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
@@ -280,6 +326,19 @@ class _Reject(Exception):
 def _record_count(frame) -> int:
     import struct
     return struct.unpack_from("<I", frame, 48)[0]   # header record_count
+
+
+def _describe(e: BaseException) -> str:
+    """'Type: message' of an exception, whatever its __str__ does."""
+    try:
+        text = str(e)
+    except Exception:
+        text = "<str() failed>"
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+def _store_name(store) -> str:
+    return f"{getattr(store, 'name', type(store).__name__)}:{getattr(store, 'location', '?')}"
 
 
 def _safe_routing(entry) -> dict:

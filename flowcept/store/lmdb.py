@@ -18,7 +18,9 @@ leader releases them.
 """
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import zlib
 
@@ -27,9 +29,14 @@ import msgpack
 import numpy as np
 
 from flowcept.config import Option
+from flowcept.errors import StoreError
 from flowcept.native.batch import Batch
 from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_ERROR
+from flowcept.record.payload import (ACTIVITY_OVERFLOW, FLAG_NAME_IN_PAYLOAD, PayloadError,
+                                     decode_map, split_name)
 from flowcept.store import META, Store, write_meta
+
+log = logging.getLogger("flowcept.store.lmdb")
 
 FORMAT = 1
 
@@ -57,13 +64,25 @@ def summarize(batch: Batch) -> dict:
     if n:
         names = batch.strings
         start, end, tid, rank = col("start_ns"), col("end_ns"), col("task_id"), col("rank")
-        acts = np.flatnonzero(np.bincount(col("activity_id"), minlength=1)).tolist()
+        act_ids = col("activity_id")
+        overflow = act_ids == ACTIVITY_OVERFLOW
+        act = ([names[a] if a < len(names) else ""
+                for a in np.unique(act_ids[~overflow]).tolist()] if not overflow.all() else [])
+        if overflow.any():   # names carried in the payload (the ring's table was full)
+            rows = np.flatnonzero((recs["activity_id"] == ACTIVITY_OVERFLOW) & ~is_wf)
+            for i in rows.tolist():
+                name, _ = split_name(batch.payload_of(i), int(recs[i]["flags"]))
+                if name is None:
+                    raise PayloadError(f"record {i}: activity id {ACTIVITY_OVERFLOW:#x} "
+                                       "without a well-formed name prefix")
+                if name not in act:
+                    act.append(name)
         wf = col("workflow_id")
         summary.update(
             t0=int(start.min()), t1=int(end.max()), id0=int(tid.min()), id1=int(tid.max()),
             r0=int(rank.min()), r1=int(rank.max()),
             wf=[int(wf[0])] if (wf == wf[0]).all() else np.unique(wf).tolist(),
-            act=[names[a] if a < len(names) else "" for a in acts],
+            act=act,
             err=int(np.count_nonzero(col("status") == STATUS_ERROR)),
             # query index (issue #4): max start, min end, node of the batch
             s1=int(start.max()), e0=int(end.min()))
@@ -73,11 +92,30 @@ def summarize(batch: Batch) -> dict:
 
 
 def workflow_docs(batch: Batch):
-    """(workflow_id, doc) for each workflow record of the batch."""
-    from flowcept.record.payload import decode
+    """(workflow_id, doc) for each workflow record of the batch; raises
+    PayloadError (a ValueError) for one that is not a msgpack map."""
     for i in np.flatnonzero(batch.records["flags"] & FLAG_WORKFLOW).tolist():
-        doc = decode(batch.payload_of(i))
+        data = batch.payload_of(i)
+        flags = int(batch.records[i]["flags"])
+        if flags & FLAG_NAME_IN_PAYLOAD:
+            _, data = split_name(data, flags)
+        try:
+            doc = decode_map(data)
+        except PayloadError as e:
+            raise PayloadError(f"workflow record {i}: {e}") from None
         yield int(batch.records[i]["workflow_id"]), doc
+
+
+def _stored_doc(raw, where: str) -> dict:
+    """A stored workflow document (int keys and all); a damaged one is
+    replaced by the next write, with a warning, rather than blocking it."""
+    if raw is None:
+        return {}
+    try:
+        return decode_map(raw)
+    except PayloadError as e:
+        log.warning("%s: stored workflow document does not decode (%s); replacing it", where, e)
+        return {}
 
 
 class LmdbStore(Store):
@@ -120,32 +158,86 @@ class LmdbStore(Store):
     def stage(self, key: bytes, frame) -> int:
         """Writes a frame into the shard's open write transaction (LMDB copies
         it, so the caller may reuse its buffer); commit_staged() makes it
-        durable.  Returns 1 if new, 0 if the key was already stored."""
+        durable.  Returns 1 if new, 0 if the key was already stored.
+        Raises ValueError, before writing anything, for contents that cannot
+        be stored (a workflow record that is not a msgpack map, a name
+        prefix that is not well-formed), and StoreError for a failing
+        write."""
         shard = self._shard(key)
-        txn = self._txns.get(shard)
         env, dbs = self.envs[shard]
-        if txn is None:
-            txn = self._txns[shard] = env.begin(write=True)
-        if not txn.put(key, frame, db=dbs["batches"], overwrite=False):
-            return 0  # already stored: redelivery
+        try:
+            txn = self._txns.get(shard)
+            if txn is None:
+                txn = self._txns[shard] = env.begin(write=True)
+            if txn.get(key, db=dbs["batches"]) is not None:
+                return 0  # already stored: redelivery
+        except lmdb.Error as e:
+            raise self._error("begin", e) from None
+        # everything that can fail on contents, before the first write
         batch = Batch(frame, check=False)
-        txn.put(key, msgpack.packb(summarize(batch)), db=dbs["summaries"])
+        summary = msgpack.packb(summarize(batch))
+        merged = {}
         for wf, doc in workflow_docs(batch):
             wkey = wf.to_bytes(8, "big")
-            old = txn.get(wkey, db=dbs["workflows"])
-            merged = {**msgpack.unpackb(old, raw=False), **doc} if old else doc
-            txn.put(wkey, msgpack.packb(merged, use_bin_type=True), db=dbs["workflows"])
+            if wkey not in merged:
+                try:
+                    old = txn.get(wkey, db=dbs["workflows"])
+                except lmdb.Error as e:
+                    raise self._error("read", e) from None
+                merged[wkey] = _stored_doc(old, self.path)
+            merged[wkey].update(doc)
+        packed = {}
+        for wkey, doc in merged.items():
+            try:
+                packed[wkey] = msgpack.packb(doc, use_bin_type=True)
+            except Exception as e:
+                raise PayloadError(f"workflow {wkey.hex()}: cannot re-encode the merged document "
+                                   f"({type(e).__name__}: {e})") from None
+        try:
+            txn.put(key, frame, db=dbs["batches"])
+            txn.put(key, summary, db=dbs["summaries"])
+            for wkey, data in packed.items():
+                txn.put(wkey, data, db=dbs["workflows"])
+        except lmdb.Error as e:
+            raise self._error("write", e) from None
         return 1
+
+    def _error(self, what: str, e: Exception) -> StoreError:
+        """The StoreError for an LMDB failure: names the store and the fix."""
+        text = str(e)
+        if isinstance(e, lmdb.MapFullError) or "MDB_MAP_FULL" in text:
+            size = self.config.lmdb_map_size if self.config else 1 << 36
+            return StoreError(errno.ENOSPC, f"store {self.path}: LMDB map full ({what}: {text}); "
+                              f"raise lmdb_map_size (now {size} bytes; setting lmdb_map_size or "
+                              "FLOWCEPT_LMDB_MAP_SIZE) and restart the keeper")
+        code = getattr(e, "errno", None)
+        if isinstance(e, lmdb.DiskError) or code == errno.ENOSPC or "No space left" in text:
+            return StoreError(errno.ENOSPC, f"store {self.path}: disk full ({what}: {text}); free "
+                              f"space on {self.path}'s file system")
+        if code == errno.EIO or "Input/output error" in text:
+            return StoreError(errno.EIO, f"store {self.path}: I/O error ({what}: {text}); the "
+                              f"file system of {self.path} is full or failing: free space on it "
+                              "or check the device")
+        return StoreError(code or errno.EIO, f"store {self.path}: {what} failed "
+                          f"({type(e).__name__}: {text})")
 
     def commit_staged(self) -> None:
         txns, self._txns = self._txns, {}
-        for txn in txns.values():
-            txn.commit()
+        for i, txn in enumerate(txns.values()):
+            try:
+                txn.commit()
+            except lmdb.Error as e:
+                for rest in list(txns.values())[i + 1:]:
+                    rest.abort()
+                raise self._error("commit", e) from None
 
     def abort_staged(self) -> None:
         txns, self._txns = self._txns, {}
         for txn in txns.values():
-            txn.abort()
+            try:
+                txn.abort()
+            except lmdb.Error:
+                pass
 
     def has(self, key: bytes) -> bool:
         env, dbs = self.envs[self._shard(key)]
@@ -170,7 +262,7 @@ class LmdbStore(Store):
         for env, dbs in self.envs:
             with env.begin() as txn:
                 for key, raw in txn.cursor(db=dbs["summaries"]).iternext():
-                    yield key, msgpack.unpackb(raw, raw=False)
+                    yield key, msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
     def workflows(self) -> dict:
         out = {}
@@ -178,7 +270,7 @@ class LmdbStore(Store):
             with env.begin() as txn:
                 for key, raw in txn.cursor(db=dbs["workflows"]).iternext():
                     out.setdefault(int.from_bytes(key, "big"), {}).update(
-                        msgpack.unpackb(raw, raw=False))
+                        _stored_doc(raw, self.path))
         return out
 
     def stats(self) -> dict:
