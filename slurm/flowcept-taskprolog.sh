@@ -17,8 +17,8 @@ if [ -f "$CONF" ] && [ ! -L "$CONF" ]; then
     . "$CONF"
 fi
 case "$FLOWCEPT_EPILOG_ENABLED" in no|NO|0|false|off) exit 0 ;; esac
-if [ -n "$FLOWCEPT_RUN_DIR" ] && [ "${FLOWCEPT_KEEP_ENV:-no}" = yes ]; then
-    exit 0
+if [ -n "$FLOWCEPT_RUN_DIR" ]; then
+    case "${FLOWCEPT_KEEP_ENV:-no}" in yes|YES|Yes|1|true|TRUE|on|ON) exit 0 ;; esac
 fi
 if [ -f "$CONF" ]; then
     timeout 20 "$FLOWCEPT_EPILOG_PYTHON" -m flowcept prolog --conf "$CONF" 2>/dev/null

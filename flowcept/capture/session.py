@@ -309,7 +309,10 @@ def ensure_session() -> Optional[Session]:
     except Exception as e:   # e.g. a full shm_dir or a transport that is down
         if _config_failed != str(e):
             _config_failed = str(e)
-            log.error("flowcept: capture is off for this process: %s: %s", type(e).__name__, e)
+            what = str(e).removeprefix("flowcept: ")
+            if not isinstance(e, CaptureStartError):
+                what = f"{type(e).__name__}: {what}"
+            log.error("flowcept: capture is off for this process: %s", what)
         uncaptured[0] += 1
         return None
 
