@@ -1,6 +1,15 @@
-"""Reading records back from stores (LMDB) as numpy arrays or dicts."""
+"""Reading records back from stores (LMDB) as numpy arrays or dicts.
+
+A payload is decoded only when its record's flags say msgpack; C API
+payloads are opaque and come back as bytes (``doc["payload"]``).  A payload
+flagged msgpack that does not decode never stops a read: the task keeps its
+raw bytes (``payload``) and ``payload_error``, and it is counted
+(``stats["payload_errors"]``).  A record whose activity name did not fit in
+its ring's string table carries the name in front of its payload: it is
+named from there and the prefix is stripped."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional
@@ -8,7 +17,11 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 
 from flowcept.native.batch import Batch
-from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STATUS_NAMES, format_task_id
+from flowcept.record.layout import (FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE,
+                                    STATUS_NAMES, format_task_id)
+from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, decode_or_raw, split_name
+
+log = logging.getLogger("flowcept.query")
 
 
 def find_stores(path: str) -> List[str]:
@@ -58,16 +71,42 @@ def read_records(path: str, include_workflow_records: bool = False) -> Records:
         idx = np.flatnonzero(keep)
         recs.append(r[idx])
         ids = np.minimum(r["activity_id"][idx], len(strings) - 1)
-        acts.append(strings[ids])
+        names = strings[ids]
+        payloads = [b.payload_of(i) for i in idx.tolist()]
+        named = np.flatnonzero(r["flags"][idx] & FLAG_NAME_IN_PAYLOAD)
+        if len(named):
+            names = names.copy()
+            for j in named.tolist():
+                names[j], payloads[j] = named_payload(payloads[j], int(r["flags"][idx[j]]), names[j])
+        acts.append(names)
         nodes.append(np.full(len(idx), node, dtype=object))
-        pays.extend(b.payload_of(i) for i in idx.tolist())
+        pays.extend(payloads)
     if not recs:
         return Records(np.zeros(0, RECORD_DTYPE), np.zeros(0, object), np.zeros(0, object), [])
     return Records(np.concatenate(recs), np.concatenate(acts), np.concatenate(nodes), pays)
 
 
-def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] = None) -> dict:
-    from flowcept.record.payload import decode
+def named_payload(payload: bytes, flags: int, activity: str):
+    """(activity name, own payload) of a record: the name from the payload
+    prefix when the record carries one (FLAG_NAME_IN_PAYLOAD)."""
+    name, rest = split_name(payload, flags)
+    return (activity, payload) if name is None else (name, bytes(rest))
+
+
+def record_flags(rec) -> int:
+    """The flags of a record (a RECORD_DTYPE row or a dict); a record
+    without them (older callers) is taken as msgpack."""
+    try:
+        return int(rec["flags"])
+    except (KeyError, IndexError, ValueError, TypeError):
+        return FLAG_PAYLOAD_MSGPACK
+
+
+def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] = None,
+              stats: Optional[dict] = None) -> dict:
+    """A Flowcept-style task document.  ``payload`` is the record's own
+    payload (name prefix already stripped); ``stats["payload_errors"]``
+    counts payloads flagged msgpack that do not decode."""
     wf, tid, parent = int(rec["workflow_id"]), int(rec["task_id"]), int(rec["parent_id"])
     doc = {
         "task_id": format_task_id(wf, tid),
@@ -83,8 +122,13 @@ def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] 
         "thread_id": int(rec["thread_id"]),
         "hostname": node,
     }
-    body = decode(payload) if payload else {}
-    if isinstance(body, dict):
+    body, ok = decode_or_raw(payload, record_flags(rec)) if payload else ({}, True)
+    if not ok:
+        doc["payload"] = body
+        doc["payload_error"] = "payload flagged msgpack does not decode"
+        if stats is not None:
+            stats["payload_errors"] = stats.get("payload_errors", 0) + 1
+    elif isinstance(body, dict):
         for k in ("used", "generated", "tags", "custom_metadata", "error"):
             if k in body:
                 doc[k] = body[k]
@@ -93,11 +137,21 @@ def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] 
     return doc
 
 
-def read_tasks(path: str) -> List[dict]:
-    """Every task record under path as a Flowcept-style dict, in start order."""
+def read_tasks(path: str, stats: Optional[dict] = None) -> List[dict]:
+    """Every task record under path as a Flowcept-style dict, in start order.
+    ``stats`` (optional dict) receives ``payload_errors``: payloads flagged
+    msgpack that did not decode (those tasks keep their raw bytes)."""
     r = read_records(path)
     order = np.argsort(r.records["start_ns"], kind="stable")
-    return [task_dict(r.records[i], r.activity[i], r.node[i], r.payloads[i]) for i in order.tolist()]
+    st = {"payload_errors": 0}
+    out = [task_dict(r.records[i], r.activity[i], r.node[i], r.payloads[i], stats=st)
+           for i in order.tolist()]
+    if st["payload_errors"]:
+        log.warning("%s: %d task payload(s) flagged msgpack do not decode; kept as raw bytes "
+                    "(field 'payload')", path, st["payload_errors"])
+    if stats is not None:
+        stats.update(st)
+    return out
 
 
 def read_workflows(path: str) -> Dict[str, dict]:

@@ -163,7 +163,8 @@ def decode(data) -> Any:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=False)
     except Exception as e:   # ExtraData, StackError, TypeError (unhashable key), ...
-        raise PayloadError(f"not msgpack ({type(e).__name__}: {_short(e)})") from None
+        detail = _short(e)
+        raise PayloadError(f"not msgpack ({type(e).__name__}{': ' + detail if detail else ''})") from None
     if len(data) > MAX_DEPTH:    # each level costs a byte: shorter ones are shallow enough
         _check_depth(value)
     return value
