@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import errno
 import glob
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 from flowcept.config import load_config
 from flowcept.osutil import process_alive
+
+log = logging.getLogger("flowcept.node.recovery")
 
 
 @dataclass
@@ -56,7 +59,7 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
     from flowcept.record import job as jobs
     from flowcept.node.drain import Drainer, remove_ring_files
     from flowcept.native.ring import Ring, RingError
-    from flowcept.transport import open_transport
+    from flowcept.node.leader import open_leader
     overrides = {k: v for k, v in (("shm_dir", shm_dir), ("run_dir", run_dir),
                                    ("transport", transport)) if v}
     config = (config or load_config()).replace(**overrides) if overrides else (config or load_config())
@@ -68,20 +71,29 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
         paths = [p for p in paths if os.path.abspath(p) in wanted]
     if not paths:
         return report
-    drainer = Drainer(config, open_transport(config.transport, config, jobs.job_info(config, job)))
+    ended = {}
     try:
         for path in paths:
             try:
                 ring = Ring.open(path)
             except RingError as e:
-                report.errors.append(f"{path}: {e.strerror}")
+                report.errors.append(ring_error(path, e))
                 continue
             st = ring.stats()
             if not _ended(st):
                 report.skipped_live.append(path)
                 ring.close()
                 continue
-            drainer.rings[path] = ring
+            ended[path] = ring
+    except BaseException:
+        for ring in ended.values():
+            ring.close()
+        raise
+    if not ended:          # nothing to drain: open no transport (and create no store)
+        return report
+    drainer = open_leader(config, jobs.job_info(config, job))
+    drainer.rings.update(ended)
+    try:
         report.records = drainer.drain_all()
         report.rings = len(drainer.rings)
         for path, ring in drainer.rings.items():
@@ -89,14 +101,25 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
     finally:
         drained = list(drainer.rings)
         drainer.close()
-    if report.ok:
-        for path in drained:
-            remove_ring_files(path)
-        try:
-            os.rmdir(directory)
-        except OSError:
-            pass
+    # drain_all returned: every drained record is at the transport or in the spool
+    for path in drained:
+        remove_ring_files(path)
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
     return report
+
+
+def ring_error(path: str, e) -> str:
+    """What a ring that cannot be opened is, in words (and what to do)."""
+    from flowcept.record.layout import FORMAT_VERSION
+    if e.errno == errno.EPROTO:
+        return (f"{path}: ring of another format version (this flowcept reads format "
+                f"{FORMAT_VERSION}); skipped: drain it with the flowcept version that wrote it")
+    if e.errno in (errno.EPERM, errno.ELOOP):
+        return f"{path}: not a regular file owned by this user ({os.strerror(e.errno)}); skipped"
+    return f"{path}: cannot open ring ({os.strerror(e.errno)}); skipped"
 
 
 def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[float] = None,
@@ -105,8 +128,11 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
     Fortran codes using the C API): drains every ring that appears in the
     job's ring directory while the job runs, retires a ring (drained, files
     removed) once its producer closed it or died, and returns when ``stop``
-    (a threading.Event) is set, or after ``exit_when_idle_s`` seconds with no
-    ring left once at least one was seen.  Run one per node, e.g.
+    (a threading.Event) is set, or after ``exit_when_idle_s`` seconds without
+    a live ring (none appeared yet, or every one seen has ended).  The
+    transport (and so the store) is opened with the first ring.  A ring of
+    another format version (-EPROTO) or one that cannot be opened is
+    reported in ``errors`` and skipped.  Run one per node, e.g.
     ``srun --ntasks-per-node=1 --overlap flowcept drain $SLURM_JOB_ID &``.
     Never point it at a job whose ranks use flowcept.mpi.instrument: those
     rings already have a consumer (their leader)."""
@@ -114,27 +140,42 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
     import time
     from flowcept.record import job as jobs
     from flowcept.node.drain import Drainer, remove_ring_files
-    from flowcept.native.ring import RingError
-    from flowcept.transport import open_transport
+    from flowcept.native.ring import Ring, RingError
+    from flowcept.node.leader import open_leader
     config = config or load_config()
     stop = stop or threading.Event()
     poll = poll_s if poll_s is not None else config.drain_interval_ms / 1000
     directory = jobs.ring_dir(config, job)
     report = RecoveryReport(job=job, ring_dir=directory, verb="drained")
-    drainer = Drainer(config, open_transport(config.transport, config, jobs.job_info(config, job)))
-    retired = set()
+    drainer = None     # opened with the first ring: no ring, no transport and no store
+    retired, failed = set(), set()
 
     def adopt_new():
+        nonlocal drainer
         for path in sorted(glob.glob(os.path.join(directory, "*.ring"))):
-            if path not in drainer.rings and path not in retired:
+            if (drainer is None or path not in drainer.rings) and path not in retired:
                 try:
-                    drainer.adopt(path)
-                except RingError as e:       # e.g. still being created: next round
-                    if e.errno not in (errno.EBADMSG, errno.ENOENT):
-                        report.errors.append(f"{path}: {e.strerror}")
-                        retired.add(path)
+                    ring = Ring.open(path)
+                except RingError as e:
+                    if e.errno in (errno.EBADMSG, errno.ENOENT):
+                        continue     # still being created (or gone): next round
+                    msg = ring_error(path, e)
+                    log.error("flowcept drain: %s", msg)
+                    report.errors.append(msg)
+                    retired.add(path)
+                    failed.add(path)
+                    continue
+                if drainer is None:
+                    try:
+                        drainer = open_leader(config, jobs.job_info(config, job))
+                    except BaseException:
+                        ring.close()
+                        raise
+                drainer.rings[path] = ring
 
     def retire_ended():
+        if drainer is None:
+            return
         ended = [p for p, r in drainer.rings.items() if _ended(r.stats())]
         if ended:
             report.records += drainer.drain_once(max_batches=1 << 30)
@@ -146,26 +187,28 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
                 remove_ring_files(path)
                 retired.add(path)
 
-    idle_since = None
+    idle_since = time.monotonic()
     try:
         while not stop.is_set():
             adopt_new()
-            report.records += drainer.drain_once(lazy=True)
+            if drainer is not None:
+                report.records += drainer.drain_once(lazy=True)
             retire_ended()
-            if exit_when_idle_s is not None and retired and not drainer.rings:
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since >= exit_when_idle_s:
-                    break
-            else:
-                idle_since = None
+            if drainer is not None and drainer.rings:
+                idle_since = time.monotonic()
+            elif exit_when_idle_s is not None and time.monotonic() - idle_since >= exit_when_idle_s:
+                break          # no ring (ever, or any more) for exit_when_idle_s
             stop.wait(poll)
         adopt_new()                     # rings that appeared since the last round
-        report.records += drainer.drain_all()
+        if drainer is not None:
+            report.records += drainer.drain_all()
         retire_ended()
-        report.rings = len(retired) + len(drainer.rings)
-        report.skipped_live = list(drainer.rings)   # still open at exit: left for the epilog
+        live = list(drainer.rings) if drainer is not None else []
+        report.rings = len(retired - failed) + len(live)
+        report.skipped_live = live   # still open at exit: left for the epilog
     finally:
-        drainer.close()
+        if drainer is not None:
+            drainer.close()
     try:
         os.rmdir(directory)   # only when empty
     except OSError:

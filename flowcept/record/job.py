@@ -26,10 +26,13 @@ class JobInfo:
 
 
 def job_id_of(job_name: str) -> int:
-    """The 64-bit id of a job name (the number itself for numeric SLURM ids)."""
-    if job_name.isdigit() and int(job_name) < 1 << 63:
+    """The 64-bit id of a job name (the number itself for numeric SLURM ids:
+    ASCII digits only, as C's fc_job_id_of; other names hash)."""
+    if job_name.isascii() and job_name.isdigit() and int(job_name) < 1 << 63:
         return int(job_name)
-    return int.from_bytes(hashlib.blake2b(job_name.encode(), digest_size=8).digest(), "little") | 1 << 63
+    # the name's bytes as C sees them (surrogateescape: as the environment gave them)
+    data = job_name.encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") | 1 << 63
 
 
 def new_job_name() -> str:

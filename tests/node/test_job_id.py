@@ -1,0 +1,32 @@
+"""job_id_of (Python) and fc_job_id_of (C) give the same id for every name:
+numeric only for ASCII digits below 2**63."""
+from hypothesis import given, settings, strategies as hs
+
+from flowcept.native import lib
+from flowcept.record.job import job_id_of
+
+
+def c_id(name: str) -> int:
+    return lib.fc_job_id_of(name.encode("utf-8", "surrogateescape"))
+
+
+def test_non_ascii_digits_hash_like_c():
+    for name in ("١٢٣", "１２３", "²", "123", "0", "9223372036854775807", "9223372036854775808",
+                 "12a", "local-20261201-1-ab", "-1", " 1"):
+        assert job_id_of(name) == c_id(name), name
+    assert job_id_of("123") == 123
+    assert job_id_of("١٢٣") >> 63 == 1              # hashed, not 123
+    assert job_id_of("9223372036854775808") >> 63 == 1
+
+
+def test_names_from_the_environment_with_undecodable_bytes():
+    name = b"job-\xff\xfe".decode("utf-8", "surrogateescape")
+    assert job_id_of(name) == c_id(name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.one_of(hs.text(hs.characters(blacklist_characters="\x00"), max_size=30),
+                 hs.integers(0, 2 ** 64).map(str),
+                 hs.text(hs.characters(whitelist_categories=("Nd",)), min_size=1, max_size=8)))
+def test_python_and_c_agree(name):
+    assert job_id_of(name) == c_id(name)
