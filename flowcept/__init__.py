@@ -7,10 +7,18 @@ first access.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "flowcept_task": "flowcept.capture.task",
-    "FlowceptTask": "flowcept.capture.task",
-    "FlowceptLoop": "flowcept.capture.task",
-    "Flowcept": "flowcept.capture.workflow",
+    # Flowcept's names: the Flowcept-compatible forms (our capture underneath)
+    "flowcept_task": "flowcept.instrumentation.flowcept_task",
+    "lightweight_flowcept_task": "flowcept.instrumentation.flowcept_task",
+    "telemetry_flowcept_task": "flowcept.instrumentation.flowcept_task",
+    "FlowceptTask": "flowcept.instrumentation.task_capture",
+    "FlowceptLoop": "flowcept.instrumentation.flowcept_loop",
+    "FlowceptLightweightLoop": "flowcept.instrumentation.flowcept_loop",
+    "flowcept_loop": "flowcept.instrumentation.flowcept_loop",
+    "Flowcept": "flowcept.flowcept_api.flowcept_controller",
+    "WorkflowObject": "flowcept.commons.flowcept_dataclasses.workflow_object",
+    "DBAPI": "flowcept.query.db",
+    # ours
     "load_config": "flowcept.config",
     "Config": "flowcept.config",
     "ConfigError": "flowcept.config",
@@ -23,6 +31,9 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name):
+    if name == "SETTINGS_PATH":   # Flowcept's: the settings file in use (None without one)
+        from flowcept.configs import SETTINGS_PATH
+        return SETTINGS_PATH
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'flowcept' has no attribute {name!r}")

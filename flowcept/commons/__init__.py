@@ -1,0 +1,2 @@
+"""Flowcept's ``flowcept.commons`` import paths (vocabulary, logger,
+dataclasses), so that Flowcept code imports unchanged."""

@@ -1,0 +1,2 @@
+"""Flowcept's document classes (WorkflowObject, TaskObject) as plain
+attribute bags over our documents."""

@@ -1,0 +1,1 @@
+"""Flowcept's ``flowcept.flowcept_api`` import paths."""

@@ -1,0 +1,518 @@
+"""``Flowcept.db``: Flowcept's query API over our stores.
+
+Documents are built at read time in Flowcept's shape (``type``, string
+``task_id``/``workflow_id``, ``campaign_id`` on every task, ``status`` with
+Flowcept's values, ``stderr`` for errors, ``utc_timestamp``), with what we
+add (``rank``, ``hostname``, ``job``).  Nothing of this runs while capturing.
+
+What is read: every store under the configured ``run_dir`` (and under any
+run directory a ``Flowcept`` of this process used), plus the store of the
+process's own running session, drained first so that a query inside a
+``with Flowcept():`` block sees the tasks that already ended.
+Filters are Mongo-style (flowcept.query.filters).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from flowcept.query import filters as F
+
+ASCENDING = 1
+DESCENDING = -1
+
+# run directories used by Flowcept objects of this process (queries read them too)
+known_run_dirs: List[str] = []
+
+
+# -- reading ---------------------------------------------------------------
+def _live_frames() -> Tuple[Optional[str], List[bytes], Dict[int, dict]]:
+    """(store path, frames, workflows) of this process's open session, drained
+    first; (None, [], {}) when there is none or its store is not local."""
+    from flowcept.capture import session as runtime
+    s = runtime.current()
+    drainer = getattr(s, "drainer", None) if s is not None and not s.closed else None
+    store = getattr(getattr(drainer, "transport", None), "store", None)
+    if store is None:
+        return None, [], {}
+    try:
+        drainer.drain_once(max_batches=1 << 30)
+        drainer.drain_spills()
+    except Exception:   # what is still in the ring is read after the run
+        pass
+    # the drainer's lock: no write transaction is open while we read
+    with drainer._lock:
+        frames = [bytes(f) for _k, f in store.scan()]
+        wfs = store.workflows()
+    return os.path.abspath(getattr(store, "path", "")), frames, wfs
+
+
+def _store_paths(extra_paths: Sequence[str] = ()) -> List[str]:
+    from flowcept.config import ConfigError, process_config
+    from flowcept.query.tasks import find_stores
+    roots = list(extra_paths)
+    if not roots:
+        try:
+            roots.append(process_config().run_dir)
+        except ConfigError:
+            pass
+        roots.extend(known_run_dirs)
+    out, seen = [], set()
+    for root in roots:
+        if not root or not os.path.exists(root):
+            continue
+        try:
+            found = find_stores(root)
+        except FileNotFoundError:
+            continue
+        for p in found:
+            ap = os.path.abspath(p)
+            if ap not in seen:
+                seen.add(ap)
+                out.append(ap)
+    return out
+
+
+def _raw(paths: Sequence[str] = ()):
+    """(task rows, workflows by int id): task rows are (doc, body) where doc
+    is the reader's document (flowcept.query.tasks.task_dict) and body the
+    decoded payload (for the Flowcept fields the reader leaves out)."""
+    from flowcept.query.tasks import read_records
+    from flowcept.store import open_store_at
+    live_path, live_frames, live_wfs = _live_frames() if not paths else (None, [], {})
+    workflows: Dict[int, dict] = {}
+    rows: List[Tuple[dict, Any]] = []
+    for sp in _store_paths(paths):
+        if live_path and (sp == live_path or sp.startswith(live_path + os.sep)
+                          or live_path.startswith(sp + os.sep)):
+            continue   # the open store is read through its own handle
+        rows.extend(_rows(read_records(sp)))
+        with open_store_at(sp) as st:
+            for wf, doc in st.workflows().items():
+                workflows.setdefault(wf, {}).update(doc)
+    if live_frames:
+        rows.extend(_rows(_records_of_frames(live_frames)))
+    for wf, doc in live_wfs.items():
+        workflows.setdefault(wf, {}).update(doc)
+    return rows, workflows
+
+
+def _records_of_frames(frames):
+    """What read_records gives for a store path, for frames in memory."""
+    import numpy as np
+    from flowcept.native.batch import Batch
+    from flowcept.query import tasks as T
+    from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE
+    named_payload = getattr(T, "named_payload", None)
+    name_flag = getattr(__import__("flowcept.record.payload", fromlist=["x"]),
+                        "FLAG_NAME_IN_PAYLOAD", 0)
+    recs, acts, nodes, pays = [], [], [], []
+    for frame in frames:
+        b = Batch(frame, check=False)
+        strings = list(b.strings) + [""]
+        node = strings[0][len(NODE_PREFIX):] if strings[0].startswith(NODE_PREFIX) else ""
+        r = b.records
+        for i in np.flatnonzero((r["flags"] & FLAG_WORKFLOW) == 0).tolist():
+            act = strings[min(int(r["activity_id"][i]), len(strings) - 1)]
+            payload = b.payload_of(i)
+            flags = int(r["flags"][i])
+            if named_payload is not None and name_flag and flags & name_flag:
+                act, payload = named_payload(payload, flags, act)
+            recs.append(r[i])
+            acts.append(act)
+            nodes.append(node)
+            pays.append(payload)
+    records = np.array(recs, dtype=RECORD_DTYPE) if recs else np.zeros(0, RECORD_DTYPE)
+    return T.Records(records, np.array(acts, dtype=object), np.array(nodes, dtype=object), pays)
+
+
+def _rows(r) -> Iterator[Tuple[dict, Any]]:
+    from flowcept.query.tasks import task_dict
+    from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK
+    from flowcept.record.payload import decode
+    for i in range(len(r)):
+        rec, payload = r.records[i], r.payloads[i]
+        doc = task_dict(rec, r.activity[i], r.node[i], payload)
+        body: Any = {}
+        if payload and int(rec["flags"]) & FLAG_PAYLOAD_MSGPACK:
+            try:
+                body = decode(payload)
+            except Exception:   # the reader's document already says what is wrong
+                body = {}
+        yield doc, body
+
+
+# -- Flowcept's document shape ----------------------------------------------
+_BODY_KEYS = ("used", "generated", "tags", "custom_metadata", "subtype", "agent_id",
+              "source_agent_id", "agent_name", "source_agent_name", "data", "stdout", "stderr",
+              "telemetry_at_start", "telemetry_at_end", "campaign_id", "group_id")
+
+
+def workflow_string_ids(workflows: Dict[int, dict]) -> Dict[str, str]:
+    """hex form -> the string id the caller gave (where one was given)."""
+    return {f"{wf:016x}": doc["workflow_id"] for wf, doc in workflows.items()
+            if isinstance(doc.get("workflow_id"), str)}
+
+
+def flowcept_workflow_doc(wf: int, doc: dict) -> dict:
+    from flowcept import __version__
+    out = {k: v for k, v in doc.items() if k not in ("workflow_args", "started_at", "ended_at",
+                                                       "save_workflow")}
+    out["type"] = "workflow"
+    out["workflow_id"] = doc.get("workflow_id") if isinstance(doc.get("workflow_id"), str) \
+        else f"{wf:016x}"
+    if doc.get("workflow_args") is not None:
+        out["used"] = doc["workflow_args"]
+    for k in ("started_at", "ended_at"):
+        if isinstance(doc.get(k), int):
+            out[k] = doc[k] / 1e9
+    if "started_at" in out:
+        out["utc_timestamp"] = out["started_at"]
+    out.setdefault("flowcept_version", __version__)
+    return out
+
+
+def flowcept_task_docs(rows: List[Tuple[dict, Any]], workflows: Dict[int, dict]) -> List[dict]:
+    """Task documents as Flowcept writes them, in start order."""
+    str_ids = workflow_string_ids(workflows)
+    by_hex = {f"{wf:016x}": d for wf, d in workflows.items()}
+    custom_ids: Dict[str, str] = {}
+    out = []
+    for doc, body in sorted(rows, key=lambda r: r[0]["start_ns"]):
+        d = dict(doc)
+        d["type"] = "task"
+        wf_hex = d["workflow_id"]
+        wdoc = by_hex.get(wf_hex, {})
+        if isinstance(body, dict):
+            for k in _BODY_KEYS:
+                if k in body:
+                    d[k] = body[k]
+            gen = d.get("generated")
+            if (body.get("type") is None and isinstance(gen, dict) and len(gen) == 1
+                    and "return" in gen):
+                d["generated"] = {"arg_0": gen["return"]}   # Flowcept's positional name
+            err = body.get("error")
+            if err is not None:
+                d["error"] = err
+                d.setdefault("stderr", err.get("message") if isinstance(err, dict) else str(err))
+            if isinstance(body.get("workflow_id"), str):
+                d["workflow_id"] = body["workflow_id"]
+            if isinstance(body.get("task_id"), str):
+                custom_ids[d["task_id"]] = body["task_id"]
+                d["task_id"] = body["task_id"]
+            if isinstance(body.get("parent_task_id"), str):
+                d["parent_task_id"] = body["parent_task_id"]
+            if isinstance(body.get("status"), str):   # Flowcept statuses we have no code for
+                d["status"] = body["status"]
+        elif body:
+            d["payload"] = body
+        if d["workflow_id"] == wf_hex:
+            d["workflow_id"] = str_ids.get(wf_hex, wf_hex)
+        d.setdefault("campaign_id", wdoc.get("campaign_id"))
+        if wdoc.get("job"):
+            d["job"] = wdoc["job"]
+        d["utc_timestamp"] = d["ended_at"]
+        out.append(d)
+    if custom_ids:
+        for d in out:
+            p = d.get("parent_task_id")
+            if p in custom_ids:
+                d["parent_task_id"] = custom_ids[p]
+    _loop_shape(out)
+    for d in out:   # Flowcept leaves absent fields out
+        for k in ("parent_task_id", "campaign_id"):
+            if d.get(k) is None:
+                d.pop(k, None)
+    return out
+
+
+def _loop_shape(docs: List[dict]) -> None:
+    """Our FlowceptLoop's records in Flowcept's loop shape: the iteration
+    index as ``i``, subtypes ``iteration`` and ``whole_loop``."""
+    by_id = {d["task_id"]: d for d in docs}
+    for d in docs:
+        act, used = d.get("activity_id") or "", d.get("used")
+        if not (act.endswith("_iteration") and isinstance(used, dict) and "index" in used):
+            continue
+        parent = by_id.get(d.get("parent_task_id"))
+        if parent is None or parent.get("activity_id") != act[:-len("_iteration")]:
+            continue
+        d["used"] = {"i": used["index"], **{k: v for k, v in used.items() if k != "index"}}
+        d.setdefault("subtype", "iteration")
+        parent.setdefault("subtype", "whole_loop")
+
+
+def read_flowcept_docs(paths: Sequence[str] = ()) -> Tuple[List[dict], List[dict]]:
+    """(tasks, workflows) in Flowcept's shape from the stores under paths
+    (default: the configured run_dir, the run dirs used, the live session)."""
+    rows, workflows = _raw(paths)
+    tasks = flowcept_task_docs(rows, workflows)
+    wdocs = [flowcept_workflow_doc(wf, d) for wf, d in workflows.items()]
+    wdocs.sort(key=lambda w: w.get("started_at") or 0)
+    return tasks, wdocs
+
+
+def buffer_messages(workflow_id: Optional[str], paths: Sequence[str] = ()) -> List[dict]:
+    """Flowcept's message buffer of one workflow: its workflow message (unless
+    it was started with save_workflow=False), then its tasks in start order."""
+    if workflow_id is None:
+        return []
+    rows, workflows = _raw(paths)
+    msgs = [w for w in (flowcept_workflow_doc(wf, d) for wf, d in workflows.items()
+                        if d.get("save_workflow", True))
+            if w["workflow_id"] == workflow_id]
+    msgs.extend(t for t in flowcept_task_docs(rows, workflows) if t["workflow_id"] == workflow_id)
+    return msgs
+
+
+# -- query operations -------------------------------------------------------
+def _set_path(doc: dict, path: str, value) -> None:
+    parts = path.split(".")
+    cur = doc
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+
+
+def project(docs: List[dict], projection) -> List[dict]:
+    """Mongo-style projection: a list of fields, or {field: 1|0}."""
+    if not projection:
+        return docs
+    if isinstance(projection, dict):
+        include = [k for k, v in projection.items() if v]
+        exclude = [k for k, v in projection.items() if not v]
+    else:
+        include, exclude = list(projection), []
+    out = []
+    for d in docs:
+        if include:
+            nd: dict = {}
+            for f in include:
+                v = F.get_path(d, f)
+                if v is not F.MISSING:
+                    _set_path(nd, f, v)
+        else:
+            nd = json.loads(json.dumps(d, default=str))
+        for f in exclude:
+            parts = f.split(".")
+            cur = nd
+            for p in parts[:-1]:
+                cur = cur.get(p) if isinstance(cur, dict) else None
+            if isinstance(cur, dict):
+                cur.pop(parts[-1], None)
+        out.append(nd)
+    return out
+
+
+def _sort_key(value):
+    if value is F.MISSING or value is None:
+        return (0, 0)
+    if F.is_number(value):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    return (3, str(value))
+
+
+def sort_docs(docs: List[dict], sort) -> List[dict]:
+    """sort: [(field, ASCENDING|DESCENDING), ...] (or one field name)."""
+    if not sort:
+        return docs
+    if isinstance(sort, str):
+        sort = [(sort, ASCENDING)]
+    if isinstance(sort, tuple) and len(sort) == 2 and isinstance(sort[0], str):
+        sort = [sort]
+    for field, order in reversed(list(sort)):
+        docs = sorted(docs, key=lambda d: _sort_key(F.get_path(d, field)), reverse=order == DESCENDING)
+    return docs
+
+
+_AGG = ("avg", "sum", "min", "max", "count")
+
+
+def aggregate(docs: List[dict], aggregation, projection=None) -> List[dict]:
+    """aggregation: [(op, field), ...] with op in avg/sum/min/max/count.
+    Grouped by the projection's fields when given (else one group); each
+    result has ``_id`` (the group's field values) and ``<op>_<field>`` with
+    dots as underscores."""
+    fields = list(projection or [])
+    groups: Dict[str, Tuple[dict, List[dict]]] = {}
+    for d in docs:
+        key = {f: (None if (v := F.get_path(d, f)) is F.MISSING else v) for f in fields}
+        k = json.dumps(key, sort_keys=True, default=str)
+        groups.setdefault(k, (key, []))[1].append(d)
+    out = []
+    for key, members in groups.values():
+        row: Dict[str, Any] = {"_id": key or None}
+        row.update(key)
+        for op, field in aggregation:
+            op = op.lower().lstrip("$")
+            if op not in _AGG:
+                raise ValueError(f"unknown aggregation {op!r}; use one of {', '.join(_AGG)}")
+            vals = [v for m in members if F.is_number(v := F.get_path(m, field))]
+            name = f"{op}_{field.replace('.', '_')}"
+            if op == "count":
+                row[name] = sum(1 for m in members if F.get_path(m, field) is not F.MISSING)
+            elif not vals:
+                row[name] = None
+            elif op == "avg":
+                row[name] = sum(vals) / len(vals)
+            elif op == "sum":
+                row[name] = sum(vals)
+            elif op == "min":
+                row[name] = min(vals)
+            else:
+                row[name] = max(vals)
+        out.append(row)
+    return out
+
+
+def _jsonable(doc):
+    """remove_json_unserializables: bytes and other values JSON cannot hold
+    become their string forms."""
+    return json.loads(json.dumps(doc, default=lambda o: o.decode("latin-1")
+                                 if isinstance(o, (bytes, bytearray)) else str(o)))
+
+
+class DBAPI:
+    """Flowcept's ``DBAPI`` (``Flowcept.db``) over our stores.
+
+    ``paths``: read only the stores under these directories (default: the
+    configured run_dir, the run directories Flowcept objects used, and the
+    running session's store)."""
+
+    ASCENDING = ASCENDING
+    DESCENDING = DESCENDING
+
+    def __init__(self, paths: Sequence[str] = ()):
+        self.paths = list(paths)
+
+    def _docs(self, collection: str) -> List[dict]:
+        tasks, wdocs = read_flowcept_docs(self.paths)
+        if collection == "tasks":
+            return tasks
+        if collection == "workflows":
+            return wdocs
+        if collection in ("objects", "agents"):
+            return []   # no blob objects or agents are recorded here
+        raise ValueError(f"unknown collection {collection!r}; use 'tasks' or 'workflows'")
+
+    def query(self, filter: Optional[dict] = None, projection=None, limit: int = 0, sort=None,
+              aggregation=None, remove_json_unserializables: bool = True,
+              collection: str = "tasks") -> List[dict]:
+        docs = [d for d in self._docs(collection) if F.matches(d, filter or {})]
+        if aggregation:
+            docs = aggregate(docs, aggregation, projection)
+            projection = None
+        docs = sort_docs(docs, sort)
+        if limit:
+            docs = docs[:limit]
+        docs = project(docs, projection)
+        if remove_json_unserializables:
+            docs = [_jsonable(d) for d in docs]
+        return docs
+
+    def task_query(self, filter: Optional[dict] = None, projection=None, limit: int = 0, sort=None,
+                   aggregation=None, remove_json_unserializables: bool = True) -> List[dict]:
+        return self.query(filter, projection, limit, sort, aggregation,
+                          remove_json_unserializables, collection="tasks")
+
+    def workflow_query(self, filter: Optional[dict] = None, projection=None, limit: int = 0,
+                       sort=None, aggregation=None,
+                       remove_json_unserializables: bool = True) -> List[dict]:
+        return self.query(filter, projection, limit, sort, aggregation,
+                          remove_json_unserializables, collection="workflows")
+
+    def get_workflow_object(self, workflow_id):
+        from flowcept.commons.flowcept_dataclasses.workflow_object import WorkflowObject
+        docs = self.workflow_query(filter={"workflow_id": workflow_id})
+        return WorkflowObject.from_dict(docs[0]) if docs else None
+
+    def get_tasks_from_current_workflow(self) -> List[dict]:
+        from flowcept.capture.workflow import Flowcept
+        return self.task_query(filter={"workflow_id": Flowcept.current_workflow_id})
+
+    def get_tasks_recursive(self, workflow_id, max_depth: int = 999, mapping=None) -> List[dict]:
+        """The workflow's root tasks and, recursively by parent_task_id, their
+        descendants (up to max_depth levels), in any workflow."""
+        tasks = self.task_query(filter={})
+        children: Dict[str, List[dict]] = {}
+        for t in tasks:
+            if t.get("parent_task_id"):
+                children.setdefault(t["parent_task_id"], []).append(t)
+        level = [t for t in tasks if t["workflow_id"] == workflow_id and not t.get("parent_task_id")]
+        out, seen, depth = [], set(), 0
+        while level and depth <= max_depth:
+            nxt = []
+            for t in level:
+                if t["task_id"] in seen:
+                    continue
+                seen.add(t["task_id"])
+                out.append(t)
+                nxt.extend(children.get(t["task_id"], ()))
+            level, depth = nxt, depth + 1
+        return out
+
+    def to_df(self, collection: str = "tasks", filter: Optional[dict] = None):
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("Flowcept.db.to_df needs pandas: pip install flowcept[pandas]") from None
+        return pd.json_normalize(self.query(filter=filter or {}, collection=collection), sep=".")
+
+    def dump_to_file(self, collection: str = "tasks", filter: Optional[dict] = None,
+                     output_file: Optional[str] = None, export_format: str = "json",
+                     should_zip: bool = False) -> str:
+        """Writes a collection (json: a list; jsonl: Flowcept's buffer file;
+        csv/parquet through pandas); returns the path written."""
+        import time
+        if output_file is None:
+            output_file = f"{collection}_{time.strftime('%Y%m%d_%H%M%S')}.{export_format}"
+        docs = self.query(filter=filter or {}, collection=collection)
+        if export_format == "json":
+            with open(output_file, "w") as f:
+                json.dump(docs, f, default=str)
+        elif export_format == "jsonl":
+            write_jsonl(docs, output_file)
+        elif export_format in ("csv", "parquet"):
+            df = self.to_df(collection, filter)
+            df.to_csv(output_file, index=False) if export_format == "csv" else df.to_parquet(output_file)
+        else:
+            raise ValueError(f"export_format {export_format!r}: use json, jsonl, csv or parquet")
+        if should_zip:
+            import zipfile
+            zpath = output_file + ".zip"
+            with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+                z.write(output_file, arcname=os.path.basename(output_file))
+            os.remove(output_file)
+            return zpath
+        return output_file
+
+    def liveness_test(self) -> bool:
+        return True   # the embedded store needs no server
+
+    def close(self) -> None:
+        pass
+
+
+def write_jsonl(messages: Iterable[dict], path: str) -> str:
+    """Flowcept's buffer file: one JSON message per line."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with open(path, "w") as f:
+        for m in messages:
+            f.write(json.dumps(m, default=_json_default))
+            f.write("\n")
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (bytes, bytearray)):
+        return o.decode("latin-1")
+    return str(o)
+
+
+def read_jsonl(path: str) -> List[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
