@@ -313,6 +313,9 @@ def build_config(values: Mapping[str, Any], source: str = "arguments",
 
 def read_settings_file(path: str) -> dict:
     """Reads a TOML or JSON settings file.  A [flowcept] table is accepted too."""
+    from flowcept import compat_settings   # Flowcept's settings.yaml, translated
+    if compat_settings.is_yaml(path):
+        return compat_settings.read_flowcept_yaml(path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
