@@ -229,21 +229,34 @@ def decode_or_raw(data, flags: int):
 
 def check_records(records, payload) -> None:
     """Raises PayloadError, naming the record, unless every record's payload
-    is what its flags say: a workflow record's a msgpack map, a record
-    flagged msgpack's msgpack, a name prefix well-formed.  ``records`` is a
-    RECORD_DTYPE array, ``payload`` the batch's payload area."""
+    is what its flags say.  ``records`` is a RECORD_DTYPE array, ``payload``
+    the batch's payload area.
+
+    Workflow records: a msgpack map that decode_map() accepts (the store
+    merges and re-encodes it).  Tasks flagged msgpack: exactly one msgpack
+    value filling the payload, sizes within it, nesting within msgpack's
+    own stack (checked by skipping, not building: ~0.5 us a record); what
+    only a full decode finds (bad UTF-8, an unhashable key, nesting deeper
+    than MAX_DEPTH) the readers count and keep raw.  A name prefix must be
+    well-formed."""
     from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW
     flags = records["flags"]
     wanted = FLAG_PAYLOAD_MSGPACK | FLAG_WORKFLOW | FLAG_NAME_IN_PAYLOAD
-    rows = (flags & wanted).nonzero()[0].tolist()
-    if not rows:
+    rows = (flags & wanted).nonzero()[0]
+    if not len(rows):
         return
-    offs = records["payload_off"].tolist()
-    lens = records["payload_len"].tolist()
+    offs = records["payload_off"]
+    lens = records["payload_len"]
+    plain = (flags[rows] & (FLAG_WORKFLOW | FLAG_NAME_IN_PAYLOAD)) == 0
+    stream = rows[plain]
+    if len(stream):   # the common case: plain msgpack tasks, in offset order
+        _skip_stream(payload, stream[offs[stream].argsort(kind="stable")].tolist(),
+                     offs.tolist(), lens.tolist())
     fl = flags.tolist()
-    for i in rows:
+    for i in rows[~plain].tolist():
         f = fl[i]
-        data = payload[offs[i]:offs[i] + lens[i]]
+        o = int(offs[i])
+        data = payload[o:o + int(lens[i])]
         if f & FLAG_NAME_IN_PAYLOAD:
             name, data = split_name(data, f)
             if name is None:
@@ -252,7 +265,50 @@ def check_records(records, payload) -> None:
             if f & FLAG_WORKFLOW:
                 decode_map(data)
             elif f & FLAG_PAYLOAD_MSGPACK:
-                decode(data)
+                _skip_one(data)
         except PayloadError as e:
             kind = "workflow" if f & FLAG_WORKFLOW else "task"
             raise PayloadError(f"record {i} ({kind}): payload {e}") from None
+
+
+def _skip_stream(payload, rows, offs, lens) -> None:
+    """Each row's payload is one msgpack value filling it (rows in offset order)."""
+    size = len(payload)
+    u = msgpack.Unpacker(max_buffer_size=size + 1)
+    u.feed(payload)
+    pos = 0
+    for i in rows:
+        o, n = offs[i], lens[i]
+        if not n:
+            continue
+        if o < pos:        # overlapping payloads: that record on its own
+            try:
+                _skip_one(payload[o:o + n])
+            except PayloadError as e:
+                raise PayloadError(f"record {i} (task): payload {e}") from None
+            continue
+        try:
+            if o > pos:
+                u.read_bytes(o - pos)
+            u.skip()
+            pos = u.tell()
+        except Exception as e:
+            raise PayloadError(f"record {i} (task): payload not msgpack "
+                               f"({type(e).__name__}{': ' + _short(e) if _short(e) else ''})") from None
+        if pos != o + n:
+            raise PayloadError(f"record {i} (task): payload not msgpack (its value ends at byte "
+                               f"{pos - o} of {n})")
+
+
+def _skip_one(data) -> None:
+    if not len(data):
+        return
+    u = msgpack.Unpacker(max_buffer_size=len(data) + 1)
+    u.feed(data)
+    try:
+        u.skip()
+    except Exception as e:
+        raise PayloadError(f"not msgpack ({type(e).__name__}"
+                           f"{': ' + _short(e) if _short(e) else ''})") from None
+    if u.tell() != len(data):
+        raise PayloadError(f"not msgpack (its value ends at byte {u.tell()} of {len(data)})")

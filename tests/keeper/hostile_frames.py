@@ -33,11 +33,14 @@ HOSTILE_WORKFLOW = {
     "huge_array": HUGE_ARRAY, "huge_str": HUGE_STR, "huge_map": HUGE_MAP, "trailing": TRAILING,
     "unhashable_key": UNHASHABLE_KEY, "bad_utf8": msgpack.packb({"a": 1})[:1] + b"\xa2\xff\xfe\x01",
 }
+# task payloads the keeper refuses (not one msgpack value filling the payload)
 HOSTILE_TASK = {
-    "not_msgpack": NOT_MSGPACK, "deep_list": deep(5000), "deep_ok_for_msgpack": deep(900),
+    "not_msgpack": NOT_MSGPACK, "deep_list": deep(5000), "truncated": msgpack.packb([1, 2, 3])[:-1],
     "huge_array": HUGE_ARRAY, "huge_str": HUGE_STR, "huge_map": HUGE_MAP, "trailing": TRAILING,
-    "unhashable_key": UNHASHABLE_KEY, "bad_utf8": BAD_UTF8,
 }
+# task payloads that are well-formed msgpack but do not decode to Python
+# values: stored; the readers keep them raw and count them
+READER_ONLY_TASK = {"deep_900": deep(900), "unhashable_key": UNHASHABLE_KEY, "bad_utf8": BAD_UTF8}
 
 
 def records(n: int, seq: int, *, workflow_id: int = 0xABC, t0: int = 1_700_000_000_000_000_000):

@@ -17,7 +17,8 @@ from flowcept.keeper import Keeper
 from flowcept.keeper.quarantine import Quarantine
 from flowcept.query.tasks import read_tasks, read_workflows
 from flowcept.store import open_store
-from hostile_frames import HOSTILE_TASK, HOSTILE_WORKFLOW, deep, key_of, task_frame
+from hostile_frames import (HOSTILE_TASK, HOSTILE_WORKFLOW, READER_ONLY_TASK, deep, key_of,
+                            task_frame)
 
 pytestmark = pytest.mark.redis
 
@@ -69,7 +70,8 @@ valid = hs.one_of(
     hs.just(("plain", None, None)),
     hs.dictionaries(hs.integers(-5, 5), hs.text(max_size=5), min_size=1, max_size=3).map(
         lambda d: ("workflow", "int_keys", msgpack.packb({**d, "name": "wf"}))),
-    hs.binary(min_size=1, max_size=16).map(lambda b: ("opaque", "c_api", b)))
+    hs.binary(min_size=1, max_size=16).map(lambda b: ("opaque", "c_api", b)),
+    hs.sampled_from(sorted(READER_ONLY_TASK)).map(lambda n: ("odd_task", n, READER_ONLY_TASK[n])))
 frames_plan = hs.lists(hs.tuples(hs.booleans(), hostile, valid), min_size=1, max_size=12)
 
 
@@ -79,7 +81,7 @@ frames_plan = hs.lists(hs.tuples(hs.booleans(), hostile, valid), min_size=1, max
 def test_keeper_property_hostile_contents_interleaved(redis_server, tmp_path, plan):
     n = next(_streams)
     stream, store_dir = f"hp{n}", tmp_path / f"store{n}"
-    frames, good, bad = [], set(), 0
+    frames, good, bad, odd = [], set(), 0, 0
     for seq, (is_bad, (kind, _name, data), (vkind, _vname, vdata)) in enumerate(plan):
         if is_bad:
             f = (task_frame(seq, workflow=data) if kind == "workflow"
@@ -87,7 +89,9 @@ def test_keeper_property_hostile_contents_interleaved(redis_server, tmp_path, pl
             bad += 1
         else:
             f = task_frame(seq, workflow=vdata if vkind == "workflow" else None,
-                           opaque=vdata if vkind == "opaque" else None)
+                           opaque=vdata if vkind == "opaque" else None,
+                           bad_task=vdata if vkind == "odd_task" else None)
+            odd += vkind == "odd_task"
             good.add(key_of(f))
         frames.append(f)
     push(redis_server.client(), stream, frames)
@@ -101,7 +105,9 @@ def test_keeper_property_hostile_contents_interleaved(redis_server, tmp_path, pl
     client = redis_server.client()
     assert client.xlen(stream) == 0 and client.xinfo_groups(stream)[0]["pending"] == 0
     if good:   # what was stored reads back: tasks and workflow documents
-        assert len(read_tasks(str(store_dir))) >= 4 * len(good)
+        stats = {}
+        assert len(read_tasks(str(store_dir), stats=stats)) >= 4 * len(good)
+        assert stats["payload_errors"] == odd
         read_workflows(str(store_dir))
 
 
@@ -175,6 +181,19 @@ def test_map_full_is_retried_with_the_fix_in_the_log_and_nothing_acked(redis_ser
     assert client.xlen("s") == 12 - k.counts["acked"]
     assert k.counts["acked"] < 12
     assert len(quarantined(tmp_path / "store")) == 0
+
+
+@pytest.mark.parametrize("name", sorted(READER_ONLY_TASK))
+def test_well_formed_task_payloads_python_cannot_decode_are_stored_and_counted_by_readers(
+        redis_server, tmp_path, name):
+    f = task_frame(1, bad_task=READER_ONLY_TASK[name])
+    push(redis_server.client(), "s", [f])
+    k, _ = run_keeper(redis_server, tmp_path / "store", "s")
+    assert stored_keys(tmp_path / "store") == {key_of(f)} and k.counts["rejected"] == 0
+    stats = {}
+    docs = read_tasks(str(tmp_path / "store"), stats=stats)
+    assert len(docs) == 5 and stats["payload_errors"] == 1
+    assert [d["payload"] for d in docs if "payload_error" in d] == [READER_ONLY_TASK[name]]
 
 
 def test_a_stream_of_hostile_frames_does_not_slow_a_keeper_down(redis_server, tmp_path):
