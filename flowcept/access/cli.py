@@ -1,0 +1,303 @@
+"""``flowcept serve | query | mcp | ask | export | metrics`` (picked up by flowcept.cli)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+TABLE_COLUMNS = ("task_id", "activity_id", "status", "rank", "hostname", "started_at", "duration_s")
+
+SPEC_HELP = ("what to read: run/job/store directories, .h5 archives (flowcept compact), a directory "
+             "of archives, or a store URL (a store backend registered for its scheme)")
+
+
+def _access(specs, args):
+    from flowcept.access.core import Access
+    if not specs:
+        from flowcept.config import load_config
+        specs = [load_config().run_dir]
+    return Access(specs, query_timeout=getattr(args, "query_timeout", 10.0),
+                  max_limit=getattr(args, "max_limit", None) or 10_000,
+                  cache_dir=getattr(args, "cache_dir", None))
+
+
+def _read_secret(path):
+    if not path:
+        return None
+    with open(path) as f:
+        text = f.read().strip()
+    if not text:
+        raise ValueError(f"{path} is empty: put the token in it")
+    return text
+
+
+# -- serve -------------------------------------------------------------------------------------
+def _cmd_serve(args) -> int:
+    from flowcept.access.service import serve
+    token = _read_secret(args.token_file)
+    access = _access(args.specs, args)
+    collector = None
+    if args.metrics:
+        from flowcept.access.metrics import FlowceptCollector
+        collector = FlowceptCollector(stores=[s for s in args.specs if "://" not in s and not s.endswith(".h5")])
+    print(f"flowcept serve: {', '.join(access.sources)} on http://{args.host}:{args.port} "
+          f"(OpenAPI: /openapi.json, docs: /docs)", file=sys.stderr, flush=True)
+    try:
+        serve(access, args.host, args.port, token=token, max_concurrency=args.max_concurrency,
+              metrics_collector=collector)
+    finally:
+        access.close()
+    return 0
+
+
+# -- query -------------------------------------------------------------------------------------
+def _row(doc, columns):
+    from flowcept.query.filters import MISSING, get_path
+    out = []
+    for c in columns:
+        if c == "duration_s" and "start_ns" in doc:
+            v = (doc["end_ns"] - doc["start_ns"]) / 1e9
+        else:
+            v = get_path(doc, c)
+        out.append("" if v is MISSING or v is None else v if isinstance(v, (str, int, float)) else
+                   json.dumps(v, default=str))
+    return out
+
+
+def _cmd_query(args) -> int:
+    access = _access(args.specs, args)
+    try:
+        if args.all:
+            items = list(access.iter_tasks(args.source, args.filter, args.projection, args.sort, None))
+            total = len(items)
+        else:
+            page = access.tasks(args.source, args.filter, args.projection, args.sort, args.limit)
+            items, total = page["items"], page["total"]
+    finally:
+        access.close()
+    out = sys.stdout
+    if args.format == "jsonl":
+        for d in items:
+            out.write(json.dumps(d, sort_keys=False) + "\n")
+    elif args.format == "json":
+        json.dump(items, out, indent=1)
+        out.write("\n")
+    else:
+        from flowcept.access.core import parse_projection
+        cols = parse_projection(args.projection) or list(TABLE_COLUMNS)
+        rows = [_row(d, cols) for d in items]
+        if args.format == "csv":
+            w = csv.writer(out)
+            w.writerow(cols)
+            w.writerows(rows)
+        else:
+            text = [[str(x) if not isinstance(x, float) else f"{x:.6f}" for x in r] for r in rows]
+            widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
+            out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+            for r in text:
+                out.write("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() + "\n")
+            if total > len(items):
+                print(f"({len(items)} of {total} shown; --limit N or --all for more)", file=sys.stderr)
+    return 0
+
+
+# -- mcp, ask ------------------------------------------------------------------------------------
+def _cmd_mcp(args) -> int:
+    from flowcept.access.mcp_server import run
+    access = _access(args.specs, args)
+    try:
+        run(access, args.transport, args.host, args.port)
+    finally:
+        access.close()
+    return 0
+
+
+def _cmd_ask(args) -> int:
+    from flowcept.access.agent import AgentError, ask
+    from flowcept.access.tools import call_tool
+    key = _read_secret(args.api_key_file)
+    access = _access(args.run, args)
+    try:
+        res = ask(args.question, lambda n, a: call_tool(access, n, a), args.base_url, args.model,
+                  api_key=key, max_steps=args.max_steps, max_tool_calls=args.max_tool_calls,
+                  timeout=args.timeout, max_tokens=args.max_tokens)
+    except AgentError as e:
+        print(f"flowcept ask: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        access.close()
+    if args.json:
+        print(json.dumps({"answer": res.answer, "calls": res.calls, "steps": res.steps,
+                          "seconds": res.seconds, "stopped": res.stopped}, indent=1))
+    else:
+        print(res.describe())
+    return 0
+
+
+# -- export, metrics -----------------------------------------------------------------------------
+def _cmd_export(args) -> int:
+    if args.format == "perfetto":
+        from flowcept.access.perfetto import export_perfetto
+        out = export_perfetto(args.path, args.output)
+        print(f"wrote {out} (open it in https://ui.perfetto.dev)")
+        return 0
+    access = _access([args.path], args)
+    try:
+        fmt = args.format.split("-", 1)[1]
+        _media, text = access.prov(None, args.workflow, fmt)
+    finally:
+        access.close()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _cmd_metrics(args) -> int:
+    import signal
+    import threading
+    from flowcept.access.metrics import FlowceptCollector, run_exporter
+    from flowcept.access.service import is_loopback
+    if not is_loopback(args.host) and not args.public:
+        raise ValueError(f"binding {args.host} publishes the metrics beyond this machine: add --public "
+                         "to mean it")
+    col = FlowceptCollector(stores=args.store or [], shm_dirs=args.shm_dir or [], spool_dirs=args.spool or [])
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"flowcept metrics: http://{args.host}:{args.port}/metrics", file=sys.stderr, flush=True)
+    run_exporter(col, args.port, args.host, stop)
+    return 0
+
+
+# -- registration ----------------------------------------------------------------------------------
+def _limits(p):
+    p.add_argument("--query-timeout", type=float, default=10.0, metavar="S",
+                   help="time budget of one query in seconds (default 10)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where PROV export of a store keeps its compacted archive (default: none; "
+                        "PROV then needs an archive)")
+
+
+def register(sub) -> None:
+    F = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("serve", help="HTTP JSON query service over stores and archives",
+                       formatter_class=F,
+                       description="Serves tasks (Mongo-style filter, projection, sort, limit, cursor), "
+                                   "workflows, lineage, statistics and PROV over HTTP, read-only.\n"
+                                   "OpenAPI document at /openapi.json.  Binds 127.0.0.1 unless --host; any "
+                                   "other address needs --token-file.\n\n"
+                                   "  flowcept serve ./flowcept-runs/12345 job.h5 --port 8008\n"
+                                   "  curl 'http://127.0.0.1:8008/api/v1/tasks?filter={\"status\":\"ERROR\"}'")
+    p.add_argument("specs", nargs="*", metavar="PATH", help=SPEC_HELP + " (default: config run_dir)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8008, help="port (default 8008)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding a bearer token clients must send (Authorization: Bearer ...)")
+    p.add_argument("--max-limit", type=int, default=10_000, help="largest page size (default 10000)")
+    p.add_argument("--max-concurrency", type=int, default=4, help="queries run at once (default 4)")
+    p.add_argument("--metrics", action="store_true", help="also serve Prometheus /metrics of the stores")
+    _limits(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("query", help="query tasks: filter, projection, sort, limit; table, JSON lines, CSV",
+                       formatter_class=F,
+                       description="Prints the tasks matching a Mongo-style filter, the same answers "
+                                   "as the query service.\n\n"
+                                   "  flowcept query RUN --filter '{\"activity_id\": \"train\"}' --sort -ended_at\n"
+                                   "  flowcept query job.h5 -f '{\"rank\": {\"$in\": [0, 1]}}' --format csv --all")
+    p.add_argument("specs", nargs="*", metavar="PATH", help=SPEC_HELP + " (default: config run_dir)")
+    p.add_argument("-f", "--filter", default=None, help="Mongo-style filter as JSON (default: every task)")
+    p.add_argument("-p", "--projection", default=None, help="fields to show, comma-separated")
+    p.add_argument("-s", "--sort", default=None, help="sort fields, comma-separated, -field descending "
+                                                      "(default start time)")
+    p.add_argument("-n", "--limit", type=int, default=100, help="at most N tasks (default 100, max 10000)")
+    p.add_argument("--all", action="store_true", help="every match (no page limit)")
+    p.add_argument("--format", choices=("table", "jsonl", "json", "csv"), default="table")
+    p.add_argument("--source", default=None, help="which source, when several PATHs are given")
+    _limits(p)
+    p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("mcp", help="MCP server: the query tools for MCP-capable assistants",
+                       description="Serves find_tasks, get_task, workflow_summary, lineage, statistics "
+                                   "and failures over the Model Context Protocol (stdio, or streamable "
+                                   "HTTP at http://HOST:PORT/mcp).  Read-only.")
+    p.add_argument("specs", nargs="*", metavar="PATH", help=SPEC_HELP + " (default: config run_dir)")
+    p.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8009)
+    _limits(p)
+    p.set_defaults(func=_cmd_mcp)
+
+    p = sub.add_parser("ask", help="ask a question about a run (LLM agent over the query tools)",
+                       formatter_class=F,
+                       description="Sends the question and the query tools to an OpenAI-compatible chat "
+                                   "endpoint, runs the tool calls it returns (read-only, bounded) and "
+                                   "prints the answer with the queries it ran.\n\n"
+                                   "  flowcept ask 'which tasks failed on rank 3?' --run job.h5 \\\n"
+                                   "      --base-url http://127.0.0.1:11434/v1 --model llama3.2")
+    p.add_argument("question")
+    p.add_argument("--run", action="append", default=None, metavar="PATH",
+                   help=SPEC_HELP + "; repeatable (default: config run_dir)")
+    p.add_argument("--base-url", default="http://127.0.0.1:11434/v1",
+                   help="OpenAI-compatible API base (default: Ollama on this machine)")
+    p.add_argument("--model", default="llama3.2", help="model name the endpoint knows")
+    p.add_argument("--api-key-file", default=None, help="file holding the endpoint's API key, if any")
+    p.add_argument("--max-steps", type=int, default=6, help="model calls at most (default 6)")
+    p.add_argument("--max-tool-calls", type=int, default=8, help="tool runs at most (default 8)")
+    p.add_argument("--max-tokens", type=int, default=512, help="tokens per model answer (default 512)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per model call (default 120)")
+    p.add_argument("--json", action="store_true", help="print the answer and calls as JSON")
+    _limits(p)
+    p.set_defaults(func=_cmd_ask)
+
+    p = sub.add_parser("export", help="export an archive as a Perfetto trace or a PROV document",
+                       description="perfetto: Chrome/Perfetto trace JSON, one track per rank and "
+                                   "thread (open in https://ui.perfetto.dev; name the output .gz to "
+                                   "gzip it).  prov-json / prov-provn / prov-xml / prov-rdf: W3C PROV "
+                                   "(all but JSON need the prov extra).")
+    p.add_argument("path", help="archive (.h5) or run/store directory")
+    p.add_argument("--format", required=True,
+                   choices=("perfetto", "prov-json", "prov-provn", "prov-xml", "prov-rdf"))
+    p.add_argument("-o", "--output", default=None, help="output file (perfetto default: NAME.trace.json; "
+                                                        "PROV default: stdout)")
+    p.add_argument("--workflow", default=None, help="PROV of one workflow id only")
+    _limits(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("metrics", help="Prometheus exporter of stores, keepers, rings and spools",
+                       description="Serves /metrics (Prometheus text format): records and tasks stored "
+                                   "(by activity and status), failed tasks, keeper counters and "
+                                   "quarantine, ring captured/spilled/dropped and leader lag, spool "
+                                   "depth.  Read on every scrape; see grafana/ for dashboards.")
+    p.add_argument("--store", action="append", metavar="DIR", help="store or run directory (repeatable)")
+    p.add_argument("--shm-dir", action="append", metavar="DIR", help="where rings live (repeatable)")
+    p.add_argument("--spool", action="append", metavar="DIR", help="spool directory (repeatable)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9464)
+    p.add_argument("--public", action="store_true", help="allow binding a non-loopback address")
+    p.set_defaults(func=_cmd_metrics)
+
+
+def main(argv=None) -> int:
+    """``python -m flowcept.access.cli COMMAND ...``: these commands alone (the same
+    as ``flowcept COMMAND`` once flowcept.cli registers this module)."""
+    ap = argparse.ArgumentParser(prog="flowcept", description="flowcept access commands")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    args = ap.parse_args(argv)
+    from flowcept.config import ConfigError
+    try:
+        return args.func(args) or 0
+    except (ConfigError, FileNotFoundError, PermissionError, ValueError, ImportError) as e:
+        print(f"flowcept {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""``flowcept serve``: the read-only HTTP JSON query service (FastAPI + uvicorn).
+
+Endpoints (all GET unless said; ``source=`` picks one of several served
+sources; the OpenAPI document is at ``/openapi.json``, browsable at ``/docs``):
+
+==============================================  =============================================
+/health                                         liveness and the served sources (no token)
+/api/v1/sources                                 the sources served
+/api/v1/tasks?filter=&projection=&sort=&limit=  one page of matching tasks + ``next_cursor``
+  &cursor=
+POST /api/v1/tasks/query                        the same, the request as a JSON body
+/api/v1/tasks/stream?...                        every match as JSON lines (streamed)
+/api/v1/tasks/{task_id}                         one task
+/api/v1/tasks/{task_id}/ancestors|descendants   lineage
+/api/v1/workflows                               workflow documents
+/api/v1/workflows/summary?workflow_id=          tasks by status and activity, ranks, span
+/api/v1/stats?by=activity|rank|hostname|status  durations and error counts per group
+/api/v1/failures                                tasks with status ERROR
+/api/v1/prov?format=json|provn|xml|rdf          W3C PROV document
+/metrics                                        Prometheus text (with the metrics extra)
+==============================================  =============================================
+
+Bad requests answer 400/404/413/422 with ``{"error": message}``; a query past
+its time budget or a service at its concurrency bound answers 503.  Bound to
+127.0.0.1 unless told otherwise; any other address needs a bearer token.
+"""
+
+import hmac
+import ipaddress
+import json
+import threading
+from typing import Any, List, Optional, Union
+
+from flowcept.access.core import Access, BadRequest, NotFound
+from flowcept.access.sources import QueryTimeout
+
+MAX_BODY = 1 << 20
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(access: Access, token: Optional[str] = None, max_concurrency: int = 4,
+               metrics_collector=None):
+    """The FastAPI application over ``access``.  ``token``: every request except
+    /health must carry ``Authorization: Bearer <token>``."""
+    from fastapi import Body, FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from flowcept import __version__
+
+    app = FastAPI(title="flowcept query service", version=__version__,
+                  description="Read-only access to captured workflow provenance: tasks (Mongo-style "
+                              "filters), workflows, lineage, statistics, PROV.")
+    gate = threading.BoundedSemaphore(max_concurrency)
+
+    def err(status: int, message: str):
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if token and request.url.path not in ("/health",):
+            got = request.headers.get("authorization", "")
+            if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
+                return JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer ...)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        length = request.headers.get("content-length")
+        if length and (not length.isdigit() or int(length) > MAX_BODY):
+            return err(413, f"request body over {MAX_BODY} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(BadRequest)
+    async def _bad(_r, e):
+        return err(400, str(e))
+
+    @app.exception_handler(NotFound)
+    async def _nf(_r, e):
+        return err(404, str(e))
+
+    @app.exception_handler(QueryTimeout)
+    async def _to(_r, e):
+        return err(503, str(e))
+
+    @app.exception_handler(ValueError)
+    async def _val(_r, e):
+        return err(400, str(e))
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r, e):
+        return err(e.status_code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _422(_r, e):
+        msgs = "; ".join(f"{'.'.join(str(x) for x in d.get('loc', ()))}: {d.get('msg')}" for d in e.errors())
+        return err(422, msgs or "invalid request")
+
+    def run(fn, *a, **kw):
+        if not gate.acquire(timeout=access.query_timeout):
+            raise QueryTimeout("the service is busy with other queries; retry shortly")
+        try:
+            return fn(*a, **kw)
+        finally:
+            gate.release()
+
+    FilterQ = Query(None, description='Mongo-style filter as JSON, e.g. {"activity_id": "train"}')
+    ProjQ = Query(None, description="fields to return, comma-separated (dotted paths allowed)")
+    SortQ = Query(None, description="fields to sort by, comma-separated, - for descending")
+    SourceQ = Query(None, description="source name (see /api/v1/sources); optional when one is served")
+
+    class TaskQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        source: Optional[str] = None
+        filter: dict = Field(default_factory=dict)
+        projection: Optional[Union[List[str], str, dict]] = None
+        sort: Optional[Union[str, List[Any]]] = None
+        limit: Optional[int] = None
+        cursor: Optional[str] = None
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "version": __version__, "sources": [s["name"] for s in access.list_sources()]}
+
+    @app.get("/api/v1/sources")
+    def sources():
+        return {"items": access.list_sources()}
+
+    @app.get("/api/v1/tasks")
+    def tasks(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
+              sort: Optional[str] = SortQ, limit: Optional[int] = Query(None, description="page size"),
+              cursor: Optional[str] = None, source: Optional[str] = SourceQ):
+        return run(access.tasks, source, filter, projection, sort, limit, cursor)
+
+    @app.post("/api/v1/tasks/query")
+    def tasks_query(q: TaskQuery = Body(...)):
+        return run(access.tasks, q.source, q.filter, q.projection, q.sort, q.limit, q.cursor)
+
+    @app.get("/api/v1/tasks/stream", response_class=StreamingResponse,
+             responses={200: {"content": {"application/x-ndjson": {}}}})
+    def tasks_stream(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
+                     sort: Optional[str] = SortQ, limit: Optional[int] = None,
+                     source: Optional[str] = SourceQ):
+        docs = run(lambda: list(access.iter_tasks(source, filter, projection, sort, limit)))
+
+        def lines():
+            for k in range(0, len(docs), 256):
+                yield "".join(json.dumps(d) + "\n" for d in docs[k:k + 256])
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/api/v1/tasks/{task_id}")
+    def task(task_id: str, source: Optional[str] = SourceQ):
+        return run(access.task, task_id, source)
+
+    @app.get("/api/v1/tasks/{task_id}/ancestors")
+    def ancestors(task_id: str, source: Optional[str] = SourceQ, projection: Optional[str] = ProjQ):
+        return run(access.lineage, task_id, "ancestors", source, projection)
+
+    @app.get("/api/v1/tasks/{task_id}/descendants")
+    def descendants(task_id: str, source: Optional[str] = SourceQ, projection: Optional[str] = ProjQ):
+        return run(access.lineage, task_id, "descendants", source, projection)
+
+    @app.get("/api/v1/workflows")
+    def workflows(source: Optional[str] = SourceQ):
+        return run(access.workflows, source)
+
+    @app.get("/api/v1/workflows/summary")
+    def workflow_summary(workflow_id: Optional[str] = None, source: Optional[str] = SourceQ):
+        return run(access.workflow_summary, workflow_id, source)
+
+    @app.get("/api/v1/stats")
+    def stats(by: str = Query("activity", description="activity, rank, hostname or status"),
+              filter: Optional[str] = FilterQ, source: Optional[str] = SourceQ):
+        return run(access.stats, by, source, filter)
+
+    @app.get("/api/v1/failures")
+    def failures(filter: Optional[str] = FilterQ, limit: Optional[int] = None,
+                 projection: Optional[str] = ProjQ, source: Optional[str] = SourceQ):
+        return run(access.failures, source, filter, limit, projection)
+
+    @app.get("/api/v1/prov", response_class=Response)
+    def prov(format: str = Query("json", description="json, provn, xml or rdf (Turtle)"),
+             workflow_id: Optional[str] = None, source: Optional[str] = SourceQ):
+        media, text = run(access.prov, source, workflow_id, format)
+        return Response(text, media_type=media)
+
+    if metrics_collector is not None:
+        @app.get("/metrics", response_class=PlainTextResponse)
+        def metrics():
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+            return Response(generate_latest(metrics_collector.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Optional[str] = None,
+          max_concurrency: int = 4, metrics_collector=None, ready=None) -> None:
+    """Runs the service until SIGINT/SIGTERM.  Refuses a non-loopback address without a token."""
+    if not is_loopback(host) and not token:
+        raise ValueError(f"binding {host} exposes the service beyond this machine: pass --token-file "
+                         "FILE (a bearer token every client must send), or bind 127.0.0.1")
+    try:
+        import uvicorn
+    except ImportError:
+        raise ImportError("flowcept serve needs FastAPI and uvicorn: pip install 'flowcept[serve]'") from None
+    app = create_app(access, token=token, max_concurrency=max_concurrency,
+                     metrics_collector=metrics_collector)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
+                            limit_concurrency=64, access_log=False)
+    server = uvicorn.Server(config)
+    if ready is not None:
+        ready(server)
+    server.run()
