@@ -211,4 +211,9 @@ static inline int fc_mp_double(fc_mp_buf *b, double d)
     return 1;
 }
 
+/* Checks that buf holds exactly one well-formed msgpack value nested at
+ * most max_depth deep whose map keys are all scalars (nil, bool, int,
+ * float, str, bin, ext): what a reader can turn into a dict.  1 yes, 0 no. */
+int fc_mp_check(const void *buf, size_t len, int max_depth);
+
 #endif /* FC_MSGPACK_ENC_H */

@@ -325,9 +325,15 @@ static int enc_obj(fc_mp_buf *b, PyObject *o, int depth)
         PyObject *k, *v;
         if (!fc_mp_map_hdr(b, (size_t)PyDict_GET_SIZE(o)))
             return 0;
-        while (PyDict_Next(o, &pos, &k, &v))
+        while (PyDict_Next(o, &pos, &k, &v)) {
+            /* a key a reader can hash: scalars only (else Python decides) */
+            PyTypeObject *kt = Py_TYPE(k);
+            if (!(k == Py_None || kt == &PyUnicode_Type || kt == &PyLong_Type ||
+                  kt == &PyBool_Type || kt == &PyFloat_Type || kt == &PyBytes_Type))
+                return 0;
             if (!enc_obj(b, k, depth + 1) || !enc_obj(b, v, depth + 1))
                 return 0;
+        }
         return 1;
     }
     if (t == &PyTuple_Type) {
@@ -953,6 +959,17 @@ static PyObject *mod_set_active(PyObject *Py_UNUSED(m), PyObject *st)
     Py_RETURN_NONE;
 }
 
+static PyObject *mod_check(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    Py_buffer view;
+    int max_depth;
+    if (!PyArg_ParseTuple(args, "y*i:check", &view, &max_depth))
+        return NULL;
+    int ok = fc_mp_check(view.buf, (size_t)view.len, max_depth);
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
 static PyObject *mod_placeholders(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     return PyLong_FromUnsignedLongLong(g_placeholders);
@@ -997,6 +1014,9 @@ static PyMethodDef mod_methods[] = {
     {"set_active", mod_set_active, METH_O,
      "set_active(state | None): the session State decorated calls use."},
     {"get_active", mod_get_active, METH_NOARGS, "The active State, or None."},
+    {"check", mod_check, METH_VARARGS,
+     "check(data, max_depth): data is one msgpack value, nested at most "
+     "max_depth deep, whose map keys are all scalars."},
     {"placeholders", mod_placeholders, METH_NOARGS,
      "Payloads the compiled wrapper replaced by a placeholder, so far."},
     {"configure", mod_configure, METH_VARARGS,

@@ -110,27 +110,85 @@ def _packb_safe(doc: Any) -> bytes:
         return b"\x81\xadcapture_error\xa7payload"   # {"capture_error": "payload"}
 
 
+_SCALAR_KEYS = (str, int, float, bool, bytes, type(None))
+_checker = None
+
+
+def _readable(data: bytes) -> bool:
+    """Whether a reader can decode data (decode() below: one msgpack value,
+    hashable map keys, nested at most MAX_DEPTH deep)."""
+    global _checker
+    if _checker is None:
+        try:   # the compiled check: a scan of the bytes, tens of ns
+            from flowcept._fastcapture import check as _checker
+        except ImportError:   # pragma: no cover - pure-Python install
+            def _checker(b, depth):
+                try:
+                    decode(b)
+                    return True
+                except PayloadError:
+                    return False
+    return _checker(data, MAX_DEPTH)
+
+
+def _sanitize(v: Any, depth: int = 0) -> Any:
+    """v with every map key a reader can hash (others by their text) and
+    text that is valid UTF-8; containers deeper than the readers allow cut."""
+    if depth > MAX_DEPTH - 8:
+        return "<nested too deep>"
+    if isinstance(v, str):
+        try:
+            v.encode()
+            return v
+        except UnicodeEncodeError:
+            return _safe_text(v, len(v) * 10 + 10)
+    if isinstance(v, dict):
+        return {(_sanitize(k, depth) if isinstance(k, _SCALAR_KEYS) else _safe_text(k)):
+                _sanitize(x, depth + 1) for k, x in list(v.items())}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_sanitize(x, depth + 1) for x in list(v)]
+    return v
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _pack_lenient(doc: dict, error: Any) -> bytes:
+    """doc key by key: each value sanitized, else by its type and repr."""
+    fixed = {}
+    for k, v in list(doc.items()):
+        try:
+            v = _sanitize(v)
+            if not _readable(msgpack.packb(v, default=_describe, use_bin_type=True)):
+                raise _Unreadable
+            fixed[_safe_text(k)] = v
+        except Exception:
+            fixed[_safe_text(k)] = {"__type__": _safe_text(type(v).__name__), "repr": _safe_text(v)}
+    if error is not None:
+        fixed["encode_error"] = _safe_text(error)
+    return _packb_safe(fixed)
+
+
 def encode(doc: dict) -> bytes:
-    """msgpack bytes of doc; never raises (what cannot be encoded is replaced
-    by a counted placeholder)."""
+    """msgpack bytes of doc that every reader can decode; never raises (what
+    cannot be encoded as is is sanitized or replaced by a counted
+    placeholder)."""
     try:
         try:
             out = _packer().pack(doc)
-        except Exception as e:  # e.g. recursion, int too large, surrogates, mutated while packing
+            if not _readable(out):   # e.g. tuple or object map keys
+                raise _Unreadable
+        except Exception as e:  # recursion, int too large, surrogates, mutated while packing
             _local.packer = None
             placeholders[0] += 1
-            fixed = {}
-            for k, v in list(doc.items()):
-                try:
-                    fixed[k] = msgpack.packb(v, default=_describe, use_bin_type=True) and v
-                except Exception:
-                    fixed[k] = {"__type__": type(v).__name__, "repr": _safe_text(v)}
-            fixed["encode_error"] = _safe_text(e)
-            out = _packb_safe(fixed)
+            out = _pack_lenient(doc, None if isinstance(e, _Unreadable) else e)
         if len(out) > _settings["max_payload_bytes"]:
             placeholders[0] += 1
             out = _packb_safe({"truncated": True, "bytes": len(out),
                                "keys": {_safe_text(k): _key_names(v) for k, v in doc.items()}})
+        if not _readable(out):
+            out = placeholder("payload")
         return out
     except Exception as e:  # a last resort: the doc itself is hostile
         return placeholder("payload", e)

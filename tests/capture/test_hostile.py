@@ -271,7 +271,8 @@ text_any = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFF
 leaves = (st.none() | st.booleans() | st.integers(min_value=-2 ** 80, max_value=2 ** 80)
           | st.floats(allow_nan=False) | text_any | st.binary(max_size=64)
           | st.builds(Hostile) | st.builds(HostileTuple, st.lists(st.integers(), max_size=3)))
-keys = st.none() | st.integers() | text_any | st.floats(allow_nan=False) | st.builds(Hostile)
+keys = (st.none() | st.integers() | text_any | st.floats(allow_nan=False) | st.builds(Hostile)
+        | st.tuples(st.integers(), text_any) | st.frozensets(st.integers(), max_size=2))
 values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)
                       | st.tuples(inner, inner)
                       | st.dictionaries(keys, inner, max_size=4), max_leaves=12)
@@ -305,47 +306,58 @@ names = st.one_of(text_any, st.builds(lambda c, n: c * n, st.sampled_from("xé\u
                                       st.sampled_from([1, 1023, 1025, 5000])))
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(args=st.lists(values, max_size=3), kwargs=st.dictionaries(
-    st.sampled_from(["a", "b", "\ud801", "self"]), values, max_size=2),
-    outcome=outcomes, name=names, output_names=st.none() | st.just(["p", "q"]),
-    wrapper=st.sampled_from(["compiled", "pure"]))
-def test_decorated_behaves_exactly_as_undecorated(flowcept_env, monkeypatch, args, kwargs,
-                                                  outcome, name, output_names, wrapper):
-    what, spec = outcome
-    if what == "raise":
-        cls, msg = spec
-        exc = cls(msg)
+def test_decorated_behaves_exactly_as_undecorated(flowcept_env, monkeypatch):
+    calls = []
 
-    def f(*a, **k):
+    @settings(max_examples=300, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(args=st.lists(values, max_size=3), kwargs=st.dictionaries(
+        st.sampled_from(["a", "b", "\ud801", "self"]), values, max_size=2),
+        outcome=outcomes, name=names, output_names=st.none() | st.just(["p", "q"]),
+        wrapper=st.sampled_from(["compiled", "pure"]))
+    def check(args, kwargs, outcome, name, output_names, wrapper):
+        what, spec = outcome
         if what == "raise":
-            raise exc
-        return spec
+            cls, msg = spec
+            exc = cls(msg)
 
-    monkeypatch.setenv("FLOWCEPT_PURE_PYTHON", "1" if wrapper == "pure" else "0")
-    monkeypatch.setenv("FLOWCEPT_MAX_PAYLOAD_BYTES", "1024")
-    monkeypatch.setenv("FLOWCEPT_RING_NAMES", "16")
-    g = flowcept_task(activity_id=name, output_names=output_names)(f)
-    assert isinstance(g, fast.Task) == (wrapper == "compiled")
-    s = runtime.current() or runtime.ensure_session()
-    assert s is not None
-    pushed = s.stats()["pushed"]
-    if what == "return":
-        assert g(*args, **kwargs) is spec
-    else:
-        try:
-            exc.__traceback__ = None
-            f(*args, **kwargs)
-        except BaseException as e:
-            plain = user_frames(e)
-        exc.__traceback__ = None
-        try:
-            g(*args, **kwargs)
-        except BaseException as e:
-            assert e is exc
-            assert user_frames(e) == plain
+        def f(*a, **k):
+            if what == "raise":
+                raise exc
+            return spec
+
+        monkeypatch.setenv("FLOWCEPT_PURE_PYTHON", "1" if wrapper == "pure" else "0")
+        monkeypatch.setenv("FLOWCEPT_MAX_PAYLOAD_BYTES", "1024")
+        monkeypatch.setenv("FLOWCEPT_RING_NAMES", "16")
+        g = flowcept_task(activity_id=name, output_names=output_names)(f)
+        assert isinstance(g, fast.Task) == (wrapper == "compiled")
+        s = runtime.current() or runtime.ensure_session()
+        assert s is not None
+        pushed = s.stats()["pushed"]
+        if what == "return":
+            assert g(*args, **kwargs) is spec
         else:
-            raise AssertionError("the exception was swallowed")
-    assert s.stats()["pushed"] == pushed + 1          # a record for the call
-    assert s.stats()["dropped"] == 0
+            try:
+                exc.__traceback__ = None
+                f(*args, **kwargs)
+            except BaseException as e:
+                plain = user_frames(e)
+            exc.__traceback__ = None
+            try:
+                g(*args, **kwargs)
+            except BaseException as e:
+                assert e is exc
+                assert user_frames(e) == plain
+            else:
+                raise AssertionError("the exception was swallowed")
+        calls.append(name)
+        assert s.stats()["pushed"] == pushed + 1          # a record for the call
+        assert s.stats()["dropped"] == 0
+
+    check()
+    runtime.end_session()
+    # every record is in the store, and every payload decodes
+    r = read_records(flowcept_env["run_dir"])
+    assert len(r.records) == len(calls)
+    for pay in r.payloads:
+        assert isinstance(decode(bytes(pay)), dict)
