@@ -147,6 +147,56 @@ def reference_buffer_bytes_per_task(n: int = 20000):
         shutil.rmtree(d, ignore_errors=True)
 
 
+_CHILD = r"""
+import json, os, resource, sys, time
+def rss(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+import h5py, numpy, msgpack
+import flowcept.archive as fa
+import flowcept.archive.hdf5, flowcept.native.batch, flowcept.query.tasks, flowcept.store.lmdb
+run, out, comp, mem = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+kw = {"memory_bytes": mem} if mem else {}
+try:
+    import inspect
+    if "memory_bytes" not in inspect.signature(fa.compact).parameters:
+        kw = {}
+except (TypeError, ValueError):
+    kw = {}
+import threading
+base, base_anon = rss("VmRSS:"), rss("RssAnon:")
+peak_anon = [base_anon]
+done = threading.Event()
+def sample():   # anonymous memory (what the compaction holds), apart from mapped store pages
+    while not done.wait(0.005):
+        peak_anon[0] = max(peak_anon[0], rss("RssAnon:"))
+threading.Thread(target=sample, daemon=True).start()
+c0 = sum(os.times()[:2])
+rep = fa.compact(run, out, overwrite=True, compression=comp, progress=False, **kw)
+done.set()
+print(json.dumps({"records": rep.records, "seconds": rep.seconds, "bytes": rep.bytes,
+                  "base_rss": base, "peak_rss": rss("VmHWM:"), "cpu_s": sum(os.times()[:2]) - c0,
+                  "peak_anon": peak_anon[0] - base_anon,
+                  "memory_bound_mib": (mem or getattr(rep, "memory_bytes", 0)) / 2**20 or None}))
+"""
+
+
+def compact_in_child(run: str, out: str, compression: str, memory: int) -> dict:
+    """One compaction in a fresh interpreter, so that its peak RSS (VmHWM, minus the RSS
+    after the imports) is the compaction's own and not the store builder's."""
+    import subprocess
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
+    res = subprocess.run([sys.executable, "-c", _CHILD, run, out, compression, str(memory or 0)],
+                         capture_output=True, text=True, timeout=3600, env=env)
+    if res.returncode:
+        raise RuntimeError(f"compaction failed: {res.stderr.strip()[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("records", nargs="?", type=int, default=2_000_000)
@@ -155,6 +205,9 @@ def main(argv=None) -> int:
     ap.add_argument("--all-compressions", action="store_true", help="also time lzf and none")
     ap.add_argument("--dir", default=None, help="work directory (default: a temp dir, removed)")
     ap.add_argument("--no-reference", action="store_true", help="skip the real flowcept 1.0.3 buffer")
+    ap.add_argument("--memory", type=int, default=0,
+                    help="compaction memory bound in bytes (default: the configuration's compact_memory_bytes)")
+    ap.add_argument("--keep", action="store_true", help="reuse the store in --dir if it has N records")
     args = ap.parse_args(argv)
     import flowcept.archive as fa
 
@@ -163,24 +216,37 @@ def main(argv=None) -> int:
     n = args.records
     try:
         run = os.path.join(work, "run")
-        shutil.rmtree(run, ignore_errors=True)
-        built = build_store(os.path.join(run, "store", "bench"), n)
+        marker = os.path.join(work, "run.records")
+        if args.keep and args.dir and os.path.exists(marker) and open(marker).read() == str(n):
+            built = 0.0
+        else:
+            shutil.rmtree(run, ignore_errors=True)
+            built = build_store(os.path.join(run, "store", "bench"), n)
+            with open(marker, "w") as f:
+                f.write(str(n))
         store_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(run) for f in fs)
         print(json.dumps({"bench": "build_store", "records": n, "seconds": round(built, 3),
                           "lmdb_bytes_per_record": round(store_bytes / n, 1)}), flush=True)
         out = os.path.join(work, "bench.h5")
         kinds = ("gzip", "lzf", "none") if args.all_compressions else (args.compression,)
         for comp in kinds:
-            times = []
+            times, peaks, anons = [], [], []
             for _ in range(args.repeats):
-                rep = fa.compact(run, out, overwrite=True, compression=comp, progress=False)
-                assert rep.records == n, rep.describe()
-                times.append(rep.seconds)
+                rep = compact_in_child(run, out, comp, args.memory)
+                assert rep["records"] == n, rep
+                times.append(rep["seconds"])
+                peaks.append(rep["peak_rss"] - rep["base_rss"])
+                anons.append(rep["peak_anon"])
             print(json.dumps({"bench": "compact", "compression": comp, "records": n,
                               "best_s": round(min(times), 3), "median_s": round(sorted(times)[len(times) // 2], 3),
                               "records_per_s": round(n / min(times)),
                               "median_records_per_s": round(n / sorted(times)[len(times) // 2]),
-                              "bytes_per_record": round(rep.bytes / n, 2),
+                              "bytes_per_record": round(rep["bytes"] / n, 2),
+                              "peak_rss_mib": round(max(peaks) / 2**20, 1),
+                              "peak_anon_mib": round(max(anons) / 2**20, 1),
+                              "base_rss_mib": round(rep["base_rss"] / 2**20, 1),
+                              "cpu_s": round(rep["cpu_s"], 2),
+                              "memory_bound_mib": rep["memory_bound_mib"],
                               "isal": _has_isal()}), flush=True)
         if args.compression not in kinds[-1:]:
             fa.compact(run, out, overwrite=True, compression=args.compression, progress=False)

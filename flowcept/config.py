@@ -109,6 +109,8 @@ CORE = (
     Option("numpy_stats_max", int, 4096, "summary: min/max/mean only up to this many elements",
            range=(0, 1 << 40)),
     Option("max_payload_bytes", int, 65536, "larger payloads are summarised", range=(0, 1 << 26)),
+    Option("compact_memory_bytes", int, 256 << 20, "compaction: memory for sorting; beyond it "
+           "sorted runs go to a temporary file next to the archive", range=(16 << 20, 1 << 44)),
     Option("leader_node_rank", int, 0, "which rank of a node drains its rings", range=(0, 1 << 20)),
     Option("finalize_timeout_s", int, 60, "leader waits this long for ranks to end",
            range=(0, 86400)),
@@ -153,6 +155,7 @@ class Config:
     numpy_mode: str = "summary"
     numpy_stats_max: int = 4096
     max_payload_bytes: int = 65536
+    compact_memory_bytes: int = 256 << 20
     leader_node_rank: int = 0
     finalize_timeout_s: int = 60
     abort_on_error: bool = True

@@ -1,27 +1,33 @@
 """Compaction: a job's LMDB store(s) -> one HDF5 archive (docs/archive-format.md).
 
-Pipeline (numpy only, no per-record Python objects):
+An offline step: it reads stores and writes a file, nothing else (recovery of
+what a crashed job left behind is the caller's step before it: ``flowcept
+compact --recover`` and the epilog run flowcept.node.recovery first).
+
+Pipeline (numpy only, no per-record Python objects), in memory bounded by
+``memory_bytes`` (configuration key ``compact_memory_bytes``, default 256 MiB)
+whatever the number of records:
 
 1. scan every batch of every store under the path (one store per node);
-   batches already in the output archive (same batch key) are skipped;
-2. per batch: copy the task records, map the batch-local activity ids and
-   the node name to ids in one global string table, and append the batch's
-   whole payload area to the payload blob (records keep their offsets, moved
-   by the blob position) -- the blob is compressed and written while the
-   scan goes on, so payload memory stays bounded;
-3. drop duplicate tasks by (workflow_id, task_id), sort by start_ns (stable)
-   and write one compressed, chunked dataset per column, plus a block index
-   of the sorted start times.
-
-Memory: about 200 bytes per task record at the peak (the 84 bytes of
-fixed-width columns, the sort permutation, the dedupe hashes and sorted
-copies of the time columns; measured 2.0 GB for 10 M records); payloads are
-streamed.  With gzip (the default) the
-chunks are shuffled and deflated by a thread pool (zlib, or ISA-L's
-faster deflate when the optional ``isal`` package is installed; both release
-the GIL)
-and written with H5Dwrite_chunk, so compaction scales with the cores; lzf
-goes through h5py's filter pipeline.
+   batches already in the output archive (same batch key) are skipped.  Per
+   batch: the task records become archive rows (the batch-local activity ids
+   and the node name mapped to ids in one global string table), and the
+   batch's whole payload area is appended to the payload blob (records keep
+   their offsets, moved by the blob position); the blob is compressed and
+   written while the scan goes on.
+2. rows gather in a run buffer; a full buffer is sorted by start_ns (stable;
+   batches are nearly time-ordered, so this is cheap) and, unless it is the
+   last one, written as a sorted run to an anonymous temporary file next to
+   the output (deleted by the kernel even if the process is killed);
+3. the runs -- and the rows of the archive being merged into, already sorted --
+   are merged k-way, a bounded block of each at a time; duplicates by
+   (workflow_id, task_id) are dropped on the way (a task's records share its
+   start time, so duplicates meet in the merged order; a finished record is
+   kept over a RUNNING one, else the first); the merged rows are cut into
+   chunks, and every column of a chunk is shuffled and deflated in a thread
+   pool (zlib, or ISA-L's faster deflate when the optional ``isal`` package
+   is installed; both release the GIL) and written with H5Dwrite_chunk, so
+   compaction scales with the cores; lzf goes through h5py's filter pipeline.
 
 Everything is written to a temporary file next to the output, fsynced and
 renamed over the output: an interrupted compaction never leaves a
@@ -36,13 +42,14 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 import time
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -58,6 +65,18 @@ from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE, STA
 CHUNK_ROWS = 1 << 16          # rows per column chunk = rows per index block
 BLOB_CHUNK = 1 << 20          # bytes per payload/doc blob chunk
 COMPRESSIONS = ("gzip", "lzf", "none")
+DEFAULT_MEMORY = 256 << 20    # the configuration's default compact_memory_bytes
+MIN_MEMORY = 16 << 20
+
+# The /tasks columns: name, dtype.  Rows are sorted and merged as one array per column.
+_COLS = [(name, np.dtype(dt)) for name, _f, dt in columns()]
+ROW_BYTES = sum(dt.itemsize for _n, dt in _COLS)
+# Scan-time bytes per row held: the row, and for its sort the permutation (8) and
+# timsort's scratch of up to half of it (the key is contiguous: argsort reads it in place)
+_SCAN_BYTES_PER_ROW = ROW_BYTES + 12
+_SCAN_SHARE = 0.5             # of memory_bytes, for the run buffer (the rest: pool, blobs, HDF5)
+_MERGE_SHARE = 0.2            # of memory_bytes, for the merge's blocks (each round copies twice)
+_MIN_BLOCK = 1024
 
 
 @dataclass
@@ -73,19 +92,19 @@ class CompactReport:
     stores: List[str] = field(default_factory=list)
     seconds: float = 0.0
     bytes: int = 0
-    recovery: Optional[str] = None
+    runs: int = 0                 # sorted runs written to the temporary file (0: all in memory)
+    memory_bytes: int = DEFAULT_MEMORY   # the memory bound it ran under
 
     def describe(self) -> str:
         rate = self.new_records / self.seconds if self.seconds > 0 else 0.0
-        out = (f"{self.output}: {self.records} task records ({self.new_records} new"
-               + (f", {self.duplicates} duplicates dropped" if self.duplicates else "")
-               + (f", {self.skipped_batches} batches already archived" if self.skipped_batches else "")
-               + f"), {self.workflows} workflow(s) from {len(self.stores)} store(s); "
-               f"{self.bytes / max(self.records, 1):.1f} bytes/record, {self.seconds:.2f} s"
-               + (f", {rate / 1e6:.2f} M records/s" if self.new_records else ""))
-        if self.recovery:
-            out = self.recovery + "\n" + out
-        return out
+        return (f"{self.output}: {self.records} task records ({self.new_records} new"
+                + (f", {self.duplicates} duplicates dropped" if self.duplicates else "")
+                + (f", {self.skipped_batches} batches already archived" if self.skipped_batches else "")
+                + f"), {self.workflows} workflow(s) from {len(self.stores)} store(s); "
+                f"{self.bytes / max(self.records, 1):.1f} bytes/record, {self.seconds:.2f} s"
+                + (f", {rate / 1e6:.2f} M records/s" if self.new_records else "")
+                + (f", {self.runs} sorted runs merged within {self.memory_bytes >> 20} MiB"
+                   if self.runs else ""))
 
 
 class _Progress:
@@ -114,11 +133,6 @@ class _Progress:
         sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}%  {self.records:,} records"
                          f"  {rate / 1e6:.2f} M/s ")
         sys.stderr.flush()
-
-    def message(self, text: str):
-        if self.enabled:
-            sys.stderr.write(f"\r{text:<80}")
-            sys.stderr.flush()
 
     def close(self):
         if self.enabled:
@@ -154,7 +168,8 @@ def _shuffle(chunk: np.ndarray) -> bytes:
 class _Writer:
     """Writes datasets with the chosen compression.  gzip: chunks are shuffled and
     deflated in a thread pool and written raw (H5Dwrite_chunk); the output
-    is what HDF5's own shuffle+deflate filters would produce."""
+    is what HDF5's own shuffle+deflate filters would produce.  At most
+    ``4 x threads`` chunks are in flight, which bounds the memory they hold."""
 
     def __init__(self, h5, compression: str, level: int, threads: int):
         self.h5 = h5
@@ -175,16 +190,20 @@ class _Writer:
         return self.h5.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype,
                                       chunks=(chunk,), **kw)
 
+    def column(self, name, dtype, n, chunk):
+        """Creates the /tasks column ``name`` (n rows to start with, grown as chunks come)."""
+        return self.create(f"tasks/{name}", dtype, n, chunk)
+
     def _drain(self, limit):
         while len(self.inflight) > limit:
             ds, off, fut = self.inflight.popleft()
             ds.id.write_direct_chunk((off,), fut.result())
 
-    def write_chunk(self, ds, off: int, make):
+    def write_chunk(self, ds, off: int, make: Callable[[], np.ndarray]):
         """Writes the chunk at element offset ``off``; ``make()`` returns its data
         (a full chunk unless it is the last one)."""
         if not self.direct:
-            data = make()
+            data = np.ascontiguousarray(make())
             ds[off:off + len(data)] = data
             return
         chunk = ds.chunks[0]
@@ -194,7 +213,7 @@ class _Writer:
         shuffle = ds.shuffle
 
         def job():
-            data = make()
+            data = np.ascontiguousarray(make())
             if len(data) < chunk:   # edge chunks are stored full size
                 full = np.zeros(chunk, dtype)
                 full[:len(data)] = data
@@ -204,18 +223,6 @@ class _Writer:
 
         self.inflight.append((ds, off, self.pool.submit(job)))
         self._drain(self.max_inflight)
-
-    def column(self, name, source: np.ndarray, order: Optional[np.ndarray], chunk: int):
-        """Dataset ``name`` = source[order] (or source), written chunk by chunk."""
-        n = len(order) if order is not None else len(source)
-        ds = self.create(name, source.dtype, n, chunk)
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
-            if order is None:
-                self.write_chunk(ds, lo, lambda lo=lo, hi=hi: source[lo:hi])
-            else:
-                self.write_chunk(ds, lo, lambda lo=lo, hi=hi: source[order[lo:hi]])
-        return ds
 
     def flush(self):
         self._drain(0)
@@ -291,31 +298,338 @@ class _Blob:
         self.ds.resize((self.size,))
 
 
-class _Columns:
-    """Growable contiguous column buffers."""
+# --------------------------------------------------------------------------- sorted runs
 
-    def __init__(self, capacity: int):
+
+class _Block:
+    """Rows as one contiguous array per /tasks column (so that the scan copies and the
+    chunk compression read contiguous memory), with the few row operations the sort
+    and merge need."""
+
+    __slots__ = ("cols", "n")
+
+    def __init__(self, cols: Dict[str, np.ndarray]):
+        self.cols = cols
+        self.n = len(cols["start_ns"])
+
+    @staticmethod
+    def empty(n: int) -> "_Block":
+        return _Block({name: np.empty(n, dt) for name, dt in _COLS})
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+    def slice(self, lo: int, hi: int) -> "_Block":
+        return _Block({k: v[lo:hi] for k, v in self.cols.items()})
+
+    def take(self, idx: np.ndarray) -> "_Block":
+        return _Block({k: np.take(v, idx) for k, v in self.cols.items()})
+
+    def copy(self) -> "_Block":
+        return _Block({k: v.copy() for k, v in self.cols.items()})
+
+    @staticmethod
+    def concat(blocks: List["_Block"]) -> "_Block":
+        return _Block({name: np.concatenate([b.cols[name] for b in blocks]) for name, _dt in _COLS})
+
+
+class _MemRun:
+    """The only run, held in memory (everything fitted): the scan buffer and its sort
+    order, gathered a block at a time (no sorted copy of the whole)."""
+
+    def __init__(self, rows: _Block, order: Optional[np.ndarray]):
+        self.rows, self.order, self.pos, self.n = rows, order, 0, len(rows)
+
+    def read(self, n: int) -> _Block:
+        hi = min(self.pos + n, self.n)
+        out = (self.rows.slice(self.pos, hi) if self.order is None
+               else self.rows.take(self.order[self.pos:hi]))
+        self.pos = hi
+        if hi >= self.n:
+            self.rows = self.order = None    # let the buffer go once all of it is handed out
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pos >= self.n
+
+
+def _pread_into(fd: int, arr: np.ndarray, offset: int):
+    view = memoryview(arr.view(np.uint8))
+    got = 0
+    while got < len(view):
+        k = os.preadv(fd, [view[got:]], offset + got)
+        if k <= 0:
+            raise ArchiveError("the temporary run file of the compaction was truncated")
+        got += k
+
+
+class _FileRun:
+    """A sorted run in the temporary file: ``count`` rows, each column contiguous from
+    its byte offset."""
+
+    def __init__(self, fd: int, offsets: Dict[str, int], count: int):
+        self.fd, self.offsets, self.count, self.pos = fd, offsets, count, 0
+
+    def read(self, n: int) -> _Block:
+        hi = min(self.pos + n, self.count)
+        out = _Block.empty(hi - self.pos)
+        for name, dt in _COLS:
+            _pread_into(self.fd, out.cols[name], self.offsets[name] + self.pos * dt.itemsize)
+        self.pos = hi
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pos >= self.count
+
+
+class _ArchiveRun:
+    """The rows of the archive being merged into (already sorted), read block by block."""
+
+    def __init__(self, h5):
+        self.ds = [(name, h5[f"tasks/{name}"]) for name, _dt in _COLS]
+        self.n = self.ds[0][1].shape[0]
+        self.pos = 0
+
+    def read(self, n: int) -> _Block:
+        hi = min(self.pos + n, self.n)
+        out = _Block({name: ds[self.pos:hi] for name, ds in self.ds})
+        self.pos = hi
+        return out
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pos >= self.n
+
+
+class _Runs:
+    """Collects scanned rows into sorted runs within a memory bound."""
+
+    def __init__(self, capacity_rows: int, expect: int, spill_dir: str):
+        self.cap = max(capacity_rows, _MIN_BLOCK)
+        self.buf = _Block.empty(max(min(self.cap, expect), 1))
         self.n = 0
-        self.cols = {name: np.empty(max(capacity, 1), dt) for name, _f, dt in columns()}
+        self.spill_dir = spill_dir
+        self.file = None
+        self.size = 0
+        self.runs: List[object] = []
+        self.spilled = 0
 
-    def reserve(self, m: int):
-        cap = len(self.cols["task_id"])
-        if self.n + m > cap:
-            new = max(self.n + m, 2 * cap)
-            for name, c in self.cols.items():
-                grown = np.empty(new, c.dtype)
-                grown[:self.n] = c[:self.n]
-                self.cols[name] = grown
+    def reserve(self, m: int) -> Dict[str, np.ndarray]:
+        """Views of m free rows at the end of the buffer (spills a full run first)."""
+        if self.n + m > len(self.buf):
+            if self.n + m > self.cap and self.n:
+                self._spill()
+            if self.n + m > len(self.buf):
+                grown = _Block.empty(max(self.n + m, min(2 * len(self.buf), self.cap)))
+                for name, c in grown.cols.items():
+                    c[:self.n] = self.buf.cols[name][:self.n]
+                self.buf = grown
+        return {k: v[self.n:self.n + m] for k, v in self.buf.cols.items()}
 
-    def view(self):
-        return {name: c[:self.n] for name, c in self.cols.items()}
+    def commit(self, m: int):
+        self.n += m
+
+    def _sorted(self) -> Tuple[_Block, Optional[np.ndarray]]:
+        rows = self.buf.slice(0, self.n)
+        start = rows["start_ns"]
+        if self.n < 2 or np.all(start[1:] >= start[:-1]):
+            return rows, None
+        return rows, np.argsort(start, kind="stable")
+
+    def _write(self, data: np.ndarray):
+        view = memoryview(np.ascontiguousarray(data).view(np.uint8))
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.file.fileno(), view[done:], self.size + done)
+        self.size += len(view)
+
+    def _spill(self):
+        rows, order = self._sorted()
+        if self.file is None:
+            # anonymous (O_TMPFILE where available): the kernel removes it even after SIGKILL;
+            # next to the output because /tmp may be memory (tmpfs)
+            self.file = tempfile.TemporaryFile(dir=self.spill_dir, prefix=".flowcept-compact-")
+        offsets = {}
+        step = CHUNK_ROWS
+        for name, _dt in _COLS:
+            offsets[name] = self.size
+            col = rows[name]
+            for lo in range(0, self.n, step):
+                hi = min(lo + step, self.n)
+                self._write(col[lo:hi] if order is None else np.take(col, order[lo:hi]))
+        self.runs.append(_FileRun(self.file.fileno(), offsets, self.n))
+        self.spilled += 1
+        self.n = 0
+
+    def finish(self, others: int) -> List[object]:
+        """The runs, in scan order.  The last one stays in memory when it is the only
+        source of the merge (``others``: sources besides the runs), else it is written
+        out too, so that the merge holds only its blocks."""
+        if self.n:
+            if self.runs or others:
+                self._spill()
+            else:
+                rows, order = self._sorted()
+                self.runs.append(_MemRun(rows, order))
+                self.n = 0
+        self.buf = None
+        return self.runs
+
+    def close(self):
+        self.buf = None
+        if self.file is not None:
+            self.file.close()
+            self.file = None
 
 
-def _scan_frames(st):
-    """(key, frame) of every batch.  For the LMDB store the frames are zero-copy
-    views into the memory map, valid until the next item (the caller copies
-    what it keeps); other stores go through scan()."""
-    yield from st.scan(zero_copy=True)
+_K1 = np.uint64(0x9E3779B97F4A7C15)
+_K2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def _dedupe_sorted(rows: _Block) -> Tuple[_Block, int]:
+    """Drops, from rows sorted by start_ns (ties in input order), the duplicates by
+    (workflow_id, task_id) among rows of equal start_ns: the first finished record is
+    kept, else the first.  Returns (rows, how many were dropped).  A 64-bit mix of the
+    key finds candidates among the tied rows; candidates are compared exactly."""
+    s = rows["start_ns"]
+    if len(s) < 2:
+        return rows, 0
+    eq = s[1:] == s[:-1]
+    if not eq.any():
+        return rows, 0
+    mask = np.zeros(len(s), bool)
+    mask[1:] |= eq
+    mask[:-1] |= eq
+    cand = np.flatnonzero(mask)
+    h = ((rows["workflow_id"][cand] * _K1) ^ rows["task_id"][cand]) + s[cand].view(np.uint64) * _K2
+    hs = np.sort(h)
+    dup_h = hs[1:][hs[1:] == hs[:-1]]
+    if not len(dup_h):
+        return rows, 0
+    cand = cand[np.isin(h, dup_h)]
+    wf, tid, st = rows["workflow_id"][cand], rows["task_id"][cand], s[cand]
+    running = (rows["status"][cand] == STATUS_RUNNING).astype(np.uint8)
+    o = np.lexsort((cand, running, tid, wf, st))
+    wf, tid, st = wf[o], tid[o], st[o]
+    first = np.ones(len(o), bool)
+    first[1:] = (wf[1:] != wf[:-1]) | (tid[1:] != tid[:-1]) | (st[1:] != st[:-1])
+    if first.all():
+        return rows, 0
+    keep = np.ones(len(s), bool)
+    keep[cand[o[~first]]] = False
+    return rows.take(np.flatnonzero(keep)), int((~first).sum())
+
+
+def _merge(runs: List[object], block_rows: int, emit: Callable[[_Block], None]) -> int:
+    """Merges sorted runs k-way into ``emit`` (sorted by start_ns, ties in run order then
+    row order), a block of each run at a time, dropping duplicates; returns how many."""
+    blocks = [r.read(block_rows) for r in runs]
+    carry = None
+    dropped = 0
+    while True:
+        for i, r in enumerate(runs):
+            if not len(blocks[i]) and not r.exhausted:
+                blocks[i] = r.read(block_rows)
+        live = [i for i in range(len(runs)) if len(blocks[i])]
+        if not live:
+            break
+        pending = [i for i in live if not runs[i].exhausted]
+        parts = [] if carry is None else [carry]
+        if pending:
+            # every row not read yet sorts after the smallest (last start, run) of the blocks
+            # of unfinished runs: everything up to it can go out
+            bs, br = min((int(blocks[i]["start_ns"][-1]), i) for i in pending)
+            for i in live:
+                b = blocks[i]
+                c = int(np.searchsorted(b["start_ns"], bs, "right" if i <= br else "left"))
+                if c:
+                    parts.append(b.slice(0, c))
+                    blocks[i] = b.slice(c, len(b))
+        else:
+            parts.extend(blocks[i] for i in live)
+            blocks = [b.slice(0, 0) for b in blocks]
+        merged = parts[0] if len(parts) == 1 else _Block.concat(parts)
+        s = merged["start_ns"]
+        if len(parts) > 1 and not np.all(s[1:] >= s[:-1]):
+            merged = merged.take(np.argsort(s, kind="stable"))
+        merged, d = _dedupe_sorted(merged)
+        dropped += d
+        carry = None
+        if pending and len(merged):
+            # rows of the last start time may have duplicates still unread: keep them back
+            s = merged["start_ns"]
+            cut = int(np.searchsorted(s, s[-1], "left"))
+            carry = merged.slice(cut, len(merged)).copy()
+            merged = merged.slice(0, cut)
+        if len(merged):
+            emit(merged)
+    if carry is not None and len(carry):
+        emit(carry)
+    return dropped
+
+
+class _TaskColumns:
+    """The /tasks columns and the /index, written chunk by chunk from merged rows."""
+
+    def __init__(self, writer: _Writer, expect: int, chunk: int):
+        self.w = writer
+        self.chunk = chunk
+        self.ds = {name: writer.column(name, dt, max(expect, 0), chunk) for name, dt in _COLS}
+        self.buf = _Block.empty(chunk)
+        self.fill = 0
+        self.n = 0
+        self.start_min: List[int] = []
+        self.start_max: List[int] = []
+        self.end_max: List[int] = []
+
+    def append(self, rows: _Block):
+        pos = 0
+        while pos < len(rows):
+            take = min(self.chunk - self.fill, len(rows) - pos)
+            if self.fill == 0 and take == self.chunk:
+                self._emit(rows.slice(pos, pos + take))        # a whole chunk: no copy
+            else:
+                for name, c in self.buf.cols.items():
+                    c[self.fill:self.fill + take] = rows.cols[name][pos:pos + take]
+                self.fill += take
+                if self.fill == self.chunk:
+                    self._emit(self.buf)
+                    self.buf = _Block.empty(self.chunk)
+                    self.fill = 0
+            pos += take
+
+    def _emit(self, rows: _Block):
+        off, m = self.n, len(rows)
+        if self.ds["task_id"].shape[0] < off + m:
+            size = max(off + m, 2 * self.ds["task_id"].shape[0])
+            for ds in self.ds.values():
+                ds.resize((size,))
+        self.start_min.append(int(rows["start_ns"][0]))
+        self.start_max.append(int(rows["start_ns"][-1]))
+        self.end_max.append(int(rows["end_ns"].max()))
+        for name, ds in self.ds.items():
+            self.w.write_chunk(ds, off, lambda c=rows.cols[name]: c)
+        self.n += m
+
+    def close(self, h5):
+        if self.fill:
+            self._emit(self.buf.slice(0, self.fill))
+            self.fill = 0
+        self.w.flush()
+        for ds in self.ds.values():
+            ds.resize((self.n,))
+        ig = h5.create_group("index")
+        ig.attrs["block_rows"] = self.chunk
+        for nm in ("start_min", "start_max", "end_max"):
+            ig.create_dataset(nm, data=np.array(getattr(self, nm), "<i8"))
+
+
+# --------------------------------------------------------------------------- the job
 
 
 def _job_of_store(store_path: str, workflows: dict) -> str:
@@ -326,7 +640,6 @@ def _job_of_store(store_path: str, workflows: dict) -> str:
     if len(jobs) == 1:
         return jobs.pop()
     return os.path.basename(os.path.abspath(store_path))
-
 
 
 def _remove_stale_temps(out: str):
@@ -343,88 +656,217 @@ def _remove_stale_temps(out: str):
                 pass
 
 
-def _dedupe(wf: np.ndarray, tid: np.ndarray, status: np.ndarray) -> Optional[np.ndarray]:
-    """Indices to keep (first occurrence of each (workflow_id, task_id), a finished
-    record preferred over a RUNNING one), or None when there is no duplicate.
-    A 64-bit mix of the key finds candidates; candidates are compared exactly."""
-    if len(wf) < 2:
-        return None
-    h = (wf * np.uint64(0x9E3779B97F4A7C15)) ^ tid
-    s = h.copy()
-    s.sort()
-    dup_h = np.unique(s[1:][s[1:] == s[:-1]])
-    if not len(dup_h):
-        return None
-    cand = np.flatnonzero(np.isin(h, dup_h))
-    key = np.zeros(len(cand), dtype=[("wf", "<u8"), ("tid", "<u8")])
-    key["wf"], key["tid"] = wf[cand], tid[cand]
-    running = (status[cand] == STATUS_RUNNING).astype(np.uint8)
-    o = np.lexsort((cand, running, key["tid"], key["wf"]))
-    ks = key[o]
-    first = np.ones(len(o), bool)
-    first[1:] = ks[1:] != ks[:-1]
-    drop = cand[o[~first]]
-    if not len(drop):
-        return None
-    keep = np.ones(len(wf), bool)
-    keep[drop] = False
-    return np.flatnonzero(keep)
+def _memory_default() -> int:
+    from flowcept.config import load_config
+    try:
+        return int(load_config().compact_memory_bytes)
+    except Exception:   # a broken settings file must not stop an offline compaction
+        return DEFAULT_MEMORY
 
 
-def _guess_run_dir(path: str, job: str) -> Optional[str]:
-    p = os.path.abspath(path)
-    if os.path.basename(p) == job:
-        return os.path.dirname(p)
-    if os.path.isdir(os.path.join(p, job)):
-        return p
-    return None
+class _Compaction:
+    """One compaction into an open (temporary) HDF5 file."""
+
+    def __init__(self, h5, writer: _Writer, stores: List[str], existing, report: CompactReport,
+                 progress: bool, job_override: Optional[str], chunk_rows: int, memory: int,
+                 spill_dir: str):
+        self.h5, self.w, self.stores, self.existing = h5, writer, stores, existing
+        self.report, self.progress, self.job_override = report, progress, job_override
+        self.chunk_rows, self.memory, self.spill_dir = chunk_rows, memory, spill_dir
+        self.strings = _Strings(existing.strings.tolist() if existing is not None else ())
+        self.workflows: Dict[int, dict] = {}
+        self.known_keys = set()
+        self.keys_out: List[tuple] = []
+        self.jobs_seen: List[str] = []
+
+    def run(self):
+        from flowcept.store import open_store_at
+        payloads = _Blob(self.w, "payloads")
+        existing = self.existing
+        n_old = 0
+        if existing is not None:
+            src = existing._h5["payloads"]
+            if not payloads.copy_raw_chunks(src):
+                for lo in range(0, src.shape[0], 16 * BLOB_CHUNK):
+                    payloads.append(src[lo:lo + 16 * BLOB_CHUNK])
+            self.known_keys = {tuple(k) for k in existing._h5["batches"][()].tolist()}
+            self.keys_out = list(self.known_keys)
+            self.workflows = {int(k): dict(v) for k, v in existing.workflows_by_id().items()}
+            n_old = len(existing)
+
+        total_batches = expect = 0
+        for sp in self.stores:
+            with open_store_at(sp) as st:
+                for _k, summ in st.summaries():
+                    total_batches += 1
+                    expect += int(summ.get("n", 0))
+        run_rows = int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW
+        runs = _Runs(run_rows, expect, self.spill_dir)
+        try:
+            bar = _Progress(total_batches, self.progress)
+            try:
+                for sp in self.stores:
+                    self._scan_store(sp, runs, payloads, bar, open_store_at)
+                payloads.close()
+            finally:
+                bar.close()
+            sources = ([_ArchiveRun(existing._h5)] if n_old else []) + runs.finish(1 if n_old else 0)
+            self.report.runs = runs.spilled
+            n_upper = n_old + expect
+            chunk = max(1, min(self.chunk_rows, n_upper)) if n_upper else self.chunk_rows
+            g = self.h5.create_group("tasks")
+            old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
+            g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + self.jobs_seen)))
+            cols = _TaskColumns(self.w, n_upper, chunk)
+            block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
+                        // (max(len(sources), 1) * ROW_BYTES))
+            dropped = _merge(sources, block, cols.append)
+            cols.close(self.h5)
+        finally:
+            runs.close()
+        n = cols.n
+        self.report.records = n
+        self.report.new_records = n - n_old
+        self.report.duplicates = dropped
+        self._write_tables()
+
+    def _scan_store(self, sp, runs: _Runs, payloads: _Blob, bar: _Progress, open_store_at):
+        from flowcept.native.batch import Batch, unpack_batch_key
+        fields = [(name, fld) for name, fld, _dt in columns()
+                  if fld is not None and fld not in ("activity_id", "payload_off")]
+        strings, report = self.strings, self.report
+        with open_store_at(sp) as st:
+            store_wfs = st.workflows()
+            job_name = self.job_override or _job_of_store(sp, store_wfs)
+            if job_name not in self.jobs_seen:
+                self.jobs_seen.append(job_name)
+            job_id = strings.id(job_name)
+            for wf, doc in store_wfs.items():
+                self.workflows.setdefault(wf, {}).update(doc)
+            # zero-copy frames: views into the store's memory map, valid until the next item
+            for key, frame in st.scan(zero_copy=True):
+                report.batches += 1
+                k = unpack_batch_key(key)
+                if k in self.known_keys:
+                    report.skipped_batches += 1
+                    bar.update(1, 0)
+                    continue
+                self.keys_out.append(k)
+                b = Batch(frame, check=False)
+                recs = b.records
+                tasks = (recs["flags"] & FLAG_WORKFLOW) == 0
+                if not tasks.all():
+                    recs = recs[tasks]
+                m = len(recs)
+                if not m:
+                    bar.update(1, 0)
+                    continue
+                names = b.strings
+                node = names[0][len(NODE_PREFIX):] if names and names[0].startswith(NODE_PREFIX) else ""
+                lut = np.array([strings.id(x) for x in names] + [strings.id("")], np.uint32)
+                base = payloads.append(b.payload)
+                rows = runs.reserve(m)
+                for name, fld in fields:
+                    rows[name][...] = recs[fld]
+                np.take(lut, np.minimum(recs["activity_id"], len(lut) - 1), out=rows["activity"])
+                np.add(recs["payload_off"], np.uint64(base), out=rows["payload_off"], casting="unsafe")
+                rows["node"][...] = strings.id(node)
+                rows["job"][...] = job_id
+                runs.commit(m)
+                bar.update(1, m)
+
+    def _write_tables(self):
+        """strings, workflows, batch keys"""
+        import h5py
+        import msgpack
+        h5 = self.h5
+        h5.create_dataset("strings", data=np.array(self.strings.items, dtype=object),
+                          dtype=h5py.string_dtype("utf-8"))
+        wg = h5.create_group("workflows")
+        ids = sorted(self.workflows)
+        docs = [msgpack.packb(self.workflows[i], use_bin_type=True) for i in ids]
+        lens = np.array([len(d) for d in docs], np.uint32)
+        offs = np.zeros(len(ids), np.uint64)
+        if len(ids) > 1:
+            offs[1:] = np.cumsum(lens[:-1], dtype=np.uint64)
+        wg.create_dataset("id", data=np.array(ids, np.uint64))
+        wg.create_dataset("doc_off", data=offs)
+        wg.create_dataset("doc_len", data=lens)
+        wg.create_dataset("docs", data=np.frombuffer(b"".join(docs), np.uint8))
+        self.report.workflows = len(ids)
+        keys_arr = np.array(sorted(self.keys_out), np.uint64).reshape(-1, 3)
+        h5.create_dataset("batches", data=keys_arr, maxshape=(None, 3),
+                          chunks=(max(1, min(len(keys_arr), 4096)), 3), compression="gzip")
+
+    def metadata(self, compression: str) -> dict:
+        from flowcept import __version__
+        existing, h5 = self.existing, self.h5
+        meta = {
+            "format": MAGIC,
+            "format_version": ARCHIVE_VERSION,
+            "producer": f"flowcept {__version__}",
+            "flowcept_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created_ns": time.time_ns(),
+            "host": socket.gethostname(),
+            "sources": json.dumps(sorted(set(
+                (json.loads(existing.attrs.get("sources", "[]")) if existing else [])
+                + [os.path.abspath(s) for s in self.stores]))),
+            "record_count": self.report.records,
+            "workflow_count": self.report.workflows,
+            "sort_key": "start_ns",
+            "index_block_rows": int(h5["index"].attrs["block_rows"]),
+            "compression": compression,
+            "record_dtype": json.dumps([[n, RECORD_DTYPE.fields[n][0].str]
+                                        for n in RECORD_DTYPE.names]),
+            "columns": json.dumps([[n, dt] for n, _f, dt in columns()]),
+        }
+        meta["job"] = ",".join(json.loads(h5["tasks"].attrs["jobs"]))
+        return meta
 
 
-def _load_existing(path: str):
-    """Columns, strings, workflows, batch keys and blob dataset name of an archive to merge."""
-    from flowcept.archive.hdf5 import Archive
-    a = Archive(path)
-    cols = {name: a._column(name) for name, _f, _dt in columns()}
-    return a, cols
+def _fsync(path: str):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Optional[str] = None,
-            shm_dir: Optional[str] = None, append: bool = True, overwrite: bool = False,
+def compact(path: str, out: str, *, append: bool = True, overwrite: bool = False,
             compression: str = "gzip", level: int = 1, threads: Optional[int] = None,
             progress: Optional[bool] = None, job: Optional[str] = None,
-            chunk_rows: int = CHUNK_ROWS) -> CompactReport:
+            chunk_rows: int = CHUNK_ROWS, memory_bytes: Optional[int] = None) -> CompactReport:
     """Compacts every store under ``path`` (a run, job or store directory) into ``out``.
 
-    recover      job name: first drain what that job left on this node
-                 (flowcept.node.recovery.recover_job; run_dir guessed from path)
-    append       out exists: merge into it (default); records already there
-                 -- same (workflow_id, task_id) -- are not added twice
-    overwrite    out exists: replace it instead
-    compression  "gzip" (default, level 1, readable by any HDF5), "lzf"
-                 (h5py's filter) or "none"
-    threads      compression threads (default: CPU count)
-    progress     progress bar on stderr (default: when stderr is a TTY)
-    job          job name for the records (default: from the store path)
+    append        out exists: merge into it (default); records already there
+                  -- same (workflow_id, task_id) -- are not added twice
+    overwrite     out exists: replace it instead
+    compression   "gzip" (default, level 1, readable by any HDF5), "lzf"
+                  (h5py's filter) or "none"
+    threads       compression threads (default: CPU count)
+    progress      progress bar on stderr (default: when stderr is a TTY)
+    job           job name for the records (default: from the store path)
+    memory_bytes  bound on what the sort holds (default: configuration key
+                  compact_memory_bytes, 256 MiB); more records than fit go
+                  through sorted runs in a temporary file next to ``out``
+
+    What a crashed job left on a node is not read here: run
+    flowcept.node.recovery.recover_job first (``flowcept compact --recover``).
     """
     import h5py
-    from flowcept import __version__
-    from flowcept.native.batch import Batch, unpack_batch_key
-    from flowcept.query.tasks import find_stores
-    from flowcept.store import open_store_at
 
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}")
     if not 0 <= level <= 9:
         raise ValueError(f"compression level {level}: must be between 0 and 9")
+    memory = _memory_default() if memory_bytes is None else int(memory_bytes)
+    if memory < MIN_MEMORY:
+        raise ValueError(f"memory_bytes {memory}: must be at least {MIN_MEMORY} (16 MiB)")
+    from flowcept.query.tasks import find_stores
     t0 = time.perf_counter()
     out = os.fspath(out)
-    report = CompactReport(output=out)
-    if recover:
-        from flowcept.node.recovery import recover_job
-        rr = recover_job(recover, run_dir=run_dir or _guess_run_dir(path, recover), shm_dir=shm_dir)
-        report.recovery = rr.describe()
-        if not rr.ok:
-            raise ArchiveError(f"recovery of job {recover} failed: {rr.describe()}")
+    report = CompactReport(output=out, memory_bytes=memory)
     stores = find_stores(path)
     report.stores = stores
     threads = threads or os.cpu_count() or 1
@@ -436,7 +878,8 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
         if not append:
             raise FileExistsError(f"{out} exists; pass append=True to merge into it "
                                   "(`--append`) or overwrite=True (`--overwrite`)")
-        existing, old_cols = _load_existing(out)
+        from flowcept.archive.hdf5 import Archive
+        existing = Archive(out)
 
     out_dir = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(out_dir, exist_ok=True)
@@ -449,48 +892,20 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
         with h5py.File(tmp, "w") as h5:
             writer = _Writer(h5, compression, level, threads)
             try:
-                _write(h5, writer, stores, existing, old_cols if existing else None, report,
-                       progress, job, chunk_rows, h5py, Batch, unpack_batch_key, open_store_at)
+                job_run = _Compaction(h5, writer, stores, existing, report, progress, job,
+                                      chunk_rows, memory, out_dir)
+                job_run.run()
                 writer.flush()
-                meta = {
-                    "format": MAGIC,
-                    "format_version": ARCHIVE_VERSION,
-                    "producer": f"flowcept {__version__}",
-                    "flowcept_version": __version__,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "created_ns": time.time_ns(),
-                    "host": socket.gethostname(),
-                    "sources": json.dumps(sorted(set(
-                        (json.loads(existing.attrs.get("sources", "[]")) if existing else [])
-                        + [os.path.abspath(s) for s in stores]))),
-                    "record_count": report.records,
-                    "workflow_count": report.workflows,
-                    "sort_key": "start_ns",
-                    "index_block_rows": int(h5["index"].attrs["block_rows"]),
-                    "compression": compression,
-                    "record_dtype": json.dumps([[n, RECORD_DTYPE.fields[n][0].str]
-                                                for n in RECORD_DTYPE.names]),
-                    "columns": json.dumps([[n, dt] for n, _f, dt in columns()]),
-                }
-                meta["job"] = ",".join(json.loads(h5["tasks"].attrs["jobs"]))
-                for k, v in meta.items():
+                for k, v in job_run.metadata(compression).items():
                     h5.attrs[k] = v
             finally:
                 writer.close()
         if existing is not None:
             existing.close()
             existing = None
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(tmp)
         os.replace(tmp, out)
-        dfd = os.open(out_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync(out_dir)
     except BaseException:
         if existing is not None:
             existing.close()
@@ -502,150 +917,3 @@ def compact(path: str, out: str, *, recover: Optional[str] = None, run_dir: Opti
     report.seconds = time.perf_counter() - t0
     report.bytes = os.path.getsize(out)
     return report
-
-
-def _write(h5, writer, stores, existing, old_cols, report, progress, job_override, chunk_rows,
-           h5py, Batch, unpack_batch_key, open_store_at):
-    import msgpack
-    strings = _Strings(existing.strings.tolist() if existing is not None else ())
-    payloads = _Blob(writer, "payloads")
-    known_keys = set()
-    workflows: Dict[int, dict] = {}
-    n_old = len(old_cols["task_id"]) if old_cols is not None else 0
-    if existing is not None:
-        src = existing._h5["payloads"]
-        if not payloads.copy_raw_chunks(src):
-            for lo in range(0, src.shape[0], 16 * BLOB_CHUNK):
-                payloads.append(src[lo:lo + 16 * BLOB_CHUNK])
-        known_keys = {tuple(k) for k in existing._h5["batches"][()].tolist()}
-        workflows = {int(k): dict(v) for k, v in existing.workflows_by_id().items()}
-
-    total_batches = expect = 0
-    for sp in stores:
-        with open_store_at(sp) as st:
-            for _k, summ in st.summaries():
-                total_batches += 1
-                expect += int(summ.get("n", 0))
-    bar = _Progress(total_batches, progress)
-    buf = _Columns(n_old + expect)
-    if old_cols is not None:
-        for name, c in buf.cols.items():
-            c[:n_old] = old_cols[name]
-        buf.n = n_old
-    fields = [(name, fld) for name, fld, _dt in columns()
-              if fld is not None and fld not in ("activity_id", "payload_off")]
-    keys_out = list(known_keys)
-    jobs_seen = []
-    try:
-        for sp in stores:
-            with open_store_at(sp) as st:
-                store_wfs = st.workflows()
-                job_name = job_override or _job_of_store(sp, store_wfs)
-                if job_name not in jobs_seen:
-                    jobs_seen.append(job_name)
-                job_id = strings.id(job_name)
-                for wf, doc in store_wfs.items():
-                    workflows.setdefault(wf, {}).update(doc)
-                for key, frame in _scan_frames(st):
-                    report.batches += 1
-                    k = unpack_batch_key(key)
-                    if k in known_keys:
-                        report.skipped_batches += 1
-                        bar.update(1, 0)
-                        continue
-                    keys_out.append(k)
-                    b = Batch(frame, check=False)
-                    recs = b.records
-                    tasks = (recs["flags"] & FLAG_WORKFLOW) == 0
-                    if not tasks.all():
-                        recs = recs[tasks]
-                    m = len(recs)
-                    if not m:
-                        bar.update(1, 0)
-                        continue
-                    names = b.strings
-                    node = names[0][len(NODE_PREFIX):] if names and names[0].startswith(NODE_PREFIX) else ""
-                    lut = np.array([strings.id(x) for x in names] + [strings.id("")], np.uint32)
-                    base = payloads.append(b.payload)
-                    buf.reserve(m)
-                    lo, hi = buf.n, buf.n + m
-                    c = buf.cols
-                    for name, fld in fields:
-                        c[name][lo:hi] = recs[fld]
-                    np.take(lut, np.minimum(recs["activity_id"], len(lut) - 1), out=c["activity"][lo:hi])
-                    np.add(recs["payload_off"], np.uint64(base), out=c["payload_off"][lo:hi],
-                           casting="unsafe")
-                    c["node"][lo:hi] = strings.id(node)
-                    c["job"][lo:hi] = job_id
-                    buf.n = hi
-                    bar.update(1, m)
-        payloads.close()
-    finally:
-        bar.close()
-    cols = buf.view()
-    n_all = buf.n
-
-    # dedupe and sort, concurrently (numpy sorts release the GIL)
-    pool = writer.pool or ThreadPoolExecutor(1)
-    try:
-        fut_keep = pool.submit(_dedupe, cols["workflow_id"], cols["task_id"], cols["status"])
-        order = np.argsort(cols["start_ns"], kind="stable")
-        keep = fut_keep.result()
-    finally:
-        if writer.pool is None:
-            pool.shutdown()
-    if keep is not None:
-        mask = np.zeros(n_all, bool)
-        mask[keep] = True
-        order = order[mask[order]]
-    n = len(order)
-    report.records = n
-    report.new_records = n - n_old
-    report.duplicates = n_all - n
-    if n == n_all and n and np.all(order[1:] > order[:-1]):
-        order = None            # already in order
-    start = cols["start_ns"][order] if order is not None else cols["start_ns"]
-    end = cols["end_ns"][order] if order is not None else cols["end_ns"]
-
-    chunk = max(1, min(chunk_rows, n)) if n else chunk_rows
-    g = h5.create_group("tasks")
-    old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
-    g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + jobs_seen)))
-    for name, _f, _dt in columns():
-        if name == "start_ns":
-            writer.column(f"tasks/{name}", start, None, chunk)
-        elif name == "end_ns":
-            writer.column(f"tasks/{name}", end, None, chunk)
-        else:
-            writer.column(f"tasks/{name}", cols[name], order, chunk)
-
-    # block index over the sorted start times
-    lo = np.arange(0, n, chunk)
-    ig = h5.create_group("index")
-    ig.attrs["block_rows"] = chunk
-    if n:
-        ig.create_dataset("start_min", data=start[lo])
-        ig.create_dataset("start_max", data=start[np.minimum(lo + chunk, n) - 1])
-        ig.create_dataset("end_max", data=np.maximum.reduceat(end, lo))
-    else:
-        for nm in ("start_min", "start_max", "end_max"):
-            ig.create_dataset(nm, shape=(0,), dtype="<i8")
-
-    # strings, workflows, batch keys
-    h5.create_dataset("strings", data=np.array(strings.items, dtype=object),
-                      dtype=h5py.string_dtype("utf-8"))
-    wg = h5.create_group("workflows")
-    ids = sorted(workflows)
-    docs = [msgpack.packb(workflows[i], use_bin_type=True) for i in ids]
-    lens = np.array([len(d) for d in docs], np.uint32)
-    offs = np.zeros(len(ids), np.uint64)
-    if len(ids) > 1:
-        offs[1:] = np.cumsum(lens[:-1], dtype=np.uint64)
-    wg.create_dataset("id", data=np.array(ids, np.uint64))
-    wg.create_dataset("doc_off", data=offs)
-    wg.create_dataset("doc_len", data=lens)
-    wg.create_dataset("docs", data=np.frombuffer(b"".join(docs), np.uint8))
-    report.workflows = len(ids)
-    keys_arr = np.array(sorted(keys_out), np.uint64).reshape(-1, 3)
-    h5.create_dataset("batches", data=keys_arr, maxshape=(None, 3),
-                      chunks=(max(1, min(len(keys_arr), 4096)), 3), compression="gzip")

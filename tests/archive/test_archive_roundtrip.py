@@ -290,11 +290,18 @@ print(json.dumps({"rows": rows, "workflows": docs, "later": later, "lo_t": lo_t}
 
 
 def test_compact_with_recover_first(heat, tmp_path):
+    # compaction only reads stores: the caller recovers first (the CLI does with --recover)
+    from flowcept.node.recovery import recover_job
     run_dir, out, _ = heat
     (job,) = os.listdir(run_dir)
-    rep = fa.compact(os.path.join(run_dir, job), str(tmp_path / "r.h5"), recover=job)
-    assert "nothing to recover" in rep.recovery and rep.records == len(read_records(run_dir))
-    assert "nothing to recover" in rep.describe()
+    rr = recover_job(job, run_dir=run_dir)
+    rep = fa.compact(os.path.join(run_dir, job), str(tmp_path / "r.h5"))
+    assert "nothing to recover" in rr.describe() and rep.records == len(read_records(run_dir))
+    res = subprocess.run([sys.executable, "-m", "flowcept", "compact", os.path.join(run_dir, job),
+                          "-o", str(tmp_path / "cli.h5"), "--recover", job, "--no-progress"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "nothing to recover" in res.stdout and f"{rep.records} task records" in res.stdout
 
 
 def test_archive_is_owner_only(tmp_path):

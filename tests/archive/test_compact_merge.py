@@ -1,0 +1,157 @@
+"""Compaction in bounded memory: sorted runs in a temporary file, merged k-way.
+
+The same stores compacted with the whole sort in memory and with a memory bound that forces
+many runs (and small blocks, so that ties of start time fall across merge rounds) must give
+the same archive, row for row and payload for payload; duplicates are dropped the same way."""
+import os
+import subprocess
+import sys
+
+import msgpack
+import numpy as np
+import pytest
+
+import flowcept.archive as fa
+from flowcept.record.layout import STATUS_RUNNING
+
+from archive_helpers import ROOT, synth, write_store
+
+cmod = __import__("importlib").import_module("flowcept.archive.compact")
+
+
+def _stores(base, n_rings=6, per_ring=4000, seed=3):
+    """Rings whose records interleave in time, with many equal start times across rings."""
+    rng = np.random.default_rng(seed)
+    for r in range(n_rings):
+        recs, pays, strings = synth(per_ring, start_id=1 + r * per_ring, rank=r)
+        # coarse times: many ties within and across rings; nearly sorted per ring
+        recs["start_ns"] = 1_800_000_000_000_000_000 + (np.arange(per_ring) // 3) * 1000 \
+            + rng.integers(0, 3, per_ring) * 1000
+        recs["end_ns"] = recs["start_ns"] + 500
+        write_store(os.path.join(base, "store", f"n{r}"), recs, pays, strings, ring_uid=r + 1,
+                    per_batch=333, workflow=(0xABC, {"name": "w"}) if r == 0 else None)
+
+
+def _same(a_path, b_path):
+    with fa.open(a_path) as a, fa.open(b_path) as b:
+        assert len(a) == len(b)
+        assert np.array_equal(a.tasks, b.tasks)
+        assert a.decoded_payloads() == b.decoded_payloads()
+        assert a.workflows == b.workflows
+
+
+def test_runs_merged_equal_in_memory_sort(tmp_path):
+    base = str(tmp_path / "job")
+    _stores(base)
+    mem = fa.compact(base, str(tmp_path / "mem.h5"))
+    assert mem.runs == 0 and mem.records == 24000
+    small = fa.compact(base, str(tmp_path / "runs.h5"), memory_bytes=cmod.MIN_MEMORY, chunk_rows=1000)
+    assert small.runs == 0 and small.records == 24000      # 16 MiB holds 24000 rows: one run, in memory
+    # force many runs and tiny merge blocks
+    orig = (cmod._SCAN_SHARE, cmod._MERGE_SHARE, cmod._MIN_BLOCK)
+    try:
+        cmod._SCAN_SHARE, cmod._MERGE_SHARE, cmod._MIN_BLOCK = 0.0002, 0.00002, 7
+        many = fa.compact(base, str(tmp_path / "many.h5"), chunk_rows=1000)
+    finally:
+        cmod._SCAN_SHARE, cmod._MERGE_SHARE, cmod._MIN_BLOCK = orig
+    assert many.runs > 5 and many.records == 24000
+    _same(str(tmp_path / "mem.h5"), str(tmp_path / "runs.h5"))
+    _same(str(tmp_path / "mem.h5"), str(tmp_path / "many.h5"))
+    with fa.open(str(tmp_path / "many.h5")) as a:
+        s = a.tasks["start_ns"]
+        assert np.all(np.diff(s) >= 0)
+        with __import__("h5py").File(str(tmp_path / "many.h5")) as f:
+            B = int(f["index"].attrs["block_rows"])
+            assert B == 1000
+            assert np.array_equal(f["index/start_min"][()], s[::B])
+            assert np.array_equal(f["index/end_max"][()],
+                                  np.maximum.reduceat(a.tasks["end_ns"], np.arange(0, len(s), B)))
+    # no temporary file is left beside the output
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_duplicates_across_runs_and_rounds(tmp_path, monkeypatch):
+    """The same tasks stored twice (other batch keys), and RUNNING records of tasks whose
+    finished record comes later: dropped across runs, a finished record kept."""
+    recs, pays, strings = synth(3000)
+    recs["start_ns"] = 1_800_000_000_000_000_000 + (np.arange(3000) // 10) * 1000   # ties of 10
+    base = tmp_path / "job"
+    running = recs.copy()
+    running["status"] = STATUS_RUNNING
+    running["end_ns"] = 0
+    write_store(str(base / "store" / "a"), running[::2], pays[::2], strings, ring_uid=1, per_batch=97)
+    write_store(str(base / "store" / "b"), recs, pays, strings, ring_uid=2, per_batch=101)
+    write_store(str(base / "store" / "c"), recs[1000:2000], pays[1000:2000], strings, ring_uid=3,
+                per_batch=50)
+    mem = fa.compact(str(base), str(tmp_path / "mem.h5"))
+    monkeypatch.setattr(cmod, "_SCAN_SHARE", 0.00005)
+    monkeypatch.setattr(cmod, "_MERGE_SHARE", 0.000005)
+    monkeypatch.setattr(cmod, "_MIN_BLOCK", 5)
+    many = fa.compact(str(base), str(tmp_path / "many.h5"), chunk_rows=128)
+    assert many.runs > 10
+    for rep in (mem, many):
+        assert rep.records == 3000 and rep.duplicates == 1500 + 1000
+    _same(str(tmp_path / "mem.h5"), str(tmp_path / "many.h5"))
+    with fa.open(str(tmp_path / "many.h5")) as a:
+        assert sorted(a.tasks["task_id"].tolist()) == list(range(1, 3001))
+        assert not np.any(a.tasks["status"] == STATUS_RUNNING)     # finished kept over RUNNING
+        assert np.array_equal(np.sort(a.tasks["end_ns"]), np.sort(recs["end_ns"]))
+        for i in range(0, 3000, 37):
+            tid = int(a.tasks["task_id"][i])
+            assert a.used(i) == {"i": tid}
+
+
+def test_append_merges_archive_rows_as_a_run(tmp_path, monkeypatch):
+    recs, pays, strings = synth(2000)
+    write_store(str(tmp_path / "a" / "store" / "n"), recs[:1200], pays[:1200], strings, ring_uid=1)
+    write_store(str(tmp_path / "b" / "store" / "n"), recs[800:], pays[800:], strings, ring_uid=2)
+    ref = str(tmp_path / "ref.h5")
+    fa.compact(str(tmp_path / "a"), ref)
+    fa.compact(str(tmp_path / "b"), ref)
+    monkeypatch.setattr(cmod, "_SCAN_SHARE", 0.00005)
+    monkeypatch.setattr(cmod, "_MERGE_SHARE", 0.000005)
+    monkeypatch.setattr(cmod, "_MIN_BLOCK", 5)
+    out = str(tmp_path / "x.h5")
+    fa.compact(str(tmp_path / "a"), out, chunk_rows=100)
+    rep = fa.compact(str(tmp_path / "b"), out, chunk_rows=100)
+    assert rep.records == 2000 and rep.new_records == 800 and rep.duplicates == 400 and rep.runs > 1
+    _same(ref, out)
+
+
+def test_memory_bound_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="at least"):
+        fa.compact(str(tmp_path), str(tmp_path / "x.h5"), memory_bytes=1 << 20)
+
+
+def test_memory_stays_bounded(tmp_path):
+    """Anonymous memory of a compaction of 1.2 M records under a 32 MiB bound, in a fresh
+    interpreter, sampled while it runs: the whole sort would need ~100 MiB more."""
+    store = tmp_path / "big"
+    code = (f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'benchmarks')!r}); "
+            f"import bench_archive as b; b.build_store({str(store / 'store' / 'n')!r}, 1_200_000)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    probe = r'''
+import json, sys, threading
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) << 10
+import h5py, numpy, msgpack, flowcept.archive as fa, flowcept.archive.hdf5, flowcept.store.lmdb
+import flowcept.native.batch, flowcept.query.tasks
+base = anon(); peak = [base]; stop = threading.Event()
+def sample():
+    while not stop.wait(0.002):
+        peak[0] = max(peak[0], anon())
+threading.Thread(target=sample, daemon=True).start()
+rep = fa.compact(sys.argv[1], sys.argv[2], memory_bytes=int(sys.argv[3]), progress=False)
+stop.set()
+print(json.dumps({"records": rep.records, "runs": rep.runs, "extra": peak[0] - base}))
+'''
+    import json
+    res = subprocess.run([sys.executable, "-c", probe, str(store), str(tmp_path / "o.h5"), str(32 << 20)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["records"] == 1_200_000 and got["runs"] >= 2
+    # the bound plus the compression pool's chunks in flight and HDF5's caches
+    assert got["extra"] < (32 << 20) + (24 << 20), got
