@@ -66,9 +66,13 @@ class Instrumentation:
             self.session = runtime.start_local_session(cfg, workflow_id=self._requested_workflow_id)
             self._workflow_doc()
             return self
+        # Every rank joins every start-up collective, whatever fails locally:
+        # a rank that raised before a collective would hang the others in it.
+        problem: Optional[BaseException] = None
         if runtime.current() is not None:
-            raise RuntimeError("flowcept: a capture session is already active in this process; "
-                               "call instrument() once, before any decorated task runs")
+            problem = RuntimeError("flowcept: a capture session is already active in this "
+                                   "process; call instrument() once, before any decorated "
+                                   "task runs")
         ids = None
         if self.rank == 0:
             ids = (cfg.job_id or jobs.new_job_name(),
@@ -79,14 +83,30 @@ class Instrumentation:
         node_rank, node_size = self.node_comm.Get_rank(), self.node_comm.Get_size()
         leader = cfg.leader_node_rank % node_size
         self.is_leader = node_rank == leader
-        drainer = None
-        if self.is_leader:
-            job = jobs.job_info(cfg, job_name)
-            drainer = registry.load("leader", "local")(cfg, job)
-        session = runtime.Session(cfg, job_name, rank=self.rank, workflow_id=workflow_id,
-                                  drainer=drainer)
+        drainer = session = None
+        if problem is None:
+            try:
+                if self.is_leader:
+                    job = jobs.job_info(cfg, job_name)
+                    drainer = registry.load("leader", "local")(cfg, job)
+                session = runtime.Session(cfg, job_name, rank=self.rank,
+                                          workflow_id=workflow_id, drainer=drainer)
+            except Exception as e:   # e.g. no room in shm_dir for this rank's ring
+                problem = e
+        why = None if problem is None else str(problem).removeprefix("flowcept: ")
         # every rank learns the leader's ring path: its end markers are named after it
-        paths = self.node_comm.allgather(session.ring_path)
+        gathered = self.node_comm.allgather((session.ring_path if session else None, why))
+        failed = self.comm.allgather(next(((self.rank, w) for _, w in gathered if w), None))
+        failed = [f for f in failed if f is not None]
+        if failed:
+            _abandon(session, drainer)
+            if problem is not None:
+                raise problem
+            rank, text = failed[0]
+            raise runtime.CaptureStartError(
+                f"flowcept: capture did not start on every rank, so on none (a rank on the node "
+                f"of rank {rank}: {text})")
+        paths = [p for p, _ in gathered]
         self._leader_ring = paths[leader]
         if drainer is not None:
             for path in paths:
@@ -244,6 +264,26 @@ class Instrumentation:
         self.finalize(exc)
         return False
 
+
+
+def _abandon(session, drainer) -> None:
+    """Undoes a start that did not complete on every rank."""
+    if session is not None:
+        session.drainer = None
+        try:
+            session.close()
+        except Exception:
+            pass
+        for p in (session.ring_path, session.ring_path + ".spill"):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+    if drainer is not None:
+        try:
+            drainer.close()
+        except Exception:
+            pass
 
 
 def _touch(path: str) -> None:

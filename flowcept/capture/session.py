@@ -123,6 +123,9 @@ class Session:
         from flowcept.native import lib
         if self.handle is None:   # the session ended while the task ran: like the C wrapper, skip
             return -errno.EPIPE
+        if type(activity) is not str:   # FlowceptTask(123): named by its text
+            from flowcept.capture.task import _text
+            activity = _text(activity)
         aid = self.activity_id(activity)
         if aid == ACTIVITY_OVERFLOW:
             from flowcept.native.ring import name_prefix

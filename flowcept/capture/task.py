@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
 from flowcept.capture import session as runtime
 from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED
-from flowcept.record.payload import encode, placeholder
+from flowcept.record.payload import encode, placeholder, placeholders
 
 # Task id of the innermost open task of this thread / asyncio task (0: none).
 current_task_id: contextvars.ContextVar[int] = contextvars.ContextVar("flowcept_task", default=0)
@@ -85,6 +85,7 @@ def _text(obj: Any, limit: int = 1000) -> str:
         text = str(obj)
         text = str.__str__(text)[:limit]
     except BaseException as e:  # noqa: B036 - capture must not change the outcome
+        placeholders[0] += 1
         try:
             text = f"<str() failed: {type(e).__name__}>"
         except BaseException:
@@ -96,6 +97,17 @@ def _error_doc(exc: BaseException) -> Dict[str, str]:
     cls = type(exc)
     return {"type": _text(f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', '?')}"),
             "message": _text(exc)}
+
+
+def _activity_name(activity_id: Any, func: Any) -> str:
+    """The activity name of a decorated callable, always a str (a callable
+    without __name__, e.g. a functools.partial, is named by its type)."""
+    if isinstance(activity_id, str) and activity_id:
+        return str.__str__(activity_id)
+    if activity_id:
+        return _text(activity_id)
+    name = getattr(func, "__name__", None)
+    return name if isinstance(name, str) else _text(getattr(type(func), "__name__", "task"))
 
 
 def _safe_finish(finish, *args) -> None:
@@ -124,7 +136,7 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
                                  subtype=subtype, agent_id=agent_id)
     if _disabled_by_env():
         return func
-    activity = activity_id or func.__name__
+    activity = _activity_name(activity_id, func)
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError):

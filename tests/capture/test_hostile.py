@@ -140,6 +140,41 @@ def test_hostile_task_names(kind, run_dir, name):
             assert name.startswith(act)
 
 
+def test_odd_callables_and_activity_ids(kind, run_dir):
+    import functools
+
+    class Callable:
+        def __call__(self, x):
+            return x + 1
+
+    def add(a, b):
+        return a + b
+
+    with Flowcept() as fc:
+        assert decorate(kind, functools.partial(add, 1))(2) == 3
+        assert decorate(kind, Callable())(1) == 2
+        assert decorate(kind, add, activity_id=123)(1, 2) == 3
+        with FlowceptTask(["not", "a", "name"]):
+            pass
+        wf = f"{fc.workflow_id:016x}"
+    names = sorted(a for a, _, _ in records(run_dir))
+    assert names == sorted(["partial", "Callable", "123", "['not', 'a', 'name']"])
+    from flowcept import read_workflows
+    assert "capture_rank0" not in read_workflows(run_dir)[wf]   # nothing was lost
+
+
+def test_placeholders_are_counted_and_reported(kind, run_dir):
+    def f(x):
+        raise BadStr()
+
+    with Flowcept() as fc:
+        with pytest.raises(BadStr):
+            decorate(kind, f)(1)
+        wf = f"{fc.workflow_id:016x}"
+    from flowcept import read_workflows
+    assert read_workflows(run_dir)[wf]["capture_rank0"]["placeholders"] >= 1
+
+
 def test_name_table_overflow_keeps_every_record(kind, run_dir):
     n = 200
     with Flowcept(ring_names=16, ring_names_bytes=4096) as fc:
