@@ -213,7 +213,8 @@ def register(sub) -> None:
     p.add_argument("specs", nargs="*", metavar="PATH", help=SPEC_HELP + " (default: config run_dir)")
     p.add_argument("-f", "--filter", default=None, help="Mongo-style filter as JSON (default: every task)")
     p.add_argument("-p", "--projection", default=None, help="fields to show, comma-separated")
-    p.add_argument("-s", "--sort", default=None, help="sort fields, comma-separated, -field descending "
+    p.add_argument("-s", "--sort", default=None, help="sort fields, comma-separated, -field descending, "
+                                                      "written --sort=-field "
                                                       "(default start time)")
     p.add_argument("-n", "--limit", type=int, default=100, help="at most N tasks (default 100, max 10000)")
     p.add_argument("--all", action="store_true", help="every match (no page limit)")

@@ -197,10 +197,18 @@ def project(doc: dict, fields: Optional[List[str]]) -> dict:
         return doc
     from flowcept.query.filters import MISSING, get_path
     out: Dict[str, Any] = {}
-    for f in fields:
+    for f in fields:   # dotted fields come back nested, as MongoDB projects them
         v = get_path(doc, f)
-        if v is not MISSING:
-            out[f] = v
+        if v is MISSING:
+            continue
+        *parents, leaf = f.split(".")
+        cur = out
+        for p in parents:
+            nxt = cur.get(p)
+            if not isinstance(nxt, dict):
+                nxt = cur[p] = {}
+            cur = nxt
+        cur[leaf] = v
     return out
 
 
