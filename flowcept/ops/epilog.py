@@ -23,329 +23,37 @@ Security model (the epilog starts as root under slurmd):
 * The run directory (where the store and archive are written) is chain-checked the same way
   for the part of it that exists.
 
+The parts live in their own modules: :mod:`flowcept.ops.site` (the site configuration),
+:mod:`flowcept.ops.slurmjob` (the job from slurmd's environment, path templates),
+:mod:`flowcept.ops.vetting` (the path checks) and :mod:`flowcept.ops.privsep` (the forked
+worker and its root parent); this module is the work itself and the command, and keeps every
+name it had, so ``flowcept.ops.epilog`` stays the one import for the shell wrapper and tests.
+
 Exit status: 0 when everything was done or there was nothing to do, 1 when something was
 refused or failed (logged), 2 for a usage error.  The shell wrapper (slurm/flowcept-epilog.sh)
 always exits 0 so that a provenance problem never drains a node.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-import select
-import signal
-import socket
 import stat
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 from flowcept.osutil import private_dir
-
-DEFAULT_CONF = "/etc/flowcept/epilog.conf"
-
-# Keys of the site configuration file (shell syntax KEY=value, also read by the shell wrapper).
-CONF_KEYS = {
-    "FLOWCEPT_EPILOG_PYTHON": "python",
-    "FLOWCEPT_EPILOG_SHM_DIR": "shm_dir",
-    "FLOWCEPT_EPILOG_RUN_DIR": "run_dir",
-    "FLOWCEPT_EPILOG_ARCHIVE_DIR": "archive_dir",
-    "FLOWCEPT_EPILOG_COMPACT": "compact",
-    "FLOWCEPT_EPILOG_TRANSPORT": "transport",
-    "FLOWCEPT_EPILOG_TIME_LIMIT": "time_limit",
-    "FLOWCEPT_EPILOG_LOG_FILE": "log_file",
-    "FLOWCEPT_EPILOG_SETTINGS": "settings",
-    "FLOWCEPT_EPILOG_ALLOW_ROOT_JOBS": "allow_root_jobs",
-}
-
-_RING_ENTRY = re.compile(r"^(?P<ring>[A-Za-z0-9_.-]+?\.ring)(?P<suffix>|\.spill|\.spill\.cursor|"
-                         r"\.spill\.cursor\.tmp)$")
-
-
-@dataclass(frozen=True)
-class EpilogSettings:
-    """What the site configured (every value may use the templates of :func:`expand`)."""
-
-    shm_dir: str = "/dev/shm"
-    run_dir: str = "%w/flowcept-runs"        # the job's ./flowcept-runs (the default run_dir)
-    archive_dir: str = ""                    # "" = the run dir: <run_dir>/<job>.h5
-    compact: bool = False
-    transport: str = ""                      # "" = from the settings file, else embedded
-    time_limit: float = 120.0                # seconds for all the work of one job
-    log_file: str = ""                       # "" = stderr only
-    settings: str = ""                       # a flowcept settings file (TOML/JSON) for the rest
-    allow_root_jobs: bool = True             # act for jobs of uid 0 (as root, on root's files)
-    python: str = ""                         # only used by the shell wrapper
-
-
-def _bool(value: str, key: str) -> bool:
-    v = str(value).strip().lower()
-    if v in ("1", "yes", "true", "on"):
-        return True
-    if v in ("0", "no", "false", "off", ""):
-        return False
-    raise ValueError(f"{key}={value!r}: expected yes or no")
-
-
-def read_conf(path: str) -> Dict[str, str]:
-    """Reads ``KEY=value`` lines (shell syntax subset: comments, optional quotes, ``export``).
-
-    The file must be a regular file, not a symlink, owned by root or by us, and not writable by
-    group or others: it decides what a root process does.
-    """
-    from flowcept.ops.safefs import UnsafePathError, open_owned
-    try:
-        fd = open_owned(path, os.geteuid())
-    except UnsafePathError:
-        if os.geteuid() == 0:
-            raise
-        fd = open_owned(path, 0)   # a root-owned site file read by a user
-    with os.fdopen(fd, "r") as f:
-        st = os.fstat(f.fileno())
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise UnsafePathError(path, "writable by group or others")
-        text = f.read()
-    out: Dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):].strip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ValueError(f"{path}:{lineno}: expected KEY=value, got {raw!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        out[key] = value
-    return out
-
-
-def settings_from(conf: Mapping[str, str], overrides: Mapping[str, object]) -> EpilogSettings:
-    values: Dict[str, object] = {}
-    for key, value in conf.items():
-        name = CONF_KEYS.get(key)
-        if name is not None:
-            values[name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    for name in ("compact", "allow_root_jobs"):
-        if name in values and not isinstance(values[name], bool):
-            values[name] = _bool(values[name], name)
-    if "time_limit" in values:
-        values["time_limit"] = float(values["time_limit"])
-        if not 0 < values["time_limit"] <= 86400:
-            raise ValueError(f"time_limit={values['time_limit']}: must be in (0, 86400] seconds")
-    return EpilogSettings(**values)
-
-
-# --------------------------------------------------------------------------- the job
-
-
-@dataclass(frozen=True)
-class JobContext:
-    job: str
-    uid: int
-    gid: Optional[int]
-    user: str
-    work_dir: str
-    home: str
-    nodes: int = 1
-
-
-def _node_count(env: Mapping[str, str]) -> int:
-    """Nodes of the job: SLURM_JOB_NUM_NODES, else a guess from SLURM_JOB_NODELIST."""
-    n = env.get("SLURM_JOB_NUM_NODES", "").strip()
-    if n.isdigit():
-        return int(n)
-    nodelist = env.get("SLURM_JOB_NODELIST", "").strip()
-    if not nodelist:
-        return 1
-    count = 0
-    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?", nodelist):
-        m = re.search(r"\[([^\]]*)\]", part)
-        if not m:
-            count += 1
-            continue
-        for rng in m.group(1).split(","):
-            lo, _, hi = rng.partition("-")
-            count += int(hi) - int(lo) + 1 if hi.isdigit() and lo.isdigit() else 1
-    return max(count, 1)
-
-
-def job_from_env(env: Mapping[str, str]) -> JobContext:
-    """The job the epilog is for, from slurmd's environment (ValueError if incomplete)."""
-    job = env.get("SLURM_JOB_ID", "").strip()
-    if not job:
-        raise ValueError("SLURM_JOB_ID is not set: run me as a SLURM Epilog, or set it "
-                         "(and SLURM_JOB_UID) by hand")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", job) or job in (".", ".."):
-        raise ValueError(f"SLURM_JOB_ID={job!r} is not a job id")
-    uid_text = env.get("SLURM_JOB_UID", "").strip()
-    if uid_text:
-        if not uid_text.isdigit():
-            raise ValueError(f"SLURM_JOB_UID={uid_text!r} is not a uid")
-        uid = int(uid_text)
-    elif os.geteuid() != 0:
-        uid = os.geteuid()
-    else:
-        raise ValueError("SLURM_JOB_UID is not set: refusing to guess whose files to touch")
-    gid_text = env.get("SLURM_JOB_GID", "").strip()
-    gid = int(gid_text) if gid_text.isdigit() else None
-    user, home = env.get("SLURM_JOB_USER", ""), ""
-    try:
-        import pwd
-        pw = pwd.getpwuid(uid)
-        user = user or pw.pw_name
-        home = pw.pw_dir
-        if gid is None:
-            gid = pw.pw_gid
-    except KeyError:
-        pass
-    return JobContext(job=job, uid=uid, gid=gid, user=user or str(uid),
-                      work_dir=env.get("SLURM_JOB_WORK_DIR", ""), home=home,
-                      nodes=_node_count(env))
-
-
-def expand(template: str, ctx: JobContext) -> str:
-    """Expands ``%u`` user, ``%U`` uid, ``%j`` job id, ``%w`` the job's work dir
-    (SLURM_JOB_WORK_DIR), ``%h`` the user's home, ``%n`` the node name, ``%%`` a percent."""
-    def sub(m: "re.Match[str]") -> str:
-        c = m.group(1)
-        if c == "%":
-            return "%"
-        value = {"u": ctx.user, "U": str(ctx.uid), "j": ctx.job, "w": ctx.work_dir,
-                 "h": ctx.home, "n": socket.gethostname().split(".")[0]}.get(c)
-        if value is None:
-            raise ValueError(f"unknown template %{c} in {template!r} (known: %u %U %j %w %h %n %%)")
-        if not value:
-            raise ValueError(f"%{c} in {template!r} is empty for job {ctx.job}")
-        return value
-    return re.sub(r"%(.)", sub, template)
+# The names below were defined here before the split; they stay importable from here
+# (tests, slurm/flowcept-epilog.sh and ops/cli.py use this module).  # noqa: F401
+from flowcept.ops.privsep import Log, open_log as _open_log, stamp as _stamp, supervise
+from flowcept.ops.site import (CONF_KEYS, DEFAULT_CONF, EpilogSettings, _bool, read_conf,
+                               settings_from, settings_from_args)
+from flowcept.ops.slurmjob import JobContext, _node_count, expand, job_from_env
+from flowcept.ops.vetting import (_RING_ENTRY, check_run_dir as _check_run_dir,
+                                  vet_ring_dir as _vet_ring_dir,
+                                  vet_spill_paths as _vet_spill_paths)
 
 
 # --------------------------------------------------------------------------- the work (as the user)
-
-
-class Log:
-    """One line per action; ``emit`` is where lines go (the pipe to the parent)."""
-
-    def __init__(self, ctx: JobContext, emit: Callable[[str], None]):
-        self.ctx = ctx
-        self.emit = emit
-        self.failed = False
-
-    def __call__(self, action: str, message: str, *, failure: bool = False) -> None:
-        if failure:
-            self.failed = True
-        self.emit(f"job={self.ctx.job} uid={self.ctx.uid} {action}: {message}")
-
-
-def _check_run_dir(path: str, uid: int) -> None:
-    """Chain-checks the existing part of ``path`` (what does not exist yet is created 0700)."""
-    from flowcept.ops.safefs import check_dir_chain
-    existing = path
-    while not os.path.lexists(existing):
-        parent = os.path.dirname(existing)
-        if parent == existing:
-            break
-        existing = parent
-    if os.path.islink(existing) or not os.path.isdir(existing):
-        from flowcept.ops.safefs import UnsafePathError
-        raise UnsafePathError(existing, "is a symbolic link or not a directory")
-    os.close(check_dir_chain(existing, uid))
-
-
-def _vet_ring_dir(ring_dir: str, uid: int, log: Log) -> Optional[List[str]]:
-    """The ring files of the job that are safe to recover (None: the dir is unsafe or absent)."""
-    from flowcept.ops.safefs import UnsafePathError, check_dir_chain, safe_listdir
-    try:
-        fd = check_dir_chain(ring_dir, uid)
-    except FileNotFoundError:
-        return None
-    except UnsafePathError as e:
-        log("refused", f"{e}; nothing read or written there", failure=True)
-        return None
-    except OSError as e:
-        log("refused", f"cannot walk {ring_dir}: {e}", failure=True)
-        return None
-    try:
-        # The per-user and per-job levels are made 0700 by flowcept: group/other write access
-        # there means somebody else could have swapped entries.  (Both were just chain-checked.)
-        for path, st in ((os.path.dirname(ring_dir), os.lstat(os.path.dirname(ring_dir))),
-                         (ring_dir, os.fstat(fd))):
-            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-                log("refused", f"unsafe path {path!r}: writable by group/others "
-                    f"({stat.filemode(st.st_mode)}); nothing read or written there", failure=True)
-                return None
-        names = safe_listdir(fd)
-        families: Dict[str, List[str]] = {}
-        bad_rings = set()
-        for name in names:
-            m = _RING_ENTRY.match(name)
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            reason = None
-            if stat.S_ISLNK(st.st_mode):
-                reason = "is a symbolic link"
-            elif not stat.S_ISREG(st.st_mode):
-                reason = f"is not a regular file ({stat.filemode(st.st_mode)})"
-            elif st.st_uid != uid:
-                reason = f"owned by uid {st.st_uid}, expected {uid}"
-            elif st.st_nlink != 1:
-                reason = f"has {st.st_nlink} hard links"
-            if m is None:
-                log("ignored", f"{os.path.join(ring_dir, name)}: not a flowcept ring file"
-                    + (f" ({reason}; not touched)" if reason else " (not touched)"),
-                    failure=reason is not None)
-                continue
-            ring = m.group("ring")
-            families.setdefault(ring, []).append(name)
-            if reason:
-                bad_rings.add(ring)
-                log("refused", f"unsafe path {os.path.join(ring_dir, name)!r}: {reason}; "
-                    f"ring {ring} left alone, nothing read or written through it", failure=True)
-        good = []
-        for ring, members in sorted(families.items()):
-            if ring in bad_rings:
-                continue
-            if ring not in members:
-                log("ignored", f"{os.path.join(ring_dir, members[0])}: no ring file beside it")
-                continue
-            good.append(os.path.join(ring_dir, ring))
-        return good
-    finally:
-        os.close(fd)
-
-
-def _vet_spill_paths(rings: List[str], log: Log) -> List[str]:
-    """Keeps the rings whose header names their own spill file (``<ring>.spill`` beside it).
-
-    The spill path is stored in the ring file, which its producer wrote: a ring naming another
-    file would make the consumer read that file.  Opening the ring here only maps it (the C
-    open is O_NOFOLLOW and checks the owner); nothing is consumed.
-    """
-    from flowcept.native.ring import Ring, RingError
-    good = []
-    for path in rings:
-        try:
-            ring = Ring.open(path)
-        except RingError as e:
-            log("refused", f"{path}: {e.strerror}; left alone", failure=True)
-            continue
-        try:
-            spill = ring.spill_path
-        finally:
-            ring.close()
-        if spill and spill != path + ".spill":
-            log("refused", f"{path}: its header names spill file {spill!r}, not "
-                f"{path + '.spill'!r}; ring left alone, nothing read through it", failure=True)
-            continue
-        good.append(path)
-    return good
 
 
 def job_config(ctx: JobContext, settings: EpilogSettings):
@@ -368,7 +76,8 @@ def preload(config, settings: EpilogSettings) -> None:
     names = ["flowcept.node.recovery", "flowcept.node.drain", "flowcept.native.ring", "flowcept.native",
              "flowcept.record.job", "flowcept.native.batch", "flowcept.record.layout", "flowcept.record.payload",
              "flowcept.transport", "flowcept.store", "flowcept.node.leader", "flowcept.node.spool",
-             "flowcept.osutil", "flowcept.errors", "flowcept.ops.safefs", "traceback", "glob",
+             "flowcept.osutil", "flowcept.errors", "flowcept.ops.safefs", "flowcept.ops.vetting",
+             "flowcept.ops.privsep", "flowcept.ops.site", "flowcept.ops.slurmjob", "traceback", "glob",
              "pwd", "grp", "json", "hashlib", "lmdb", "lmdb._envid", "lmdb._config", "msgpack"]
     if settings.compact:
         names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.hdf5",
@@ -472,20 +181,8 @@ def compact_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> 
         f"in {time.monotonic() - t0:.2f} s")
 
 
+
 # --------------------------------------------------------------------------- the root parent
-
-
-def _open_log(path: str):
-    """The log file, appended to, created 0600, never through a symlink, owned by us."""
-    from flowcept.ops.safefs import open_owned
-    fd = open_owned(path, os.geteuid(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode=0o600)
-    if os.fstat(fd).st_mode & 0o077:
-        os.fchmod(fd, 0o600)
-    return os.fdopen(fd, "a", buffering=1)
-
-
-def _stamp(line: str) -> str:
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {socket.gethostname()} flowcept-epilog[{os.getpid()}]: {line}"
 
 
 def run_epilog(settings: EpilogSettings, env: Optional[Mapping[str, str]] = None,
@@ -545,80 +242,10 @@ def run_epilog(settings: EpilogSettings, env: Optional[Mapping[str, str]] = None
             logf.close()
 
 
+
 def _fork_and_wait(ctx: JobContext, settings: EpilogSettings, config,
                    write: Callable[[str], None]) -> int:
-    rfd, wfd = os.pipe()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:   # the child: become the user, do the work, report through the pipe
-        code = 1
-        try:
-            os.close(rfd)
-            pipe = os.fdopen(wfd, "w", buffering=1)
-
-            def emit(line: str) -> None:
-                pipe.write(json.dumps(line) + "\n")
-
-            log = Log(ctx, emit)
-            try:
-                if os.geteuid() == 0 and ctx.uid != 0:
-                    from flowcept.ops.safefs import drop_privileges
-                    drop_privileges(ctx.uid, ctx.gid)
-                    log("privileges", f"dropped to uid {os.getuid()} gid {os.getgid()}")
-                elif ctx.uid == 0:
-                    log("privileges", "job of root: working as root on root's files only")
-                os.umask(0o077)
-                do_job(ctx, settings, config, log)
-                code = 1 if log.failed else 0
-            except BaseException as e:   # report, never raise out of the child
-                import traceback
-                tb = traceback.format_exc().strip().splitlines()
-                log("error", f"{type(e).__name__}: {e} [{tb[-3] if len(tb) > 2 else ''}]",
-                    failure=True)
-                code = 1
-            pipe.flush()
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    deadline = time.monotonic() + settings.time_limit
-    buf = b""
-    timed_out = False
-    with os.fdopen(rfd, "rb", buffering=0) as r:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([r], [], [], min(left, 1.0))
-            if not ready:
-                continue
-            chunk = r.read(65536)
-            if not chunk:
-                break
-            buf += chunk
-            while b"\n" in buf:
-                raw, buf = buf.split(b"\n", 1)
-                try:
-                    write(str(json.loads(raw.decode())))
-                except ValueError:
-                    write(f"job={ctx.job} (unparsable line from worker) {raw[:200]!r}")
-    if timed_out:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        write(f"job={ctx.job} uid={ctx.uid} timeout: work not finished within "
-              f"{settings.time_limit:g} s, killed; what was committed stays (re-run is harmless)")
-    _, status = os.waitpid(pid, 0)
-    if timed_out:
-        return 1
-    if os.WIFSIGNALED(status):
-        write(f"job={ctx.job} uid={ctx.uid} error: worker killed by signal {os.WTERMSIG(status)}")
-        return 1
-    code = os.WEXITSTATUS(status)
-    write(f"job={ctx.job} uid={ctx.uid} done: exit {code}")
-    return code
+    return supervise(ctx, settings.time_limit, lambda log: do_job(ctx, settings, config, log), write)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -641,18 +268,6 @@ def add_arguments(p) -> None:
     p.add_argument("--settings", default=None, help="flowcept settings file for other keys")
 
 
-def settings_from_args(args, env: Optional[Mapping[str, str]] = None) -> EpilogSettings:
-    env = os.environ if env is None else env
-    path = args.conf or env.get("FLOWCEPT_EPILOG_CONF") or (
-        DEFAULT_CONF if os.path.exists(DEFAULT_CONF) else None)
-    conf = read_conf(path) if path else {}
-    overrides = {"shm_dir": args.shm_dir, "run_dir": args.run_dir,
-                 "archive_dir": args.archive_dir, "compact": args.compact,
-                 "transport": args.transport, "time_limit": args.time_limit,
-                 "log_file": args.log_file, "settings": args.settings}
-    return settings_from(conf, overrides)
-
-
 def main(args) -> int:
     try:
         settings = settings_from_args(args)
@@ -662,5 +277,6 @@ def main(args) -> int:
     return run_epilog(settings)
 
 
-__all__ = ["EpilogSettings", "JobContext", "read_conf", "settings_from", "job_from_env", "expand",
-           "run_epilog", "do_job"]
+__all__ = ["EpilogSettings", "JobContext", "read_conf", "settings_from", "settings_from_args",
+           "job_from_env", "expand", "run_epilog", "do_job", "compact_job", "job_config", "preload",
+           "add_arguments", "main", "Log", "CONF_KEYS", "DEFAULT_CONF"]
