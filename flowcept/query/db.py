@@ -149,6 +149,51 @@ _BODY_KEYS = ("used", "generated", "tags", "custom_metadata", "subtype", "agent_
               "telemetry_at_start", "telemetry_at_end", "campaign_id", "group_id")
 
 
+_BINDING_ERRORS = ("got multiple values for argument", "missing ", "unexpected keyword argument",
+                   "positional argument", "takes ")
+
+
+def _binding_failure(doc: dict, body: Any) -> bool:
+    """A call whose arguments did not fit the signature: Flowcept binds them
+    before the call and records no task; we record it as ERROR."""
+    err = body.get("error") if isinstance(body, dict) else None
+    if doc.get("status") != "ERROR" or not isinstance(err, dict):
+        return False
+    msg = str(err.get("message", ""))
+    import re
+    # Python names the function by its qualified name (Outer.<locals>.f() ...)
+    head = re.match(r"^(?:[\w<>]+\.)*" + re.escape(str(doc.get("activity_id"))) + r"\(\) ", msg)
+    return (err.get("type") == "builtins.TypeError" and head is not None
+            and any(p in msg for p in _BINDING_ERRORS))
+
+
+def _namespaces(value: Any, depth: int = 0) -> Any:
+    """argparse.Namespace arguments as their fields, as Flowcept's default
+    args handler gives them (our payload keeps the Namespace's repr)."""
+    if depth > 8:
+        return value
+    if isinstance(value, dict):
+        if value.get("__type__") == "argparse.Namespace" and isinstance(value.get("repr"), str):
+            parsed = _namespace_fields(value["repr"])
+            if parsed is not None:
+                return parsed
+        return {k: _namespaces(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_namespaces(v, depth + 1) for v in value]
+    return value
+
+
+def _namespace_fields(text: str) -> Optional[dict]:
+    import ast
+    try:
+        call = ast.parse(text, mode="eval").body
+        if not (isinstance(call, ast.Call) and not call.args):
+            return None
+        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
+        return None
+
+
 def workflow_string_ids(workflows: Dict[int, dict]) -> Dict[str, str]:
     """hex form -> the string id the caller gave (where one was given)."""
     return {f"{wf:016x}": doc["workflow_id"] for wf, doc in workflows.items()
@@ -180,6 +225,8 @@ def flowcept_task_docs(rows: List[Tuple[dict, Any]], workflows: Dict[int, dict])
     custom_ids: Dict[str, str] = {}
     out = []
     for doc, body in sorted(rows, key=lambda r: r[0]["start_ns"]):
+        if _binding_failure(doc, body):
+            continue
         d = dict(doc)
         d["type"] = "task"
         wf_hex = d["workflow_id"]
@@ -188,6 +235,8 @@ def flowcept_task_docs(rows: List[Tuple[dict, Any]], workflows: Dict[int, dict])
             for k in _BODY_KEYS:
                 if k in body:
                     d[k] = body[k]
+            if isinstance(d.get("used"), dict):
+                d["used"] = _namespaces(d["used"])
             gen = d.get("generated")
             if (body.get("type") is None and isinstance(gen, dict) and len(gen) == 1
                     and "return" in gen):

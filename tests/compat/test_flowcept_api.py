@@ -415,3 +415,96 @@ def test_flowcept_import_paths():
     assert Status.get_finished_statuses() == [Status.FINISHED, Status.ERROR]
     with pytest.raises(AttributeError):
         configs.NOT_A_SETTING
+
+
+# -- Flowcept's decorator test module, as behaviour checks ---------------------------------
+def test_decorated_functions_flowcept_counts_and_names():
+    pd = pytest.importorskip("pandas")
+
+    @flowcept_task
+    def static(df):
+        return pd.DataFrame([3])
+
+    @flowcept_task
+    def static2(x):
+        return {"y": 2}
+
+    @flowcept_task(output_names="z")
+    def static3(x, y):
+        return 5
+
+    @flowcept_task(output_names=("z", "w"))
+    def static4(x, y):
+        return 6, 7
+
+    with Flowcept():
+        static(df=pd.DataFrame([1]))
+        static2(x=1)
+        static2(2)
+        with pytest.raises(TypeError):
+            static3(3, x=4)   # does not bind: Flowcept records no task for it
+        static3(3, y=4)
+        static4(3, y=4)
+    tasks = Flowcept.db.get_tasks_from_current_workflow()
+    assert len(tasks) == 5
+    by = {}
+    for t in tasks:
+        by.setdefault(t["activity_id"], []).append(t)
+    assert len(by["static"][0]["used"]) == 1 and "arg_0" in by["static"][0]["generated"]
+    assert all(list(t["used"]) == ["x"] and t["generated"]["y"] == 2 for t in by["static2"])
+    assert by["static3"][0]["used"] == {"x": 3, "y": 4} and by["static3"][0]["generated"] == {"z": 5}
+    assert by["static4"][0]["generated"] == {"z": 6, "w": 7}
+    # our own reader keeps the failed call
+    from flowcept import read_tasks
+    from flowcept.config import load_config
+    ours = [t for t in read_tasks(load_config().run_dir) if t["activity_id"] == "static3"]
+    assert sorted(t["status"] for t in ours) == ["ERROR", "FINISHED"]
+
+
+def test_argparse_namespace_arguments_read_as_fields():
+    import argparse
+
+    @flowcept_task
+    def process_arguments_task(known_args, unknown_args):
+        return None
+
+    known = argparse.Namespace(a=123, b="abc")
+    with Flowcept():
+        process_arguments_task(known, ["--unknown_arg", "unk", "['a']"])
+    task = Flowcept.db.get_tasks_from_current_workflow()[0]
+    assert task["status"] == Status.FINISHED.value
+    assert task["used"]["known_args"] == {"a": 123, "b": "abc"}
+    assert task["used"]["unknown_args"] == ["--unknown_arg", "unk", "['a']"]
+
+
+def test_lightweight_decorated_method_and_no_args():
+    from flowcept import lightweight_flowcept_task
+
+    class C:
+        @lightweight_flowcept_task
+        def method(self, x):
+            return {"y": 2}
+
+    @lightweight_flowcept_task
+    def none():
+        return [2]
+
+    with Flowcept():
+        C().method(x=0.1)
+        none()
+    tasks = Flowcept.db.query({"workflow_id": Flowcept.current_workflow_id})
+    assert len(tasks) == 2 and all(t["task_id"] for t in tasks)
+    assert [t["used"] for t in tasks if t["activity_id"] == "method"] == [{"x": 0.1}]
+
+
+def test_dump_buffer_in_offline_mode_first_line_is_a_message(tmp_path):
+    @flowcept_task
+    def f(x):
+        return {"y": x}
+
+    path = tmp_path / "flowcept_buffer.jsonl"
+    with Flowcept(start_persistence=False) as fc:
+        f(x=1)
+        fc.dump_buffer(path=str(path))
+    first = path.read_bytes().splitlines()[0]
+    assert b'"type": "workflow"' in first or b'"type": "task"' in first
