@@ -342,5 +342,12 @@ def _after_fork_in_child() -> None:
     _set_fast_active(None)
 
 
+def _report_uncaptured() -> None:
+    if uncaptured[0]:
+        log.warning("flowcept: %d decorated call(s) ran uncaptured in this process because "
+                    "capture could not start (see the error above)", uncaptured[0])
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_report_uncaptured)
 atexit.register(end_session)

@@ -109,6 +109,30 @@ def test_hostile_exceptions_keep_identity_and_traceback(kind, run_dir, exc):
     assert isinstance(doc["error"]["message"], str)
 
 
+def test_async_tasks_keep_their_outcome(run_dir):
+    import asyncio
+    exc = BadStr()
+    weird = HostileTuple((1,))
+
+    @flowcept_task(output_names=["a", "b"])
+    async def ok(x):
+        return weird
+
+    @flowcept_task
+    async def bad(x):
+        raise exc
+
+    async def main():
+        assert await ok(Hostile()) is weird
+        with pytest.raises(BadStr) as caught:
+            await bad("\ud800")
+        assert caught.value is exc
+
+    with Flowcept():
+        asyncio.run(main())
+    assert sorted(s for _, s, _ in records(run_dir)) == [0, 1]
+
+
 def test_hostile_results_and_arguments(kind, run_dir):
     weird = HostileTuple((1, 2))
 
@@ -249,7 +273,7 @@ def test_keep_env_and_unknown_variables_warn_not_raise(kind, monkeypatch, run_di
 
 FULL_SHM = r"""
 import logging, resource, signal, sys
-logging.basicConfig(level=logging.ERROR, format="LOG %(message)s", stream=sys.stdout)
+logging.basicConfig(level=logging.WARNING, format="LOG %(message)s", stream=sys.stdout)
 if sys.argv[1] == "rlimit":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
@@ -293,6 +317,7 @@ def test_full_shm_dir_fails_at_start_naming_shm_dir(tmp_path, how, monkeypatch):
         assert "lazy [1, 2, 3]" in text
         assert "explicit raised CaptureStartError" in text and "shm_dir" in text
         assert text.count("LOG flowcept: capture is off") == 1, text
+        assert "3 decorated call(s) ran uncaptured" in text
         assert "Traceback" not in text
     finally:
         if mounted:
