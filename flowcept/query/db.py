@@ -236,7 +236,11 @@ def flowcept_task_docs(rows: List[Tuple[dict, Any]], workflows: Dict[int, dict])
                 if k in body:
                     d[k] = body[k]
             if isinstance(d.get("used"), dict):
-                d["used"] = _namespaces(d["used"])
+                d["used"] = used = _namespaces(d["used"])
+                # Flowcept takes these two arguments of a decorated call as the task's ids
+                for key in ("workflow_id", "campaign_id"):
+                    if isinstance(used.get(key), str) and body.get("type") is None:
+                        d[key] = used.pop(key)
             gen = d.get("generated")
             if (body.get("type") is None and isinstance(gen, dict) and len(gen) == 1
                     and "return" in gen):
@@ -537,6 +541,38 @@ class DBAPI:
             os.remove(output_file)
             return zpath
         return output_file
+
+    def insert_or_update_workflow(self, workflow_obj):
+        """Records a workflow document (merged with what is stored for its id)."""
+        import uuid
+        from flowcept.capture import session as runtime
+        from flowcept.capture.workflow import workflow_int_id
+        if getattr(workflow_obj, "workflow_id", None) is None:
+            workflow_obj.workflow_id = str(uuid.uuid4())
+        s = runtime._session or runtime.ensure_session()
+        if s is None:
+            return None
+        doc = {k: v for k, v in workflow_obj.to_dict().items() if k != "type" and v is not None}
+        if "used" in doc:
+            doc["workflow_args"] = doc.pop("used")
+        doc["workflow_id"] = str(workflow_obj.workflow_id)
+        s.push_workflow(doc, workflow_id=workflow_int_id(doc["workflow_id"]))
+        return workflow_obj
+
+    def insert_or_update_task(self, task):
+        """Records a task document (a TaskObject or a dict) as a task."""
+        from flowcept.instrumentation.task_capture import FlowceptTask
+        doc = dict(task.to_dict() if hasattr(task, "to_dict") else task)
+        doc.pop("type", None)
+        known = ("task_id", "workflow_id", "campaign_id", "activity_id", "agent_id",
+                 "parent_task_id", "used", "data", "subtype", "custom_metadata", "tags",
+                 "generated", "stdout", "stderr", "status")
+        kw = {k: doc.pop(k) for k in known if doc.get(k) is not None}
+        kw.setdefault("status", "FINISHED")
+        kw.update({k: v for k, v in doc.items() if v is not None and k not in
+                   ("started_at", "ended_at", "hostname", "utc_timestamp")})
+        FlowceptTask(**kw)
+        return kw.get("task_id")
 
     def liveness_test(self) -> bool:
         return True   # the embedded store needs no server

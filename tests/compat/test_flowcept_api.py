@@ -508,3 +508,33 @@ def test_dump_buffer_in_offline_mode_first_line_is_a_message(tmp_path):
         fc.dump_buffer(path=str(path))
     first = path.read_bytes().splitlines()[0]
     assert b'"type": "workflow"' in first or b'"type": "task"' in first
+
+
+def test_workflow_id_argument_of_a_decorated_call_and_inserted_workflow():
+    from flowcept.commons.flowcept_dataclasses.workflow_object import WorkflowObject
+    from flowcept.commons.utils import assert_by_querying_tasks_until
+    from flowcept.flowcept_api.db_api import DBAPI
+
+    @flowcept_task
+    def sum_one(n, workflow_id=None):
+        return n + 1
+
+    wf_id = str(uuid.uuid4())
+    with Flowcept():
+        DBAPI().insert_or_update_workflow(WorkflowObject(workflow_id=wf_id, name="inserted"))
+        sum_one(sum_one(3, workflow_id=wf_id), workflow_id=wf_id)
+    assert assert_by_querying_tasks_until({"workflow_id": wf_id},
+                                          condition_to_evaluate=lambda docs: len(docs) == 2)
+    docs = Flowcept.db.task_query({"workflow_id": wf_id})
+    assert [d["used"] for d in docs] == [{"n": 3}, {"n": 4}]
+    assert Flowcept.db.get_workflow_object(wf_id).name == "inserted"
+    assert not assert_by_querying_tasks_until({"workflow_id": "nope"}, max_trials=2, max_time=0.2)
+
+
+def test_insert_or_update_task():
+    from flowcept.commons.flowcept_dataclasses.task_object import TaskObject
+    with Flowcept():
+        Flowcept.db.insert_or_update_task(TaskObject(task_id="t-1", activity_id="ins",
+                                                     used={"a": 1}, generated={"b": 2}))
+    (t,) = tasks_of("ins")
+    assert t["task_id"] == "t-1" and t["used"] == {"a": 1} and t["generated"] == {"b": 2}
