@@ -58,6 +58,15 @@ def _session():
     return runtime._session or runtime.ensure_session()
 
 
+def _fast_session():
+    """Per call: the active session without an import (bound once, below)."""
+    from flowcept.capture import session as runtime
+
+    def get():
+        return runtime._session or runtime.ensure_session()
+    return get
+
+
 def _profile(model) -> dict:
     nparams, width = 0, 0
     for p in model.parameters():
@@ -72,6 +81,7 @@ def flowcept_torch(cls):
     """Class decorator for ``torch.nn.Module`` subclasses (see the module doc)."""
     from flowcept.capture.task import current_task_id
     from flowcept.record.payload import encode
+    session_now = _fast_session()
 
     import inspect
     try:
@@ -120,17 +130,18 @@ def flowcept_torch(cls):
             self._fc_batch = 0
 
         def forward(self, *args, **kwargs):
-            if not getattr(self, "_fc_on", False):
+            d = self.__dict__   # plain attributes: nn.Module.__setattr__ costs microseconds
+            if not d.get("_fc_on", False):
                 return super().forward(*args, **kwargs)
-            batch = self._fc_batch
-            self._fc_batch = batch + 1
-            s = _session() if batch % self._fc_every == 0 else None
+            batch = d["_fc_batch"]
+            d["_fc_batch"] = batch + 1
+            s = session_now() if batch % d["_fc_every"] == 0 else None
             if s is None:
                 return super().forward(*args, **kwargs)
             tid = s.next_task_id()
-            parent = self._fc_parent or current_task_id.get()
+            parent = d["_fc_parent"] or current_task_id.get()
             token = current_task_id.set(tid)
-            self._fc_forward_id = tid
+            d["_fc_forward_id"] = tid
             start = time.time_ns()
             try:
                 out = super().forward(*args, **kwargs)
@@ -172,7 +183,7 @@ def flowcept_torch(cls):
 
                 def post(mod, inputs, output):
                     start = stack.pop() if stack else time.time_ns()
-                    s = _session()
+                    s = session_now()
                     if s is None or (model._fc_batch - 1) % model._fc_every:
                         return
                     try:

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Added cost of the framework instrumentation, with and without capture.
+
+    python benchmarks/bench_adapters.py                # small sizes, ~1 min on 2 cores
+    python benchmarks/bench_adapters.py --dask-tasks 5000 --forwards 5000
+
+* Dask: ``client.map`` of a no-op over N keys on a LocalCluster with one
+  in-process worker thread (processes=False, so the scheduler round trip
+  is the same on both sides), wall time per task with no plugin and with
+  ``FlowceptDaskWorkerAdapter``, alternating in one cluster; min over repeats.
+* PyTorch: forward of a 3-layer MLP (batch 32, width 64) on CPU, plain
+  module vs ``@flowcept_torch`` (model forward recorded) vs with
+  ``capture_children=True`` (each layer recorded too), interleaved in one
+  process; min per forward over repeats.
+* Telemetry: one ``Telemetry().capture()`` snapshot (psutil), per call.
+
+Each benchmark in its own subprocess with its own run/shm dirs; records drain
+into the embedded LMDB store.  Prints one JSON line per measurement, then a
+Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def child_dask(n: int, repeats: int) -> dict:
+    """Both sides in one cluster, alternating (plugin registered, then
+    unregistered), so that a load change on the machine hits both alike."""
+    from distributed import Client, LocalCluster
+    from flowcept import Flowcept
+    from flowcept.adapters.dask import FlowceptDaskWorkerAdapter
+    best = {False: float("inf"), True: float("inf")}
+    with Flowcept("bench-dask") as fc:
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                          dashboard_address=None) as cl, Client(cl) as c:
+            c.gather(c.map(_noop, range(50), key=[f"warm-{i}" for i in range(50)]))
+            for r in range(repeats):
+                for plugin in (False, True):
+                    if plugin:
+                        c.register_plugin(FlowceptDaskWorkerAdapter(fc.session))
+                    keys = [f"t{r}-{int(plugin)}-{i}" for i in range(n)]
+                    t0 = time.perf_counter()
+                    c.gather(c.map(_noop, range(n), key=keys))
+                    best[plugin] = min(best[plugin], (time.perf_counter() - t0) / n)
+                    if plugin:
+                        c.unregister_worker_plugin(FlowceptDaskWorkerAdapter.name)
+    return {"plain_us": best[False] * 1e6, "captured_us": best[True] * 1e6}
+
+
+def _noop(x):
+    return x
+
+
+def child_torch(n: int, repeats: int) -> dict:
+    """plain, model recorded, and every layer recorded, interleaved per repeat."""
+    import torch
+    from torch import nn
+    from flowcept import Flowcept
+    from flowcept.adapters.torch import flowcept_torch
+    torch.set_num_threads(1)
+
+    class MLP(nn.Module):
+        def __init__(self, **kw):
+            super().__init__()
+            self.l1, self.a, self.l2 = nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.l2(self.a(self.l1(x)))
+
+    Traced = flowcept_torch(MLP)
+    x = torch.randn(32, 64)
+    best = {"plain": float("inf"), "model": float("inf"), "children": float("inf")}
+    with Flowcept("bench-torch"), torch.no_grad():
+        models = {"plain": MLP(), "model": Traced(), "children": Traced(capture_children=True)}
+        for m in models.values():
+            for _ in range(50):
+                m(x)
+        for _ in range(repeats):
+            for mode, m in models.items():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    m(x)
+                best[mode] = min(best[mode], (time.perf_counter() - t0) / n)
+    return {k: v * 1e6 for k, v in best.items()}
+
+
+def child_telemetry(n: int, repeats: int) -> dict:
+    from flowcept.adapters.telemetry import Telemetry
+    t = Telemetry()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t.capture()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return {"per_snapshot_us": best * 1e6}
+
+
+def run_child(*args) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
+        env.update(FLOWCEPT_RUN_DIR=os.path.join(d, "runs"), FLOWCEPT_SHM_DIR=os.path.join(d, "shm"))
+        os.makedirs(env["FLOWCEPT_SHM_DIR"])
+        out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], env=env,
+                             capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            raise SystemExit(f"child {args} failed:\n{out.stderr[-3000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dask-tasks", type=int, default=1000)
+    ap.add_argument("--forwards", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        kind, n, rep, *rest = a.child
+        n, rep = int(n), int(rep)
+        if kind == "dask":
+            r = child_dask(n, rep)
+        elif kind == "torch":
+            r = child_torch(n, rep)
+        else:
+            r = child_telemetry(n, rep)
+        print(json.dumps(r))
+        return
+    rows = []
+    d = run_child("dask", a.dask_tasks, a.repeats)
+    rows.append(("Dask task (no-op, in-process worker)", d["plain_us"], d["captured_us"]))
+    t = run_child("torch", a.forwards, a.repeats)
+    rows.append(("torch forward, MLP 3 layers, model recorded", t["plain"], t["model"]))
+    rows.append(("torch forward, MLP 3 layers, + each layer (4 records)", t["plain"], t["children"]))
+    tel = run_child("telemetry", 2000, a.repeats)["per_snapshot_us"]
+    for name, base, cap in rows:
+        print(json.dumps({"what": name, "plain_us": round(base, 2), "captured_us": round(cap, 2),
+                          "added_us": round(cap - base, 2)}))
+    print(json.dumps({"what": "telemetry snapshot (psutil)", "us": round(tel, 2)}))
+    print("\n| what | without capture (µs) | with capture (µs) | added (µs) |\n| --- | --- | --- | --- |")
+    for name, base, cap in rows:
+        print(f"| {name} | {base:.1f} | {cap:.1f} | {cap - base:+.1f} |")
+    print(f"| telemetry snapshot at a task's start or end | — | {tel:.1f} | {tel:+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
