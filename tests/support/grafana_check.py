@@ -1,0 +1,49 @@
+"""Type-checks Grafana dashboards against the @grafana/schema TypeScript types
+(Grafana itself is not installable here): npm packages in a cache dir outside the
+repository, one .ts file per dashboard, `tsc --noEmit --strict`."""
+import json
+import os
+import shutil
+import subprocess
+
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "flowcept", "grafana-check")
+PACKAGES = ["@grafana/schema", "typescript@5"]
+
+
+def ensure_toolchain():
+    """(cache dir, None) or (None, why not)."""
+    if not shutil.which("npm") or not shutil.which("node"):
+        return None, "node/npm are not installed (apt-get install -y nodejs npm)"
+    tsc = os.path.join(CACHE, "node_modules", "typescript", "bin", "tsc")
+    schema = os.path.join(CACHE, "node_modules", "@grafana", "schema", "package.json")
+    if not (os.path.exists(tsc) and os.path.exists(schema)):
+        os.makedirs(CACHE, exist_ok=True)
+        try:
+            subprocess.run(["npm", "i", "--silent", "--no-audit", "--no-fund", *PACKAGES], cwd=CACHE,
+                           check=True, timeout=600, capture_output=True)
+        except (subprocess.SubprocessError, OSError) as e:
+            return None, f"cannot npm install {' '.join(PACKAGES)} into {CACHE}: {e}"
+    return CACHE, None
+
+
+def typecheck(dashboards: dict, workdir: str):
+    """dashboards: name -> dict.  Returns (returncode, compiler output)."""
+    os.makedirs(workdir, exist_ok=True)
+    files = []
+    for name, doc in dashboards.items():
+        path = os.path.join(workdir, f"{name}.ts")
+        with open(path, "w") as f:
+            f.write('import { Dashboard } from "@grafana/schema";\n'
+                    f"export const dashboard: Dashboard = {json.dumps(doc, indent=1)};\n")
+        files.append(path)
+    with open(os.path.join(workdir, "tsconfig.json"), "w") as f:
+        json.dump({"compilerOptions": {"strict": True, "noEmit": True, "skipLibCheck": True,
+                                       "moduleResolution": "node", "module": "commonjs", "target": "es2020",
+                                       "baseUrl": ".", "types": [],
+                                       "paths": {"@grafana/schema": [os.path.join(
+                                           CACHE, "node_modules", "@grafana", "schema")]}},
+                   "files": files}, f)
+    tsc = os.path.join(CACHE, "node_modules", "typescript", "bin", "tsc")
+    r = subprocess.run(["node", tsc, "-p", os.path.join(workdir, "tsconfig.json")], cwd=CACHE,
+                       capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stdout + r.stderr
