@@ -49,7 +49,10 @@ def _cmd_compact(args) -> int:
               f"out --no-append to merge the new records into it", file=sys.stderr)
         return 2
     except ArchiveError as e:
-        print(f"flowcept compact: error: {_one_line(e)}", file=sys.stderr)
+        hint = ""
+        if os.path.exists(out) and not args.overwrite and str(out) in str(e):
+            hint = f"; pass --overwrite to replace {out} (or -o another file)"
+        print(f"flowcept compact: error: {_one_line(e)}{hint}", file=sys.stderr)
         return 2
     print(rep.describe())
     return 0

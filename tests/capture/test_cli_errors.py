@@ -67,6 +67,19 @@ def test_compact_onto_an_existing_archive_names_overwrite(run_dir, archive):
     assert "--overwrite" in one_line_error(r, "compact")
 
 
+@pytest.mark.parametrize("content", [b"hello\n", None])
+def test_compact_onto_a_foreign_file_names_overwrite(run_dir, archive, tmp_path, content):
+    target = tmp_path / "foreign.h5"
+    if content is None:
+        import h5py
+        with h5py.File(target, "w") as f:
+            f.create_dataset("x", data=[1])
+    else:
+        target.write_bytes(content)
+    r = flowcept_cli("compact", os.path.join(run_dir, "j1"), "-o", str(target), "--no-progress")
+    assert "--overwrite" in one_line_error(r, "compact")
+
+
 def test_prolog_outside_slurm_names_prolog(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     line = one_line_error(flowcept_cli("prolog", env=env, cwd=str(tmp_path)), "prolog")
