@@ -629,6 +629,76 @@ class _TaskColumns:
             ig.create_dataset(nm, data=np.array(getattr(self, nm), "<i8"))
 
 
+class _MapRelease:
+    """Drops the pages of a zero-copy frame from this process's page tables once the frame
+    has been copied (MADV_DONTNEED on the store's shared file mapping): the data stays in
+    the page cache, but the process's resident size no longer grows with the store.  Done
+    only for frames that lie inside a shared mapping of a file (checked against
+    /proc/self/maps: never on heap memory); elsewhere a no-op."""
+
+    def __init__(self):
+        self.ranges: List[Tuple[int, int]] = []
+        self.pending: Optional[Tuple[int, int]] = None
+        self.libc = None
+        self.refreshes = 0
+        try:
+            import ctypes
+            import mmap
+            self.page = mmap.PAGESIZE
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            self.libc = libc
+            self.advice = getattr(mmap, "MADV_DONTNEED", 4)
+        except (OSError, AttributeError, ImportError):
+            self.libc = None
+
+    def _refresh(self):
+        self.refreshes += 1
+        ranges = []
+        try:
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    parts = line.split(None, 5)
+                    if len(parts) < 6 or not parts[5].strip().startswith("/"):
+                        continue
+                    perms = parts[1]
+                    if perms[0] != "r" or perms[3] != "s":
+                        continue
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    ranges.append((lo, hi))
+        except OSError:
+            self.libc = None
+        self.ranges = ranges
+
+    def _inside(self, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.ranges)
+
+    def next(self, frame):
+        """Called with each frame as it arrives: releases the previous one (copied by now;
+        its address was taken while its view was valid)."""
+        self.flush()
+        if self.libc is None or not isinstance(frame, memoryview) or not frame.nbytes:
+            return
+        addr = np.frombuffer(frame, np.uint8).ctypes.data
+        lo = -(-addr // self.page) * self.page
+        hi = (addr + frame.nbytes) // self.page * self.page
+        if hi > lo:
+            self.pending = (lo, hi)
+
+    def flush(self):
+        if self.pending is None:
+            return
+        lo, hi = self.pending
+        self.pending = None
+        if not self._inside(lo, hi):
+            if self.refreshes > 64:      # not a file mapping after all: stop looking
+                return
+            self._refresh()
+            if not self._inside(lo, hi):
+                return
+        self.libc.madvise(lo, hi - lo, self.advice)
+
+
 # --------------------------------------------------------------------------- the job
 
 
@@ -743,8 +813,11 @@ class _Compaction:
             job_id = strings.id(job_name)
             for wf, doc in store_wfs.items():
                 self.workflows.setdefault(wf, {}).update(doc)
-            # zero-copy frames: views into the store's memory map, valid until the next item
+            # zero-copy frames: views into the store's memory map, valid until the next item;
+            # their pages are let go once copied, so that RSS stays within the bound
+            release = _MapRelease()
             for key, frame in st.scan(zero_copy=True):
+                release.next(frame)
                 report.batches += 1
                 k = unpack_batch_key(key)
                 if k in self.known_keys:
@@ -774,6 +847,7 @@ class _Compaction:
                 rows["job"][...] = job_id
                 runs.commit(m)
                 bar.update(1, m)
+            release.flush()
 
     def _write_tables(self):
         """strings, workflows, batch keys"""

@@ -82,7 +82,7 @@ def preload(config, settings: EpilogSettings) -> None:
     if settings.compact:
         names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.hdf5",
                   "flowcept.query.tasks", "h5py", "numpy", "zlib", "concurrent.futures",
-                  "datetime", "secrets", "numpy.ma"]
+                  "datetime", "secrets", "numpy.ma", "tempfile", "ctypes", "mmap"]
     for name in names:
         try:
             importlib.import_module(name)
