@@ -1,0 +1,77 @@
+"""`flowcept ask` end to end against a real small local model (SmolLM2-135M through an
+OpenAI-compatible HTTP endpoint): the plumbing, not the answer quality -- the model's
+tool call is run read-only against the run, its result goes back, an answer comes out,
+and the loop's bounds hold."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CLI, ROOT, clean_env
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    from llm_endpoint import Endpoint, ensure_shim, free_port, model_path
+    model, why = model_path()
+    if model is None:
+        pytest.skip(why)
+    shim, why = ensure_shim()
+    if shim is None:
+        pytest.skip(why)
+    ep = Endpoint(shim, model, free_port())
+    yield ep
+    ep.stop()
+
+
+def test_ask_runs_the_models_tool_calls(endpoint, run_data):
+    r = subprocess.run(CLI + ["ask", "How many tasks failed in this run?", "--run", run_data["h5"],
+                              "--base-url", endpoint.base_url, "--model", "smollm2", "--json",
+                              "--max-tokens", "24", "--max-steps", "3", "--timeout", "240"],
+                       capture_output=True, text=True, timeout=560, env=clean_env())
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["calls"], out               # the model asked for a tool, the agent ran it
+    names = {"failures", "find_tasks", "get_task", "workflow_summary", "lineage", "statistics"}
+    for c in out["calls"]:
+        assert c["name"] in names
+        res = json.loads(c["result"])      # the real tool's answer over the archive (or its error)
+        assert "source" in res or "error" in res
+        if c["name"] == "failures":
+            assert res["total"] == 1 and res["items"][0]["activity_id"] == "evaluate"
+        if c["name"] == "workflow_summary":
+            assert res["tasks"] == 148
+    assert out["steps"] >= 2 and isinstance(out["answer"], str)
+    assert out["stopped"] in ("answer", "max_steps", "max_tool_calls")
+
+
+def test_agent_loop_bounds_and_plain_output(endpoint, run_data):
+    from flowcept.access.agent import ask
+    from flowcept.access.core import Access
+    from flowcept.access.tools import call_tool
+    a = Access([run_data["runs"]])
+    ran = []
+
+    def call(name, args):
+        ran.append(name)
+        return call_tool(a, name, args)
+    try:
+        res = ask("Summarise the workflow.", call, endpoint.base_url, "smollm2", max_steps=1,
+                  max_tokens=16, timeout=240)
+    finally:
+        a.close()
+    assert res.steps == 1 and res.stopped == "max_steps" and len(ran) == 1   # one model call only
+    assert "queries run (1):" in res.describe()
+
+
+def test_unreachable_endpoint_is_a_one_line_error(run_data):
+    from conftest import free_port
+    r = subprocess.run(CLI + ["ask", "anything", "--run", run_data["h5"], "--base-url",
+                              f"http://127.0.0.1:{free_port()}/v1", "--timeout", "5"],
+                       capture_output=True, text=True, timeout=60, env=clean_env())
+    assert r.returncode == 2 and "cannot reach the chat endpoint" in r.stderr and "--base-url" in r.stderr
