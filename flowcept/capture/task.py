@@ -355,6 +355,9 @@ class FlowceptLoop:
             total = len(self.items)  # type: ignore[arg-type]
         except Exception:   # no len(), or a hostile one: the loop does not need it
             total = None
+        # names as text: a hostile loop_name/item_name must not break the loop
+        iter_name = _text(self.loop_name) + "_iteration"
+        item_key = self.item_name if type(self.item_name) is str else _text(self.item_name)
         loop = FlowceptTask(self.loop_name, used={"items": total} if total is not None else None)
         loop.begin()
         count = 0
@@ -363,8 +366,8 @@ class FlowceptLoop:
             for i, item in enumerate(self.items):
                 used = {"index": i}
                 if self.capture_items:
-                    used[self.item_name] = item
-                task = self._iter_task = FlowceptTask(f"{self.loop_name}_iteration", used=used)
+                    used[item_key] = item
+                task = self._iter_task = FlowceptTask(iter_name, used=used)
                 task.begin()
                 self._iter_generated = None
                 try:

@@ -231,6 +231,23 @@ def test_loop_break_stores_last_iteration_finished(run_dir):
     assert s == 0 and lp["generated"] == {"iterations": 4}
 
 
+def test_loop_with_hostile_names_and_items(run_dir):
+    class NoLen:
+        def __len__(self):
+            raise RuntimeError("no len")
+
+        def __iter__(self):
+            return iter([Hostile(), "\ud800", 2 ** 100])
+
+    from flowcept.capture.task import FlowceptLoop as Loop   # the capture layer's own loop
+    with Flowcept():
+        seen = [type(x).__name__ for x in Loop(NoLen(), loop_name=Hostile(),
+                                               item_name=["unhashable"])]
+    assert seen == ["Hostile", "str", "int"]
+    recs = records(run_dir)
+    assert len(recs) == 4 and all(s == 0 for _, s, _ in recs)
+
+
 # -- configuration ------------------------------------------------------------------------
 
 def test_lazy_start_with_wrong_config_runs_uncaptured(kind, monkeypatch, caplog):
