@@ -208,10 +208,12 @@ class Keeper:
 
     def process(self, src, entries) -> None:
         self.counts["reads"] += 1
-        accepted, rejected = [], []
+        accepted, rejected, entry_of = [], [], {}
         for entry in entries:
             try:
-                accepted.append(self.check(entry))
+                item = self.check(entry)
+                accepted.append(item)
+                entry_of[id(item)] = entry
             except _Reject as r:
                 rejected.append({"reason": r.reason, "detail": r.detail, "frame": entry.frame,
                                  "routing": _safe_routing(entry)})
@@ -230,16 +232,21 @@ class Keeper:
                 if refused:
                     bad = {id(item) for item, _ in refused}
                     accepted = [item for item in accepted if id(item) not in bad]
-                    for (key, frame), err in refused:
+                    for item, err in refused:
                         rejected.append({"reason": "store_refused",
                                          "detail": f"{_store_name(store)}: {_describe(err)}",
-                                         "frame": frame, "routing": {"key": key.hex()}})
+                                         "frame": item[1],
+                                         "routing": _safe_routing(entry_of[id(item)])})
             self.quarantine.put(rejected)
         except STORE_ERRORS as e:   # store failure: nothing acknowledged, redelivered later
             self.counts["store_errors"] += 1
             log.error("keeper %s: store write failed (%s); %d entries stay pending", self.name,
                       _describe(e), len(entries))
-            src.redeliver(entries)
+            try:
+                src.redeliver(entries)
+            except TransportUnavailable as te:
+                self.counts["transport_errors"] += 1
+                log.warning("keeper %s: %s; the entries stay pending at the source", self.name, te)
             self._stop.wait(1.0)
             return
         seen = set()
@@ -250,7 +257,7 @@ class Keeper:
             seen.add(key)
         self.counts["batches_in"] += new
         self.counts["records_in"] += new_records
-        self.counts["duplicates"] += len(accepted) - new
+        self.counts["duplicates"] += max(0, len(accepted) - new)
         self.counts["rejected"] += len(rejected)
         for r in rejected:
             self.rejected[r["reason"]] = self.rejected.get(r["reason"], 0) + 1

@@ -63,7 +63,8 @@ hostile = hs.one_of(
     hs.sampled_from(sorted(HOSTILE_WORKFLOW)).map(lambda n: ("workflow", n, HOSTILE_WORKFLOW[n])),
     hs.sampled_from(sorted(HOSTILE_TASK)).map(lambda n: ("task", n, HOSTILE_TASK[n])),
     hs.binary(min_size=1, max_size=64).map(lambda b: ("workflow", "random", b"\xc1" + b)),
-    hs.integers(600, 4000).map(lambda d: ("task", "deep", deep(d))),
+    hs.integers(1100, 4000).map(lambda d: ("task", "deep", deep(d))),      # > msgpack's stack
+    hs.integers(600, 4000).map(lambda d: ("workflow", "deep", deep(d))),
     hs.integers(1, 2 ** 31).map(lambda n: ("workflow", "huge_bin",
                                            b"\xc6" + (n + 64).to_bytes(4, "big") + b"x" * 8)))
 valid = hs.one_of(
