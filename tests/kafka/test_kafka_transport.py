@@ -170,3 +170,59 @@ def test_keeper_sigkilled_mid_ingest_and_restarted_stores_everything_once(kafka_
     from flowcept.query.search import query
     tasks = query(store)
     assert len(tasks) == 150 * 400 == len({t["task_id"] for t in tasks})
+
+
+@pytest.mark.slow
+def test_rebalance_while_keepers_come_and_go_loses_and_doubles_nothing(kafka_server, tmp_path):
+    cfg = kcfg(kafka_server, tmp_path, kafka_partitions=4)
+    nodes = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    want = []
+    for i, n in enumerate(nodes):
+        fs = [make_frame(s, 300, ring_uid=i + 1)[0] for s in range(20)]
+        publish(cfg, fs, n)
+        want += [frame_key(f) for f in fs]
+    store = str(tmp_path / "store")
+
+    def keeper(name, idle=None):
+        args = [sys.executable, "-m", "flowcept", "keeper", "run", "--url", cfg.transport_url,
+                "--store-dir", store, "--name", name, "--count", "1", "-o",
+                f"kafka_group={cfg.kafka_group}", "--status-interval", "0.1"]
+        if idle:
+            args += ["--exit-when-idle", str(idle)]
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stored_now():
+        try:
+            return read_status(store)["totals"]["batches_in"]
+        except Exception:
+            return 0
+
+    a = keeper("k-a")
+    b = c = None
+    try:
+        deadline = time.monotonic() + 45
+        while stored_now() < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b = keeper("k-b")                       # joins: the partitions are split again
+        while stored_now() < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stored_now() < len(want), "ingest ended before the second rebalance"
+        a.send_signal(signal.SIGTERM)           # leaves: its partitions move to k-b
+        a.communicate(timeout=30)
+        assert a.returncode == 0
+        c = keeper("k-c", idle=10)              # and a third one comes and stays to the end
+        c.communicate(timeout=90)
+        b.send_signal(signal.SIGTERM)
+        b.communicate(timeout=30)
+    finally:
+        for p in (a, b, c):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+    keys = stored_keys(store)
+    assert sorted(keys) == sorted(want)          # nothing lost, nothing twice
+    st = read_status(store)
+    assert st["totals"]["batches_in"] == len(want)
+    per = {k["name"]: k["batches_in"] for k in st["keepers"]}
+    assert set(per) == {"k-a", "k-b", "k-c"}
+    assert per["k-a"] >= 10 and per["k-b"] + per["k-c"] > 0, per
