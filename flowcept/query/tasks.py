@@ -51,7 +51,10 @@ def iter_batches(path: str) -> Iterator[Batch]:
 @dataclass
 class Records:
     """Task records of a store, columnar: ``records`` (RECORD_DTYPE) plus
-    per-record activity name, node and payload bytes."""
+    per-record activity name, node and payload bytes.  A record that carried
+    its activity name in its payload (activity_id FC_ACTIVITY_OVERFLOW) is
+    named from it, and its payload here is its own, without the prefix
+    (FLAG_NAME_IN_PAYLOAD cleared)."""
     records: np.ndarray
     activity: np.ndarray
     node: np.ndarray
@@ -69,15 +72,17 @@ def read_records(path: str, include_workflow_records: bool = False) -> Records:
         r = b.records
         keep = np.ones(len(r), bool) if include_workflow_records else (r["flags"] & FLAG_WORKFLOW) == 0
         idx = np.flatnonzero(keep)
-        recs.append(r[idx])
         ids = np.minimum(r["activity_id"][idx], len(strings) - 1)
         names = strings[ids]
         payloads = [b.payload_of(i) for i in idx.tolist()]
         named = np.flatnonzero(r["flags"][idx] & FLAG_NAME_IN_PAYLOAD)
+        sel = r[idx]
         if len(named):
             names = names.copy()
             for j in named.tolist():
                 names[j], payloads[j] = named_payload(payloads[j], int(r["flags"][idx[j]]), names[j])
+            sel["flags"][named] &= ~np.uint16(FLAG_NAME_IN_PAYLOAD)   # the prefix is gone
+        recs.append(sel)
         acts.append(names)
         nodes.append(np.full(len(idx), node, dtype=object))
         pays.extend(payloads)

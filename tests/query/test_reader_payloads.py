@@ -90,6 +90,9 @@ def test_read_records_strips_the_name_prefix(store_dir):
     assert [r.activity[i] for i in order] == ["py_task", "c_task", "py_task", LONG, "c-overflow",
                                               "c_task"]
     assert r.payloads[order[4]] == OPAQUE
+    assert r.payloads[order[3]] == msgpack.packb({"used": {"z": 3}})
+    assert not (r.records["flags"] & FLAG_NAME_IN_PAYLOAD).any()   # prefixes are gone
+    assert r.records["activity_id"][order[3]] == ACTIVITY_OVERFLOW
 
 
 def test_query_decodes_by_flag_counts_errors_and_finds_overflow_names(store_dir):
