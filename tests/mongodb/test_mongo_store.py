@@ -1,6 +1,7 @@
 """The MongoDB store against a real MongoDB-wire server (nx-27017): idempotent
 batches, Flowcept's collections and fields, the same answers as LMDB for
-Flowcept-style queries (filters evaluated by the server), and a keeper
+Flowcept-style queries (filters evaluated by the server) and as the HDF5
+archive, and a keeper
 writing LMDB and MongoDB at once from Kafka."""
 import random
 import subprocess
@@ -87,7 +88,7 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("q", QUERIES, ids=[str(i) for i in range(len(QUERIES))])
-def test_flowcept_queries_same_from_lmdb_and_mongodb(mongo_server, tmp_path, q):
+def test_flowcept_queries_same_from_lmdb_mongodb_and_archive(mongo_server, tmp_path, q):
     from flowcept.query.mongo import query as mquery
     from flowcept.query.search import query as lquery
     items = frames()
@@ -102,6 +103,13 @@ def test_flowcept_queries_same_from_lmdb_and_mongodb(mongo_server, tmp_path, q):
     assert want, q                                   # each query selects something
     assert [strip(d) for d in got] == want
     assert len(got) < 24 * 30 or not q.get("filter")  # the server filtered
+    if set(q) == {"filter"}:                         # and the HDF5 archive of the same store
+        pytest.importorskip("h5py", reason="the archive needs h5py (pip install 'flowcept[hdf5]')")
+        from flowcept.archive.compact import compact
+        from flowcept.archive.hdf5 import Archive
+        compact(lpath, str(tmp_path / "a.h5"), job="j")
+        with Archive(str(tmp_path / "a.h5")) as a:
+            assert sorted(a.query(q["filter"]).task_ids()) == sorted(d["task_id"] for d in got)
 
 
 def test_captured_workflow_same_from_lmdb_and_mongodb(mongo_server, tmp_path, run_dir):
