@@ -31,11 +31,7 @@ def query(url: str, filter: Optional[dict] = None, workflow=None, activity=None,
     from flowcept.store import open_store
     cond = build_condition(filter, workflow, activity, rank, start, end, task_id)
     with open_store("mongodb", url, config, readonly=True) as st:
-        cursor = st.tasks.find(cond, projection or {"_id": 0})
-        cursor = cursor.sort(sort or [("_id", 1)])
-        if limit:
-            cursor = cursor.limit(int(limit))
-        return list(cursor)
+        return st.find_tasks(cond, limit=limit, sort=sort, projection=projection)
 
 
 def workflows(url: str, filter: Optional[dict] = None, config=None) -> List[dict]:

@@ -294,6 +294,17 @@ class MongoStore(Store):
         for doc in self.batches.find({}, {"summary": 1}).sort("_id", 1):
             yield bytes.fromhex(doc["_id"]), doc.get("summary") or {}
 
+    def find_tasks(self, cond: Optional[dict] = None, limit: Optional[int] = None, sort=None,
+                   projection: Optional[dict] = None) -> List[dict]:
+        """Task documents matching a Mongo-style filter, evaluated by the
+        server (readers with a filter call this instead of scanning frames).
+        Storage order (batch key, then record order) unless ``sort``."""
+        cursor = self.tasks.find(cond or {}, projection or {"_id": 0})
+        cursor = cursor.sort(sort or [("_id", 1)])
+        if limit:
+            cursor = cursor.limit(int(limit))
+        return list(cursor)
+
     def workflows(self) -> dict:
         out = {}
         for doc in self.workflows_c.find({}):

@@ -234,6 +234,7 @@ class KafkaTransport(Transport):
             p.poll(0)
         except Exception:
             pass
+        self._errors = []     # the purge reports every dropped message as failed
 
     def _report(self, token, err, msg) -> None:
         if err is None:

@@ -176,3 +176,24 @@ def test_keeper_writes_lmdb_and_mongodb_from_kafka(mongo_server, tmp_path):
     mt = mquery(murl)
     assert len(lt) == len(mt) == 400
     assert sorted(d["task_id"] for d in lt) == sorted(d["task_id"] for d in mt)
+
+
+def test_flowcept_query_cli_reads_mongodb_like_lmdb(mongo_server, tmp_path):
+    import json
+    items = frames(8, 20)
+    lpath = str(tmp_path / "store")
+    with open_store("lmdb", lpath, load_config(env={})) as st:
+        st.put_batches(items)
+    url = mongo_server.url("cli")
+    with open_store("mongodb", url, load_config(env={})) as st:
+        st.put_batches(items)
+        pushed = st.find_tasks({"activity_id": "io", "rank": {"$in": [1, 2]}})
+    flt = json.dumps({"activity_id": "io", "rank": {"$in": [1, 2]}})
+    outs = []
+    for where in (lpath, url):
+        r = subprocess.run([sys.executable, "-m", "flowcept", "query", where, "-f", flt,
+                            "--format", "jsonl", "--all"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stderr
+        outs.append(sorted(json.loads(ln)["task_id"] for ln in r.stdout.splitlines() if ln.strip()))
+    assert outs[0] and outs[0] == outs[1] == sorted(d["task_id"] for d in pushed)
