@@ -9,7 +9,7 @@ group; ``start_interceptors`` is what ``Flowcept(interceptors=[...])`` and
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Union
+from typing import Any, Iterable, List, Mapping, Union
 
 __all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config"]
 
@@ -18,24 +18,13 @@ def adapter_from_config(name: str, session, **options: Any):
     """An adapter of the registered ``name``, its options taken from the
     session's configuration (``<name>_<option>`` keys, e.g.
     ``mlflow_tracking_uri``) and overridden by ``options``."""
-    import sys
     from flowcept import registry
     from flowcept.errors import ConfigError
     try:
         cls = registry.load("adapter", name)
     except LookupError as e:
         raise ConfigError(str(e)) from None
-    module = sys.modules.get(cls.__module__)
-    kw: Dict[str, Any] = {}
-    config = getattr(session, "config", None)
-    for opt in getattr(module, "OPTIONS", ()):
-        if config is None:
-            break
-        value = getattr(config, f"{name}_{opt.name}", opt.default)
-        if value not in (None, "") and value != opt.default:
-            kw[opt.name] = value
-    kw.update(options)
-    return cls(session, **kw)
+    return cls.from_session(session, **options)
 
 
 def start_interceptors(names: Union[Iterable[Any], Mapping[str, dict]], session, **kw: Any) -> List:

@@ -107,6 +107,23 @@ class Adapter:
         self._stop = threading.Event()
         self._started = False
 
+    @classmethod
+    def from_session(cls, session, **options: Any) -> "Adapter":
+        """An adapter whose options come from the session's configuration
+        (``<name>_<option>`` keys declared in the adapter module's
+        ``OPTIONS``, e.g. ``mlflow_tracking_uri``), overridden by
+        ``options``.  ``Flowcept(interceptors=[...])`` builds adapters so."""
+        import sys
+        module = sys.modules.get(cls.__module__)
+        config = getattr(session, "config", None)
+        kw: Dict[str, Any] = {}
+        for opt in getattr(module, "OPTIONS", ()) if config is not None else ():
+            value = getattr(config, f"{cls.name}_{opt.name}", opt.default)
+            if value not in (None, "") and value != opt.default:
+                kw[opt.name] = value
+        kw.update(options)
+        return cls(session, **kw)
+
     # -- what a subclass provides ---------------------------------------
     def source_key(self) -> str:
         """Names the observed source (names the default checkpoint file)."""

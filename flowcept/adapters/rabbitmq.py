@@ -95,15 +95,25 @@ class RabbitmqAdapter(Adapter):
     def read_new(self) -> Iterator[Item]:
         if self._ch is None:
             self.open()
+        import pika.exceptions
         n = 0
-        while n < self.max_per_pass:
-            method, props, body = self._ch.basic_get(self.queue, auto_ack=False)
-            if method is None:
-                return
-            yield self._item(method, props, body)
-            # acknowledged only once the record is in the ring
-            self._ch.basic_ack(method.delivery_tag)
-            n += 1
+        try:
+            while n < self.max_per_pass:
+                method, props, body = self._ch.basic_get(self.queue, auto_ack=False)
+                if method is None:
+                    return
+                yield self._item(method, props, body)
+                # acknowledged only once the record is in the ring
+                self._ch.basic_ack(method.delivery_tag)
+                n += 1
+        except pika.exceptions.AMQPError:
+            # a broker restart or network cut: reconnect on the next pass; what was
+            # not acknowledged is redelivered (same record ids)
+            try:
+                self.close()
+            except Exception:
+                self._conn = self._ch = None
+            raise
 
     def _item(self, method, props, body: bytes) -> Item:
         headers = dict(props.headers or {})
