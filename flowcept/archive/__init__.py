@@ -1,7 +1,7 @@
 """Archive: one self-describing HDF5 file per job, for offline analysis.
 
     import flowcept.archive as fa
-    fa.compact("flowcept-runs/<job>", "job.h5")      # LMDB store(s) -> HDF5
+    fa.compact("flowcept-runs/<job>", "job.h5")      # LMDB store(s) -> HDF5, in bounded memory
     a = fa.open("job.h5")                            # Archive: query, lineage, stats
     a.query(activity="diffuse", rank=0).to_pandas()
 

@@ -71,10 +71,12 @@ MIN_MEMORY = 16 << 20
 # The /tasks columns: name, dtype.  Rows are sorted and merged as one array per column.
 _COLS = [(name, np.dtype(dt)) for name, _f, dt in columns()]
 ROW_BYTES = sum(dt.itemsize for _n, dt in _COLS)
-# Scan-time bytes per row held: the row, and for its sort the permutation (8) and
-# timsort's scratch of up to half of it (the key is contiguous: argsort reads it in place)
-_SCAN_BYTES_PER_ROW = ROW_BYTES + 12
-_SCAN_SHARE = 0.5             # of memory_bytes, for the run buffer (the rest: pool, blobs, HDF5)
+# Scan-time bytes per row held: the row, and for its sort the permutation (8), timsort's
+# scratch of up to half of it (4) and the sorted start times (8)
+_SCAN_BYTES_PER_ROW = ROW_BYTES + 20
+# Of memory_bytes, for the run buffer (the rest: compression pool, blob chunks, HDF5 caches).
+# The scan's buffer is let go before the merge starts, so the two shares do not add up.
+_SCAN_SHARE = 0.6
 _MERGE_SHARE = 0.2            # of memory_bytes, for the merge's blocks (each round copies twice)
 _MIN_BLOCK = 1024
 
@@ -491,38 +493,46 @@ _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
-def _dedupe_sorted(rows: _Block) -> Tuple[_Block, int]:
-    """Drops, from rows sorted by start_ns (ties in input order), the duplicates by
-    (workflow_id, task_id) among rows of equal start_ns: the first finished record is
-    kept, else the first.  Returns (rows, how many were dropped).  A 64-bit mix of the
-    key finds candidates among the tied rows; candidates are compared exactly."""
-    s = rows["start_ns"]
+def _duplicates(s: np.ndarray, col: Callable[[str, np.ndarray], np.ndarray]) -> Optional[np.ndarray]:
+    """Positions to drop from rows sorted by start_ns ``s`` (ties in input order): the
+    duplicates by (workflow_id, task_id) among rows of equal start_ns; the first finished
+    record is kept, else the first.  ``col(name, positions)`` gives a column at positions.
+    A 64-bit mix of the key finds candidates among the tied rows; candidates are compared
+    exactly.  None when there is nothing to drop."""
     if len(s) < 2:
-        return rows, 0
+        return None
     eq = s[1:] == s[:-1]
     if not eq.any():
-        return rows, 0
+        return None
     mask = np.zeros(len(s), bool)
     mask[1:] |= eq
     mask[:-1] |= eq
     cand = np.flatnonzero(mask)
-    h = ((rows["workflow_id"][cand] * _K1) ^ rows["task_id"][cand]) + s[cand].view(np.uint64) * _K2
+    h = ((col("workflow_id", cand) * _K1) ^ col("task_id", cand)) + s[cand].view(np.uint64) * _K2
     hs = np.sort(h)
     dup_h = hs[1:][hs[1:] == hs[:-1]]
     if not len(dup_h):
-        return rows, 0
+        return None
     cand = cand[np.isin(h, dup_h)]
-    wf, tid, st = rows["workflow_id"][cand], rows["task_id"][cand], s[cand]
-    running = (rows["status"][cand] == STATUS_RUNNING).astype(np.uint8)
+    wf, tid, st = col("workflow_id", cand), col("task_id", cand), s[cand]
+    running = (col("status", cand) == STATUS_RUNNING).astype(np.uint8)
     o = np.lexsort((cand, running, tid, wf, st))
     wf, tid, st = wf[o], tid[o], st[o]
     first = np.ones(len(o), bool)
     first[1:] = (wf[1:] != wf[:-1]) | (tid[1:] != tid[:-1]) | (st[1:] != st[:-1])
     if first.all():
+        return None
+    return cand[o[~first]]
+
+
+def _dedupe_sorted(rows: _Block) -> Tuple[_Block, int]:
+    """rows without their duplicates (see _duplicates), and how many were dropped."""
+    drop = _duplicates(rows["start_ns"], lambda name, pos: rows[name][pos])
+    if drop is None:
         return rows, 0
-    keep = np.ones(len(s), bool)
-    keep[cand[o[~first]]] = False
-    return rows.take(np.flatnonzero(keep)), int((~first).sum())
+    keep = np.ones(len(rows), bool)
+    keep[drop] = False
+    return rows.take(np.flatnonzero(keep)), len(drop)
 
 
 def _merge(runs: List[object], block_rows: int, emit: Callable[[_Block], None]) -> int:
@@ -615,6 +625,40 @@ class _TaskColumns:
         for name, ds in self.ds.items():
             self.w.write_chunk(ds, off, lambda c=rows.cols[name]: c)
         self.n += m
+
+    def write_gathered(self, run: "_MemRun") -> int:
+        """Writes the only run (everything fitted in memory) without the merge: duplicates
+        found on the sorted start times, then each chunk of each column gathered by the
+        sort order inside the compression pool, in parallel.  Returns how many duplicates."""
+        assert self.n == 0 and self.fill == 0
+        rows, order = run.rows, run.order
+        start = rows["start_ns"]
+        s = start if order is None else np.take(start, order)
+        pick = (lambda name, pos: rows[name][pos]) if order is None else \
+            (lambda name, pos: rows[name][order[pos]])
+        drop = _duplicates(s, pick)
+        if drop is not None:
+            keep = np.ones(len(s), bool)
+            keep[drop] = False
+            keep_pos = np.flatnonzero(keep)
+            order = keep_pos if order is None else order[keep_pos]
+            s = s[keep_pos]
+        n = len(s)
+        if self.ds["task_id"].shape[0] < n:
+            for ds in self.ds.values():
+                ds.resize((n,))
+        end = rows["end_ns"]
+        for lo in range(0, n, self.chunk):
+            hi = min(lo + self.chunk, n)
+            self.start_min.append(int(s[lo]))
+            self.start_max.append(int(s[hi - 1]))
+            self.end_max.append(int((end[lo:hi] if order is None else np.take(end, order[lo:hi])).max()))
+            for name, ds in self.ds.items():
+                c = rows.cols[name]
+                self.w.write_chunk(ds, lo, (lambda c=c, lo=lo, hi=hi: c[lo:hi]) if order is None
+                                   else (lambda c=c, idx=order[lo:hi]: np.take(c, idx)))
+        self.n = n
+        return 0 if drop is None else len(drop)
 
     def close(self, h5):
         if self.fill:
@@ -790,7 +834,10 @@ class _Compaction:
             cols = _TaskColumns(self.w, n_upper, chunk)
             block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
                         // (max(len(sources), 1) * ROW_BYTES))
-            dropped = _merge(sources, block, cols.append)
+            if len(sources) == 1 and isinstance(sources[0], _MemRun):
+                dropped = cols.write_gathered(sources[0])
+            else:
+                dropped = _merge(sources, block, cols.append)
             cols.close(self.h5)
         finally:
             runs.close()
