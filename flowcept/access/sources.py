@@ -120,7 +120,7 @@ class StoreSource(Source):
         with self.lock:
             for opener in self.openers:
                 with opener() as store:
-                    keys = [bytes(k) for k, s in store.summaries() if batch_may_match(s, cond)]
+                    keys = [bytes(k) for k, s in store.summaries() if batch_may_match(_summary(s), cond)]
                     for _key, frame in store.scan(keys=keys):
                         deadline.check()
                         b = Batch(frame, check=False)
@@ -186,6 +186,21 @@ class StoreSource(Source):
         if self._prov_archive is not None:
             self._prov_archive.close()
             self._prov_archive = None
+
+
+def _summary(s: dict) -> dict:
+    """A batch summary with its 64-bit unsigned values as ints: stores whose integers
+    are signed 64-bit (MongoDB) keep larger ones, such as workflow ids, as text."""
+    def num(v):
+        return int(v) if isinstance(v, str) and v.isdigit() else v
+    if any(isinstance(v, str) and v.isdigit() for v in s.get("wf", ())) or \
+            any(isinstance(s.get(k), str) for k in ("t0", "t1", "id0", "id1", "s1", "e0")):
+        s = dict(s)
+        s["wf"] = [num(v) for v in s.get("wf", ())]
+        for k in ("t0", "t1", "id0", "id1", "s1", "e0", "r0", "r1"):
+            if k in s:
+                s[k] = num(s[k])
+    return s
 
 
 # -- archives ----------------------------------------------------------------------------
