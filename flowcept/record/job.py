@@ -30,9 +30,18 @@ def job_id_of(job_name: str) -> int:
     ASCII digits only, as C's fc_job_id_of; other names hash)."""
     if job_name.isascii() and job_name.isdigit() and int(job_name) < 1 << 63:
         return int(job_name)
-    # the name's bytes as C sees them (surrogateescape: as the environment gave them)
-    data = job_name.encode("utf-8", "surrogateescape")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") | 1 << 63
+    return int.from_bytes(hashlib.blake2b(name_bytes(job_name), digest_size=8).digest(),
+                          "little") | 1 << 63
+
+
+def name_bytes(job_name: str) -> bytes:
+    """The bytes of a job name as C sees them: as the environment gave them
+    (surrogateescape); a name no environment could hold (a lone surrogate)
+    still encodes (surrogatepass) rather than raising."""
+    try:
+        return job_name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return job_name.encode("utf-8", "surrogatepass")
 
 
 def new_job_name() -> str:
