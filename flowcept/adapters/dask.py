@@ -6,6 +6,8 @@ leaves ``executing``: key, activity (the key's prefix, ``inc`` for
 ``inc-<hash>``), worker address, the executing thread, start/end from
 Dask's own ``startstops``, status (``memory`` -> FINISHED, ``error`` ->
 ERROR with the exception text), and its dependencies.
+With ``telemetry=True`` the worker plugin adds CPU/memory/process (and
+GPU) snapshots taken as each task starts and ends (``telemetry``).
 ``FlowceptDaskSchedulerAdapter`` is the ``SchedulerPlugin`` counterpart for
 clusters whose workers cannot be touched: the same record, made in the
 scheduler's process from its ``task-finished`` / ``task-erred`` messages.
@@ -136,18 +138,25 @@ class FlowceptDaskWorkerAdapter(_Recorder, _WorkerPlugin):
         self._init_recorder(session, workflow_id, telemetry)
         self._worker = None
         self._owns = None
+        self._tel_start: Dict[Any, Any] = {}
 
     def setup(self, worker):
         self._worker = worker
         self._session_here()
 
     def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and self._telemetry:
+            from flowcept.adapters.telemetry import telemetry
+            self._tel_start[key] = telemetry().capture()
+            return
         if start != "executing" or finish not in ("memory", "error"):
             return
         w = self._worker
         ts = w.state.tasks.get(key) if w is not None else None
         begin, end = _compute_span(getattr(ts, "startstops", None))
         extra = {"dask_state": finish}
+        if self._telemetry:
+            extra["telemetry_at_start"] = self._tel_start.pop(key, None)
         if finish == "error" and ts is not None:
             extra["error"] = (getattr(ts, "exception_text", "") or "")[:500]
         self._record(key, STATUS_FINISHED if finish == "memory" else STATUS_ERROR, begin, end,

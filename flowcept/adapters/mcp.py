@@ -104,8 +104,9 @@ def _default_agent() -> str:
 
 
 def agent_flowcept_task(func=None, *, agent_id: Optional[str] = None, name: Optional[str] = None,
-                        tags=None):
-    """Decorator for MCP tool functions (see the module doc)."""
+                        tags=None, telemetry: bool = False):
+    """Decorator for MCP tool functions (see the module doc); telemetry=True
+    adds CPU/memory/process snapshots at the call's start and end."""
 
     def decorate(fn):
         activity = name or fn.__name__
@@ -118,35 +119,51 @@ def agent_flowcept_task(func=None, *, agent_id: Optional[str] = None, name: Opti
             except TypeError:
                 return {"args": _summary(list(args)), **{k: _summary(v) for k, v in kwargs.items()}}
 
-        extra = {"tags": tags} if tags else None
+        static = {"tags": tags} if tags else {}
+        tel = None
+        if telemetry:
+            from flowcept.adapters.telemetry import telemetry as shared
+            tel = shared()
+
+        def with_tel(at_start):
+            if tel is None:
+                return static or None
+            return {**static, "telemetry_at_start": at_start, "telemetry_at_end": tel.capture()}
+
         if inspect.iscoroutinefunction(fn):
             @functools.wraps(fn)
             async def awrapper(*args, **kwargs):
+                t0 = tel.capture() if tel is not None else None
                 start = time.time_ns()
                 try:
                     result = await fn(*args, **kwargs)
                 except BaseException as e:
+                    end = time.time_ns()
                     _push(activity, agent_id or _default_agent(), "server", used_of(args, kwargs),
-                          start, time.time_ns(), STATUS_ERROR, None,
-                          {**(extra or {}), "error": f"{type(e).__name__}: {e}"[:500]})
+                          start, end, STATUS_ERROR, None,
+                          {**(with_tel(t0) or {}), "error": f"{type(e).__name__}: {e}"[:500]})
                     raise
+                end = time.time_ns()
                 _push(activity, agent_id or _default_agent(), "server", used_of(args, kwargs), start,
-                      time.time_ns(), STATUS_FINISHED, {"result": _summary(result)}, extra)
+                      end, STATUS_FINISHED, {"result": _summary(result)}, with_tel(t0))
                 return result
             return awrapper
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            t0 = tel.capture() if tel is not None else None
             start = time.time_ns()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as e:
+                end = time.time_ns()
                 _push(activity, agent_id or _default_agent(), "server", used_of(args, kwargs), start,
-                      time.time_ns(), STATUS_ERROR, None,
-                      {**(extra or {}), "error": f"{type(e).__name__}: {e}"[:500]})
+                      end, STATUS_ERROR, None,
+                      {**(with_tel(t0) or {}), "error": f"{type(e).__name__}: {e}"[:500]})
                 raise
+            end = time.time_ns()
             _push(activity, agent_id or _default_agent(), "server", used_of(args, kwargs), start,
-                  time.time_ns(), STATUS_FINISHED, {"result": _summary(result)}, extra)
+                  end, STATUS_FINISHED, {"result": _summary(result)}, with_tel(t0))
             return result
         return wrapper
 

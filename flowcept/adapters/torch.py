@@ -19,7 +19,9 @@
 Constructor keywords read (and passed on to the module's ``__init__``, as
 in Flowcept, so a module that takes them declares ``**kwargs``):
 ``capture_enabled``, ``capture_children``, ``capture_at_every`` (record one
-batch in N), ``custom_metadata``, ``parent_task_id``.  Tensor values are
+batch in N), ``capture_telemetry`` (CPU/memory/process/GPU snapshots at each
+recorded forward's start and end, see ``telemetry``; off by default),
+``custom_metadata``, ``parent_task_id``.  Tensor values are
 never read (only dtype and shape), so capture adds no device sync.  The
 forward's own result and exceptions are unchanged: an exception is
 recorded as an ERROR record and re-raised.
@@ -32,7 +34,8 @@ from typing import Any, Dict, Optional
 from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED
 
 _DT: Dict[Any, str] = {}
-_OWN_KWARGS = ("capture_enabled", "capture_children", "capture_at_every", "custom_metadata",
+_OWN_KWARGS = ("capture_enabled", "capture_children", "capture_at_every", "capture_telemetry",
+               "custom_metadata",
                "parent_task_id", "get_profile", "save_workflow", "campaign_id", "parent_workflow_id")
 
 
@@ -108,6 +111,11 @@ def flowcept_torch(cls):
             self._fc_batch = 0
             self._fc_name = cls.__name__
             self._fc_forward_id = 0
+            self._fc_tel = None
+            if kwargs.get("capture_telemetry", False):
+                from flowcept.adapters.telemetry import telemetry
+                self._fc_tel = telemetry()
+            self._fc_tel_start = None
             self._fc_model_id = self._fc_register()
             if kwargs.get("capture_children", False):
                 self._fc_hook_children()
@@ -142,6 +150,8 @@ def flowcept_torch(cls):
             parent = d["_fc_parent"] or current_task_id.get()
             token = current_task_id.set(tid)
             d["_fc_forward_id"] = tid
+            if d["_fc_tel"] is not None:
+                d["_fc_tel_start"] = d["_fc_tel"].capture()
             start = time.time_ns()
             try:
                 out = super().forward(*args, **kwargs)
@@ -164,6 +174,9 @@ def flowcept_torch(cls):
                                             "model_task_id": self._fc_model_id, **self._fc_meta}}
                 if out is not None:
                     body["generated"] = {"tensor": _summ(out)}
+                if self._fc_tel is not None:
+                    body["custom_metadata"]["telemetry_at_start"] = self._fc_tel_start
+                    body["custom_metadata"]["telemetry_at_end"] = self._fc_tel.capture()
                 if err:
                     body["error"] = err["error"]
                 s.push(tid, parent, start, end, self._fc_name, status, encode(body),

@@ -9,7 +9,7 @@ server = MCPServer("calc")
 
 
 @server.tool()
-@agent_flowcept_task(agent_id="calc-agent")
+@agent_flowcept_task(agent_id="calc-agent", telemetry=True)
 def add(a: int, b: int) -> int:
     """Adds two integers."""
     return a + b

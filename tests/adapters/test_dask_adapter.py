@@ -1,4 +1,6 @@
 """Dask instrumentation on a real LocalCluster with process workers."""
+import os
+
 import pytest
 from conftest import read_back
 
@@ -36,7 +38,7 @@ def test_every_task_one_record_with_lineage(run_dir, session, which):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         wf = register_dask_workflow(client, "dask-test", session=session,
-                                    scheduler=(which == "scheduler"))
+                                    scheduler=(which == "scheduler"), telemetry=(which == "worker"))
         _graph(client)
         workers = set(client.scheduler_info()["workers"])
     tasks = read_back(run_dir)
@@ -59,6 +61,10 @@ def test_every_task_one_record_with_lineage(run_dir, session, which):
     assert by["boom-1"]["status"] == "ERROR" and "bad 21" in by["boom-1"]["custom_metadata"]["error"]
     assert by["boom-1"]["parent_task_id"] == total["task_id"]
     assert min(by[f"inc-{i}"]["start_ns"] for i in range(6)) <= total["start_ns"]
+    if which == "worker":   # telemetry at start and end, taken in the worker processes
+        tel = by["inc-0"]["custom_metadata"]
+        assert tel["telemetry_at_start"]["process"]["pid"] == tel["telemetry_at_end"]["process"]["pid"]
+        assert tel["telemetry_at_end"]["process"]["pid"] != os.getpid()
     from flowcept.query.tasks import find_stores
     # worker plugin: recorded inside the worker processes (their own sessions and stores)
     assert len(find_stores(run_dir)) == (1 + 2 if which == "worker" else 1)

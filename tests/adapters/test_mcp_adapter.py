@@ -58,6 +58,9 @@ def test_server_and_client_tool_calls(run_dir, session, flowcept_env):
     assert server["shout"]["generated"] == {"result": "HI"}
     assert server["fail"]["status"] == "ERROR" and "no luck" in server["fail"]["custom_metadata"]["error"]
     assert server["add"]["custom_metadata"]["prov"] == {"wasAssociatedWith": "calc-agent"}
+    tel = server["add"]["custom_metadata"]
+    assert tel["telemetry_at_start"]["process"]["pid"] == tel["telemetry_at_end"]["process"]["pid"] != os.getpid()
+    assert "telemetry_at_start" not in server["shout"]["custom_metadata"]     # off unless asked
     assert client["mcp:add"]["custom_metadata"]["agent_id"] == "driver"
     assert client["mcp:add"]["used"] == {"a": 2, "b": 40}
     assert client["mcp:add"]["generated"]["is_error"] is False

@@ -66,13 +66,19 @@ def test_forwards_epochs_batches_children_and_model_entity(run_dir, session):
     assert by_act["Net.fc1"][0]["generated"]["tensor"]["shape"] == [5, 8]
 
 
-def test_capture_at_every_and_disabled(run_dir, session):
-    m = _net(True, capture_at_every=3)
+def test_capture_at_every_disabled_and_telemetry(run_dir, session):
+    pytest.importorskip("psutil")
+    m = _net(True, capture_at_every=3, capture_telemetry=True)
     off = _net(True, capture_enabled=False)
     x = torch.randn(1, 4)
     for _ in range(7):
         m(x)
         off(x)
     tasks = read_back(run_dir)
-    assert sum(t["activity_id"] == "Net" for t in tasks) == 3    # batches 0, 3, 6
+    fwd = [t for t in tasks if t["activity_id"] == "Net"]
+    assert [f["used"]["batch"] for f in fwd] == [0, 3, 6]
+    for f in fwd:
+        for when in ("telemetry_at_start", "telemetry_at_end"):
+            snap = f["custom_metadata"][when]
+            assert snap["process"]["rss"] > 0 and snap["memory"]["total"] > 0
     assert sum(t["activity_id"] == "torch:model" for t in tasks) == 1
