@@ -52,10 +52,24 @@ def node_name() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
+def check_job_name(job_name: str) -> str:
+    """A job name becomes a directory name (rings, run dir): refuses one that
+    is empty, '.' or '..', holds '/' or NUL, or is longer than 255 bytes."""
+    from flowcept.errors import ConfigError
+    if (not isinstance(job_name, str) or job_name in ("", ".", "..") or "/" in job_name
+            or "\0" in job_name or len(name_bytes(job_name)) > 255):
+        raise ConfigError(f"job name {job_name!r} cannot name a directory: set job_id "
+                          "(FLOWCEPT_JOB_ID) to a name without '/', not '.' or '..', "
+                          "at most 255 bytes")
+    return job_name
+
+
 def job_info(config, job_name: str) -> JobInfo:
+    check_job_name(job_name)
     return JobInfo(job_name=job_name, job_id=job_id_of(job_name), node=node_name(),
                    run_dir=os.path.join(os.path.abspath(config.run_dir), job_name))
 
 
 def ring_dir(config, job_name: str) -> str:
+    check_job_name(job_name)
     return os.path.join(config.shm_dir, f"flowcept-{os.geteuid()}", job_name)

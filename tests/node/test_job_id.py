@@ -31,3 +31,25 @@ def test_names_from_the_environment_with_undecodable_bytes():
                  hs.text(hs.characters(whitelist_categories=("Nd",)), min_size=1, max_size=8)))
 def test_python_and_c_agree(name):
     assert job_id_of(name) == c_id(name)
+
+
+def test_job_names_that_cannot_name_a_directory_are_refused_with_the_fix(run_dir):
+    import subprocess
+    import sys
+
+    import pytest
+
+    from flowcept.config import load_config
+    from flowcept.errors import ConfigError
+    from flowcept.record import job as jobs
+    cfg = load_config()
+    for bad in ("", ".", "..", "../escape", "a/b", "x\0y", "n" * 300):
+        with pytest.raises(ConfigError, match="job_id"):
+            jobs.ring_dir(cfg, bad)
+        with pytest.raises(ConfigError):
+            jobs.job_info(cfg, bad)
+    assert jobs.ring_dir(cfg, "1234_5+0").endswith("/1234_5+0")
+    r = subprocess.run([sys.executable, "-m", "flowcept", "recover", "../escape"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot name a directory" in r.stderr
+    assert "Traceback" not in r.stderr
