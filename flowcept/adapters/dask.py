@@ -5,7 +5,10 @@ runs inside each worker, thread or process, and records each task that
 leaves ``executing``: key, activity (the key's prefix, ``inc`` for
 ``inc-<hash>``), worker address, the executing thread, start/end from
 Dask's own ``startstops``, status (``memory`` -> FINISHED, ``error`` ->
-ERROR with the exception text), and its dependencies.
+ERROR with the exception text), its dependencies, and (``capture_io``, on
+by default as in Flowcept) its arguments in ``used`` and its result in
+``generated``, encoded like any task's values (numpy by summary, large
+values truncated at ``max_payload_bytes``).
 With ``telemetry=True`` the worker plugin adds CPU/memory/process (and
 GPU) snapshots taken as each task starts and ends (``telemetry``).
 ``FlowceptDaskSchedulerAdapter`` is the ``SchedulerPlugin`` counterpart for
@@ -97,7 +100,7 @@ class _Recorder:
         return source_task_id("dask", f"{self.workflow_id:x}:{_key_str(key)}")
 
     def _record(self, key, status: int, start_s: float, stop_s: float, worker: str,
-                thread: Optional[int], deps, extra: Dict[str, Any]) -> None:
+                thread: Optional[int], deps, extra: Dict[str, Any], io=None) -> None:
         try:
             s = self._session_here()
             if s is None:
@@ -108,7 +111,12 @@ class _Recorder:
             meta = {"adapter": "dask", "key": _key_str(key), "worker": worker, "thread": thread,
                     "dependency_task_ids": [format_task_id(self.workflow_id, t) for t in dep_ids]}
             meta.update(extra)
-            body = {"used": {"key": _key_str(key), "dependencies": deps}, "custom_metadata": meta}
+            used = {"key": _key_str(key), "dependencies": deps}
+            body = {"used": used, "custom_metadata": meta}
+            if io:
+                used.update(io[0])
+                if io[1] is not None:
+                    body["generated"] = io[1]
             if self._telemetry:
                 from flowcept.adapters.telemetry import telemetry
                 meta["telemetry_at_end"] = telemetry().capture()
@@ -117,6 +125,45 @@ class _Recorder:
             self.recorded += 1
         except Exception:   # provenance never breaks the computation
             pass
+
+
+def _io(ts, worker, key, finish):
+    """(arguments, result) of a task as the worker holds them: positional
+    arguments by the function's parameter names, keyword arguments as they
+    are, a dependency's value named by its key; the result from the
+    worker's memory (None when it erred or was spilled)."""
+    try:
+        spec = getattr(ts, "run_spec", None)
+        func = getattr(spec, "func", None)
+        args = getattr(spec, "args", None)
+        kwargs = getattr(spec, "kwargs", None)
+        if func is None and isinstance(spec, tuple) and spec:   # older dask: (func, args, kwargs)
+            func, args, kwargs = (list(spec) + [(), {}])[:3]
+        used: Dict[str, Any] = {}
+        names = []
+        try:
+            import inspect
+            for prm in inspect.signature(func).parameters.values():
+                if prm.kind not in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD):
+                    break   # *args and after: by position
+                names.append(prm.name)
+        except (TypeError, ValueError):
+            pass
+        for i, a in enumerate(args or ()):
+            ref = getattr(a, "key", None)   # a dependency: named by its key, never copied
+            used[names[i] if i < len(names) else f"arg_{i}"] = (
+                {"dask_key": _key_str(ref)} if ref is not None else a)
+        for k, v in dict(kwargs or {}).items():
+            ref = getattr(v, "key", None)
+            used[str(k)] = {"dask_key": _key_str(ref)} if ref is not None else v
+        result = None
+        if finish == "memory":
+            data = getattr(worker, "data", None)
+            if data is not None and key in getattr(data, "fast", data):
+                result = {"return": data[key]}
+        return used, result
+    except Exception:
+        return {}, None
 
 
 def _compute_span(startstops):
@@ -134,8 +181,10 @@ class FlowceptDaskWorkerAdapter(_Recorder, _WorkerPlugin):
 
     name = "flowcept-dask-worker"
 
-    def __init__(self, session=None, workflow_id: Optional[int] = None, telemetry: bool = False):
+    def __init__(self, session=None, workflow_id: Optional[int] = None, telemetry: bool = False,
+                 capture_io: bool = True):
         self._init_recorder(session, workflow_id, telemetry)
+        self.capture_io = capture_io
         self._worker = None
         self._owns = None
         self._tel_start: Dict[Any, Any] = {}
@@ -159,9 +208,10 @@ class FlowceptDaskWorkerAdapter(_Recorder, _WorkerPlugin):
             extra["telemetry_at_start"] = self._tel_start.pop(key, None)
         if finish == "error" and ts is not None:
             extra["error"] = (getattr(ts, "exception_text", "") or "")[:500]
+        io = _io(ts, w, key, finish) if self.capture_io else None
         self._record(key, STATUS_FINISHED if finish == "memory" else STATUS_ERROR, begin, end,
                      getattr(w, "address", ""), getattr(w, "threads", {}).get(key),
-                     [d.key for d in getattr(ts, "dependencies", ())], extra)
+                     [d.key for d in getattr(ts, "dependencies", ())], extra, io)
 
     def teardown(self, worker):
         owned = getattr(self, "_owns", None)

@@ -53,6 +53,11 @@ def test_every_task_one_record_with_lineage(run_dir, session, which):
         assert isinstance(t["custom_metadata"]["thread"], int)
         assert 0 < t["start_ns"] <= t["end_ns"]
     assert by["inc-3"]["activity_id"] == "inc" and by["inc-3"]["status"] == "FINISHED"
+    if which == "worker":   # arguments and results, as Flowcept's worker adapter records them
+        assert by["inc-3"]["used"]["x"] == 3 and by["inc-3"]["generated"] == {"return": 4}
+        assert by["add-total"]["generated"] == {"return": 21}
+        assert by["add-total"]["used"]["arg_5"] == {"dask_key": "inc-5"}
+        assert by["boom-1"]["used"]["x"] == {"dask_key": "add-total"}
     total = by["add-total"]
     assert total["used"]["dependencies"] == sorted(f"inc-{i}" for i in range(6))
     assert total["custom_metadata"]["dependency_task_ids"] == [by[f"inc-{i}"]["task_id"]
