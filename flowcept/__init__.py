@@ -17,7 +17,7 @@ _EXPORTS = {
     "flowcept_loop": "flowcept.instrumentation.flowcept_loop",
     "Flowcept": "flowcept.flowcept_api.flowcept_controller",
     "WorkflowObject": "flowcept.commons.flowcept_dataclasses.workflow_object",
-    "DBAPI": "flowcept.query.db",
+    "DBAPI": "flowcept.flowcept_api.db",
     # ours
     "load_config": "flowcept.config",
     "Config": "flowcept.config",

@@ -34,6 +34,13 @@ from flowcept.errors import ConfigError
 ENV_PREFIX = "FLOWCEPT_"
 # FLOWCEPT_* variables that are read here but are not keys.
 SETTINGS_ENV = "FLOWCEPT_SETTINGS_PATH"
+# FLOWCEPT_* variables of flowcept's own tools that are not configuration keys: the
+# Spack module's FLOWCEPT_HOME, the TaskProlog's FLOWCEPT_KEEP_ENV, the epilog's site file,
+# the build's sanitizer switch, the test and benchmark scripts' locations.
+NOT_KEYS = frozenset({"FLOWCEPT_HOME", "FLOWCEPT_KEEP_ENV", "FLOWCEPT_EPILOG_CONF",
+                      "FLOWCEPT_EPILOG_PYTHON", "FLOWCEPT_EPILOG_ENABLED",
+                      "FLOWCEPT_SANITIZE", "FLOWCEPT_MOCHI_PREFIX", "FLOWCEPT_MOCHI_VENDOR",
+                      "FLOWCEPT_REF_VENV", "FLOWCEPT_TEST_REDIS"})
 BATCH_JOB_VARS = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID")
 
 __all__ = ["Config", "ConfigError", "Option", "build_config", "load_config", "process_config",
@@ -231,21 +238,22 @@ def backend_option(key: str) -> Optional[Option]:
 
 def _all_keys() -> list:
     from flowcept import registry
-    keys = list(_CORE)
+    keys = dict.fromkeys(_CORE)
     for kind in _BACKEND_KINDS:
         for name in registry.names(kind):
             try:
-                keys.extend(o.name for o in backend_options(kind, name))
+                keys.update(dict.fromkeys(o.name for o in backend_options(kind, name)))
             except Exception:
                 pass
-    return keys
+    return list(keys)
 
 
 def _suggest(key: str) -> str:
     import difflib
     keys = _all_keys()
     close = difflib.get_close_matches(key, keys, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(keys))}"
+    return (f"; did you mean {close[0]!r}?" if close else
+            "; `flowcept config` lists every key")
 
 
 def _coerce(opt: Option, value: Any, source: str) -> Any:
@@ -367,12 +375,15 @@ def load_config(settings_path: Optional[str] = None, env: Optional[Mapping[str, 
             origin["job_id"] = f"environment {var}"
             break
     path = settings_path or env.get(SETTINGS_ENV)
+    if not path and env is os.environ:
+        from flowcept import compat_settings   # Flowcept's default ~/.flowcept/settings.yaml
+        path = compat_settings.default_yaml_path()
     if path:
         for key, value in read_settings_file(path).items():
             merged[key] = _coerce(_option(key, path), value, path)
             origin[key] = path
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name == SETTINGS_ENV:
+        if not name.startswith(ENV_PREFIX) or name == SETTINGS_ENV or name in NOT_KEYS:
             continue
         key = name[len(ENV_PREFIX):].lower()
         opt = _CORE.get(key) or backend_option(key)

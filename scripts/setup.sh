@@ -21,7 +21,7 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setu
         python -m pip install --upgrade pip setuptools wheel cffi &&
         # mpich: the MPI wheel (mpiexec + libmpi) that mpi4py's wheel runs on.
         python -m pip install mpich mpi4py &&
-        python -m pip install -e "$ROOT[all,test]"
+        python -m pip install -e "$ROOT[all,test,test-adapters]"
     } >"$log" 2>&1 || {
         tail -n 40 "$log" >&2
         echo "flowcept setup: installation failed; the full log is $log" >&2

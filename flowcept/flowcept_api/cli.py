@@ -80,7 +80,7 @@ def run(args) -> int:
             f.write(TEMPLATE)
         print(f"wrote {path}; use it with FLOWCEPT_SETTINGS_PATH={path}", file=out)
         return 0
-    from flowcept.query.db import DBAPI
+    from flowcept.flowcept_api.db import DBAPI
     db = DBAPI([args.run_dir] if args.run_dir else ())
     if args.query is not None:
         try:

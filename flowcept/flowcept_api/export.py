@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from flowcept.query import db
+from flowcept.flowcept_api import db
 
 
 def _is_archive(path: str) -> bool:

@@ -46,9 +46,9 @@ class Flowcept(_Flowcept):
 
     @_ClassProperty
     def db(cls):
-        """Flowcept's DBAPI over our stores (flowcept.query.db.DBAPI)."""
+        """Flowcept's DBAPI over our stores (flowcept.flowcept_api.db.DBAPI)."""
         if Flowcept._db is None:
-            from flowcept.query.db import DBAPI
+            from flowcept.flowcept_api.db import DBAPI
             Flowcept._db = DBAPI()
         return Flowcept._db
 
@@ -56,7 +56,7 @@ class Flowcept(_Flowcept):
     def buffer(cls) -> List[dict]:
         """The messages of the current workflow: its workflow message (unless
         save_workflow=False), then its tasks, as Flowcept documents."""
-        from flowcept.query.db import buffer_messages
+        from flowcept.flowcept_api.db import buffer_messages
         return buffer_messages(_Flowcept.current_workflow_id)
 
     def start(self) -> "Flowcept":
@@ -65,7 +65,7 @@ class Flowcept(_Flowcept):
             Flowcept.delete_buffer_file()
         super().start()
         if self.session is not None:
-            from flowcept.query import db
+            from flowcept.flowcept_api import db
             run_dir = self.session.job.run_dir
             if run_dir not in db.known_run_dirs:
                 db.known_run_dirs.append(run_dir)
@@ -86,7 +86,7 @@ class Flowcept(_Flowcept):
 
     def dump_buffer(self, path: Optional[str] = None) -> str:
         """Writes the current workflow's messages as Flowcept's JSONL buffer file."""
-        from flowcept.query.db import write_jsonl
+        from flowcept.flowcept_api.db import write_jsonl
         return write_jsonl(Flowcept.buffer, path or _default_dump_path())
 
     @staticmethod
@@ -96,7 +96,7 @@ class Flowcept(_Flowcept):
         """Flowcept's buffer file, or, where none was written (dump_buffer is
         off by default here: the store keeps everything), the same messages
         exported from the store for workflow_id (default: the current one)."""
-        from flowcept.query.db import buffer_messages, read_jsonl
+        from flowcept.flowcept_api.db import buffer_messages, read_jsonl
         path = file_path
         if path is None and _dump_settings().get("dump_buffer_enabled"):
             path = _default_dump_path()

@@ -8,7 +8,7 @@ Flowcept's arguments: ``items`` may be an int (a range) or any iterator
 (``items_length`` gives ``len()``), ``capture_enabled=False`` iterates
 without recording, and ``next(loop)`` works as on Flowcept's iterator.
 Flowcept's document shape (the ``i`` key, subtypes ``whole_loop`` and
-``iteration``) is given at read time (flowcept.query.db).  The loop's
+``iteration``) is given at read time (flowcept.flowcept_api.db).  The loop's
 parent is the enclosing task and its workflow the current one:
 ``parent_task_id`` and ``workflow_id`` are accepted and kept on the object.
 """
@@ -30,7 +30,7 @@ class FlowceptLoop(_ours.FlowceptLoop):
             raise TypeError("FlowceptLoop needs an iterable, an iterator or an int, "
                             f"got {type(items).__name__}")
         if items_length is None and hasattr(items, "__len__"):
-            items_length = len(items)
+            items_length = _length(items)
         elif items_length is not None and not hasattr(items, "__len__"):
             items = _Sized(items, items_length)   # our loop records the length it can read
         super().__init__(items, loop_name=loop_name, item_name=item_name,
@@ -91,7 +91,7 @@ class FlowceptLightweightLoop:
         if isinstance(items, int) and not isinstance(items, bool):
             items = range(items)
         if items_length is None and hasattr(items, "__len__"):
-            items_length = len(items)
+            items_length = _length(items)
         self._items = items
         self._max = items_length
         self.loop_name = loop_name
@@ -128,3 +128,11 @@ class FlowceptLightweightLoop:
 
 
 __all__ = ["FlowceptLoop", "FlowceptLightweightLoop", "flowcept_loop"]
+
+
+def _length(items):
+    """len(items), or None when the object's __len__ fails (capture must not raise)."""
+    try:
+        return len(items)
+    except Exception:
+        return None

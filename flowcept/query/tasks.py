@@ -26,6 +26,13 @@ log = logging.getLogger("flowcept.query")
 
 def find_stores(path: str) -> List[str]:
     """Every store directory at or below path (a run dir, a job dir, a store)."""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head == b"\x89HDF\r\n\x1a\n":
+            raise FileNotFoundError(
+                f"{path!r} is an HDF5 archive, not a run directory: open it with "
+                f"flowcept.archive.open({path!r}) (.query().to_list()) or `flowcept report {path}`")
     if os.path.isfile(os.path.join(path, "store.json")):
         return [path]
     found = []

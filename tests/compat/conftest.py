@@ -5,7 +5,7 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _fresh_compat_state(flowcept_env):
-    from flowcept.query import db
+    from flowcept.flowcept_api import db
     db.known_run_dirs.clear()
     yield
     db.known_run_dirs.clear()
