@@ -114,6 +114,9 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
 def ring_error(path: str, e) -> str:
     """What a ring that cannot be opened is, in words (and what to do)."""
     from flowcept.record.layout import FORMAT_VERSION
+    if e.errno == errno.EBADMSG:
+        return (f"{path}: not a complete ring (its producer died while creating it, or it is "
+                "not a flowcept ring); skipped")
     if e.errno == errno.EPROTO:
         return (f"{path}: ring of another format version (this flowcept reads format "
                 f"{FORMAT_VERSION}); skipped: drain it with the flowcept version that wrote it")
@@ -150,15 +153,17 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
     drainer = None     # opened with the first ring: no ring, no transport and no store
     retired, failed = set(), set()
 
-    def adopt_new():
+    def adopt_new(final=False):
         nonlocal drainer
         for path in sorted(glob.glob(os.path.join(directory, "*.ring"))):
             if (drainer is None or path not in drainer.rings) and path not in retired:
                 try:
                     ring = Ring.open(path)
                 except RingError as e:
-                    if e.errno in (errno.EBADMSG, errno.ENOENT):
-                        continue     # still being created (or gone): next round
+                    if e.errno == errno.ENOENT:
+                        continue     # gone
+                    if e.errno == errno.EBADMSG and not final:
+                        continue     # still being created: next round
                     msg = ring_error(path, e)
                     log.error("flowcept drain: %s", msg)
                     report.errors.append(msg)
@@ -199,7 +204,7 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
             elif exit_when_idle_s is not None and time.monotonic() - idle_since >= exit_when_idle_s:
                 break          # no ring (ever, or any more) for exit_when_idle_s
             stop.wait(poll)
-        adopt_new()                     # rings that appeared since the last round
+        adopt_new(final=True)           # rings that appeared since the last round
         if drainer is not None:
             report.records += drainer.drain_all()
         retire_ended()

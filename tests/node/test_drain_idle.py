@@ -104,3 +104,17 @@ def test_recover_with_only_an_unreadable_ring_creates_no_store(run_dir):
     rep = recover_job("ujob", config=cfg)
     assert not rep.ok and rep.records == 0
     assert not os.path.exists(os.path.join(run_dir, "ujob"))
+
+
+def test_a_file_that_never_becomes_a_ring_is_reported_at_exit(run_dir):
+    cfg = load_config()
+    d = jobs.ring_dir(cfg, "gjob")
+    os.makedirs(d, mode=0o700)
+    junk = os.path.join(d, "000000.9.ring")
+    fd = os.open(junk, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, b"\0" * 8192)
+    os.close(fd)
+    good = make_ring(cfg, "gjob", "000001.2.ring", records=2)
+    r = flowcept("drain", "gjob", "--exit-when-idle", "1")
+    assert r.returncode == 1 and "not a complete ring" in r.stdout and junk in r.stdout
+    assert "drained 2 records from 1 ring(s)" in r.stdout and not os.path.exists(good)
