@@ -162,6 +162,20 @@ def _mongo_safe(value):
     return value
 
 
+_SUMMARY_INTS = ("n", "nw", "t0", "t1", "id0", "id1", "r0", "r1", "err", "s1", "e0")
+
+
+def _summary_ints(summary: dict) -> dict:
+    """A summary as LMDB keeps it: the ids past 63 bits that _mongo_safe
+    stored as text are ints again (queries compare them with ints)."""
+    for k in _SUMMARY_INTS:
+        if isinstance(summary.get(k), str):
+            summary[k] = int(summary[k])
+    if "wf" in summary:
+        summary["wf"] = [int(w) if isinstance(w, str) else w for w in summary["wf"]]
+    return summary
+
+
 class MongoStore(Store):
     name = "mongodb"
     location_kind = "url"
@@ -292,7 +306,7 @@ class MongoStore(Store):
 
     def summaries(self):
         for doc in self.batches.find({}, {"summary": 1}).sort("_id", 1):
-            yield bytes.fromhex(doc["_id"]), doc.get("summary") or {}
+            yield bytes.fromhex(doc["_id"]), _summary_ints(doc.get("summary") or {})
 
     def find_tasks(self, cond: Optional[dict] = None, limit: Optional[int] = None, sort=None,
                    projection: Optional[dict] = None) -> List[dict]:

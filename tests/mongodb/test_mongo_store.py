@@ -197,3 +197,13 @@ def test_flowcept_query_cli_reads_mongodb_like_lmdb(mongo_server, tmp_path):
         assert r.returncode == 0, r.stderr
         outs.append(sorted(json.loads(ln)["task_id"] for ln in r.stdout.splitlines() if ln.strip()))
     assert outs[0] and outs[0] == outs[1] == sorted(d["task_id"] for d in pushed)
+
+
+def test_summaries_keep_ids_past_63_bits_as_ints(mongo_server):
+    from flowcept.store.lmdb import summarize
+    f, _, _ = make_frame(1, 10, workflow_id=(1 << 64) - 5, origin=0xFFFF)
+    key = Batch(f).key
+    with open_store("mongodb", mongo_server.url("big"), load_config(env={})) as st:
+        st.put_batches([(key, f)])
+        ((k, s),) = list(st.summaries())
+    assert k == key and s == summarize(Batch(f))
