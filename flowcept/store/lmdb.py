@@ -106,6 +106,14 @@ def workflow_docs(batch: Batch):
         yield int(batch.records[i]["workflow_id"]), doc
 
 
+def _free_bytes(path: str):
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def _stored_doc(raw, where: str) -> dict:
     """A stored workflow document (int keys and all); a damaged one is
     replaced by the next write, with a warning, rather than blocking it."""
@@ -145,11 +153,15 @@ class LmdbStore(Store):
             shard = os.path.join(path, f"shard-{i:03d}")
             if not readonly:
                 os.makedirs(shard, mode=0o700, exist_ok=True)
-            env = lmdb.open(shard, map_size=map_size, max_dbs=4, readonly=readonly,
-                            sync=False, metasync=False, mode=0o600,
-                            readahead=False)
-            dbs = {n: env.open_db(n.encode(), create=not readonly)
-                   for n in ("batches", "summaries", "workflows")}
+            try:
+                env = lmdb.open(shard, map_size=map_size, max_dbs=4, readonly=readonly,
+                                sync=False, metasync=False, mode=0o600,
+                                readahead=False)
+                dbs = {n: env.open_db(n.encode(), create=not readonly)
+                       for n in ("batches", "summaries", "workflows")}
+            except lmdb.Error as e:
+                self.close()
+                raise self._error(f"open {shard}", e) from None
             self.envs.append((env, dbs))
 
     def _shard(self, key: bytes) -> int:
@@ -215,6 +227,11 @@ class LmdbStore(Store):
             return StoreError(errno.ENOSPC, f"store {self.path}: disk full ({what}: {text}); free "
                               f"space on {self.path}'s file system")
         if code == errno.EIO or "Input/output error" in text:
+            # LMDB reports a full disk at commit as EIO: tell the two apart
+            free = _free_bytes(self.path)
+            if free is not None and free < 4 << 20:
+                return StoreError(errno.ENOSPC, f"store {self.path}: disk full ({what}: {text}; "
+                                  f"{free} bytes left); free space on {self.path}'s file system")
             return StoreError(errno.EIO, f"store {self.path}: I/O error ({what}: {text}); the "
                               f"file system of {self.path} is full or failing: free space on it "
                               "or check the device")
