@@ -55,6 +55,15 @@ class Quarantine:
         """items: {reason, detail, routing, frame}; one committed transaction."""
         if not items:
             return
+        try:
+            self._put(items)
+        except lmdb.Error as e:
+            from flowcept.errors import StoreError
+            raise StoreError(28 if isinstance(e, (lmdb.MapFullError, lmdb.DiskError)) else 5,
+                             f"quarantine {self.path}: cannot commit ({type(e).__name__}: {e}); "
+                             f"free space on {self.path}'s file system") from None
+
+    def _put(self, items: List[dict]) -> None:
         with self.env.begin(write=True) as txn:
             for it in items:
                 now = time.time_ns()
