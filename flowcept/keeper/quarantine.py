@@ -9,6 +9,7 @@ acknowledges the entry.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import struct
@@ -59,7 +60,8 @@ class Quarantine:
             self._put(items)
         except lmdb.Error as e:
             from flowcept.errors import StoreError
-            raise StoreError(28 if isinstance(e, (lmdb.MapFullError, lmdb.DiskError)) else 5,
+            raise StoreError(errno.ENOSPC if isinstance(e, (lmdb.MapFullError, lmdb.DiskError))
+                             else errno.EIO,
                              f"quarantine {self.path}: cannot commit ({type(e).__name__}: {e}); "
                              f"free space on {self.path}'s file system") from None
 
