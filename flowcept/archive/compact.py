@@ -771,11 +771,9 @@ def _remove_stale_temps(out: str):
 
 
 def _memory_default() -> int:
+    """The configured bound (a bad value fails with the ConfigError that names it)."""
     from flowcept.config import load_config
-    try:
-        return int(load_config().compact_memory_bytes)
-    except Exception:   # a broken settings file must not stop an offline compaction
-        return DEFAULT_MEMORY
+    return int(load_config().compact_memory_bytes)
 
 
 class _Compaction:

@@ -165,7 +165,9 @@ def compact_job(ctx: JobContext, settings: EpilogSettings, config, log: Log) -> 
     partial = os.path.join(archive_dir, f".{ctx.job}.h5.partial-{os.getpid()}")
     t0 = time.monotonic()
     try:
-        compact(job_dir, partial, job=ctx.job, progress=False)
+        # the bound from the job's configuration, not from slurmd's environment
+        compact(job_dir, partial, job=ctx.job, progress=False,
+                memory_bytes=config.compact_memory_bytes)
         st = os.lstat(out) if os.path.lexists(out) else None
         if st is not None and (stat.S_ISLNK(st.st_mode) or st.st_uid != ctx.uid):
             raise UnsafePathError(out, "exists and is a symbolic link or another user's file")
