@@ -83,24 +83,6 @@ def _pymongo():
     return pymongo
 
 
-def _name_of(batch: Batch, i: int, strings: List[str]):
-    """(activity name, payload bytes) of record i, names carried in the
-    payload (ring name table full) included."""
-    r = batch.records[i]
-    data = batch.payload_of(i)
-    flags = int(r["flags"])
-    try:
-        from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, split_name
-    except ImportError:      # a payload module without in-payload names
-        FLAG_NAME_IN_PAYLOAD, split_name = 0, None
-    if FLAG_NAME_IN_PAYLOAD and flags & FLAG_NAME_IN_PAYLOAD:
-        name, data = split_name(data, flags)
-        if name is not None:
-            return name, data
-    a = int(r["activity_id"])
-    return (strings[a] if a < len(strings) else ""), data
-
-
 def task_document(rec, activity: str, node: str, payload: bytes) -> dict:
     """One task record as a Flowcept task document (the same fields and
     values as the LMDB reader returns)."""
@@ -131,16 +113,65 @@ def task_document(rec, activity: str, node: str, payload: bytes) -> dict:
 
 
 def task_documents(key: bytes, batch: Batch) -> List[dict]:
-    """The tasks documents of one batch, with deterministic ``_id``s."""
+    """The tasks documents of one batch, with deterministic ``_id``s: the
+    same fields and values as ``task_document`` per record, built from
+    whole columns (the ingest path: numpy scalar access per field would
+    cost more than the insert)."""
+    from flowcept.record.payload import decode
+    try:
+        from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, split_name
+    except ImportError:      # a payload module without in-payload names
+        FLAG_NAME_IN_PAYLOAD, split_name = 0, None
     recs = batch.records
     strings = batch.strings
     node = strings[0][len(NODE_PREFIX):] if strings and strings[0].startswith(NODE_PREFIX) else ""
     job = f"{int(batch.header['job_id']):016x}"
     prefix = key.hex()
+    rows = np.flatnonzero((recs["flags"] & FLAG_WORKFLOW) == 0)
+    r = recs[rows]
+    cols = {n: r[n].tolist() for n in ("workflow_id", "task_id", "parent_id", "status", "start_ns",
+                                        "end_ns", "rank", "thread_id", "activity_id", "flags",
+                                        "payload_off", "payload_len")}
+    payload = batch.payload
+    n_str = len(strings)
+    status_names = {}
     out = []
-    for i in np.flatnonzero((recs["flags"] & FLAG_WORKFLOW) == 0).tolist():
-        activity, data = _name_of(batch, i, strings)
-        doc = task_document(recs[i], activity, node, data)
+    for j, i in enumerate(rows.tolist()):
+        wf, tid, parent = cols["workflow_id"][j], cols["task_id"][j], cols["parent_id"][j]
+        off, ln, flags = cols["payload_off"][j], cols["payload_len"][j], cols["flags"][j]
+        data = bytes(payload[off:off + ln])
+        name = None
+        if FLAG_NAME_IN_PAYLOAD and flags & FLAG_NAME_IN_PAYLOAD:
+            name, data = split_name(data, flags)
+        if name is None:
+            a = cols["activity_id"][j]
+            name = strings[a] if a < n_str else ""
+        st = cols["status"][j]
+        if st not in status_names:
+            status_names[st] = STATUS_NAMES.get(st, str(st))
+        wfx = f"{wf:016x}"
+        s0, s1 = cols["start_ns"][j], cols["end_ns"][j]
+        doc = {
+            "task_id": f"{wfx}-{tid:016x}",
+            "workflow_id": wfx,
+            "parent_task_id": f"{wfx}-{parent:016x}" if parent else None,
+            "activity_id": name,
+            "status": status_names[st],
+            "started_at": s0 / 1e9,
+            "ended_at": s1 / 1e9,
+            "start_ns": s0,
+            "end_ns": s1,
+            "rank": cols["rank"][j],
+            "thread_id": cols["thread_id"][j],
+            "hostname": node,
+        }
+        body = decode(data) if data else {}
+        if isinstance(body, dict):
+            for k in ("used", "generated", "tags", "custom_metadata", "error"):
+                if k in body:
+                    doc[k] = body[k]
+        else:
+            doc["payload"] = body
         doc["_id"] = f"{prefix}:{i:08d}"     # sorts in record order
         doc["node"] = node
         doc["job"] = job
