@@ -121,3 +121,16 @@ def test_keeper_status_quarantine_spool_and_failures(run_data, tmp_path):
     again = generate_latest(col.registry).decode()
     assert [x for x in again.splitlines() if x.startswith("flowcept_records_stored_total")] == \
         [x for x in text.splitlines() if x.startswith("flowcept_records_stored_total")]
+
+
+def test_serve_metrics_endpoint(run_data):
+    from conftest import start_server
+    proc, base = start_server([run_data["runs"], "--metrics"])
+    try:
+        m = scrape(base + "/metrics")
+    finally:
+        stop(proc)
+    assert sum(v for _l, v in m["flowcept_records_stored_total"]) == 148
+    assert sum(v for _l, v in m["flowcept_tasks_failed"]) == 1
+    by = {(lab["activity"], lab["status"]): v for lab, v in m["flowcept_tasks"]}
+    assert by[("evaluate", "ERROR")] == 1 and by[("evaluate", "FINISHED")] == 2
