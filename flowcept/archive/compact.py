@@ -14,7 +14,8 @@ whatever the number of records:
    and the node name mapped to ids in one global string table), and the
    batch's whole payload area is appended to the payload blob (records keep
    their offsets, moved by the blob position); the blob is compressed and
-   written while the scan goes on.
+   written while the scan goes on.  The pages of the store's memory map are
+   let go once a batch is copied, so resident memory does not grow with it.
 2. rows gather in a run buffer; a full buffer is sorted by start_ns (stable;
    batches are nearly time-ordered, so this is cheap) and, unless it is the
    last one, written as a sorted run to an anonymous temporary file next to
@@ -28,6 +29,8 @@ whatever the number of records:
    pool (zlib, or ISA-L's faster deflate when the optional ``isal`` package
    is installed; both release the GIL) and written with H5Dwrite_chunk, so
    compaction scales with the cores; lzf goes through h5py's filter pipeline.
+   When everything fitted in one run (and nothing is merged into), there is no
+   merge: each chunk of each column is gathered by the sort order in the pool.
 
 Everything is written to a temporary file next to the output, fsynced and
 renamed over the output: an interrupted compaction never leaves a
