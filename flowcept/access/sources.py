@@ -120,7 +120,7 @@ class StoreSource(Source):
         with self.lock:
             for opener in self.openers:
                 with opener() as store:
-                    keys = [bytes(k) for k, s in store.summaries() if batch_may_match(_summary(s), cond)]
+                    keys = [bytes(k) for k, s in store.summaries() if _may(batch_may_match, _summary(s), cond)]
                     for _key, frame in store.scan(keys=keys):
                         deadline.check()
                         b = Batch(frame, check=False)
@@ -130,8 +130,14 @@ class StoreSource(Source):
                         strings = b.strings
                         table = np.array(strings + [""], dtype=object)
                         acts = table[np.minimum(r["activity_id"], len(table) - 1)]
-                        mask = record_mask(_Cols(r, lambda acts=acts: acts), cond, len(r)) if cond \
-                            else np.ones(len(r), bool)
+                        mask = None
+                        if cond:
+                            try:
+                                mask = record_mask(_Cols(r, lambda acts=acts: acts), cond, len(r))
+                            except (TypeError, ValueError):
+                                mask = None   # values the index cannot compare: the engine decides
+                        if mask is None:
+                            mask = np.ones(len(r), bool)
                         node = strings[0][len(NODE_PREFIX):] if strings and \
                             strings[0].startswith(NODE_PREFIX) else ""
                         for i in np.flatnonzero(mask).tolist():
@@ -186,6 +192,15 @@ class StoreSource(Source):
         if self._prov_archive is not None:
             self._prov_archive.close()
             self._prov_archive = None
+
+
+def _may(test, summary, cond) -> bool:
+    """The summary index's verdict, or "maybe" where it cannot compare the values
+    (the filter engine then decides on the decoded tasks)."""
+    try:
+        return test(summary, cond)
+    except (TypeError, ValueError):
+        return True
 
 
 def _summary(s: dict) -> dict:

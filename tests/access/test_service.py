@@ -233,3 +233,22 @@ def test_curl_shell_script(service):
     r = subprocess.run(["bash", script, service], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "all curl checks passed" in r.stdout
+
+
+ODD = [{"rank": 10**30}, {"rank": {"$gt": 10**30}}, {"start_ns": {"$lt": 2**70}}, {"task_id": 5},
+       {"task_id": {"$gt": "zz"}}, {"workflow_id": 12}, {"workflow_id": {"$in": ["nothex", 3]}}, {"status": 7},
+       {"status": {"$gt": "A"}}, {"activity_id": {"$in": [1, None, [2], "make"]}}, {"used": {"$eq": {"a": 1}}},
+       {"rank": {"$in": [True]}}, {"parent_task_id": {"$gt": None}}, {"": 1}, {"thread_id": 1.5},
+       {"started_at": "yesterday"}, {"tags": {"$regex": "m"}}, {"a.b.c": {"$nin": []}}, {"$or": []},
+       {"$and": [1]}, {"rank": {"$regex": 3}}, {"hostname": {"$gte": 1}}, {"task_id": {"$in": ["x-y"]}},
+       {"parent_task_id": "bad"}, {"rank": {"$eq": 1, "$ne": 2}}]
+
+
+def test_odd_filters_answer_200_or_400_and_agree(service):
+    for flt in ODD:
+        got = {}
+        for src in ("runs", "run"):
+            status, doc = get_json(f"{service}/api/v1/tasks?source={src}&limit=10000&filter={q(flt)}")
+            assert status in (200, 400), (flt, src, status, doc)
+            got[src] = (status, doc.get("items") if status == 200 else doc["error"])
+        assert got["runs"] == got["run"], flt
