@@ -167,3 +167,14 @@ def test_mcp_http_real_client(run_data, service):
     finally:
         stop(proc)
     _check_mcp(out, service)
+
+
+def test_top_level_flowcept_cli_has_the_commands(run_data):
+    r = subprocess.run([sys.executable, "-m", "flowcept", "query", run_data["h5"], "-f", '{"status": "ERROR"}',
+                        "--format", "jsonl"], capture_output=True, text=True, timeout=120, env=clean_env())
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(x)["activity_id"] for x in r.stdout.splitlines()] == ["evaluate"]
+    for cmd in ("serve", "mcp", "ask", "export", "metrics"):
+        h = subprocess.run([sys.executable, "-m", "flowcept", cmd, "--help"], capture_output=True, text=True,
+                           timeout=60, env=clean_env())
+        assert h.returncode == 0 and "usage: flowcept " + cmd in h.stdout
