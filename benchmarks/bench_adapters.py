@@ -13,6 +13,10 @@
   ``capture_children=True`` (each layer recorded too), interleaved in one
   process; min per forward over repeats.
 * Telemetry: one ``Telemetry().capture()`` snapshot (psutil), per call.
+* Side by side (unless --no-ref): flowcept 1.0.3's ``FlowceptDaskWorkerAdapter``
+  and ``flowcept_torch`` (parent_only, and parent_and_children with the
+  lightweight children mode) on the same workloads, offline, in its own venv
+  (reference/setup_ref_venv.sh, plus torch 2.13.0 and dask installed there).
 
 Each benchmark in its own subprocess with its own run/shm dirs; records drain
 into the embedded LMDB store.  Prints one JSON line per measurement, then a
@@ -104,6 +108,107 @@ def child_telemetry(n: int, repeats: int) -> dict:
     return {"per_snapshot_us": best * 1e6}
 
 
+# flowcept 1.0.3's own instrumentation of the same workloads, run in its own venv
+# (same import name as ours); settings: offline, instrumentation on.
+REF_SETTINGS = """
+project: {dump_buffer: {enabled: false}, enrich_messages: false, db_flush_mode: offline}
+log: {log_file_level: disable, log_stream_level: disable}
+mq: {enabled: false}
+kv_db: {enabled: false}
+databases: {mongodb: {enabled: false}, lmdb: {enabled: false}}
+instrumentation:
+  enabled: true
+  torch: {what: %s, children_mode: lightweight, capture_at_every: 1}
+adapters:
+  dask: {kind: dask, worker_should_get_input: true, worker_should_get_output: true}
+"""
+
+REF_SCRIPT = r'''
+import json, sys, time
+kind, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+from flowcept import Flowcept
+def _noop(x):
+    return x
+if kind == "dask":
+    from distributed import Client, LocalCluster
+    from flowcept.flowceptor.adapters.dask.dask_plugins import FlowceptDaskWorkerAdapter
+    best = {False: float("inf"), True: float("inf")}
+    with Flowcept(check_safe_stops=False, start_persistence=False, save_workflow=False):
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl, Client(cl) as c:
+            c.gather(c.map(_noop, range(50), key=[f"warm-{i}" for i in range(50)]))
+            for r in range(repeats):
+                for plugin in (False, True):
+                    if plugin:
+                        c.register_plugin(FlowceptDaskWorkerAdapter(), name="fc-ref")
+                    keys = [f"t{r}-{int(plugin)}-{i}" for i in range(n)]
+                    t0 = time.perf_counter()
+                    c.gather(c.map(_noop, range(n), key=keys))
+                    best[plugin] = min(best[plugin], (time.perf_counter() - t0) / n)
+                    if plugin:
+                        c.unregister_worker_plugin("fc-ref")
+    print(json.dumps({"plain_us": best[False] * 1e6, "captured_us": best[True] * 1e6}))
+else:
+    import torch
+    from torch import nn
+    from flowcept.instrumentation.flowcept_torch import flowcept_torch
+    torch.set_num_threads(1)
+    class MLP(nn.Module):
+        def __init__(self, **kw):
+            super().__init__()
+            self.l1, self.a, self.l2 = nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)
+        def forward(self, x):
+            return self.l2(self.a(self.l1(x)))
+    Traced = flowcept_torch(MLP)
+    x = torch.randn(32, 64)
+    best = {"plain": float("inf"), "traced": float("inf")}
+    with Flowcept(check_safe_stops=False, start_persistence=False, save_workflow=False), torch.no_grad():
+        models = {"plain": MLP(), "traced": Traced()}
+        for m in models.values():
+            for _ in range(50):
+                m(x)
+        for _ in range(repeats):
+            for mode, m in models.items():
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    m(x)
+                best[mode] = min(best[mode], (time.perf_counter() - t0) / n)
+    print(json.dumps({k: v * 1e6 for k, v in best.items()}))
+'''
+
+
+def run_reference(kind: str, n: int, repeats: int, torch_what: str = "parent_only") -> dict:
+    """flowcept 1.0.3 on the same workload (its venv made by
+    reference/setup_ref_venv.sh, plus torch and dask), or {"error": ...}."""
+    try:
+        setup = subprocess.run(["bash", os.path.join(HERE, "reference", "setup_ref_venv.sh")],
+                               capture_output=True, text=True, timeout=900)
+        if setup.returncode != 0:
+            return {"error": "reference venv setup failed: " + setup.stderr.strip()[-300:]}
+        py = setup.stdout.strip().splitlines()[-1]
+        need = subprocess.run([py, "-c", "import torch, distributed"], capture_output=True, timeout=120)
+        if need.returncode != 0:
+            inst = subprocess.run([py, "-m", "pip", "install", "-q", "torch==2.13.0",
+                                   "dask[distributed]"], capture_output=True, text=True, timeout=900)
+            if inst.returncode != 0:
+                return {"error": "installing torch/dask in the reference venv failed"}
+        with tempfile.TemporaryDirectory() as d:
+            settings = os.path.join(d, "settings.yaml")
+            with open(settings, "w") as f:
+                f.write(REF_SETTINGS % torch_what)
+            script = os.path.join(d, "ref_adapters.py")
+            with open(script, "w") as f:
+                f.write(REF_SCRIPT)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
+            env["FLOWCEPT_SETTINGS_PATH"] = settings
+            out = subprocess.run([py, script, kind, str(n), str(repeats)], capture_output=True,
+                                 text=True, timeout=900, cwd=d, env=env)
+        if out.returncode != 0:
+            return {"error": f"flowcept 1.0.3 {kind} failed: " + out.stderr.strip()[-400:]}
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as e:
+        return {"error": repr(e)}
+
+
 def run_child(*args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
@@ -121,6 +226,7 @@ def main() -> None:
     ap.add_argument("--dask-tasks", type=int, default=1000)
     ap.add_argument("--forwards", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-ref", action="store_true", help="skip flowcept 1.0.3 side by side")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -141,6 +247,19 @@ def main() -> None:
     rows.append(("torch forward, MLP 3 layers, model recorded", t["plain"], t["model"]))
     rows.append(("torch forward, MLP 3 layers, + each layer (4 records)", t["plain"], t["children"]))
     tel = run_child("telemetry", 2000, a.repeats)["per_snapshot_us"]
+    if not a.no_ref:
+        rd = run_reference("dask", a.dask_tasks, a.repeats)
+        rt = run_reference("torch", a.forwards, a.repeats, "parent_only")
+        rc = run_reference("torch", a.forwards, a.repeats, "parent_and_children")
+        for name, r, base, cap in (("flowcept 1.0.3: Dask task (FlowceptDaskWorkerAdapter)", rd,
+                                    "plain_us", "captured_us"),
+                                   ("flowcept 1.0.3: torch forward, parent_only", rt, "plain", "traced"),
+                                   ("flowcept 1.0.3: torch forward, parent_and_children lightweight",
+                                    rc, "plain", "traced")):
+            if "error" in r:
+                print(json.dumps({"what": name, "error": r["error"]}))
+            else:
+                rows.append((name, r[base], r[cap]))
     for name, base, cap in rows:
         print(json.dumps({"what": name, "plain_us": round(base, 2), "captured_us": round(cap, 2),
                           "added_us": round(cap - base, 2)}))
