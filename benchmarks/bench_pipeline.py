@@ -39,7 +39,7 @@ def produce(prov, mode: str, n: int, clock=time.perf_counter) -> float:
         comm.Barrier()
         t0 = clock()
         for i in range(1, n + 1):
-            push(h, base | i, 0, wf, i, i + 1, rank, 0, aid, 0, 1, payload, 21)
+            push(h, base | i, 0, wf, i, i + 1, rank, 0, aid, 0, 1, payload, len(payload))
         return t0
 
     @prov.task

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 
 def process_alive(pid: int) -> bool:
@@ -50,7 +51,7 @@ def atomic_write(path: str, data, *, fsync: bool = False) -> None:
         data = data.encode()
     if not isinstance(data, (bytes, bytearray)):
         data = memoryview(data).cast("B")
-    tmp = f"{path}.tmp{os.getpid()}"
+    tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"   # threads of one process too
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:

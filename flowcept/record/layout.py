@@ -95,3 +95,10 @@ def parse_task_id(text: str):
         return int(wf, 16), int(tid, 16)
     except ValueError:
         raise ValueError(f"not a flowcept task id: {text!r} (expected '<16 hex>-<16 hex>')") from None
+
+
+def node_of(strings) -> str:
+    """The node name a ring's (and so a batch's) string table starts with ("" if none)."""
+    if strings and strings[0].startswith(NODE_PREFIX):
+        return strings[0][len(NODE_PREFIX):]
+    return ""

@@ -26,15 +26,13 @@ import zlib
 
 import lmdb
 import msgpack
-import numpy as np
 
 from flowcept.config import Option
 from flowcept.errors import StoreError
 from flowcept.native.batch import Batch
-from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_ERROR
-from flowcept.record.payload import (ACTIVITY_OVERFLOW, FLAG_NAME_IN_PAYLOAD, PayloadError,
-                                     decode_map, split_name)
+from flowcept.record.payload import PayloadError, decode_map
 from flowcept.store import META, Store, write_meta
+from flowcept.store.summary import summarize, workflow_docs
 
 log = logging.getLogger("flowcept.store.lmdb")
 
@@ -45,65 +43,6 @@ OPTIONS = (
            range=(1, 4096)),
     Option("map_size", int, 1 << 36, "address space per shard (sparse)", range=(1 << 20, 1 << 44)),
 )
-
-
-def summarize(batch: Batch) -> dict:
-    """The per-batch index entry.  Works on columns (no structured copies):
-    this runs once per batch on the ingest path."""
-    recs = batch.records
-    flags = recs["flags"]
-    is_wf = (flags & FLAG_WORKFLOW) != 0
-    n_wf = int(np.count_nonzero(is_wf))
-
-    def col(name):
-        c = recs[name]
-        return c[~is_wf] if n_wf else c
-
-    n = len(recs) - n_wf
-    summary = {"n": n, "nw": n_wf}
-    if n:
-        names = batch.strings
-        start, end, tid, rank = col("start_ns"), col("end_ns"), col("task_id"), col("rank")
-        act_ids = col("activity_id")
-        overflow = act_ids == ACTIVITY_OVERFLOW
-        act = ([names[a] if a < len(names) else ""
-                for a in np.unique(act_ids[~overflow]).tolist()] if not overflow.all() else [])
-        if overflow.any():   # names carried in the payload (the ring's table was full)
-            rows = np.flatnonzero((recs["activity_id"] == ACTIVITY_OVERFLOW) & ~is_wf)
-            for i in rows.tolist():
-                name, _ = split_name(batch.payload_of(i), int(recs[i]["flags"]))
-                if name is None:
-                    raise PayloadError(f"record {i}: activity id {ACTIVITY_OVERFLOW:#x} "
-                                       "without a well-formed name prefix")
-                if name not in act:
-                    act.append(name)
-        wf = col("workflow_id")
-        summary.update(
-            t0=int(start.min()), t1=int(end.max()), id0=int(tid.min()), id1=int(tid.max()),
-            r0=int(rank.min()), r1=int(rank.max()),
-            wf=[int(wf[0])] if (wf == wf[0]).all() else np.unique(wf).tolist(),
-            act=act,
-            err=int(np.count_nonzero(col("status") == STATUS_ERROR)),
-            # query index (issue #4): max start, min end, node of the batch
-            s1=int(start.max()), e0=int(end.min()))
-        if names and names[0].startswith(NODE_PREFIX):
-            summary["host"] = names[0][len(NODE_PREFIX):]
-    return summary
-
-
-def workflow_docs(batch: Batch):
-    """(workflow_id, doc) for each workflow record of the batch; raises
-    PayloadError (a ValueError) for one that is not a msgpack map."""
-    for i in np.flatnonzero(batch.records["flags"] & FLAG_WORKFLOW).tolist():
-        data = batch.payload_of(i)
-        flags = int(batch.records[i]["flags"])
-        if flags & FLAG_NAME_IN_PAYLOAD:
-            _, data = split_name(data, flags)
-        try:
-            doc = decode_map(data)
-        except PayloadError as e:
-            raise PayloadError(f"workflow record {i}: {e}") from None
-        yield int(batch.records[i]["workflow_id"]), doc
 
 
 def _free_bytes(path: str):

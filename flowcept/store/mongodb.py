@@ -256,7 +256,7 @@ class MongoStore(Store):
         key = bytes(key)
         if key in self._staged or self.has(key):
             return 0
-        from flowcept.store.lmdb import summarize, workflow_docs
+        from flowcept.store.summary import summarize, workflow_docs
         batch = Batch(frame, check=False)
         summary = summarize(batch)
         wfs = list(workflow_docs(batch))

@@ -9,7 +9,7 @@ from flowcept.native.batch import Batch, build_frame
 from flowcept.query.tasks import task_dict
 from flowcept.record.layout import FLAG_C_API, FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, RECORD_DTYPE
 from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, PayloadError, check_records
-from flowcept.store.lmdb import summarize, workflow_docs
+from flowcept.store.summary import summarize, workflow_docs
 
 FLAGS = [0, FLAG_C_API, FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW | FLAG_PAYLOAD_MSGPACK,
          FLAG_PAYLOAD_MSGPACK | FLAG_NAME_IN_PAYLOAD, FLAG_C_API | FLAG_NAME_IN_PAYLOAD]

@@ -200,7 +200,7 @@ def test_flowcept_query_cli_reads_mongodb_like_lmdb(mongo_server, tmp_path):
 
 
 def test_summaries_keep_ids_past_63_bits_as_ints(mongo_server):
-    from flowcept.store.lmdb import summarize
+    from flowcept.store.summary import summarize
     f, _, _ = make_frame(1, 10, workflow_id=(1 << 64) - 5, origin=0xFFFF)
     key = Batch(f).key
     with open_store("mongodb", mongo_server.url("big"), load_config(env={})) as st:
