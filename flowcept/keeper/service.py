@@ -112,7 +112,7 @@ class Keeper:
 
     # -- setup ----------------------------------------------------------------
     def _open(self) -> None:
-        from flowcept.keeper.quarantine import Quarantine
+        from flowcept.store.quarantine import Quarantine
         from flowcept.osutil import private_dir
         from flowcept.store import open_store
         from flowcept.transport import open_sources
@@ -383,7 +383,7 @@ def read_status(store_dir: str, config=None) -> dict:
         from flowcept.store import open_store_at
         with open_store_at(store_dir) as st:
             out["shards"] = st.stats().get("shards", [])
-    from flowcept.keeper.quarantine import Quarantine
+    from flowcept.store.quarantine import Quarantine
     q = Quarantine(store_dir, readonly=True)
     out["quarantined"] = len(q)
     q.close()

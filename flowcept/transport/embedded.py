@@ -1,9 +1,16 @@
 """The embedded default: no server, the leader writes batches straight into
-the node's LMDB shard under ``<run_dir>/<job>/store/<node>/``."""
+the node's LMDB shard under ``<run_dir>/<job>/store/<node>/``.
+
+A batch whose contents the store refuses (ValueError: e.g. a workflow
+record that is not a map) goes to the store's quarantine with its reason,
+counted and logged, so that the ring is released and the leader goes on."""
+import logging
 import os
 
 from flowcept.store import open_store
 from flowcept.transport import Transport
+
+log = logging.getLogger("flowcept.transport.embedded")
 
 
 class EmbeddedTransport(Transport):
@@ -12,12 +19,29 @@ class EmbeddedTransport(Transport):
     def __init__(self, config, job):
         super().__init__(config, job)
         path = config.store_dir or os.path.join(job.run_dir, "store")
-        self.store = open_store(config.store, os.path.join(path, job.node), config)
+        self.location = os.path.join(path, job.node)
+        self.store = open_store(config.store, self.location, config)
+        self.refused = 0
+        self._quarantine = None
 
     def publish(self, key, frame):
         # LMDB copies straight from the caller's buffer into the open write
         # transaction; flush() commits every batch of the pass at once.
-        self.store.stage(bytes(key), frame)
+        try:
+            self.store.stage(bytes(key), frame)
+        except ValueError as e:
+            self._refuse(bytes(key), frame, e)
+
+    def _refuse(self, key: bytes, frame, err: ValueError) -> None:
+        from flowcept.store.quarantine import Quarantine
+        if self._quarantine is None:
+            self._quarantine = Quarantine(self.location)
+        self._quarantine.put([{"reason": "store_refused", "detail": str(err),
+                               "routing": {"key": key.hex(), "node": self.job.node,
+                                           "job": self.job.job_name}, "frame": bytes(frame)}])
+        self.refused += 1
+        log.error("flowcept: the store refused batch %s (%s); it is in the quarantine %s",
+                  key.hex(), err, self._quarantine.path)
 
     def flush(self):
         self.store.commit_staged()
@@ -25,6 +49,9 @@ class EmbeddedTransport(Transport):
     def close(self):
         self.store.commit_staged()
         self.store.close()
+        if self._quarantine is not None:
+            self._quarantine.close()
+            self._quarantine = None
 
 
 BACKEND = EmbeddedTransport

@@ -12,7 +12,7 @@ import pytest
 
 from flowcept.config import load_config
 from flowcept.keeper import Keeper, read_status
-from flowcept.keeper.quarantine import Quarantine
+from flowcept.store.quarantine import Quarantine
 from flowcept.store import open_store
 from support.framegen import frame_key, make_frame
 

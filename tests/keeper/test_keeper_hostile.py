@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as hs
 
 from flowcept.config import load_config
 from flowcept.keeper import Keeper
-from flowcept.keeper.quarantine import Quarantine
+from flowcept.store.quarantine import Quarantine
 from flowcept.query.tasks import read_tasks, read_workflows
 from flowcept.store import open_store
 from hostile_frames import (HOSTILE_TASK, HOSTILE_WORKFLOW, READER_ONLY_TASK, deep, key_of,
