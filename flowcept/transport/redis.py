@@ -52,6 +52,8 @@ OPTIONS = (
     Option("maxlen", int, 0, "approximate stream length cap (0 = unbounded)", range=(0, 1 << 40)),
     Option("group", str, "flowcept-keepers", "consumer group of the keepers", check=_nonempty),
     Option("pipeline", int, 64, "frames per round trip at most", range=(1, 1 << 16)),
+    Option("delete_acked", bool, True, "keeper: XDEL entries after XACK (false keeps them in the "
+           "stream)"),
 )
 
 
@@ -246,7 +248,8 @@ class RedisSource(Source):
     def open_all(cls, config, consumer: str) -> List["RedisSource"]:
         """One source per URL of transport_url (a keeper reads every shard)."""
         return [cls(u, config.redis_stream, config.redis_group, consumer,
-                    claim_idle_ms=config.keeper_claim_idle_ms)
+                    claim_idle_ms=config.keeper_claim_idle_ms,
+                    delete_acked=config.redis_delete_acked)
                 for u in split_urls(config.transport_url)]
 
     def __init__(self, url: str, stream: str, group: str, consumer: str,
