@@ -23,7 +23,8 @@ emitted again.  A first start takes the existing files as a baseline
 Link to captured tasks: each record carries ``mtime_ns`` and the host;
 ``generated_by(tasks, files)`` assigns a file to the innermost captured task
 of the same host whose [start, end] contains its mtime (PROV
-``wasGeneratedBy``), at read time, since the adapter thread cannot see which
+``wasGeneratedBy``; within a scheduler tick of slack, as the kernel's mtime
+clock is coarse), at read time, since the adapter thread cannot see which
 task another thread is running.
 """
 from __future__ import annotations
@@ -241,10 +242,14 @@ class FilesAdapter(Adapter):
         yield from self._diff(seen, full=False, under=dirs)
 
 
-def generated_by(tasks: List[dict], files: List[dict]) -> Dict[str, str]:
+def generated_by(tasks: List[dict], files: List[dict], slack_ns: int = 10_000_000) -> Dict[str, str]:
     """file record task_id -> task_id of the captured task that wrote it:
     the innermost task of the same host whose [start, end] holds the file's
-    mtime (PROV wasGeneratedBy).  tasks and files as read_tasks returns them."""
+    mtime (PROV wasGeneratedBy).  The kernel stamps mtime from a coarse clock
+    that lags the one tasks are timed with by up to a scheduler tick (1-10
+    ms), so when no task holds the mtime exactly, the task whose span is
+    nearest within ``slack_ns`` is taken.  tasks and files as read_tasks
+    returns them."""
     spans = sorted(((t["start_ns"], t["end_ns"], t["hostname"], t["task_id"]) for t in tasks
                     if not str(t.get("activity_id", "")).startswith("file:")),
                    key=lambda s: s[1] - s[0])
@@ -254,8 +259,16 @@ def generated_by(tasks: List[dict], files: List[dict]) -> Dict[str, str]:
         m = g.get("mtime_ns")
         if m is None or f.get("activity_id") == "file:deleted":
             continue
+        near, best = None, slack_ns + 1
         for start, end, host, tid in spans:
-            if start <= m <= end and host == f.get("hostname"):
-                out[f["task_id"]] = tid
+            if host != f.get("hostname"):
+                continue
+            if start <= m <= end:
+                near = tid
                 break
+            gap = start - m if m < start else m - end
+            if gap < best:
+                near, best = tid, gap
+        if near is not None:
+            out[f["task_id"]] = near
     return out
