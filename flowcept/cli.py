@@ -29,7 +29,7 @@ def _cmd_summary(args) -> int:
 def _cmd_recover(args) -> int:
     from flowcept.node.recovery import recover_job
     report = recover_job(args.job, shm_dir=args.shm_dir, run_dir=args.run_dir,
-                         transport=args.transport)
+                         transport=args.transport, progress=None)
     print(report.describe())
     return 0 if report.ok else 1
 

@@ -112,38 +112,9 @@ class CompactReport:
                    if self.runs else ""))
 
 
-class _Progress:
-    """A plain progress bar on stderr."""
-
-    def __init__(self, total: int, enabled: bool, label: str = "compacting"):
-        self.total, self.enabled, self.label = max(total, 1), enabled, label
-        self.done = self.records = 0
-        self.t0 = time.perf_counter()
-        self.last = 0.0
-
-    def update(self, batches: int, records: int, force: bool = False):
-        self.done += batches
-        self.records += records
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self.last < 0.1:
-            return
-        self.last = now
-        frac = min(self.done / self.total, 1.0)
-        width = 30
-        fill = int(frac * width)
-        bar = "=" * fill + (">" if fill < width else "") + " " * (width - fill - 1)
-        rate = self.records / max(now - self.t0, 1e-9)
-        sys.stderr.write(f"\r{self.label} [{bar}] {frac * 100:5.1f}%  {self.records:,} records"
-                         f"  {rate / 1e6:.2f} M/s ")
-        sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            self.update(0, 0, force=True)
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+def _Progress(total: int, enabled: bool, label: str = "compacting"):
+    from flowcept.progress import Progress
+    return Progress(total, enabled, label, delay_s=0.0)
 
 
 class _Strings:

@@ -211,14 +211,20 @@ class Drainer:
             total += hdr.record_count
             cursor.save(end, end)
 
-    def drain_all(self) -> int:
-        """Drains until every ring is empty, spill files included."""
+    def drain_all(self, progress: Optional[bool] = False, label: str = "draining") -> int:
+        """Drains until every ring is empty, spill files included.
+        ``progress``: a bar on stderr (None: when it is a terminal) once the
+        drain runs longer than 2 s (recovery of a large job)."""
+        from flowcept.progress import Progress
+        bar = Progress(None, progress, label)
         total = 0
         while True:
-            n = self.drain_once(max_batches=1 << 30)
+            n = self.drain_once(max_batches=256)   # rounds, so that progress shows
             n += self.drain_spills()
             total += n
+            bar.update(0, n)
             if n == 0:
+                bar.close()
                 self.replay_spool(force=True)   # last chance; what stays is logged
                 if self.spool is not None and self.spool.keys():
                     log.warning("flowcept: transport unavailable; %d batch(es) stay in the spool "

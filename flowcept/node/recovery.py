@@ -53,8 +53,11 @@ class RecoveryReport:
 
 def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] = None,
                 transport: Optional[str] = None, config=None,
-                rings: Optional[List[str]] = None) -> RecoveryReport:
-    """``rings``: only these ring files of the job's ring dir (the epilog passes the ones it
+                rings: Optional[List[str]] = None,
+                progress: Optional[bool] = False) -> RecoveryReport:
+    """``progress``: a bar on stderr (None: when it is a terminal) for a
+    recovery longer than 2 s.
+    ``rings``: only these ring files of the job's ring dir (the epilog passes the ones it
     has vetted); default every ``*.ring`` there."""
     from flowcept.record import job as jobs
     from flowcept.node.drain import Drainer, remove_ring_files
@@ -94,7 +97,7 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
     drainer = open_leader(config, jobs.job_info(config, job))
     drainer.rings.update(ended)
     try:
-        report.records = drainer.drain_all()
+        report.records = drainer.drain_all(progress=progress, label=f"recovering job {job}")
         report.rings = len(drainer.rings)
         for path, ring in drainer.rings.items():
             report.torn += ring.stats()["torn"]

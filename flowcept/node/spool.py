@@ -114,13 +114,15 @@ class Spool:
         return time.monotonic() >= self._next_try
 
     def replay(self, transport, max_batches: Optional[int] = None,
-               group: Optional[int] = None) -> Tuple[int, int]:
+               group: Optional[int] = None, progress: Optional[bool] = False) -> Tuple[int, int]:
         """Publishes spooled batches in key order; removes each group of files
         only after ``transport.flush()`` succeeded.  Returns (batches, records)
         replayed.  Stops quietly (files kept, next try after retry_ms) when
-        the transport is unavailable."""
-        from flowcept.native.batch import Batch, BatchError
+        the transport is unavailable.  ``progress``: a bar on stderr (None:
+        when it is a terminal) once the replay runs longer than 2 s."""
         from flowcept.errors import TransportUnavailable
+        from flowcept.native.batch import Batch, BatchError
+        from flowcept.progress import Progress
         keys = self.keys()
         if max_batches is not None:
             keys = keys[:max_batches]
@@ -128,6 +130,7 @@ class Spool:
             return 0, 0
         group = group or REPLAY_GROUP
         done = records = 0
+        bar = Progress(len(keys), progress, "replaying the spool")
         try:
             for i in range(0, len(keys), group):
                 sent: List[bytes] = []
@@ -156,6 +159,7 @@ class Spool:
                 done += len(sent)
                 records += recs
                 self.replayed += len(sent)
+                bar.update(len(sent), recs)
         except TransportUnavailable as e:
             self._next_try = time.monotonic() + self.retry_s
             drop = getattr(transport, "take_unflushed", None)
@@ -165,6 +169,8 @@ class Spool:
                      e, len(self.keys()), self.dir)
         else:
             self._next_try = 0.0
+        finally:
+            bar.close()
         return done, records
 
     def _set_aside(self, key: bytes, err) -> None:
@@ -186,7 +192,7 @@ def replay_dir(directory: str, transport) -> Tuple[int, int, int]:
         dirs.sort()
         if any(f.endswith(SUFFIX) for f in files):
             sp = Spool(root)
-            b, r = sp.replay(transport)
+            b, r = sp.replay(transport, progress=None)
             batches += b
             records += r
             left += len(sp.keys())
