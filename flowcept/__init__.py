@@ -18,6 +18,11 @@ _EXPORTS = {
     "Flowcept": "flowcept.flowcept_api.flowcept_controller",
     "WorkflowObject": "flowcept.commons.flowcept_dataclasses.workflow_object",
     "DBAPI": "flowcept.flowcept_api.db",
+    "flowcept_torch": "flowcept.adapters.torch",
+    "FlowceptEpochLoop": "flowcept.adapters.torch",
+    "FlowceptDaskWorkerAdapter": "flowcept.adapters.dask",
+    "FlowceptDaskSchedulerAdapter": "flowcept.adapters.dask",
+    "agent_flowcept_task": "flowcept.adapters.mcp",
     # ours
     "load_config": "flowcept.config",
     "Config": "flowcept.config",

@@ -15,7 +15,7 @@ fi
 . "$VENV/bin/activate"
 stamp="$VENV/.flowcept-installed"
 if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
-    echo "flowcept setup: installing flowcept and its dependencies (first run takes about a minute)" >&2
+    echo "flowcept setup: installing flowcept and its dependencies (the first run takes a few minutes: MPI, HDF5, Kafka, MongoDB, MLflow, Dask, torch CPU, ...)" >&2
     log="$VENV/setup.log"
     {
         python -m pip install --upgrade pip setuptools wheel cffi &&

@@ -127,6 +127,7 @@ class Flowcept:
         config = load_config(self._settings_path, **self._overrides)
         if not config.enabled:
             return self
+        interceptors = self._resolve_interceptors()   # a wrong name fails before anything starts
         existing = runtime.current()
         if existing is not None and not existing.closed:
             self.session = existing
@@ -150,14 +151,52 @@ class Flowcept:
         if not self.save_workflow:
             doc["save_workflow"] = False   # exports leave its workflow message out
         self.session.push_workflow({k: v for k, v in doc.items() if v is not None})
+        self._adapters = []
+        for item in interceptors:
+            if isinstance(item, type):
+                self._adapters.append(item.from_session(self.session).start(background=True))
+            else:
+                item.start()
+                self._adapters.append(item)
         self.is_started = True
         return self
+
+    def _resolve_interceptors(self) -> list:
+        """Flowcept's ``interceptors``: adapters by name (registry group
+        ``flowcept.adapters``; their classes) or objects with start()/stop().
+        "instrumentation" (decorator capture) is always on here."""
+        from flowcept import registry
+        from flowcept.errors import ConfigError
+        items = self.interceptors
+        if items is None:
+            return []
+        if isinstance(items, str) or not isinstance(items, (list, tuple, set)):
+            items = [items]
+        out = []
+        for item in items:
+            if item == "instrumentation":
+                continue
+            if isinstance(item, str):
+                try:
+                    item = registry.load("adapter", item)
+                except LookupError as e:
+                    raise ConfigError(f"Flowcept(interceptors=[{item!r}]): {e}") from None
+            out.append(item)
+        return out
 
     def stop(self) -> None:
         s = self.session
         self.is_started = False
         if s is None or s.closed:
             return
+        for adapter in reversed(getattr(self, "_adapters", ())):
+            try:
+                adapter.stop()
+            except Exception as e:   # the run's own end must not fail on an observer
+                import logging
+                logging.getLogger("flowcept").error("flowcept: interceptor %r did not stop "
+                                                    "cleanly: %s", adapter, e)
+        self._adapters = []
         if s.drainer is not None:
             s.drainer.drain_once()   # room in the ring for the end record, even after drops
         s.push_workflow({"ended_at": time.time_ns()})

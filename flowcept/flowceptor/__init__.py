@@ -1,0 +1,1 @@
+"""Flowcept's ``flowcept.flowceptor`` import paths (aliases over flowcept.adapters)."""
