@@ -120,9 +120,9 @@ class Instrumentation:
 
     def _workflow_doc(self) -> None:
         import socket
-        from flowcept.capture.workflow import _user
+        from flowcept.record.job import user_name
         s = self.session
-        doc = {"name": self.workflow_name, "campaign_id": self.campaign_id, "user": _user(),
+        doc = {"name": self.workflow_name, "campaign_id": self.campaign_id, "user": user_name(),
                "job": s.job.job_name, "ranks": self.size, "hostname": socket.gethostname(),
                "started_at": time.time_ns(), "mpi": self.comm is not None}
         s.push_workflow({k: v for k, v in doc.items() if v is not None})

@@ -25,9 +25,9 @@ _session: Optional["Session"] = None
 _session_lock = threading.RLock()
 
 try:  # the compiled @flowcept_task wrapper; ids and thread indexes live in its State
-    from flowcept import _fastcapture
+    from flowcept import _fastcapture as fastcapture
 except ImportError:  # pragma: no cover - pure-Python install
-    _fastcapture = None
+    fastcapture = None
 
 
 def new_workflow_id() -> int:
@@ -46,7 +46,6 @@ class Session:
     def __init__(self, config: Config, job_name: str, *, rank: int = 0, origin: Optional[int] = None,
                  workflow_id: Optional[int] = None, drainer=None, ring_dir: Optional[str] = None):
         from flowcept.record import job as jobs
-        from flowcept.native.ring import Ring
         self.config = config
         self.job = jobs.job_info(config, job_name)
         self.rank = rank
@@ -193,8 +192,8 @@ def _placeholders() -> int:
     """Payloads replaced by a placeholder so far (Python and compiled encoders)."""
     from flowcept.record import payload
     n = payload.placeholders[0]
-    if _fastcapture is not None and hasattr(_fastcapture, "placeholders"):
-        n += _fastcapture.placeholders()
+    if fastcapture is not None and hasattr(fastcapture, "placeholders"):
+        n += fastcapture.placeholders()
     return n
 
 
@@ -242,19 +241,19 @@ def capture_failed(exc: BaseException) -> None:
 
 def _fast_state(session: Session):
     """The session's State for flowcept._fastcapture (None without it)."""
-    if _fastcapture is None:
+    if fastcapture is None:
         return None
     from flowcept.native import ffi, lib
     push = int(ffi.cast("uintptr_t", ffi.addressof(lib, "fc_ring_push_task")))
-    return _fastcapture.State(push, int(ffi.cast("uintptr_t", session.handle)),
+    return fastcapture.State(push, int(ffi.cast("uintptr_t", session.handle)),
                               session.origin_bits, session.workflow_id, session.rank,
                               bool(session.config.capture_args),
                               session.config.max_payload_bytes, session.activity_id)
 
 
 def _set_fast_active(session: Optional[Session]) -> None:
-    if _fastcapture is not None:
-        _fastcapture.set_active(getattr(session, "_fast", None))
+    if fastcapture is not None:
+        fastcapture.set_active(getattr(session, "_fast", None))
 
 
 def current() -> Optional[Session]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import os
 from time import time_ns
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence
 
@@ -22,12 +21,12 @@ from flowcept.record.payload import encode, placeholder, placeholders
 # Task id of the innermost open task of this thread / asyncio task (0: none).
 current_task_id: contextvars.ContextVar[int] = contextvars.ContextVar("flowcept_task", default=0)
 
-_fastcapture = runtime._fastcapture   # the compiled wrapper of sync functions, or None
+_fastcapture = runtime.fastcapture   # the compiled wrapper of sync functions, or None
 
 
 def _ensure_state():
     """Called by a compiled wrapper when no session is active: its State or None."""
-    s = runtime._session or runtime.ensure_session()
+    s = runtime.ensure_session()
     return None if s is None else s._fast
 
 
@@ -207,7 +206,7 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)
         async def async_wrapper(*args, **kwargs):
-            s = runtime._session or runtime.ensure_session()
+            s = runtime.ensure_session()
             if s is None:
                 return await func(*args, **kwargs)
             parent = current_task_id.get()
@@ -240,7 +239,7 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        s = runtime._session or runtime.ensure_session()
+        s = runtime.ensure_session()
         if s is None:
             return func(*args, **kwargs)
         parent = current_task_id.get()
@@ -281,7 +280,7 @@ class FlowceptTask:
         self._done = False
 
     def begin(self) -> "FlowceptTask":
-        s = self._session = runtime._session or runtime.ensure_session()
+        s = self._session = runtime.ensure_session()
         if s is not None:
             self.parent_id = current_task_id.get()
             self.task_id = s.next_task_id()

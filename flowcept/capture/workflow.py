@@ -1,7 +1,6 @@
 """``Flowcept``: a workflow run, as a context manager or start()/stop()."""
 from __future__ import annotations
 
-import getpass
 import hashlib
 import logging
 import os
@@ -13,6 +12,7 @@ from typing import Any, Optional, Union
 
 from flowcept.capture import session as runtime
 from flowcept.config import load_config
+from flowcept.record import job as jobs
 
 log = logging.getLogger("flowcept")
 
@@ -141,7 +141,7 @@ class Flowcept:
         Flowcept.current_workflow_id = self._string_id()
         Flowcept.campaign_id = self.campaign_id
         doc = {"name": self.workflow_name, "campaign_id": self.campaign_id,
-               "user": _user(), "hostname": socket.gethostname(), "pid": os.getpid(),
+               "user": jobs.user_name(), "hostname": socket.gethostname(), "pid": os.getpid(),
                "job": self.session.job.job_name, "started_at": time.time_ns(),
                "workflow_args": self.workflow_args,
                "description": self.workflow_description, "subtype": self.workflow_subtype,
@@ -243,8 +243,3 @@ def _redact(url: str) -> str:
     return re.sub(r"//:?[^@/]*@", "//***@", url)
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return str(os.getuid())

@@ -197,11 +197,11 @@ class Drainer:
         while True:
             offset = cursor.offset
             limit = cursor.pending if cursor.pending > offset else 0
-            n = lib.fc_spool_pack(ring.handle, spill.encode(), offset, limit, self.buf,
+            n = lib.fc_spill_pack(ring.handle, spill.encode(), offset, limit, self.buf,
                                   self.config.batch_bytes, self.config.batch_records, self.consumed)
             if n <= 0:
                 if n < 0:
-                    raise OSError(-n, f"fc_spool_pack: {os.strerror(-n)}", spill)
+                    raise OSError(-n, f"fc_spill_pack: {os.strerror(-n)}", spill)
                 return total
             end = offset + self.consumed[0]
             cursor.save(offset, end)

@@ -64,6 +64,15 @@ def check_job_name(job_name: str) -> str:
     return job_name
 
 
+def user_name() -> str:
+    """Who runs the job (the uid as text when it has no name)."""
+    import getpass
+    try:
+        return getpass.getuser()
+    except Exception:
+        return str(os.getuid())
+
+
 def job_info(config, job_name: str) -> JobInfo:
     check_job_name(job_name)
     return JobInfo(job_name=job_name, job_id=job_id_of(job_name), node=node_name(),
