@@ -43,7 +43,7 @@ import numpy as np
 from flowcept.config import Option
 from flowcept.errors import StoreError
 from flowcept.native.batch import Batch
-from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, STATUS_NAMES, format_task_id
+from flowcept.record.layout import FLAG_WORKFLOW, STATUS_NAMES, format_task_id, node_of
 from flowcept.store import Store
 
 log = logging.getLogger("flowcept.store.mongodb")
@@ -86,7 +86,7 @@ def _pymongo():
 def task_document(rec, activity: str, node: str, payload: bytes) -> dict:
     """One task record as a Flowcept task document (the same fields and
     values as the LMDB reader returns)."""
-    from flowcept.record.payload import decode
+    from flowcept.record.payload import decode_or_raw
     wf, tid, parent = int(rec["workflow_id"]), int(rec["task_id"]), int(rec["parent_id"])
     doc = {
         "task_id": format_task_id(wf, tid),
@@ -102,7 +102,9 @@ def task_document(rec, activity: str, node: str, payload: bytes) -> dict:
         "thread_id": int(rec["thread_id"]),
         "hostname": node,
     }
-    body = decode(payload) if payload else {}
+    body, ok = decode_or_raw(payload, int(rec["flags"])) if payload else ({}, True)
+    if not ok:
+        doc["payload_error"] = "payload flagged msgpack does not decode"
     if isinstance(body, dict):
         for k in ("used", "generated", "tags", "custom_metadata", "error"):
             if k in body:
@@ -117,14 +119,10 @@ def task_documents(key: bytes, batch: Batch) -> List[dict]:
     same fields and values as ``task_document`` per record, built from
     whole columns (the ingest path: numpy scalar access per field would
     cost more than the insert)."""
-    from flowcept.record.payload import decode
-    try:
-        from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, split_name
-    except ImportError:      # a payload module without in-payload names
-        FLAG_NAME_IN_PAYLOAD, split_name = 0, None
+    from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, decode_or_raw, split_name
     recs = batch.records
     strings = batch.strings
-    node = strings[0][len(NODE_PREFIX):] if strings and strings[0].startswith(NODE_PREFIX) else ""
+    node = node_of(strings)
     job = f"{int(batch.header['job_id']):016x}"
     prefix = key.hex()
     rows = np.flatnonzero((recs["flags"] & FLAG_WORKFLOW) == 0)
@@ -165,13 +163,15 @@ def task_documents(key: bytes, batch: Batch) -> List[dict]:
             "thread_id": cols["thread_id"][j],
             "hostname": node,
         }
-        body = decode(data) if data else {}
+        body, ok = decode_or_raw(data, flags) if data else ({}, True)
+        if not ok:
+            doc["payload_error"] = "payload flagged msgpack does not decode"
         if isinstance(body, dict):
             for k in ("used", "generated", "tags", "custom_metadata", "error"):
                 if k in body:
                     doc[k] = body[k]
         else:
-            doc["payload"] = body
+            doc["payload"] = body   # opaque bytes (C API) kept as they came
         doc["_id"] = f"{prefix}:{i:08d}"     # sorts in record order
         doc["node"] = node
         doc["job"] = job
