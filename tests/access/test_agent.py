@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import CLI, ROOT, clean_env
+from access_support import CLI, ROOT, clean_env
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 pytestmark = pytest.mark.timeout(600)
@@ -70,7 +70,7 @@ def test_agent_loop_bounds_and_plain_output(endpoint, run_data):
 
 
 def test_unreachable_endpoint_is_a_one_line_error(run_data):
-    from conftest import free_port
+    from access_support import free_port
     r = subprocess.run(CLI + ["ask", "anything", "--run", run_data["h5"], "--base-url",
                               f"http://127.0.0.1:{free_port()}/v1", "--timeout", "5"],
                        capture_output=True, text=True, timeout=60, env=clean_env())

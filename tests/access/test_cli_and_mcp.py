@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import CLI, clean_env, free_port, get_json, stop, wait_http
+from access_support import CLI, clean_env, free_port, get_json, stop, wait_http
 from questions import QUESTIONS
 
 pytestmark = pytest.mark.timeout(300)

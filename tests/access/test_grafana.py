@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, get_json
+from access_support import ROOT, get_json
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 pytestmark = pytest.mark.timeout(600)

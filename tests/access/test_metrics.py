@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import CLI, ROOT, clean_env, free_port, stop, wait_http
+from access_support import CLI, ROOT, clean_env, free_port, stop, wait_http
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 pytestmark = pytest.mark.timeout(400)
@@ -49,11 +49,13 @@ def test_prometheus_scrapes_a_4_rank_run(prometheus_exe, tmp_path):
     prom = None
     try:
         wait_http(f"http://127.0.0.1:{mport}/metrics", exporter)
-        prom = Prometheus(prometheus_exe, os.path.join(base, "prom"), free_port(), [f"127.0.0.1:{mport}"])
+        # scraped every 200 ms, so that the rings (which live only while the run does) are seen
+        prom = Prometheus(prometheus_exe, os.path.join(base, "prom"), free_port(),
+                          [f"127.0.0.1:{mport}"], interval="200ms")
         prom.wait_for('up{job="flowcept"}', lambda r: r and r[0]["value"][1] == "1", 60)
         env = clean_env(FLOWCEPT_SHM_DIR=shm)
         run = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, os.path.join(ROOT, "examples", "heat2d.py"),
-                                "--steps", "400", "--n", "64", "--run-dir", runs],
+                                "--steps", "1500", "--n", "64", "--run-dir", runs],
                                env=env, cwd=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         live = {}
         t0 = time.monotonic()
@@ -124,7 +126,7 @@ def test_keeper_status_quarantine_spool_and_failures(run_data, tmp_path):
 
 
 def test_serve_metrics_endpoint(run_data):
-    from conftest import start_server
+    from access_support import start_server
     proc, base = start_server([run_data["runs"], "--metrics"])
     try:
         m = scrape(base + "/metrics")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from access_support import ROOT
 from questions import QUESTIONS, SORTS
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import CLI, clean_env, free_port, get_json, http, start_server, stop
+from access_support import CLI, clean_env, free_port, get_json, http, start_server, stop
 from questions import QUESTIONS, SORTS
 
 pytestmark = pytest.mark.timeout(300)

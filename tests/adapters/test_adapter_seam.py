@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import read_back
+from adapters_support import read_back
 
 from flowcept import registry
 from flowcept.adapters import start_interceptors, stop_interceptors

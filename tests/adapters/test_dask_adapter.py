@@ -2,7 +2,7 @@
 import os
 
 import pytest
-from conftest import read_back
+from adapters_support import read_back
 
 pytest.importorskip("distributed", reason="dask not installed: pip install 'flowcept[dask]'")
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ import os
 import time
 
 import pytest
-from conftest import read_back
+from adapters_support import read_back
 
 from flowcept.adapters.files import FilesAdapter, generated_by
 

@@ -4,7 +4,7 @@ import os
 import sys
 
 import pytest
-from conftest import read_back
+from adapters_support import read_back
 
 pytest.importorskip("mcp", reason="mcp not installed: pip install 'flowcept[mcp]'")
 

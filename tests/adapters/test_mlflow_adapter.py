@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import read_back, run_py
+from adapters_support import read_back, run_py
 
 from flowcept.adapters.mlflow import MlflowAdapter
 

@@ -3,7 +3,7 @@ import hashlib
 import time
 
 import pytest
-from conftest import read_back
+from adapters_support import read_back
 
 pika = pytest.importorskip("pika", reason="pika not installed: pip install 'flowcept[rabbitmq]'")
 pytestmark = pytest.mark.slow

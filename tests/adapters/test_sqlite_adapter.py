@@ -2,7 +2,7 @@
 import json
 import time
 
-from conftest import read_back, run_py
+from adapters_support import read_back, run_py
 
 from flowcept.adapters.sqlite import SqliteAdapter
 

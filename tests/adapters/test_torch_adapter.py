@@ -1,6 +1,6 @@
 """PyTorch instrumentation with torch 2.13 CPU."""
 import pytest
-from conftest import read_back
+from adapters_support import read_back
 
 torch = pytest.importorskip("torch", reason="torch not installed: pip install 'flowcept[torch]'")
 
