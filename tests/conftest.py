@@ -55,3 +55,31 @@ def slurm_ok():
         ok, reason = ensure_slurm_installed(timeout=300)
     if not ok:
         pytest.skip(reason)
+
+
+@pytest.fixture
+def kafka_server(tmp_path):
+    """A real Kafka-protocol broker (Tansu, memory storage) on a free port."""
+    from support.kafka_server import KafkaServer, kafka_available
+    ok, why = kafka_available()
+    if not ok:
+        pytest.skip(why)
+    srv = KafkaServer(tmp_path / "kafka")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def mongo_server(tmp_path):
+    """A real MongoDB wire-protocol server (nx-27017, in memory) on a free port."""
+    from support.mongo_server import MongoServer, mongo_available
+    ok, why = mongo_available()
+    if not ok:
+        pytest.skip(why)
+    srv = MongoServer(tmp_path / "mongo")
+    try:
+        yield srv
+    finally:
+        srv.stop()

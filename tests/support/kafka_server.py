@@ -8,16 +8,15 @@ would keep both; tests that restart it say what they rely on).
 """
 from __future__ import annotations
 
-import atexit
 import os
-import signal
 import socket
 import subprocess
-import time
-import weakref
 from typing import Optional
 
-_LIVE: "weakref.WeakSet[KafkaServer]" = weakref.WeakSet()
+try:   # imported as support.<name> or, with tests/support on the path, as <name>
+    from .server_process import ServerProcess, wait_listening
+except ImportError:
+    from server_process import ServerProcess, wait_listening
 
 
 def tansu_binary() -> Optional[str]:
@@ -46,7 +45,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class KafkaServer:
+class KafkaServer(ServerProcess):
     def __init__(self, workdir, port: Optional[int] = None, start: bool = True):
         self.workdir = os.fspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
@@ -56,7 +55,7 @@ class KafkaServer:
             raise RuntimeError(kafka_available()[1])
         self.proc: Optional[subprocess.Popen] = None
         self._log = None
-        _LIVE.add(self)
+        super().__init__()
         if start:
             self.start()
 
@@ -77,61 +76,4 @@ class KafkaServer:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=self.workdir, env=env, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tansu exited with {self.proc.returncode}; see {self._log.name}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"tansu on port {self.port} did not listen in {timeout}s")
-            time.sleep(0.02)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _signal(self, sig, timeout: float) -> None:
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                p.send_signal(sig)
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._signal(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL, 10.0)
-
-    close = stop
-
-    def __enter__(self) -> "KafkaServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for srv in list(_LIVE):
-        try:
-            srv.kill()
-        except Exception:
-            pass
+        return wait_listening(self, "tansu", timeout)

@@ -16,17 +16,16 @@ atexit hook) stops it by PID, so no process outlives the test run.
 """
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
-import weakref
 from typing import Optional
 
-_LIVE: "weakref.WeakSet[RedisServer]" = weakref.WeakSet()
+try:   # imported as support.<name> or, with tests/support on the path, as <name>
+    from .server_process import ServerProcess, wait_listening
+except ImportError:
+    from server_process import ServerProcess, wait_listening
 
 
 def redis_server_binary() -> Optional[str]:
@@ -60,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     def __init__(self, workdir, password: Optional[str] = None, port: Optional[int] = None,
                  start: bool = True, extra_args=()):
         self.workdir = os.fspath(workdir)
@@ -73,7 +72,7 @@ class RedisServer:
             raise RuntimeError(redis_available()[1])
         self.proc: Optional[subprocess.Popen] = None
         self._log = None
-        _LIVE.add(self)
+        super().__init__()
         if start:
             self.start()
 
@@ -102,73 +101,16 @@ class RedisServer:
         self._log = open(os.path.join(self.workdir, f"redis-{self.port}.log"), "ab")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=self.workdir, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see "
-                                   f"{self._log.name}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    auth = (f"AUTH {self.password}\r\n" if self.password else "")
-                    s.sendall((auth + "PING\r\n").encode())
-                    s.settimeout(1.0)
-                    data = b""
-                    while b"PONG" not in data and len(data) < 4096:
-                        chunk = s.recv(256)
-                        if not chunk:
-                            break
-                        data += chunk
-                    if b"PONG" in data:
-                        return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout}s")
-            time.sleep(0.02)
+        return wait_listening(self, "redis-server", timeout, probe=self._pong)
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _signal(self, sig, timeout: float) -> None:
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                p.send_signal(sig)
-                p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
-            except ProcessLookupError:
-                pass
-        self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Graceful stop (SIGTERM, SIGKILL after timeout)."""
-        self._signal(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL, 10.0)
-
-    close = stop
-
-    def __enter__(self) -> "RedisServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for srv in list(_LIVE):
-        try:
-            srv.kill()
-        except Exception:
-            pass
+    def _pong(self, s) -> bool:
+        auth = (f"AUTH {self.password}\r\n" if self.password else "")
+        s.sendall((auth + "PING\r\n").encode())
+        s.settimeout(1.0)
+        data = b""
+        while b"PONG" not in data and len(data) < 4096:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            data += chunk
+        return b"PONG" in data
