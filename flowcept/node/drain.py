@@ -21,6 +21,7 @@ from flowcept.native import ffi, lib
 from flowcept.native.ring import Ring
 from flowcept.errors import TransportUnavailable
 from flowcept.osutil import process_alive
+from flowcept.progress import Progress
 
 log = logging.getLogger("flowcept.node.drain")
 
@@ -215,7 +216,6 @@ class Drainer:
         """Drains until every ring is empty, spill files included.
         ``progress``: a bar on stderr (None: when it is a terminal) once the
         drain runs longer than 2 s (recovery of a large job)."""
-        from flowcept.progress import Progress
         bar = Progress(None, progress, label)
         total = 0
         while True:

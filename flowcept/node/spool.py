@@ -22,6 +22,8 @@ import os
 import time
 from typing import List, Optional, Tuple
 
+from flowcept.progress import Progress
+
 # Batches published per flush while replaying: large enough to amortise a
 # round trip, small enough that a failure re-sends little.
 REPLAY_GROUP = 64
@@ -122,7 +124,6 @@ class Spool:
         when it is a terminal) once the replay runs longer than 2 s."""
         from flowcept.errors import TransportUnavailable
         from flowcept.native.batch import Batch, BatchError
-        from flowcept.progress import Progress
         keys = self.keys()
         if max_batches is not None:
             keys = keys[:max_batches]

@@ -76,7 +76,7 @@ def preload(config, settings: EpilogSettings) -> None:
     names = ["flowcept.node.recovery", "flowcept.node.drain", "flowcept.native.ring", "flowcept.native",
              "flowcept.record.job", "flowcept.native.batch", "flowcept.record.layout", "flowcept.record.payload",
              "flowcept.transport", "flowcept.store", "flowcept.node.leader", "flowcept.node.spool",
-             "flowcept.osutil", "flowcept.errors", "flowcept.ops.safefs", "flowcept.ops.vetting",
+             "flowcept.osutil", "flowcept.errors", "flowcept.progress", "flowcept.ops.safefs", "flowcept.ops.vetting",
              "flowcept.ops.privsep", "flowcept.ops.site", "flowcept.ops.slurmjob", "traceback", "glob",
              "pwd", "grp", "json", "hashlib", "lmdb", "lmdb._envid", "lmdb._config", "msgpack"]
     if settings.compact:
