@@ -78,7 +78,8 @@ def preload(config, settings: EpilogSettings) -> None:
              "flowcept.transport", "flowcept.store", "flowcept.node.leader", "flowcept.node.spool",
              "flowcept.osutil", "flowcept.errors", "flowcept.progress", "flowcept.ops.safefs", "flowcept.ops.vetting",
              "flowcept.ops.privsep", "flowcept.ops.site", "flowcept.ops.slurmjob", "traceback", "glob",
-             "pwd", "grp", "json", "hashlib", "lmdb", "lmdb._envid", "lmdb._config", "msgpack"]
+             "pwd", "grp", "json", "hashlib", "lmdb", "lmdb._envid", "lmdb._config", "msgpack",
+             "flowcept.store.summary", "flowcept.store.quarantine", "numpy", "numpy.ma"]
     if settings.compact:
         names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.hdf5",
                   "flowcept.query.tasks", "h5py", "numpy", "zlib", "concurrent.futures",
