@@ -56,7 +56,7 @@ class Drainer:
     def __init__(self, config, transport, spool=None):
         self.config = config
         self.transport = transport
-        # -- spool fallback (issue #4): where batches go when the transport is down.
+        # -- spool fallback: where batches go when the transport is down.
         # Transports that can go down declare ``spool_fallback = True``; they get
         # the job's node-local spool unless the caller passes one.
         if spool is None and transport.spool_fallback:
