@@ -43,7 +43,7 @@ import numpy as np
 from flowcept.config import Option
 from flowcept.errors import StoreError
 from flowcept.native.batch import Batch
-from flowcept.record.layout import FLAG_WORKFLOW, STATUS_NAMES, format_task_id, node_of
+from flowcept.record.layout import FLAG_WORKFLOW, STATUS_NAMES, node_of
 from flowcept.store import Store
 
 log = logging.getLogger("flowcept.store.mongodb")
@@ -83,40 +83,9 @@ def _pymongo():
     return pymongo
 
 
-def task_document(rec, activity: str, node: str, payload: bytes) -> dict:
-    """One task record as a Flowcept task document (the same fields and
-    values as the LMDB reader returns)."""
-    from flowcept.record.payload import decode_or_raw
-    wf, tid, parent = int(rec["workflow_id"]), int(rec["task_id"]), int(rec["parent_id"])
-    doc = {
-        "task_id": format_task_id(wf, tid),
-        "workflow_id": f"{wf:016x}",
-        "parent_task_id": format_task_id(wf, parent) if parent else None,
-        "activity_id": activity,
-        "status": STATUS_NAMES.get(int(rec["status"]), str(int(rec["status"]))),
-        "started_at": int(rec["start_ns"]) / 1e9,
-        "ended_at": int(rec["end_ns"]) / 1e9,
-        "start_ns": int(rec["start_ns"]),
-        "end_ns": int(rec["end_ns"]),
-        "rank": int(rec["rank"]),
-        "thread_id": int(rec["thread_id"]),
-        "hostname": node,
-    }
-    body, ok = decode_or_raw(payload, int(rec["flags"])) if payload else ({}, True)
-    if not ok:
-        doc["payload_error"] = "payload flagged msgpack does not decode"
-    if isinstance(body, dict):
-        for k in ("used", "generated", "tags", "custom_metadata", "error"):
-            if k in body:
-                doc[k] = body[k]
-    else:
-        doc["payload"] = body
-    return doc
-
-
 def task_documents(key: bytes, batch: Batch) -> List[dict]:
     """The tasks documents of one batch, with deterministic ``_id``s: the
-    same fields and values as ``task_document`` per record, built from
+    same fields and values as the reader's ``flowcept.query.tasks.task_dict``, built from
     whole columns (the ingest path: numpy scalar access per field would
     cost more than the insert)."""
     from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, decode_or_raw, split_name
