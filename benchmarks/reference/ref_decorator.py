@@ -6,7 +6,10 @@ Run it with the reference venv's python (see setup_ref_venv.sh), never with ours
     PY=$(benchmarks/reference/setup_ref_venv.sh | tail -n1)
     $PY benchmarks/reference/ref_decorator.py 200000
 
-What it does: an empty function with two scalar kwargs, ``f(x=1, y=2)``, is called N times
+What it does: an empty function with two scalar kwargs, ``f(x=1, y=2)`` (``--case scalar``,
+the default), or a heat2d-shaped ``diffuse(step, u, alpha)`` with ``u`` a 1 MiB float64 numpy
+array returning 0.5 (``--case numpy``; 1.0.3 records the array as the string
+``ndarray_instance_id_<id>``, its replace_non_serializable default), is called N times
 plainly and N times through ``@flowcept_task`` inside a ``with Flowcept(...):`` workflow
 context, in flowcept's default offline mode (its built-in default settings: no MQ, no DB;
 records go to an in-memory buffer that is dumped to ``flowcept_buffer.jsonl`` on stop).
@@ -16,7 +19,8 @@ per-call time is the minimum over the repeats for each side; added = decorated -
 Runs in a temporary working directory so the buffer file and log land there.
 
 Prints one JSON line:
-    {"impl":"flowcept-1.0.3","plain_ns":..,"decorated_ns":..,"added_ns":..,"calls":N}
+    {"impl":"flowcept-1.0.3","case":..,"plain_ns":..,"decorated_ns":..,"added_ns":..,"calls":N,
+     "records":N}
 """
 
 import argparse
@@ -33,6 +37,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("calls", nargs="?", type=int, default=200_000, help="calls per repeat (N)")
     ap.add_argument("--repeats", type=int, default=5, help="repeats; min per-call time is kept")
+    ap.add_argument("--case", choices=("scalar", "numpy"), default="scalar",
+                    help="scalar: f(x=1, y=2); numpy: diffuse(step, u, alpha), u 1 MiB float64")
     ap.add_argument("--keep-dir", action="store_true", help="keep the temporary working dir")
     args = ap.parse_args()
     n = args.calls
@@ -53,27 +59,41 @@ def main() -> int:
         assert flowcept.__version__ == "1.0.3", flowcept.__version__
         assert not configs.MQ_ENABLED and configs.DB_FLUSH_MODE == "offline"
 
-        def f(x, y):
-            pass
-
-        @flowcept_task
-        def g(x, y):
-            pass
-
         perf = time.perf_counter_ns
         rng = range(n)
+        if args.case == "scalar":
+            def f(x, y):
+                pass
 
-        def time_loop(fn):
-            t0 = perf()
-            for _ in rng:
-                fn(x=1, y=2)
-            return (perf() - t0) / n
+            @flowcept_task
+            def g(x, y):
+                pass
+
+            def time_loop(fn, calls=rng):
+                t0 = perf()
+                for _ in calls:
+                    fn(x=1, y=2)
+                return (perf() - t0) / len(calls)
+        else:
+            import numpy as np
+            u = np.zeros((128, 1024))   # 1 MiB of float64
+
+            def diffuse(step, u, alpha):
+                return 0.5
+
+            f, g = diffuse, flowcept_task(diffuse)
+
+            def time_loop(fn, calls=rng):
+                t0 = perf()
+                for i in calls:
+                    fn(i, u, 0.1)
+                return (perf() - t0) / len(calls)
 
         # Warm-up (not timed): a short run of each, inside a workflow context.
         with Flowcept(workflow_name="ref-decorator-warmup"):
-            for _ in range(min(n, 10_000)):
-                f(x=1, y=2)
-                g(x=1, y=2)
+            warm = range(min(n, 10_000))
+            time_loop(f, warm)
+            time_loop(g, warm)
 
         plain, decorated = [], []
         records = 0
@@ -91,10 +111,13 @@ def main() -> int:
         decorated_ns = min(decorated)
         out = {
             "impl": "flowcept-1.0.3",
+            "case": args.case,
             "plain_ns": round(plain_ns, 1),
             "decorated_ns": round(decorated_ns, 1),
             "added_ns": round(decorated_ns - plain_ns, 1),
             "calls": n,
+            "repeats": args.repeats,
+            "records": records,
         }
         print(json.dumps(out), flush=True)
         return 0
