@@ -118,6 +118,9 @@ CORE = (
     Option("max_payload_bytes", int, 65536, "larger payloads are summarised", range=(0, 1 << 26)),
     Option("compact_memory_bytes", int, 256 << 20, "compaction: memory for sorting; beyond it "
            "sorted runs go to a temporary file next to the archive", range=(16 << 20, 1 << 44)),
+    Option("leader", str, "process", "who drains the rings: process (a helper process, so the "
+           "application's interpreter is never taken) | thread (a thread of the capturing "
+           "process)", check=_known("leader")),
     Option("leader_node_rank", int, 0, "which rank of a node drains its rings", range=(0, 1 << 20)),
     Option("finalize_timeout_s", int, 60, "leader waits this long for ranks to end",
            range=(0, 86400)),
@@ -163,6 +166,7 @@ class Config:
     numpy_stats_max: int = 4096
     max_payload_bytes: int = 65536
     compact_memory_bytes: int = 256 << 20
+    leader: str = "process"
     leader_node_rank: int = 0
     finalize_timeout_s: int = 60
     abort_on_error: bool = True

@@ -87,7 +87,7 @@ def load(kind: str, name: str):
 def preload(config) -> None:
     """Loads the backends a configuration names (before a privilege drop)."""
     for kind, name in (("transport", config.transport), ("store", config.store),
-                       ("leader", "local")):
+                       ("leader", config.leader), ("leader", "thread")):
         try:
             load(kind, name)
         except LookupError:

@@ -16,8 +16,9 @@ What happens: rank 0 makes the job name and workflow id and broadcasts them
 (one collective); ``COMM_TYPE_SHARED`` splits ranks by node; every rank
 creates its ring in node-local shared memory; the node leader (node rank
 ``leader_node_rank``) gathers the ring paths of its node (one collective),
-drains them in a background thread, packs batches in C and publishes them
-through the configured transport.  MPI is used only for these start-up
+drains them (by default in a helper process, so that no rank's interpreter
+is taken), packs batches in C and publishes them through the configured
+transport.  MPI is used only for these start-up
 collectives: records never travel over MPI, and finalization is not
 collective (the leader waits, with a timeout, for the rings of its node to
 be closed or for their processes to die), so a rank that raises or is
@@ -62,12 +63,15 @@ class Instrumentation:
         from flowcept.record import job as jobs
         from flowcept import registry
         cfg = self.config
+        entered = time.time_ns()
         if self.comm is None:
             self.session = runtime.start_local_session(cfg, workflow_id=self._requested_workflow_id)
-            self._workflow_doc()
+            self._workflow_doc(entered)
             return self
         # Every rank joins every start-up collective, whatever fails locally:
         # a rank that raised before a collective would hang the others in it.
+        # Four small collectives: the ids, the node split, the node's ring
+        # paths, and one reduction of (first failed rank, earliest start).
         problem: Optional[BaseException] = None
         if runtime.current() is not None:
             problem = RuntimeError("flowcept: a capture session is already active in this "
@@ -88,7 +92,7 @@ class Instrumentation:
             try:
                 if self.is_leader:
                     job = jobs.job_info(cfg, job_name)
-                    drainer = registry.load("leader", "local")(cfg, job)
+                    drainer = registry.load("leader", cfg.leader)(cfg, job)
                 session = runtime.Session(cfg, job_name, rank=self.rank,
                                           workflow_id=workflow_id, drainer=drainer)
             except Exception as e:   # e.g. no room in shm_dir for this rank's ring
@@ -96,16 +100,20 @@ class Instrumentation:
         why = None if problem is None else str(problem).removeprefix("flowcept: ")
         # every rank learns the leader's ring path: its end markers are named after it
         gathered = self.node_comm.allgather((session.ring_path if session else None, why))
-        failed = self.comm.allgather(next(((self.rank, w) for _, w in gathered if w), None))
-        failed = [f for f in failed if f is not None]
-        if failed:
+        import numpy as np
+        mine = np.array([self.rank if any(w for _, w in gathered) else self.size, entered],
+                        dtype=np.int64)
+        first = np.empty_like(mine)
+        self.comm.Allreduce(mine, first, op=MPI.MIN)
+        if first[0] < self.size:
+            text = self.comm.bcast(next((w for _, w in gathered if w), None)
+                                   if self.rank == first[0] else None, root=int(first[0]))
             _abandon(session, drainer)
             if problem is not None:
                 raise problem
-            rank, text = failed[0]
             raise runtime.CaptureStartError(
                 f"flowcept: capture did not start on every rank, so on none (a rank on the node "
-                f"of rank {rank}: {text})")
+                f"of rank {first[0]}: {text})")
         paths = [p for p, _ in gathered]
         self._leader_ring = paths[leader]
         if drainer is not None:
@@ -115,16 +123,18 @@ class Instrumentation:
         runtime.set_current(session)
         self.session = session
         if self.rank == 0:
-            self._workflow_doc()
+            self._workflow_doc(int(first[1]))
         return self
 
-    def _workflow_doc(self) -> None:
+    def _workflow_doc(self, started_at: int) -> None:
+        """``started_at``: when the earliest rank entered ``instrument()``,
+        so that no rank's first task seems to start before its workflow."""
         import socket
         from flowcept.record.job import user_name
         s = self.session
         doc = {"name": self.workflow_name, "campaign_id": self.campaign_id, "user": user_name(),
                "job": s.job.job_name, "ranks": self.size, "hostname": socket.gethostname(),
-               "started_at": time.time_ns(), "mpi": self.comm is not None}
+               "started_at": started_at, "mpi": self.comm is not None}
         s.push_workflow({k: v for k, v in doc.items() if v is not None})
 
     # -- properties --------------------------------------------------------
@@ -176,19 +186,8 @@ class Instrumentation:
         ``<its ring>.closing`` before its last drain and ``<its ring>.done``
         once it touches no ring any more; such a late rank then drains its
         own ring (``_late_rank_drain``)."""
-        from flowcept.osutil import process_alive
         timeout = self.config.finalize_timeout_s
-        deadline = time.monotonic() + timeout
-        while True:
-            running = []
-            for path, ring in list(drainer.rings.items()):
-                st = ring.stats()
-                if not st["closed"] and process_alive(st["producer_pid"]):
-                    running.append(path)
-            if not running or time.monotonic() > deadline:
-                break
-            drainer.drain_once()
-            time.sleep(self.config.drain_interval_ms / 1000)
+        running = drainer.wait_rings(timeout)
         mark = self._leader_ring if running else None
         if mark:
             _touch(mark + ".closing")   # before the last drain: see _late_rank_drain
@@ -232,7 +231,7 @@ class Instrumentation:
             time.sleep(0.01)
         if not os.path.exists(s.ring_path):
             return   # the leader drained and removed it
-        drainer = registry.load("leader", "local")(self.config, s.job)
+        drainer = registry.load("leader", "thread")(self.config, s.job)   # a short drain of its own ring
         try:
             drainer.adopt(s.ring_path)
             n = drainer.drain_all()

@@ -277,8 +277,12 @@ def start_local_session(config: Optional[Config] = None, workflow_id: Optional[i
             return _session
         job_name = config.job_id or jobs.new_job_name()
         job = jobs.job_info(config, job_name)
-        drainer = registry.load("leader", "local")(config, job)
-        session = Session(config, job_name, workflow_id=workflow_id, drainer=drainer)
+        drainer = registry.load("leader", config.leader)(config, job)
+        try:
+            session = Session(config, job_name, workflow_id=workflow_id, drainer=drainer)
+        except BaseException:
+            drainer.close()
+            raise
         drainer.start()
         set_current(session)
         return session

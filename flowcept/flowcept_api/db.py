@@ -33,14 +33,21 @@ def _live_frames() -> Tuple[Optional[str], List[bytes], Dict[int, dict]]:
     from flowcept.capture import session as runtime
     s = runtime.current()
     drainer = getattr(s, "drainer", None) if s is not None and not s.closed else None
-    store = getattr(getattr(drainer, "transport", None), "store", None)
-    if store is None:
+    if drainer is None:
         return None, [], {}
     try:
         drainer.drain_once(max_batches=1 << 30)
         drainer.drain_spills()
     except Exception:   # what is still in the ring is read after the run
         pass
+    store = getattr(getattr(drainer, "transport", None), "store", None)
+    if store is None:
+        # the store is written by another process (the leader process, a
+        # keeper): what was drained is read from disk like any other run
+        root = os.path.dirname(os.path.abspath(s.job.run_dir))
+        if root not in known_run_dirs:
+            known_run_dirs.append(root)
+        return None, [], {}
     # the drainer's lock: no write transaction is open while we read
     with drainer._lock:
         frames = [bytes(f) for _k, f in store.scan()]

@@ -233,24 +233,35 @@ class Drainer:
                 return total
 
     # -- background thread ----------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="flowcept-drain", daemon=True)
+    def start(self, first_wait_s: Optional[float] = None,
+              longest_wait_s: Optional[float] = None) -> None:
+        """Drains in a background thread.  After an empty pass it waits
+        ``first_wait_s``, doubling up to ``longest_wait_s`` while nothing
+        comes (both default to drain_interval_ms: a steady poll)."""
+        idle = self.config.drain_interval_ms / 1000
+        first = idle if first_wait_s is None else first_wait_s
+        longest = idle if longest_wait_s is None else max(first, longest_wait_s)
+        self._thread = threading.Thread(target=self._run, args=(first, longest),
+                                        name="flowcept-drain", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
-        idle = self.config.drain_interval_ms / 1000
+    def _run(self, first: float, longest: float) -> None:
+        wait = first
         while not self._stop.is_set():
             try:
                 n = self.drain_once(lazy=True)
             except Exception:  # keep draining: records stay in the ring
                 log.exception("flowcept drain pass failed; retrying")
                 n = 0
-            if n == 0:
-                try:
-                    self.replay_spool()
-                except Exception:
-                    log.exception("flowcept spool replay failed; retrying")
-                self._stop.wait(idle)
+            if n:
+                wait = first
+                continue
+            try:
+                self.replay_spool()
+            except Exception:
+                log.exception("flowcept spool replay failed; retrying")
+            self._stop.wait(wait)
+            wait = min(wait * 2, longest)
 
     def stop(self) -> int:
         """Stops the thread and drains everything left; returns records drained."""
@@ -260,12 +271,10 @@ class Drainer:
             self._thread = None
         return self.drain_all()
 
-    def finish(self, timeout_s: float) -> list:
-        """The end of a leader: waits (at most ``timeout_s``) until every ring
-        is closed by its producer or its producer died, draining meanwhile;
-        then drains everything, removes the files of the ended rings and
-        closes the transport.  Returns the paths of rings still open (their
-        records stay for recovery)."""
+    def wait_rings(self, timeout_s: float) -> list:
+        """Waits (at most ``timeout_s``) until every ring is closed by its
+        producer or its producer died, draining meanwhile; returns the paths
+        of the rings still open."""
         deadline = time.monotonic() + timeout_s
         pending = dict(self.rings)
         while pending:
@@ -277,11 +286,18 @@ class Drainer:
                 break
             self.drain_once()
             time.sleep(self.config.drain_interval_ms / 1000)
+        return list(pending)
+
+    def finish(self, timeout_s: float) -> list:
+        """The end of a leader: ``wait_rings``, then drains everything,
+        removes the files of the ended rings and closes the transport.
+        Returns the paths of rings still open (their records stay for
+        recovery)."""
+        leftover = self.wait_rings(timeout_s)
         self.stop()
-        leftover = list(pending)
         for path, ring in list(self.rings.items()):
             ring.close()
-            if path not in pending:
+            if path not in leftover:
                 remove_ring_files(path)
         self.rings.clear()
         self.transport.close()

@@ -2,9 +2,9 @@
 
 A capturing process that drains rings (its own, or its node's under MPI)
 gets its Drainer from here, with the configured transport opened through
-the registry.  Capture names the leader it wants ("local") and never
-imports this layer: a site can register another leader (e.g. one that
-hands rings to a node-helper process) without touching capture.
+the registry.  Capture names the leader configured (``leader``: ``process``, the
+default, in flowcept.node.helper, or ``thread``, here) and never imports
+this layer: a site can register another leader without touching capture.
 """
 from __future__ import annotations
 
@@ -13,5 +13,6 @@ from flowcept.node.drain import Drainer
 
 
 def open_leader(config, job) -> Drainer:
-    """A Drainer publishing through ``config.transport`` (not yet started)."""
+    """A Drainer publishing through ``config.transport`` (not yet started),
+    run by the capturing process (the ``thread`` leader)."""
     return Drainer(config, registry.load("transport", config.transport)(config, job))

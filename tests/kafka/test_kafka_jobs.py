@@ -90,7 +90,7 @@ def test_broker_stopped_and_restarted_mid_run_spool_covers_it(kafka_server, tmp_
     store = str(tmp_path / "store")
     keeper = _keeper(url, store, "k-outage", f"g-{uuid.uuid4().hex[:6]}")
     env = dict(os.environ, FLOWCEPT_TRANSPORT="kafka", FLOWCEPT_TRANSPORT_URL=url,
-               FLOWCEPT_SPOOL_RETRY_MS="200", FLOWCEPT_BATCH_RECORDS="500",
+               FLOWCEPT_SPOOL_RETRY_MS="200", FLOWCEPT_LEADER="thread", FLOWCEPT_BATCH_RECORDS="500",
                FLOWCEPT_KAFKA_FLUSH_TIMEOUT_MS="1000")
     script = tmp_path / "producer.py"
     script.write_text(PRODUCER)

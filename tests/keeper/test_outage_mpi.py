@@ -82,7 +82,7 @@ def test_redis_killed_and_restarted_mid_run_loses_and_doubles_nothing(tmp_path, 
                      extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as srv:
         keeper = _keeper(srv.url, store, "k-outage")
         env = dict(os.environ, FLOWCEPT_TRANSPORT="redis", FLOWCEPT_TRANSPORT_URL=srv.url,
-                   FLOWCEPT_SPOOL_RETRY_MS="200", FLOWCEPT_BATCH_RECORDS="500")
+                   FLOWCEPT_SPOOL_RETRY_MS="200", FLOWCEPT_LEADER="thread", FLOWCEPT_BATCH_RECORDS="500")
         script = tmp_path / "producer.py"
         script.write_text(PRODUCER)
         started = tmp_path / "started"

@@ -34,7 +34,9 @@ def test_a_hostile_workflow_record_is_quarantined_and_the_rest_stored(tmp_path):
         print("ok")
     """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
-    env.update(FLOWCEPT_RUN_DIR=str(tmp_path / "runs"), FLOWCEPT_JOB_ID="j1")
+    # the thread leader: the test reads the transport's counter in this process
+    env.update(FLOWCEPT_RUN_DIR=str(tmp_path / "runs"), FLOWCEPT_JOB_ID="j1",
+               FLOWCEPT_LEADER="thread")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                        env=env)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
