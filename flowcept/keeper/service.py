@@ -32,7 +32,6 @@ writes its status file and returns 0.
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -48,13 +47,6 @@ from flowcept.record.payload import PayloadError, check_records
 
 log = logging.getLogger("flowcept.keeper")
 
-REASON_NAMES = {
-    errno.EBADMSG: "bad_magic_or_sizes",
-    errno.EPROTO: "bad_version",
-    errno.EILSEQ: "bad_checksum",
-    errno.EMSGSIZE: "bad_length",
-    errno.ERANGE: "bad_record_range",
-}
 # What a store may raise that is about the store, not the batch: retried.
 try:
     import lmdb as _lmdb
@@ -63,10 +55,6 @@ except ImportError:   # pragma: no cover - lmdb is a dependency
     STORE_ERRORS = (StoreError, OSError)
 STATUS_PREFIX = "keeper-"
 STATUS_SUFFIX = ".status.json"
-
-
-def reason_of(err: BatchError) -> str:
-    return REASON_NAMES.get(err.code, f"bad_frame_{err.code}")
 
 
 def default_name() -> str:
@@ -190,7 +178,7 @@ class Keeper:
         try:
             validate(frame)
         except BatchError as e:
-            raise _Reject(reason_of(e), str(e)) from None
+            raise _Reject(e.name, str(e)) from None
         from flowcept.native.batch import batch_key
         import struct
         # header fields job_id, ring_uid, seq at offsets 16, 24, 32 (validated above)

@@ -15,21 +15,24 @@ import numpy as np
 from flowcept.record.layout import (BATCH_HEADER_DTYPE, BATCH_HEADER_SIZE, BATCH_MAGIC,
                              FORMAT_VERSION, RECORD_DTYPE)
 
-_REASONS = {
-    errno.EBADMSG: "bad magic or inconsistent sizes/offsets",
-    errno.EPROTO: "unsupported format version",
-    errno.EILSEQ: "checksum mismatch",
-    errno.EMSGSIZE: "length differs from the header (truncated or trailing bytes)",
-    errno.ERANGE: "a record's payload or activity id is out of range",
+# What the C validator's errno means: (short name, for counters and the
+# quarantine; text, for people).
+FRAME_ERRORS = {
+    errno.EBADMSG: ("bad_magic_or_sizes", "bad magic or inconsistent sizes/offsets"),
+    errno.EPROTO: ("bad_version", "unsupported format version"),
+    errno.EILSEQ: ("bad_checksum", "checksum mismatch"),
+    errno.EMSGSIZE: ("bad_length", "length differs from the header (truncated or trailing bytes)"),
+    errno.ERANGE: ("bad_record_range", "a record's payload or activity id is out of range"),
 }
 
 
 class BatchError(ValueError):
-    """A frame failed validation; ``code`` is the errno, ``reason`` says why."""
+    """A frame failed validation; ``code`` is the errno, ``reason`` says why
+    and ``name`` names it in a word (``bad_checksum``)."""
 
     def __init__(self, code: int, detail: str = ""):
         self.code = code
-        self.reason = _REASONS.get(code, f"error {code}")
+        self.name, self.reason = FRAME_ERRORS.get(code, (f"bad_frame_{code}", f"error {code}"))
         super().__init__(self.reason + (f" ({detail})" if detail else ""))
 
 
