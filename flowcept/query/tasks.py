@@ -17,9 +17,9 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 
 from flowcept.native.batch import Batch
-from flowcept.record.layout import (FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE,
-                                    STATUS_NAMES, format_task_id)
-from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, decode_or_raw, split_name
+from flowcept.record.document import task_document
+from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE
+from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, split_name
 
 log = logging.getLogger("flowcept.query")
 
@@ -116,37 +116,16 @@ def record_flags(rec) -> int:
 
 def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] = None,
               stats: Optional[dict] = None) -> dict:
-    """A Flowcept-style task document.  ``payload`` is the record's own
+    """A Flowcept-style task document (``flowcept.record.document``) of a
+    record row (or a dict of its fields).  ``payload`` is the record's own
     payload (name prefix already stripped); ``stats["payload_errors"]``
     counts payloads flagged msgpack that do not decode."""
-    wf, tid, parent = int(rec["workflow_id"]), int(rec["task_id"]), int(rec["parent_id"])
-    doc = {
-        "task_id": format_task_id(wf, tid),
-        "workflow_id": f"{wf:016x}",
-        "parent_task_id": format_task_id(wf, parent) if parent else None,
-        "activity_id": activity,
-        "status": STATUS_NAMES.get(int(rec["status"]), str(int(rec["status"]))),
-        "started_at": int(rec["start_ns"]) / 1e9,
-        "ended_at": int(rec["end_ns"]) / 1e9,
-        "start_ns": int(rec["start_ns"]),
-        "end_ns": int(rec["end_ns"]),
-        "rank": int(rec["rank"]),
-        "thread_id": int(rec["thread_id"]),
-        "hostname": node,
-    }
-    body, ok = decode_or_raw(payload, record_flags(rec)) if payload else ({}, True)
-    if not ok:
-        doc["payload"] = body
-        doc["payload_error"] = "payload flagged msgpack does not decode"
-        if stats is not None:
-            stats["payload_errors"] = stats.get("payload_errors", 0) + 1
-    elif isinstance(body, dict):
-        for k in ("used", "generated", "tags", "custom_metadata", "error"):
-            if k in body:
-                doc[k] = body[k]
-    else:
-        doc["payload"] = body
-    return doc
+    return task_document(workflow_id=int(rec["workflow_id"]), task_id=int(rec["task_id"]),
+                         parent_id=int(rec["parent_id"]), status=int(rec["status"]),
+                         start_ns=int(rec["start_ns"]), end_ns=int(rec["end_ns"]),
+                         rank=int(rec["rank"]), thread_id=int(rec["thread_id"]),
+                         activity=activity, hostname=node, payload=payload,
+                         flags=record_flags(rec), stats=stats)
 
 
 def read_tasks(path: str, stats: Optional[dict] = None) -> List[dict]:

@@ -43,7 +43,9 @@ import numpy as np
 from flowcept.config import Option
 from flowcept.errors import StoreError
 from flowcept.native.batch import Batch
-from flowcept.record.layout import FLAG_WORKFLOW, STATUS_NAMES, node_of
+from flowcept.record.document import task_document
+from flowcept.record.layout import FLAG_WORKFLOW, node_of
+from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, split_name
 from flowcept.store import Store
 
 log = logging.getLogger("flowcept.store.mongodb")
@@ -84,11 +86,10 @@ def _pymongo():
 
 
 def task_documents(key: bytes, batch: Batch) -> List[dict]:
-    """The tasks documents of one batch, with deterministic ``_id``s: the
-    same fields and values as the reader's ``flowcept.query.tasks.task_dict``, built from
-    whole columns (the ingest path: numpy scalar access per field would
-    cost more than the insert)."""
-    from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, decode_or_raw, split_name
+    """The tasks documents of one batch (``flowcept.record.document``, as
+    the readers build them), with deterministic ``_id``s, the node and the
+    job.  Built from whole columns (the ingest path: numpy scalar access per
+    field would cost more than the insert)."""
     recs = batch.records
     strings = batch.strings
     node = node_of(strings)
@@ -101,46 +102,21 @@ def task_documents(key: bytes, batch: Batch) -> List[dict]:
                                         "payload_off", "payload_len")}
     payload = batch.payload
     n_str = len(strings)
-    status_names = {}
     out = []
     for j, i in enumerate(rows.tolist()):
-        wf, tid, parent = cols["workflow_id"][j], cols["task_id"][j], cols["parent_id"][j]
         off, ln, flags = cols["payload_off"][j], cols["payload_len"][j], cols["flags"][j]
         data = bytes(payload[off:off + ln])
         name = None
-        if FLAG_NAME_IN_PAYLOAD and flags & FLAG_NAME_IN_PAYLOAD:
+        if flags & FLAG_NAME_IN_PAYLOAD:
             name, data = split_name(data, flags)
         if name is None:
             a = cols["activity_id"][j]
             name = strings[a] if a < n_str else ""
-        st = cols["status"][j]
-        if st not in status_names:
-            status_names[st] = STATUS_NAMES.get(st, str(st))
-        wfx = f"{wf:016x}"
-        s0, s1 = cols["start_ns"][j], cols["end_ns"][j]
-        doc = {
-            "task_id": f"{wfx}-{tid:016x}",
-            "workflow_id": wfx,
-            "parent_task_id": f"{wfx}-{parent:016x}" if parent else None,
-            "activity_id": name,
-            "status": status_names[st],
-            "started_at": s0 / 1e9,
-            "ended_at": s1 / 1e9,
-            "start_ns": s0,
-            "end_ns": s1,
-            "rank": cols["rank"][j],
-            "thread_id": cols["thread_id"][j],
-            "hostname": node,
-        }
-        body, ok = decode_or_raw(data, flags) if data else ({}, True)
-        if not ok:
-            doc["payload_error"] = "payload flagged msgpack does not decode"
-        if isinstance(body, dict):
-            for k in ("used", "generated", "tags", "custom_metadata", "error"):
-                if k in body:
-                    doc[k] = body[k]
-        else:
-            doc["payload"] = body   # opaque bytes (C API) kept as they came
+        doc = task_document(workflow_id=cols["workflow_id"][j], task_id=cols["task_id"][j],
+                            parent_id=cols["parent_id"][j], status=cols["status"][j],
+                            start_ns=cols["start_ns"][j], end_ns=cols["end_ns"][j],
+                            rank=cols["rank"][j], thread_id=cols["thread_id"][j],
+                            activity=name, hostname=node, payload=data, flags=flags)
         doc["_id"] = f"{prefix}:{i:08d}"     # sorts in record order
         doc["node"] = node
         doc["job"] = job
