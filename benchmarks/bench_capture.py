@@ -422,7 +422,8 @@ def _count(v) -> str:
 def _ratio(x, ref):
     if x is None or not ref:
         return "-"
-    return f"{x / ref:.3g}x"
+    r = x / ref
+    return f"{r:.3g}x" if r >= 1 or r <= 0 else f"1/{1 / r:.3g}"
 
 
 def print_table(title: str, ours: list, others: list) -> None:
