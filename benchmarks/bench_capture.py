@@ -233,8 +233,10 @@ def run_child(args: list, env_extra: dict) -> dict:
         env.update(env_extra)
         out = subprocess.run([sys.executable, __file__, "--child", *args], env=env,
                              capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"child {args} failed:\n{out.stderr}")
+        if out.returncode != 0:   # reported in its row; the other measurements go on
+            print(f"child {args} failed:\n{out.stderr}", file=sys.stderr, flush=True)
+            tail = out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]
+            return {"mode": args[1] if args[0] == "added" else "memory", "error": tail[0][-200:]}
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -405,7 +407,9 @@ def main() -> int:
                        f"{a.numpy_calls:,} calls per repeat"}
     for case, (ours, others) in results.items():
         print_table(titles[case], ours, others)
-    if mem:
+    if mem and "error" in mem:
+        print(f"\nmemory run failed: {mem['error']}")
+    elif mem:
         print(f"\nRSS (MiB) every {a.memory_every:,} calls over {mem['records']:,}: {mem['rss_mib']}; "
               f"growth {mem['growth_mib']} MiB (max - first {mem['max_minus_first_mib']}); "
               f"RssAnon {mem['rss_anon_mib']}: growth {mem['anon_growth_mib']} MiB; "
@@ -435,6 +439,9 @@ def print_table(title: str, ours: list, others: list) -> None:
           "spilled in timed repeats (max per repeat) | stored from spill | dropped |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in ours:
+        if "error" in r:
+            print(f"| ours, {r['mode']} | - | error: {r['error']} | | | | | | | | | |")
+            continue
         name = "ours, FLOWCEPT_ENABLED=0" if r["mode"] == "disabled" else \
             f"ours, {'compiled' if r['mode'] == 'compiled' else 'pure-Python'} wrapper ({r['wrapper']})"
         ring = f"{r['ring_bytes'] >> 20} MiB" + (" (default)" if r["ring_bytes"] == 4 << 20 else "")
