@@ -84,7 +84,7 @@ def _push(activity, agent_id, side, used, start, end, status, generated=None, ex
         s = _session()
         if s is None:
             return
-        from flowcept.capture.task import current_task_id
+        from flowcept.capture.task import current_parent
         from flowcept.record.payload import encode
         agent_tid = _agent_task_id(s, agent_id)
         meta = {"agent_id": agent_id, "agent_task_id": agent_tid, "side": side,
@@ -93,7 +93,7 @@ def _push(activity, agent_id, side, used, start, end, status, generated=None, ex
         body = {"used": used, "custom_metadata": meta}
         if generated is not None:
             body["generated"] = generated
-        s.push(s.next_task_id(), current_task_id.get(), start, end, activity, status,
+        s.push(s.next_task_id(), current_parent(), start, end, activity, status,
                encode(body), FLAG_PAYLOAD_MSGPACK)
     except Exception:   # provenance never breaks the agent
         pass

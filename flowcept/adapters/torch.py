@@ -82,7 +82,7 @@ def _profile(model) -> dict:
 
 def flowcept_torch(cls):
     """Class decorator for ``torch.nn.Module`` subclasses (see the module doc)."""
-    from flowcept.capture.task import current_task_id
+    from flowcept.capture.task import current_parent, current_task_id
     from flowcept.record.payload import encode
     session_now = _fast_session()
 
@@ -128,7 +128,7 @@ def flowcept_torch(cls):
             now = time.time_ns()
             body = {"generated": _profile(self),
                     "custom_metadata": {"entity": "model", "framework": "torch", **self._fc_meta}}
-            s.push(tid, self._fc_parent or current_task_id.get(), now, now, "torch:model",
+            s.push(tid, self._fc_parent or current_parent(), now, now, "torch:model",
                    STATUS_FINISHED, encode(body), FLAG_PAYLOAD_MSGPACK)
             return tid
 
@@ -147,7 +147,7 @@ def flowcept_torch(cls):
             if s is None:
                 return super().forward(*args, **kwargs)
             tid = s.next_task_id()
-            parent = d["_fc_parent"] or current_task_id.get()
+            parent = d["_fc_parent"] or current_parent()
             token = current_task_id.set(tid)
             d["_fc_forward_id"] = tid
             if d["_fc_tel"] is not None:

@@ -33,6 +33,12 @@ def _ensure_state():
 if _fastcapture is not None:
     _fastcapture.configure(current_task_id, _ensure_state)
 
+# The innermost open task (0: none).  A compiled wrapper does not set the
+# ContextVar (a set and a reset cost more than the rest of its call): it
+# keeps its task in a per-thread slot with the ContextVar's value at entry;
+# that slot wins while the ContextVar still holds that value.
+current_parent: Callable[[], int] = getattr(_fastcapture, "current_parent", current_task_id.get)
+
 
 def _settings():
     """The process configuration, or None when it is wrong (capture then stays
@@ -209,7 +215,7 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
             s = runtime.ensure_session()
             if s is None:
                 return await func(*args, **kwargs)
-            parent = current_task_id.get()
+            parent = current_parent()
             tid = s.next_task_id()
             token = current_task_id.set(tid)
             start = time_ns()
@@ -242,7 +248,7 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
         s = runtime.ensure_session()
         if s is None:
             return func(*args, **kwargs)
-        parent = current_task_id.get()
+        parent = current_parent()
         tid = s.next_task_id()
         token = current_task_id.set(tid)
         start = time_ns()
@@ -282,7 +288,7 @@ class FlowceptTask:
     def begin(self) -> "FlowceptTask":
         s = self._session = runtime.ensure_session()
         if s is not None:
-            self.parent_id = current_task_id.get()
+            self.parent_id = current_parent()
             self.task_id = s.next_task_id()
             self._token = current_task_id.set(self.task_id)
             self.start_ns = time_ns()

@@ -17,7 +17,7 @@ from time import time_ns
 from typing import Any, Callable, Dict, Optional
 
 from flowcept.capture import task as _ours
-from flowcept.capture.task import current_task_id
+from flowcept.capture.task import current_parent, current_task_id
 from flowcept.instrumentation import _capture as C
 from flowcept.record.layout import STATUS_ERROR, STATUS_FINISHED
 
@@ -150,7 +150,7 @@ def _python_task(func, *, output_names, args_handler, telemetry, activity_id, ta
         s = C.session()
         if s is None:
             return None
-        parent = current_task_id.get()
+        parent = current_parent()
         tid = s.next_task_id()
         token = current_task_id.set(tid)
         return s, tid, parent, token, (C.telemetry() if telemetry else None), time_ns()
@@ -197,7 +197,7 @@ def _python_task(func, *, output_names, args_handler, telemetry, activity_id, ta
 def get_current_context_task_id() -> Optional[str]:
     """The current task's id in our string form (None outside a task)."""
     from flowcept.record.layout import format_task_id
-    tid = current_task_id.get()
+    tid = current_parent()
     s = C.runtime.current()
     if not tid or s is None:
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from time import time_ns
 from typing import Any, Dict, Optional, Sequence
 
-from flowcept.capture.task import current_task_id
+from flowcept.capture.task import current_parent, current_task_id
 from flowcept.commons.vocabulary import Status
 from flowcept.instrumentation import _capture as C
 from flowcept.record.payload import encode
@@ -56,7 +56,7 @@ class FlowceptTask:
         self._workflow_text = workflow_id if isinstance(workflow_id, str) else None
         parent = C.parent_int(parent_task_id)
         self._parent_text = parent_task_id if parent is None else None
-        self.parent_id = current_task_id.get() if parent_task_id is None else (parent or 0)
+        self.parent_id = current_parent() if parent_task_id is None else (parent or 0)
         self._telemetry = capture_telemetry if capture_telemetry is not None else C.telemetry_on()
         self._tel_start = C.telemetry() if self._telemetry else None
         if any(v is not None for v in (generated, ended_at, stdout, stderr, status)):
