@@ -13,6 +13,7 @@ ratio (min of repeats), tasks of about a millisecond.
 Prints one JSON line per measurement.
 """
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -60,8 +61,14 @@ def worker(args):
     n = args.records // comm.Get_size()
     t0 = produce(prov, args.mode, n)
     t_push = time.perf_counter() - t0
+    spilled = prov.session.stats()["spilled"]
+    drainer = prov.session.drainer
     prov.finalize()          # leader: drains everything into LMDB and commits
     t_all = time.perf_counter() - t0
+    spilled = comm.reduce(spilled, op=MPI.SUM, root=0)
+    # the leader process reports its own CPU time (the thread leader's is the rank's)
+    leader_cpu = comm.reduce(getattr(drainer, "cpu_s", None) if drainer is not None else None,
+                             op=lambda a, b: a if a is not None else b, root=0)
     import resource
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading back
     t_all = comm.reduce(t_all, op=MPI.MAX, root=0)
@@ -73,6 +80,9 @@ def worker(args):
                           "records": n * comm.Get_size(), "stored": stored,
                           "push_s": round(t_push, 3), "end_to_end_s": round(t_all, 3),
                           "records_per_s": round(n * comm.Get_size() / t_all),
+                          "leader": prov.config.leader, "spilled": spilled,
+                          "leader_cpu_s_per_M": (None if leader_cpu is None else
+                                                 round(leader_cpu / (n * comm.Get_size() / 1e6), 3)),
                           "leader_maxrss_mib": round(maxrss, 1)}),
               flush=True)
 
@@ -160,16 +170,16 @@ def c_throughput(args):
 
 
 def throughput(args):
-    for mode in args.modes:
-        for ranks in args.ranks:
-            tmp = tempfile.mkdtemp(prefix="fcbench-")
-            env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp, FLOWCEPT_RING_BYTES=str(args.ring_bytes))
-            cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "worker", "--mode", mode,
-                   "--records", str(args.records)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-            shutil.rmtree(tmp, ignore_errors=True)
-            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-            print(lines[-1] if lines else json.dumps({"error": out.stderr[-2000:]}), flush=True)
+    for mode, leader, ranks in itertools.product(args.modes, args.leaders, args.ranks):
+        tmp = tempfile.mkdtemp(prefix="fcbench-")
+        env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp, FLOWCEPT_RING_BYTES=str(args.ring_bytes),
+                   FLOWCEPT_LEADER=leader)
+        cmd = ["mpiexec", "-n", str(ranks), sys.executable, __file__, "worker", "--mode", mode,
+               "--records", str(args.records)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        shutil.rmtree(tmp, ignore_errors=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        print(lines[-1] if lines else json.dumps({"error": out.stderr[-2000:]}), flush=True)
 
 
 def overhead(args):
@@ -225,6 +235,8 @@ def main():
     t.add_argument("--modes", nargs="+", default=["raw", "decorated"])
     t.add_argument("--records", type=int, default=2_000_000)
     t.add_argument("--ring-bytes", type=int, default=4 << 20)
+    t.add_argument("--leaders", nargs="+", default=["process", "thread"],
+                   help="leader kinds to compare side by side (default: both)")
     pw = sub.add_parser("percall-worker")
     pw.add_argument("--calls", type=int, default=20000)
     pc = sub.add_parser("percall", help="CPU cost per heat2d-shaped task inside mpiexec ranks")
