@@ -40,6 +40,7 @@ struct tstate {
     uint32_t overflow;  /* begins beyond FC__STACK_DEPTH (not recorded) */
     uint64_t id_next;   /* thread-local block of task id counters */
     uint64_t id_end;
+    struct fc__clock clock;
     struct frame st[FC__STACK_DEPTH];
     struct name_ent cache[FC__NAME_CACHE];
 };
@@ -87,6 +88,9 @@ static int attach(struct fc_ring *r, uint64_t workflow_id, uint32_t rank,
         atomic_store_explicit(&g_origin_bits,
                               (uint64_t)(rank & 0xFFFFFFu) << 40,
                               memory_order_relaxed);
+    if (fc__clock_uses_tsc()) /* what the batches of this ring say */
+        atomic_fetch_or_explicit(&r->shm->clock_flags, FC_BATCH_FLAG_CLOCK_TSC,
+                                 memory_order_relaxed);
     atomic_fetch_add_explicit(&g_gen, 1, memory_order_relaxed);
     atomic_store_explicit(&g_ring, r, memory_order_release);
     return 0;
@@ -217,13 +221,6 @@ static inline uint64_t next_id(struct tstate *t)
            (1ull << 39) | (c & ((1ull << 39) - 1));
 }
 
-static inline int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Activity id of `name` in r: interned once per thread and name pointer
  * (cached), FC_ACTIVITY_OVERFLOW when the string table is full. */
 static __attribute__((noinline)) int name_id(struct fc_ring *r,
@@ -352,7 +349,7 @@ uint64_t fc_task_begin(const char *name)
     f->parent = d ? t->st[d - 1].task_id : 0;
     f->task_id = next_id(t);
     t->depth = d + 1;
-    f->start_ns = now_ns();
+    f->start_ns = fc__clock_ns(&t->clock);
     return f->task_id;
 }
 
@@ -360,7 +357,7 @@ int fc_task_end(int status, const void *payload, uint32_t payload_len)
 {
     struct fc_ring *r = atomic_load_explicit(&g_ring, memory_order_acquire);
     struct tstate *t = &tls;
-    int64_t end = now_ns();
+    int64_t end = fc__clock_ns(&t->clock);
     if (__builtin_expect(!r, 0))
         return -ENOENT;
     uint64_t gen = atomic_load_explicit(&g_gen, memory_order_relaxed);
@@ -377,6 +374,8 @@ int fc_task_end(int status, const void *payload, uint32_t payload_len)
     t->depth = d - 1;
     if (__builtin_expect(!f->valid, 0))
         return 0;
+    if (__builtin_expect(end < f->start_ns, 0))
+        end = f->start_ns; /* a realtime step back, or a re-anchor */
     if (__builtin_expect(f->name_pfx != NULL, 0))
         return end_overflow(r, t, f, end, status, payload, payload_len);
     return fc_ring_push_task(r, f->task_id, f->parent, g_workflow, f->start_ns,

@@ -85,6 +85,14 @@ typedef struct fc_task_record {
 #define FC_BATCH_MAGIC 0x3148544142434647  /* bytes "GFCBATH1" on disk */
 #define FC_BATCH_HEADER_SIZE 96
 
+/* fc_batch_header.flags */
+#define FC_BATCH_FLAG_FROM_SPILL 1  /* the records came from a spill file */
+#define FC_BATCH_FLAG_CLOCK_TSC 2   /* the producer's timestamps are TSC reads
+                                       extrapolated from CLOCK_REALTIME anchors
+                                       at most 1 ms old (within about 1 us of
+                                       CLOCK_REALTIME); without it, each is a
+                                       clock_gettime(CLOCK_REALTIME) */
+
 /* Batch frame, little-endian:
  *   [fc_batch_header (96 B)]
  *   [records: record_count * fc_task_record (64 B each), 8-aligned]
@@ -99,7 +107,7 @@ typedef struct fc_batch_header {
     uint64_t magic;          /* FC_BATCH_MAGIC */
     uint16_t version;        /* FC_FORMAT_VERSION */
     uint16_t header_size;    /* FC_BATCH_HEADER_SIZE */
-    uint32_t flags;          /* bit 0: records came from a spill file */
+    uint32_t flags;          /* FC_BATCH_FLAG_* */
     uint64_t job_id;
     uint64_t ring_uid;
     uint64_t seq;
@@ -190,7 +198,8 @@ struct fc_ring_shm {
     uint32_t rank;
     int32_t producer_pid;
     int32_t full_policy;
-    uint32_t reserved0;
+    _Atomic uint32_t clock_flags; /* FC_BATCH_FLAG_CLOCK_TSC once a producer
+                                     timestamps from the TSC (0 at create) */
     int64_t block_timeout_ns;
     char spill_path[FC_SPILL_PATH_MAX]; /* NUL-terminated */
 

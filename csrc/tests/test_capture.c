@@ -1,6 +1,7 @@
 /* test_capture.c -- the C capture API: nesting, parent ids, payloads,
- * thread ids, overflow, ids, attach/finalize.  Prints "N passed, M failed". */
-#include "flowcept.h"
+ * thread ids, overflow, ids, attach/finalize, and the record clock's
+ * accuracy.  Prints "N passed, M failed". */
+#include "internal.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -245,6 +246,183 @@ static void t_threads_and_attach(void)
     free(buf);
 }
 
+/* ---- the record clock ---- */
+
+/* Every timestamp within CLOCK_ERROR_NS of CLOCK_REALTIME: a value is
+ * checked against the CLOCK_REALTIME reads just before and after it. */
+#define CLOCK_ERROR_NS 1000
+#define CLOCK_THREADS 4
+#define CLOCK_RUN_NS 80000000ll /* past the baseline, many re-anchors */
+
+#define NARROW_NS 200
+
+static _Atomic int64_t g_clock_worst; /* largest error seen, ns */
+
+static void note_error(int64_t lo, int64_t v, int64_t hi)
+{
+    int64_t e = v < lo ? lo - v : v > hi ? v - hi : 0;
+    int64_t w = atomic_load(&g_clock_worst);
+    while (e > w && !atomic_compare_exchange_weak(&g_clock_worst, &w, e))
+        ;
+}
+
+struct clock_run {
+    uint64_t calls, tsc_calls, out_of_bound;
+    uint64_t narrow;       /* brackets under NARROW_NS (not preempted) */
+    int64_t mid_dev_max;   /* |value - bracket midpoint| over those */
+    double mid_dev_sum;
+};
+
+static void *clock_thread(void *arg)
+{
+    static _Thread_local struct fc__clock c; /* this file's own clock */
+    struct clock_run *run = arg;
+    int64_t t_end = fc__realtime_ns() + CLOCK_RUN_NS;
+    for (;;) {
+        int64_t lo = fc__realtime_ns();
+        int64_t v = fc__clock_ns(&c);
+        int64_t hi = fc__realtime_ns();
+        run->calls++;
+        run->tsc_calls += c.max_delta != 0;
+        if (v < lo - CLOCK_ERROR_NS || v > hi + CLOCK_ERROR_NS)
+            run->out_of_bound++;
+        note_error(lo, v, hi);
+        if (hi - lo < NARROW_NS) {
+            int64_t dev = v - (lo + (hi - lo) / 2);
+            dev = dev < 0 ? -dev : dev;
+            run->mid_dev_max = dev > run->mid_dev_max ? dev : run->mid_dev_max;
+            run->mid_dev_sum += (double)dev;
+            run->narrow++;
+        }
+        if (hi > t_end)
+            break;
+    }
+    return NULL;
+}
+
+static void t_clock_accuracy(void)
+{
+    atomic_store(&g_clock_worst, 0);
+    pthread_t th[CLOCK_THREADS];
+    struct clock_run run[CLOCK_THREADS];
+    memset(run, 0, sizeof run);
+    for (int i = 0; i < CLOCK_THREADS; i++)
+        pthread_create(&th[i], NULL, clock_thread, &run[i]);
+    uint64_t calls = 0, tsc = 0, bad = 0;
+    int64_t dev_max = 0;
+    double dev_sum = 0;
+    uint64_t narrow = 0;
+    for (int i = 0; i < CLOCK_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        calls += run[i].calls;
+        tsc += run[i].tsc_calls;
+        bad += run[i].out_of_bound;
+        dev_max = run[i].mid_dev_max > dev_max ? run[i].mid_dev_max : dev_max;
+        dev_sum += run[i].mid_dev_sum;
+        narrow += run[i].narrow;
+        /* where the TSC is used, each thread came to use it */
+        CHECK(!fc__clock_uses_tsc() || run[i].tsc_calls > 0);
+    }
+    fprintf(stderr, "  clock: %llu calls in %d threads, %llu from the TSC; outside "
+            "the CLOCK_REALTIME bracket by at most %lld ns; off its midpoint "
+            "(%llu brackets < %d ns) mean %.1f ns, max %lld ns\n",
+            (unsigned long long)calls, CLOCK_THREADS, (unsigned long long)tsc,
+            (long long)atomic_load(&g_clock_worst), (unsigned long long)narrow, NARROW_NS,
+            narrow ? dev_sum / (double)narrow : 0, (long long)dev_max);
+    CHECK(calls > 0 && bad == 0);
+}
+
+static void t_clock_env_fallback(void)
+{
+#if FC__CLOCK_HAVE_TSC
+    setenv("FLOWCEPT_CLOCK", "realtime", 1);
+    int forced = fc__clock_tsc_ok();
+    unsetenv("FLOWCEPT_CLOCK");
+    CHECK(forced == 0);
+#endif
+    struct fc__clock c;
+    memset(&c, 0, sizeof c);
+    int64_t lo = fc__realtime_ns(), v = fc__clock_ns(&c), hi = fc__realtime_ns();
+    CHECK(v >= lo - CLOCK_ERROR_NS && v <= hi + CLOCK_ERROR_NS);
+}
+
+/* The records' timestamps, taken by capture.c's clock, from several threads
+ * writing one ring: each task's [start, end] within its CLOCK_REALTIME
+ * bracket, give or take CLOCK_ERROR_NS. */
+#define REC_PER_THREAD 3000
+struct rec_bracket {
+    int64_t lo, hi;
+};
+static struct rec_bracket g_brackets[CLOCK_THREADS][REC_PER_THREAD];
+
+static void *rec_thread(void *arg)
+{
+    uint32_t k = (uint32_t)(uintptr_t)arg;
+    for (uint32_t i = 0; i < REC_PER_THREAD; i++) {
+        int64_t lo = fc__realtime_ns();
+        uint32_t who[2] = { k, i };
+        if (!fc_task_begin("timed") || fc_task_end(0, who, sizeof who) != 0)
+            return (void *)1;
+        int64_t hi = fc__realtime_ns();
+        g_brackets[k][i].lo = lo;
+        g_brackets[k][i].hi = hi;
+        while (fc__realtime_ns() < hi + 20000) /* ~60 ms in all */
+            ;
+    }
+    return NULL;
+}
+
+static void t_clock_records(void)
+{
+    unlink(g_path);
+    fc_ring_options o;
+    fc_ring_options_init(&o);
+    o.capacity = 1 << 22;
+    CHECK(fc_capture_init(g_path, &o, 7, 0) == 0);
+    pthread_t th[CLOCK_THREADS];
+    for (uintptr_t i = 0; i < CLOCK_THREADS; i++)
+        pthread_create(&th[i], NULL, rec_thread, (void *)i);
+    int failed = 0;
+    for (int i = 0; i < CLOCK_THREADS; i++) {
+        void *res;
+        pthread_join(th[i], &res);
+        failed |= res != NULL;
+    }
+    CHECK(!failed);
+    const uint64_t cap = 4u << 20;
+    uint8_t *buf = malloc(cap);
+    uint32_t n = 0;
+    fc_ring *c = NULL;
+    const fc_task_record *r = drain(buf, cap, &n, &c);
+    int ok = r && n == CLOCK_THREADS * REC_PER_THREAD;
+    uint32_t bad = 0;
+    int64_t worst = 0;
+    for (uint32_t j = 0; ok && j < n; j++) {
+        const fc_batch_header *h = (const fc_batch_header *)buf;
+        uint32_t who[2];
+        memcpy(who, buf + h->payload_off + r[j].payload_off, sizeof who);
+        if (who[0] >= CLOCK_THREADS || who[1] >= REC_PER_THREAD) {
+            ok = 0;
+            break;
+        }
+        const struct rec_bracket *b = &g_brackets[who[0]][who[1]];
+        int64_t e1 = b->lo - r[j].start_ns, e2 = r[j].end_ns - b->hi;
+        worst = e1 > worst ? e1 : worst;
+        worst = e2 > worst ? e2 : worst;
+        bad += r[j].end_ns < r[j].start_ns || e1 > CLOCK_ERROR_NS || e2 > CLOCK_ERROR_NS;
+    }
+    /* the ring says which clock its producer used */
+    int flag_ok = c && !!(c->shm->clock_flags & FC_BATCH_FLAG_CLOCK_TSC) ==
+                           fc__clock_uses_tsc();
+    fprintf(stderr, "  records: %u, worst error %lld ns\n", n, (long long)worst);
+    if (c)
+        fc_ring_close(c);
+    fc_capture_finalize();
+    free(buf);
+    CHECK(ok && bad == 0);
+    CHECK(flag_ok);
+}
+
 int main(void)
 {
     snprintf(g_path, sizeof g_path, "/tmp/fc_test_capture_%d.ring", (int)getpid());
@@ -254,6 +432,9 @@ int main(void)
         { "overflow", t_overflow },
         { "strtab_overflow", t_strtab_overflow },
         { "threads_and_attach", t_threads_and_attach },
+        { "clock_accuracy", t_clock_accuracy },
+        { "clock_env_fallback", t_clock_env_fallback },
+        { "clock_records", t_clock_records },
     };
     int rc = FC_RUN_TESTS(tests);
     unlink(g_path);
