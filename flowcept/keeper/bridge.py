@@ -26,14 +26,11 @@ SIGTERM/SIGINT: stops reading, forwards and acknowledges what it holds.
 from __future__ import annotations
 
 import logging
-import signal
 import struct
-import threading
-import time
 from collections import OrderedDict
-from typing import Optional
 
 from flowcept.errors import TransportUnavailable
+from flowcept.keeper.loop import SourceLoop
 
 log = logging.getLogger("flowcept.keeper.bridge")
 
@@ -66,9 +63,15 @@ def _text(v) -> str:
     return "" if v is None else str(v)
 
 
-class Bridge:
+class Bridge(SourceLoop):
+    """``Bridge(config, from_url, to_url).run()`` until ``stop()`` (or
+    SIGTERM/SIGINT); ``run(max_idle_s)`` also returns once idle that long."""
+
+    read_ends_backoff = False    # the back-off also waits out the destination
+
     def __init__(self, config, from_url: str, to_url: str, name: str = "bridge",
                  count: int = 64, block_ms: int = 200, max_transports: int = 256):
+        super().__init__()
         self.from_name = transport_for_url(from_url, want_source=True)
         self.to_name = transport_for_url(to_url)
         self.src_config = config.replace(transport=self.from_name, transport_url=from_url)
@@ -77,23 +80,9 @@ class Bridge:
         self.count = max(1, count)
         self.block_ms = block_ms
         self.max_transports = max(1, max_transports)
-        self._stop = threading.Event()
-        self.sources = []
         self._dest: "OrderedDict[tuple, object]" = OrderedDict()
         self.counts = {"batches": 0, "bytes": 0, "reads": 0, "no_frame": 0, "redelivered": 0,
                        "dest_errors": 0, "source_errors": 0}
-
-    # -- control ----------------------------------------------------------
-    def stop(self, *_args) -> None:
-        self._stop.set()
-
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, self.stop)
-        return old
 
     # -- destination --------------------------------------------------------
     def _transport(self, job_name: str, job_id: int, node: str):
@@ -164,48 +153,18 @@ class Bridge:
             log.warning("bridge %s: ack at the source failed (%s)", self.name, err)
         return True
 
-    # -- loop ------------------------------------------------------------------
-    def run(self, max_idle_s: Optional[float] = None) -> int:
+    # -- the loop's parts -----------------------------------------------------
+    def open(self) -> None:
         from flowcept.transport import open_sources
-        old = self._install_signals()
-        backoff = 0.05
-        try:
-            self.sources = open_sources(self.from_name, self.src_config, self.name)
-            idle_since = time.monotonic()
-            while not self._stop.is_set():
-                got = 0
-                for src in list(self.sources):
-                    if self._stop.is_set():
-                        break
-                    try:
-                        block = self.block_ms if len(self.sources) == 1 else None
-                        entries = src.read(self.count, block)
-                    except TransportUnavailable as e:
-                        self.counts["source_errors"] += 1
-                        log.warning("bridge %s: source: %s; retrying in %.1fs", self.name, e, backoff)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 2.0)
-                        continue
-                    if not entries:
-                        continue
-                    self.counts["reads"] += 1
-                    got += len(entries)
-                    if self.forward(src, entries):
-                        backoff = 0.05
-                    else:
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 2.0)
-                if got:
-                    idle_since = time.monotonic()
-                elif len(self.sources) > 1:
-                    self._stop.wait(self.block_ms / 1000 / len(self.sources))
-                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
-            return 0
-        finally:
-            self.close()
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
+        self.sources = open_sources(self.from_name, self.src_config, self.name)
+
+    def read_failed(self, err, retry_in: float) -> None:
+        self.counts["source_errors"] += 1
+        log.warning("bridge %s: source: %s; retrying in %.1fs", self.name, err, retry_in)
+
+    def handle(self, src, entries) -> bool:
+        self.counts["reads"] += 1
+        return self.forward(src, entries)
 
     def close(self) -> None:
         for tr in list(self._dest.values()):

@@ -35,13 +35,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from typing import Dict, List, Optional
 
 from flowcept.errors import StoreError, TransportUnavailable
+from flowcept.keeper.loop import SourceLoop
 from flowcept.native.batch import BatchError, validate
 from flowcept.record.payload import PayloadError, check_records
 
@@ -61,8 +60,9 @@ def default_name() -> str:
     return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
 
 
-class Keeper:
-    """``Keeper(config, ...).run()`` until ``stop()`` (or SIGTERM/SIGINT)."""
+class Keeper(SourceLoop):
+    """``Keeper(config, ...).run()`` until ``stop()`` (or SIGTERM/SIGINT);
+    ``run(max_idle_s)`` also returns once idle that long (tools and tests)."""
 
     def __init__(self, config, store_dir: Optional[str] = None, name: Optional[str] = None,
                  url: Optional[str] = None, transport: Optional[str] = None, count: int = 16,
@@ -71,6 +71,7 @@ class Keeper:
         """``stores``: ``[(backend, location), ...]`` to write to (default: the
         configured store at ``store_dir``).  The first store's directory (or
         ``store_dir``) holds the quarantine and the status files."""
+        super().__init__()
         overrides = {}
         if url:
             overrides["transport_url"] = url
@@ -87,19 +88,17 @@ class Keeper:
         self.block_ms = block_ms
         self.status_interval = status_interval
         self.max_frame = config.keeper_max_frame_bytes
-        self._stop = threading.Event()
         self.counts = {"batches_in": 0, "records_in": 0, "duplicates": 0, "rejected": 0,
                        "acked": 0, "reads": 0, "store_errors": 0, "transport_errors": 0}
         self.rejected: Dict[str, int] = {}
         self.started = time.time()
-        self.sources = []
         self.stores = []
         self.quarantine = None
         self._last_status = 0.0
         self._source_info: List[dict] = []
 
-    # -- setup ----------------------------------------------------------------
-    def _open(self) -> None:
+    # -- the loop's parts -----------------------------------------------------
+    def open(self) -> None:
         from flowcept.store.quarantine import Quarantine
         from flowcept.osutil import private_dir
         from flowcept.store import open_store
@@ -109,63 +108,19 @@ class Keeper:
             self.stores.append(open_store(backend, location, self.config))
         self.quarantine = Quarantine(self.store_dir)
         self.sources = open_sources(self.config.transport, self.config, self.name)
+        self.write_status()
 
-    # -- control --------------------------------------------------------------
-    def stop(self, *_args) -> None:
-        self._stop.set()
+    def read_failed(self, err, retry_in: float) -> None:
+        self.counts["transport_errors"] += 1
+        log.warning("keeper %s: %s; retrying in %.1fs", self.name, err, retry_in)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    def handle(self, src, entries) -> bool:
+        self.process(src, entries)
+        return True     # a store failure waits in process(), it does not back off
 
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, self.stop)
-        return old
-
-    def run(self, max_idle_s: Optional[float] = None) -> int:
-        """Consumes until stopped (or idle for max_idle_s, for tools and tests).
-        Returns 0."""
-        old = self._install_signals()
-        try:
-            self._open()
+    def after_round(self) -> None:
+        if time.monotonic() - self._last_status >= self.status_interval:
             self.write_status()
-            idle_since = time.monotonic()
-            backoff = 0.05
-            while not self._stop.is_set():
-                got = 0
-                for src in list(self.sources):
-                    if self._stop.is_set():
-                        break
-                    try:
-                        block = self.block_ms if len(self.sources) == 1 else None
-                        entries = src.read(self.count, block)
-                    except TransportUnavailable as e:
-                        self.counts["transport_errors"] += 1
-                        log.warning("keeper %s: %s; retrying in %.1fs", self.name, e, backoff)
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, 2.0)
-                        continue
-                    backoff = 0.05
-                    if entries:
-                        got += len(entries)
-                        self.process(src, entries)
-                if got:
-                    idle_since = time.monotonic()
-                elif len(self.sources) > 1:
-                    self._stop.wait(self.block_ms / 1000 / len(self.sources))
-                if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
-                if time.monotonic() - self._last_status >= self.status_interval:
-                    self.write_status()
-            return 0
-        finally:
-            self.close()
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
 
     # -- one read -------------------------------------------------------------
     def check(self, entry):

@@ -1,0 +1,118 @@
+"""The read loop the keeper and the bridge share: read each source in turn,
+hand what came to ``handle``, back off while the transport is down, stop on
+``stop()``, SIGTERM or SIGINT (or when idle, for tools and tests).
+
+What is done with the entries (check and store, or forward), and when they
+are acknowledged, is the subclass's: ``handle`` acknowledges or redelivers
+the entries it gets."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import List, Optional
+
+from flowcept.errors import TransportUnavailable
+
+FIRST_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 2.0
+
+
+class SourceLoop:
+    """Subclasses set ``count`` and ``block_ms``, fill ``sources`` in
+    ``open()`` and define ``handle``, ``read_failed`` and ``close``."""
+
+    # True: a read that succeeds ends the back-off (the back-off is only for
+    # the source).  False: only a ``handle`` that succeeds ends it (the
+    # back-off also covers a destination, which an empty read says nothing of).
+    read_ends_backoff = True
+
+    count: int
+    block_ms: int
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self.sources: List = []
+
+    # -- what subclasses do ----------------------------------------------------
+    def open(self) -> None:
+        """Opens the sources (and whatever ``handle`` writes to)."""
+        raise NotImplementedError
+
+    def handle(self, src, entries) -> bool:
+        """Does the work on one non-empty read; False: it failed and the
+        loop backs off before the next read."""
+        raise NotImplementedError
+
+    def read_failed(self, err: TransportUnavailable, retry_in: float) -> None:
+        """Counts and logs a read the transport refused (retried in ``retry_in`` s)."""
+        raise NotImplementedError
+
+    def after_round(self) -> None:
+        """Called after each round over the sources."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- control -----------------------------------------------------------------
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, self.stop)
+        return old
+
+    def run(self, max_idle_s: Optional[float] = None) -> int:
+        """Reads until stopped (or idle for max_idle_s).  Returns 0."""
+        old = self._install_signals()
+        try:
+            self.open()
+            self._read_until_stopped(max_idle_s)
+            return 0
+        finally:
+            self.close()
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _read_until_stopped(self, max_idle_s: Optional[float]) -> None:
+        idle_since = time.monotonic()
+        backoff = FIRST_BACKOFF_S
+        while not self._stop.is_set():
+            got = 0
+            for src in list(self.sources):
+                if self._stop.is_set():
+                    break
+                try:
+                    # one source: wait at the source; several: poll each, wait below
+                    block = self.block_ms if len(self.sources) == 1 else None
+                    entries = src.read(self.count, block)
+                except TransportUnavailable as e:
+                    self.read_failed(e, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    continue
+                if self.read_ends_backoff:
+                    backoff = FIRST_BACKOFF_S
+                if not entries:
+                    continue
+                got += len(entries)
+                if self.handle(src, entries):
+                    backoff = FIRST_BACKOFF_S
+                else:
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+            if got:
+                idle_since = time.monotonic()
+            elif len(self.sources) > 1:
+                self._stop.wait(self.block_ms / 1000 / len(self.sources))
+            if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                break
+            self.after_round()
