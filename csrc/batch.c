@@ -318,7 +318,9 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
     uint8_t *pay = recs + (uint64_t)w.n * FC_RECORD_SIZE;
     copy_payloads(r, recs, w.n, pay);
     fc__write_strings(r, pay + w.pay, nstr);
-    uint64_t total = fc__finish_frame(buf, 0, h->job_id, h->ring_uid, t, w.n,
+    uint32_t clock = atomic_load_explicit(&h->clock_flags, memory_order_relaxed) &
+                     FC_BATCH_FLAG_CLOCK_TSC;
+    uint64_t total = fc__finish_frame(buf, clock, h->job_id, h->ring_uid, t, w.n,
                                      nstr, w.pay, strtab, h->rank);
     if (!repack) {
         atomic_fetch_add_explicit(&h->torn, w.torn, memory_order_relaxed);

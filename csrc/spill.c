@@ -222,7 +222,10 @@ int64_t fc_spill_pack(fc_ring *r, const char *spill_path, uint64_t offset,
         p += FC_SPILL_ENTRY_HDR + bl;
     }
     uint64_t strtab = fc__write_strings(r, pa + pay, nstr);
-    ret = (int64_t)fc__finish_frame(buf, 1, r->shm->job_id, r->shm->ring_uid,
+    uint32_t flags = FC_BATCH_FLAG_FROM_SPILL |
+                     (atomic_load_explicit(&r->shm->clock_flags, memory_order_relaxed) &
+                      FC_BATCH_FLAG_CLOCK_TSC);
+    ret = (int64_t)fc__finish_frame(buf, flags, r->shm->job_id, r->shm->ring_uid,
                                 offset | (1ull << 63), n, nstr, pay, strtab,
                                 r->shm->rank);
     *consumed = end;

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Optional
 
 from flowcept.native import ffi, lib
 
@@ -51,6 +52,25 @@ class Ring:
         self.handle = handle
         self.path = path
         self.producer = producer
+        self._lock_fd: Optional[int] = None
+
+    def lock_consumer(self) -> bool:
+        """Takes the ring's consumer lock: an flock on its file, let go at
+        ``close`` or when this process ends however it ends.  A ring has one
+        consumer; the lock keeps recovery (the epilog, ``flowcept recover``)
+        off a ring that a live leader still drains.  False when another
+        holds it."""
+        if self._lock_fd is not None:
+            return True
+        import fcntl
+        fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
 
     @classmethod
     def create(cls, path: str, config, job_id: int, workflow_id: int, rank: int) -> "Ring":
@@ -99,6 +119,9 @@ class Ring:
         if self.handle is not None:
             lib.fc_ring_close(self.handle)
             self.handle = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self):
         return self

@@ -9,6 +9,7 @@ skips if it already has it.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
@@ -18,7 +19,7 @@ import time
 from typing import Dict, Optional
 
 from flowcept.native import ffi, lib
-from flowcept.native.ring import Ring
+from flowcept.native.ring import Ring, RingError
 from flowcept.errors import TransportUnavailable
 from flowcept.osutil import process_alive
 from flowcept.progress import Progress
@@ -76,17 +77,28 @@ class Drainer:
 
     # -- ring set -------------------------------------------------------
     def adopt(self, path: str) -> Ring:
+        """Opens a ring as its consumer (taking its consumer lock)."""
         ring = self.rings.get(path)
         if ring is None:
-            ring = self.rings[path] = Ring.open(path)
+            ring = Ring.open(path)
+            if not ring.lock_consumer():
+                ring.close()
+                raise RingError(errno.EBUSY, "another live process drains this ring", path)
+            self.rings[path] = ring
         return ring
 
     def adopt_dir(self, directory: str) -> int:
-        """Adopts every ring file of a directory (the rings of a node's ranks)."""
+        """Adopts every ring file of a directory (the rings of a node's ranks)
+        that no other live process drains."""
         found = 0
         for path in sorted(glob.glob(os.path.join(directory, "*.ring"))):
             if path not in self.rings:
-                self.adopt(path)
+                try:
+                    self.adopt(path)
+                except RingError as e:
+                    if e.errno != errno.EBUSY:
+                        raise
+                    continue
                 found += 1
         return found
 

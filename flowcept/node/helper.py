@@ -19,10 +19,13 @@ Lifecycle and failure rules:
     ``Drainer`` in this process and goes on with it: records are released
     from a ring only after they are durable, so nothing is lost and nothing
     is stored twice (batch ids are the same).
-  * it has its own session (Ctrl-C in a terminal does not reach it) and
-    ends when told (``close``), or when its parent goes away (end of file
-    on its pipe, or a new parent pid): then it waits, like a leader at
-    finalize, for the rings to be closed or their processes to die, drains
+  * it stays in its parent's process group, so that a job killed as a
+    group is killed whole (the epilog then recovers the rings; a live
+    helper holds their consumer locks, so recovery never drains beside
+    it).  It ignores Ctrl-C (its parent ends the session).  It ends when
+    told (``close``), or when its parent goes away (end of file on its
+    pipe, or a new parent pid): then it waits, like a leader at finalize,
+    for the rings to be closed or their processes to die, drains
     everything and exits.
   * its CPU time is reported by ``close`` (``cpu_s``), for the leader's
     cost per record.
@@ -89,7 +92,7 @@ class HelperLeader:
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "flowcept.node.helper"], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, close_fds=True, start_new_session=True, bufsize=0)
+                    stdout=subprocess.PIPE, close_fds=True, bufsize=0)
                 proc.stdin.write(json.dumps(hello).encode() + b"\n")
             except OSError as e:
                 log.warning("flowcept: cannot start the leader process (%s); draining in this "

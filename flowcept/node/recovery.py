@@ -83,7 +83,7 @@ def recover_job(job: str, shm_dir: Optional[str] = None, run_dir: Optional[str] 
                 report.errors.append(ring_error(path, e))
                 continue
             st = ring.stats()
-            if not _ended(st):
+            if not _ended(st) or not ring.lock_consumer():   # a live producer or leader
                 report.skipped_live.append(path)
                 ring.close()
                 continue
@@ -172,6 +172,9 @@ def follow_job(job: str, config=None, stop=None, exit_when_idle_s: Optional[floa
                     report.errors.append(msg)
                     retired.add(path)
                     failed.add(path)
+                    continue
+                if not ring.lock_consumer():
+                    ring.close()     # a live leader drains it: next round
                     continue
                 if drainer is None:
                     try:
