@@ -8,29 +8,39 @@ Pipeline (numpy only, no per-record Python objects), in memory bounded by
 ``memory_bytes`` (configuration key ``compact_memory_bytes``, default 256 MiB)
 whatever the number of records:
 
-1. scan every batch of every store under the path (one store per node);
-   batches already in the output archive (same batch key) are skipped.  Per
-   batch: the task records become archive rows (the batch-local activity ids
-   and the node name mapped to ids in one global string table), and the
-   batch's whole payload area is appended to the payload blob (records keep
-   their offsets, moved by the blob position); the blob is compressed and
-   written while the scan goes on.  The pages of the store's memory map are
-   let go once a batch is copied, so resident memory does not grow with it.
-2. rows gather in a run buffer; a full buffer is sorted by start_ns (stable;
-   batches are nearly time-ordered, so this is cheap) and, unless it is the
-   last one, written as a sorted run to an anonymous temporary file next to
-   the output (deleted by the kernel even if the process is killed);
-3. the runs -- and the rows of the archive being merged into, already sorted --
-   are merged k-way, a bounded block of each at a time; duplicates by
-   (workflow_id, task_id) are dropped on the way (a task's records share its
-   start time, so duplicates meet in the merged order; a finished record is
-   kept over a RUNNING one, else the first); the merged rows are cut into
-   chunks, and every column of a chunk is shuffled and deflated in a thread
-   pool (zlib, or ISA-L's faster deflate when the optional ``isal`` package
-   is installed; both release the GIL) and written with H5Dwrite_chunk, so
-   compaction scales with the cores; lzf goes through h5py's filter pipeline.
-   When everything fitted in one run (and nothing is merged into), there is no
-   merge: each chunk of each column is gathered by the sort order in the pool.
+1. index pass: scan every batch of every store under the path (one store per
+   node); batches already in the output archive (same batch key) are skipped.
+   Per batch: its payload area is appended to the payload blob (records keep
+   their offsets, moved by the blob position; the blob is compressed and
+   written while the scan goes on), its strings go into the one global string
+   table, and what is needed to read its rows again is kept (key, string map,
+   payload offset, count, first and last start time).  The pages of the
+   store's memory map are let go once a batch is read, so resident memory
+   does not grow with the store.
+2. the rows (the batch-local activity ids and the node name mapped to global
+   string ids) are read again from the stores and sorted by start_ns, ties in
+   scan order (the archive being merged into first), in one of three ways:
+   - everything fits in the run buffer and nothing is merged into: one sort in
+     memory, each chunk of each column gathered by the sort order in the pool;
+   - chains (the usual case past that): batches are nearly time-ordered, a
+     ring's batches one after the other, so the batches are grouped into
+     chains whose start times never go back from one batch to the next; each
+     chain is a sorted run as it lies in the store, and the chains (and the
+     rows of the archive being merged into) are merged k-way reading one block
+     of whole batches per chain at a time, the next one read ahead in a
+     thread; nothing goes to a temporary file;
+   - when one block per chain does not fit in the bound (very many chains):
+     the run buffer, sorted when full and written as a sorted run to an
+     anonymous temporary file next to the output (deleted by the kernel even if
+     the process is killed), the runs merged k-way a bounded block each.
+   Duplicates by (workflow_id, task_id) are dropped on the way (a task's records
+   share its start time, so duplicates meet in the merged order; a finished
+   record is kept over a RUNNING one, else the first).
+3. the merged rows are cut into chunks; every column of a chunk is gathered,
+   shuffled and deflated in a thread pool (zlib, or ISA-L's faster deflate when
+   the optional ``isal`` package is installed; both release the GIL) and
+   written with H5Dwrite_chunk, so compaction scales with the cores; lzf goes
+   through h5py's filter pipeline.
 
 Everything is written to a temporary file next to the output, fsynced and
 renamed over the output: an interrupted compaction never leaves a
@@ -98,6 +108,7 @@ class CompactReport:
     seconds: float = 0.0
     bytes: int = 0
     runs: int = 0                 # sorted runs written to the temporary file (0: all in memory)
+    chains: int = 0               # chains of batches merged straight from the stores (0: none)
     memory_bytes: int = DEFAULT_MEMORY   # the memory bound it ran under
 
     def describe(self) -> str:
@@ -109,7 +120,9 @@ class CompactReport:
                 f"{self.bytes / max(self.records, 1):.1f} bytes/record, {self.seconds:.2f} s"
                 + (f", {rate / 1e6:.2f} M records/s" if self.new_records else "")
                 + (f", {self.runs} sorted runs merged within {self.memory_bytes >> 20} MiB"
-                   if self.runs else ""))
+                   if self.runs else "")
+                + (f", {self.chains} chains of batches merged within {self.memory_bytes >> 20} MiB"
+                   if self.chains else ""))
 
 
 def _Progress(total: int, enabled: bool, label: str = "compacting"):
@@ -133,12 +146,14 @@ class _Strings:
         return i
 
 
-def _shuffle(chunk: np.ndarray) -> bytes:
-    """The bytes the HDF5 shuffle filter makes of a chunk (byte planes)."""
+def _shuffle(chunk: np.ndarray) -> np.ndarray:
+    """The bytes the HDF5 shuffle filter makes of a chunk (byte planes), as a contiguous
+    array (numpy's strided copy runs without the GIL; ``tobytes`` of the transposed view
+    would copy byte by byte holding it)."""
     isz = chunk.dtype.itemsize
     if isz == 1:
-        return chunk.tobytes()
-    return chunk.view(np.uint8).reshape(-1, isz).T.tobytes()
+        return chunk
+    return np.ascontiguousarray(chunk.view(np.uint8).reshape(-1, isz).T)
 
 
 class _Writer:
@@ -194,7 +209,7 @@ class _Writer:
                 full = np.zeros(chunk, dtype)
                 full[:len(data)] = data
                 data = full
-            raw = _shuffle(data) if shuffle else data.tobytes()
+            raw = _shuffle(data) if shuffle else data.view(np.uint8)
             return deflate(raw, level)
 
         self.inflight.append((ds, off, self.pool.submit(job)))
@@ -366,10 +381,18 @@ class _FileRun:
 class _ArchiveRun:
     """The rows of the archive being merged into (already sorted), read block by block."""
 
-    def __init__(self, h5):
+    def __init__(self, h5, block_rows: int = 0):
         self.ds = [(name, h5[f"tasks/{name}"]) for name, _dt in _COLS]
         self.n = self.ds[0][1].shape[0]
         self.pos = 0
+        self.block_rows = block_rows
+
+    def read_block(self) -> _Block:
+        """The next block, with the rows' positions (they come first in the scan order)."""
+        lo = self.pos
+        out = self.read(self.block_rows)
+        out.cols["seq"] = np.arange(lo, self.pos, dtype=np.int64)
+        return out
 
     def read(self, n: int) -> _Block:
         hi = min(self.pos + n, self.n)
@@ -557,6 +580,285 @@ def _merge(runs: List[object], block_rows: int, emit: Callable[[_Block], None]) 
     return dropped
 
 
+# --------------------------------------------------------------------------- chains of batches
+
+# The /tasks columns read straight from a batch's records (the others are mapped or constant)
+_FIELDS = [(name, fld) for name, fld, _dt in columns()
+           if fld is not None and fld not in ("activity_id", "payload_off")]
+# Chain merge bytes per row held: a block (row + its scan position), the next one read ahead,
+# the round's concatenation of the blocks' heads, and the chunks gathered from it in flight
+_CHAIN_BYTES_PER_ROW = 4 * (ROW_BYTES + 8)
+_MAX_CHAINS = 512
+
+
+class _BatchRef:
+    """What the index pass learnt of a batch of task records: enough to read its rows again."""
+
+    __slots__ = ("store", "key", "m", "smin", "smax", "seq", "base", "lut", "node", "job",
+                 "only_tasks")
+
+    def __init__(self, store, key, m, smin, smax, seq, base, lut, node, job, only_tasks):
+        self.store, self.key, self.m, self.smin, self.smax = store, key, m, smin, smax
+        self.seq = seq                 # scan position of its first row (ties sort by it)
+        self.base, self.lut, self.node, self.job = base, lut, node, job
+        self.only_tasks = only_tasks   # no workflow records among its records
+
+
+def _fill_rows(frame, ref: _BatchRef, cols: Dict[str, np.ndarray], lo: int):
+    """The archive rows of a batch into ``cols[name][lo:lo + ref.m]``."""
+    from flowcept.native.batch import Batch
+    recs = Batch(frame, check=False).records
+    if not ref.only_tasks:
+        recs = recs[(recs["flags"] & FLAG_WORKFLOW) == 0]
+    if len(recs) != ref.m:
+        raise ArchiveError("a batch changed while it was being compacted")
+    hi = lo + ref.m
+    for name, fld in _FIELDS:
+        cols[name][lo:hi] = recs[fld]
+    lut = ref.lut
+    np.take(lut, np.minimum(recs["activity_id"], len(lut) - 1), out=cols["activity"][lo:hi])
+    np.add(recs["payload_off"], np.uint64(ref.base), out=cols["payload_off"][lo:hi], casting="unsafe")
+    cols["node"][lo:hi] = ref.node
+    cols["job"][lo:hi] = ref.job
+
+
+class _Reader:
+    """Every store open for reading batches again by key, in any order."""
+
+    def __init__(self, stores: List[str], open_store_at):
+        from contextlib import ExitStack
+        self.stack = ExitStack()
+        self.paths, self.open_store_at = stores, open_store_at
+        self.open: Dict[int, object] = {}
+        self.release = _MapRelease()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release.pending = None     # the maps go away with the stores
+        self.stack.close()
+
+    def _store(self, i: int):
+        st = self.open.get(i)
+        if st is None:
+            st = self.open[i] = self.stack.enter_context(self.open_store_at(self.paths[i]))
+        return st
+
+    def frames(self, refs: List[_BatchRef]):
+        """(ref, frame) for each ref, in order; a frame is valid until the next one.  The
+        previous frame's mapped pages are let go as the next one comes."""
+        i = 0
+        while i < len(refs):
+            j = i
+            while j < len(refs) and refs[j].store == refs[i].store:
+                j += 1
+            group = refs[i:j]
+            got = 0
+            for key, frame in self._store(refs[i].store).scan(keys=[r.key for r in group],
+                                                                zero_copy=True):
+                if got >= len(group) or bytes(key) != group[got].key:
+                    raise ArchiveError("a batch disappeared from its store during compaction")
+                self.release.next(frame)
+                yield group[got], frame
+                got += 1
+            if got != len(group):
+                raise ArchiveError("a batch disappeared from its store during compaction")
+            i = j
+
+
+def _archive_block(chain_rows: int) -> int:
+    return max(_MIN_BLOCK, chain_rows // 8)
+
+
+def _plan_chains(refs: List[_BatchRef], budget_rows: int):
+    """Batches (in scan order) grouped into chains, each a sequence whose start times never
+    go down from one batch to the next (a ring's batches, nearly always): each chain is a
+    sorted run without being sorted as a whole, so the merge can read the store directly.
+    A batch joins the chain whose last start is the latest at or before its first start.
+    Returns [(chain, block rows)], or None when one block per chain would not fit in
+    ``budget_rows`` (then the rows go through sorted runs in the temporary file)."""
+    import bisect
+    tails: List[int] = []            # chains' last start times, ascending
+    open_chains: List[list] = []     # in the order of tails
+    chains: List[list] = []
+    widest: List[int] = []
+    need = 0
+    for ref in refs:
+        i = bisect.bisect_right(tails, ref.smin) - 1
+        if i < 0:
+            c = [ref]
+            chains.append(c)
+            widest.append(ref.m)
+            c_id = len(chains) - 1
+            need += ref.m
+            if len(chains) > _MAX_CHAINS:
+                return None
+        else:
+            tails.pop(i)
+            c_id, c = open_chains.pop(i)
+            c.append(ref)
+            if ref.m > widest[c_id]:
+                need += ref.m - widest[c_id]
+                widest[c_id] = ref.m
+        if need > budget_rows:
+            return None
+        j = bisect.bisect_right(tails, ref.smax)
+        tails.insert(j, ref.smax)
+        open_chains.insert(j, (c_id, c))
+    if not chains:
+        return None
+    spare = (budget_rows - need) // len(chains)
+    return [(c, widest[i] + spare) for i, c in enumerate(chains)]
+
+
+class _ChainRun:
+    """A chain of batches read from the stores a block (whole batches) at a time, each block
+    sorted by (start_ns, scan position).  The next block is read ahead in the reader thread
+    while the merge works on this one."""
+
+    def __init__(self, refs: List[_BatchRef], block_rows: int, reader: _Reader, ahead):
+        self.refs, self.block_rows, self.reader, self.ahead = refs, block_rows, reader, ahead
+        self.pos = 0
+        self.next = None
+
+    @property
+    def exhausted(self) -> bool:
+        return self.next is None and self.pos >= len(self.refs)
+
+    def _submit(self):
+        lo, total = self.pos, self.refs[self.pos].m
+        hi = lo + 1
+        while hi < len(self.refs) and total + self.refs[hi].m <= self.block_rows:
+            total += self.refs[hi].m
+            hi += 1
+        self.pos = hi
+        self.next = self.ahead.submit(self._read, self.refs[lo:hi], total)
+
+    def read_block(self) -> _Block:
+        if self.next is None:
+            self._submit()
+        block = self.next.result()
+        self.next = None
+        if self.pos < len(self.refs):
+            self._submit()
+        return block
+
+    def _read(self, refs: List[_BatchRef], total: int) -> _Block:
+        cols = {name: np.empty(total, dt) for name, dt in _COLS}
+        seq = cols["seq"] = np.empty(total, np.int64)
+        at = 0
+        for ref, frame in self.reader.frames(refs):
+            _fill_rows(frame, ref, cols, at)
+            seq[at:at + ref.m] = np.arange(ref.seq, ref.seq + ref.m)
+            at += ref.m
+        self.reader.release.flush()
+        block = _Block(cols)
+        s = block["start_ns"]
+        if total > 1 and not np.all(s[1:] >= s[:-1]):   # a batch not in start order itself
+            block = block.take(np.argsort(s, kind="stable"))
+        return block
+
+
+def _keyed_concat(parts: List[_Block]) -> _Block:
+    return _Block({name: np.concatenate([p.cols[name] for p in parts]) for name in parts[0].cols})
+
+
+def _merge_keyed(sources: List[object], emit: Callable[..., None]) -> int:
+    """Merges sources of blocks sorted by (start_ns, seq) -- seq a row's position in the
+    scan order, the archive's rows first -- into ``emit``, dropping duplicates (see
+    _duplicates); returns how many.  The order is the stable sort of all rows by start_ns
+    in scan order: what the in-memory sort and the sorted runs give."""
+    blocks = [s.read_block() for s in sources]
+    carry = None
+    dropped = 0
+    while True:
+        for i, s in enumerate(sources):
+            if not len(blocks[i]) and not s.exhausted:
+                blocks[i] = s.read_block()
+        live = [i for i in range(len(sources)) if len(blocks[i])]
+        if not live:
+            break
+        pending = [i for i in live if not sources[i].exhausted]
+        parts = [] if carry is None else [carry]
+        if pending:
+            # a source's unread rows sort after the last row of its block: every row up to
+            # the least such last row can go out
+            bs, bq = min((int(blocks[i]["start_ns"][-1]), int(blocks[i]["seq"][-1])) for i in pending)
+            for i in live:
+                b = blocks[i]
+                st = b["start_ns"]
+                c = int(np.searchsorted(st, bs, "left"))
+                e = int(np.searchsorted(st, bs, "right"))
+                if e > c:
+                    c += int(np.searchsorted(b["seq"][c:e], bq, "right"))
+                if c:
+                    parts.append(b.slice(0, c) if c < len(b) else b)
+                    blocks[i] = b.slice(c, len(b))
+        else:
+            parts.extend(blocks[i] for i in live)
+            blocks = [b.slice(0, 0) for b in blocks]
+        merged = parts[0] if len(parts) == 1 else _keyed_concat(parts)
+        order = None       # positions of merged in (start_ns, seq) order; None: as it is
+        s = merged["start_ns"]
+        if len(parts) > 1:
+            q = merged["seq"]
+            if not np.all(s[1:] >= s[:-1]) or np.any((s[1:] == s[:-1]) & (q[1:] < q[:-1])):
+                order = np.argsort(s, kind="stable")
+                s = s[order]
+                if np.any(s[1:] == s[:-1]):    # ties: by scan position
+                    order = np.lexsort((q, merged["start_ns"]))
+                    s = merged["start_ns"][order]
+        drop = _duplicates(s, (lambda name, pos: merged[name][pos]) if order is None
+                           else (lambda name, pos: merged[name][order[pos]]))
+        if drop is not None:
+            keep = np.ones(len(s), bool)
+            keep[drop] = False
+            kept = np.flatnonzero(keep)
+            order = kept if order is None else order[kept]
+            s = s[kept]
+            dropped += len(drop)
+        n = len(s)
+        cut = n
+        if pending and n:
+            # rows of the last start time may have duplicates still unread: keep them back
+            cut = int(np.searchsorted(s, s[-1], "left"))
+        carry = None
+        if cut < n:
+            carry = merged.slice(cut, n).copy() if order is None else merged.take(order[cut:])
+        if cut:
+            if order is None:
+                emit(merged if cut == len(merged) else merged.slice(0, cut))
+            else:
+                emit(merged, order[:cut])
+    if carry is not None and len(carry):
+        emit(carry)
+    return dropped
+
+
+def _gather(col: np.ndarray, sel) -> np.ndarray:
+    return col[sel] if isinstance(sel, slice) else np.take(col, sel)
+
+
+def _gather_pieces(pieces: List[Tuple[_Block, object]], name: str, m: int, dtype) -> np.ndarray:
+    """One column of a chunk, from its pieces (rows, slice or positions)."""
+    if len(pieces) == 1:
+        rows, sel = pieces[0]
+        return _gather(rows.cols[name], sel)
+    out = np.empty(m, dtype)
+    at = 0
+    for rows, sel in pieces:
+        col = rows.cols[name]
+        if isinstance(sel, slice):
+            k = sel.stop - sel.start
+            out[at:at + k] = col[sel]
+        else:
+            k = len(sel)
+            np.take(col, sel, out=out[at:at + k])
+        at += k
+    return out
+
+
 class _TaskColumns:
     """The /tasks columns and the /index, written chunk by chunk from merged rows."""
 
@@ -564,47 +866,50 @@ class _TaskColumns:
         self.w = writer
         self.chunk = chunk
         self.ds = {name: writer.column(name, dt, max(expect, 0), chunk) for name, dt in _COLS}
-        self.buf = _Block.empty(chunk)
+        self.pieces: List[Tuple[_Block, object]] = []   # rows of the chunk being filled
         self.fill = 0
         self.n = 0
         self.start_min: List[int] = []
         self.start_max: List[int] = []
         self.end_max: List[int] = []
 
-    def append(self, rows: _Block):
+    def append(self, rows: _Block, order: Optional[np.ndarray] = None):
+        """Appends rows (``rows`` in the order ``order`` -- positions -- when given).  Rows
+        are not copied here: each chunk of each column is gathered from its pieces inside
+        the compression pool, in parallel."""
+        n = len(rows) if order is None else len(order)
         pos = 0
-        while pos < len(rows):
-            take = min(self.chunk - self.fill, len(rows) - pos)
-            if self.fill == 0 and take == self.chunk:
-                self._emit(rows.slice(pos, pos + take))        # a whole chunk: no copy
-            else:
-                for name, c in self.buf.cols.items():
-                    c[self.fill:self.fill + take] = rows.cols[name][pos:pos + take]
-                self.fill += take
-                if self.fill == self.chunk:
-                    self._emit(self.buf)
-                    self.buf = _Block.empty(self.chunk)
-                    self.fill = 0
+        while pos < n:
+            take = min(self.chunk - self.fill, n - pos)
+            sel = slice(pos, pos + take) if order is None else order[pos:pos + take]
+            self.pieces.append((rows, sel))
+            self.fill += take
             pos += take
+            if self.fill == self.chunk:
+                self._emit()
 
-    def _emit(self, rows: _Block):
-        off, m = self.n, len(rows)
+    def _emit(self):
+        pieces, m = self.pieces, self.fill
+        self.pieces, self.fill = [], 0
+        off = self.n
         if self.ds["task_id"].shape[0] < off + m:
             size = max(off + m, 2 * self.ds["task_id"].shape[0])
             for ds in self.ds.values():
                 ds.resize((size,))
-        self.start_min.append(int(rows["start_ns"][0]))
-        self.start_max.append(int(rows["start_ns"][-1]))
-        self.end_max.append(int(rows["end_ns"].max()))
+        first, fsel = pieces[0]
+        last, lsel = pieces[-1]
+        self.start_min.append(int(first["start_ns"][fsel][0]))
+        self.start_max.append(int(last["start_ns"][lsel][-1]))
+        self.end_max.append(max(int(_gather(rows["end_ns"], sel).max()) for rows, sel in pieces))
         for name, ds in self.ds.items():
-            self.w.write_chunk(ds, off, lambda c=rows.cols[name]: c)
+            self.w.write_chunk(ds, off, lambda name=name, dt=ds.dtype: _gather_pieces(pieces, name, m, dt))
         self.n += m
 
     def write_gathered(self, run: "_MemRun") -> int:
         """Writes the only run (everything fitted in memory) without the merge: duplicates
         found on the sorted start times, then each chunk of each column gathered by the
         sort order inside the compression pool, in parallel.  Returns how many duplicates."""
-        assert self.n == 0 and self.fill == 0
+        assert self.n == 0 and not self.fill
         rows, order = run.rows, run.order
         start = rows["start_ns"]
         s = start if order is None else np.take(start, order)
@@ -636,8 +941,7 @@ class _TaskColumns:
 
     def close(self, h5):
         if self.fill:
-            self._emit(self.buf.slice(0, self.fill))
-            self.fill = 0
+            self._emit()
         self.w.flush()
         for ds in self.ds.values():
             ds.resize((self.n,))
@@ -780,50 +1084,84 @@ class _Compaction:
             self.workflows = {int(k): dict(v) for k, v in existing.workflows_by_id().items()}
             n_old = len(existing)
 
-        total_batches = expect = 0
+        total_batches = 0
         for sp in self.stores:
             with open_store_at(sp) as st:
-                for _k, summ in st.summaries():
+                for _k in st.summaries():
                     total_batches += 1
-                    expect += int(summ.get("n", 0))
-        run_rows = int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW
-        runs = _Runs(run_rows, expect, self.spill_dir)
+        refs: List[_BatchRef] = []
+        bar = _Progress(total_batches, self.progress)
         try:
-            bar = _Progress(total_batches, self.progress)
-            try:
-                for sp in self.stores:
-                    self._scan_store(sp, runs, payloads, bar, open_store_at)
-                payloads.close()
-            finally:
-                bar.close()
-            sources = ([_ArchiveRun(existing._h5)] if n_old else []) + runs.finish(1 if n_old else 0)
-            self.report.runs = runs.spilled
-            n_upper = n_old + expect
-            chunk = max(1, min(self.chunk_rows, n_upper)) if n_upper else self.chunk_rows
-            g = self.h5.create_group("tasks")
-            old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
-            g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + self.jobs_seen)))
-            cols = _TaskColumns(self.w, n_upper, chunk)
-            block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
-                        // (max(len(sources), 1) * ROW_BYTES))
-            if len(sources) == 1 and isinstance(sources[0], _MemRun):
-                dropped = cols.write_gathered(sources[0])
-            else:
-                dropped = _merge(sources, block, cols.append)
-            cols.close(self.h5)
+            for si, sp in enumerate(self.stores):
+                self._index_store(si, sp, refs, n_old, payloads, bar, open_store_at)
+            payloads.close()
         finally:
-            runs.close()
+            bar.close()
+        n_new = sum(r.m for r in refs)
+        n_upper = n_old + n_new
+        chunk = max(1, min(self.chunk_rows, n_upper)) if n_upper else self.chunk_rows
+        g = self.h5.create_group("tasks")
+        old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
+        g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + self.jobs_seen)))
+        cols = _TaskColumns(self.w, n_upper, chunk)
+        run_rows = max(int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW, _MIN_BLOCK)
+        chain_rows = int(self.memory * _SCAN_SHARE) // _CHAIN_BYTES_PER_ROW
+        with _Reader(self.stores, open_store_at) as reader:
+            plan = None
+            if n_old or n_new > run_rows:
+                plan = _plan_chains(refs, chain_rows - (_archive_block(chain_rows) if n_old else 0))
+            if plan is not None:
+                # the store's batches read again, chain by chain, and merged: no temporary file
+                self.report.chains = len(plan)
+                sources = [_ArchiveRun(existing._h5, _archive_block(chain_rows))] if n_old else []
+                # one reader thread: the stores' read transactions stay on one thread
+                with ThreadPoolExecutor(1) as ahead:
+                    sources += [_ChainRun(c, target, reader, ahead) for c, target in plan]
+                    try:
+                        dropped = _merge_keyed(sources, cols.append)
+                    finally:
+                        for s in sources:
+                            if getattr(s, "next", None) is not None:
+                                s.next.cancel()
+            else:
+                dropped = self._merge_runs(refs, n_old, n_new, run_rows, reader, cols)
+        cols.close(self.h5)
         n = cols.n
         self.report.records = n
         self.report.new_records = n - n_old
         self.report.duplicates = dropped
         self._write_tables()
 
-    def _scan_store(self, sp, runs: _Runs, payloads: _Blob, bar: _Progress, open_store_at):
+    def _merge_runs(self, refs, n_old, n_new, run_rows, reader, cols) -> int:
+        """The rows in scan order through the run buffer: one sorted run in memory when
+        everything fits (no merge), else sorted runs in the temporary file merged k-way."""
+        existing = self.existing
+        runs = _Runs(run_rows, n_new, self.spill_dir)
+        try:
+            for ref, frame in reader.frames(refs):
+                rows = runs.reserve(ref.m)
+                _fill_rows(frame, ref, rows, 0)
+                runs.commit(ref.m)
+            reader.release.flush()
+            sources = ([_ArchiveRun(existing._h5)] if n_old else []) + runs.finish(1 if n_old else 0)
+            self.report.runs = runs.spilled
+            block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
+                        // (max(len(sources), 1) * ROW_BYTES))
+            if len(sources) == 1 and isinstance(sources[0], _MemRun):
+                return cols.write_gathered(sources[0])
+            return _merge(sources, block, cols.append)
+        finally:
+            runs.close()
+
+    def _index_store(self, si: int, sp: str, refs: List["_BatchRef"], n_old: int,
+                     payloads: _Blob, bar: _Progress, open_store_at):
+        """The index pass over one store: payloads into the blob, strings into the table,
+        and per batch of task records what the row pass needs to read it again (its key,
+        string map, payload offset, count and start-time range)."""
         from flowcept.native.batch import Batch, unpack_batch_key
-        fields = [(name, fld) for name, fld, _dt in columns()
-                  if fld is not None and fld not in ("activity_id", "payload_off")]
         strings, report = self.strings, self.report
+        seq = n_old + sum(r.m for r in refs)
+        luts: Dict[bytes, np.ndarray] = {}
         with open_store_at(sp) as st:
             store_wfs = st.workflows()
             job_name = self.job_override or _job_of_store(sp, store_wfs)
@@ -833,7 +1171,7 @@ class _Compaction:
             for wf, doc in store_wfs.items():
                 self.workflows.setdefault(wf, {}).update(doc)
             # zero-copy frames: views into the store's memory map, valid until the next item;
-            # their pages are let go once copied, so that RSS stays within the bound
+            # their pages are let go once read, so that RSS stays within the bound
             release = _MapRelease()
             for key, frame in st.scan(zero_copy=True):
                 release.next(frame)
@@ -847,24 +1185,20 @@ class _Compaction:
                 b = Batch(frame, check=False)
                 recs = b.records
                 tasks = (recs["flags"] & FLAG_WORKFLOW) == 0
-                if not tasks.all():
-                    recs = recs[tasks]
-                m = len(recs)
+                only_tasks = bool(tasks.all())
+                start = recs["start_ns"] if only_tasks else recs["start_ns"][tasks]
+                m = len(start)
                 if not m:
                     bar.update(1, 0)
                     continue
                 names = b.strings
                 node = names[0][len(NODE_PREFIX):] if names and names[0].startswith(NODE_PREFIX) else ""
                 lut = np.array([strings.id(x) for x in names] + [strings.id("")], np.uint32)
+                lut = luts.setdefault(lut.tobytes(), lut)     # batches of a ring share their table
                 base = payloads.append(b.payload)
-                rows = runs.reserve(m)
-                for name, fld in fields:
-                    rows[name][...] = recs[fld]
-                np.take(lut, np.minimum(recs["activity_id"], len(lut) - 1), out=rows["activity"])
-                np.add(recs["payload_off"], np.uint64(base), out=rows["payload_off"], casting="unsafe")
-                rows["node"][...] = strings.id(node)
-                rows["job"][...] = job_id
-                runs.commit(m)
+                refs.append(_BatchRef(si, bytes(key), m, int(start.min()), int(start.max()), seq,
+                                      base, lut, strings.id(node), job_id, only_tasks))
+                seq += m
                 bar.update(1, m)
             release.flush()
 
