@@ -69,6 +69,8 @@ def worker(args):
     # the leader process reports its own CPU time (the thread leader's is the rank's)
     leader_cpu = comm.reduce(getattr(drainer, "cpu_s", None) if drainer is not None else None,
                              op=lambda a, b: a if a is not None else b, root=0)
+    leader_start = comm.reduce(getattr(drainer, "start_cpu_s", None) if drainer else None,
+                               op=lambda a, b: a if a is not None else b, root=0)
     import resource
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before reading back
     t_all = comm.reduce(t_all, op=MPI.MAX, root=0)
@@ -83,6 +85,7 @@ def worker(args):
                           "leader": prov.config.leader, "spilled": spilled,
                           "leader_cpu_s_per_M": (None if leader_cpu is None else
                                                  round(leader_cpu / (n * comm.Get_size() / 1e6), 3)),
+                          "leader_start_cpu_s": leader_start and round(leader_start, 3),
                           "leader_maxrss_mib": round(maxrss, 1)}),
               flush=True)
 
@@ -115,14 +118,18 @@ def percall_worker(args):
     if comm.Get_rank() == 0:
         med = sorted(added)[len(added) // 2]
         print(json.dumps({"bench": "percall", "ranks": comm.Get_size(),
+                          "leader": prov.config.leader,
                           "added_cpu_ns_per_task_median": round(med * 1e9),
+                          # rank 0 leads its node: with the thread leader its process
+                          # also runs the drain
+                          "added_cpu_ns_per_task_leader_rank": round(added[0] * 1e9),
                           "overhead_pct_for_1ms_task": round(med / 1e-3 * 100, 3)}), flush=True)
 
 
 def percall(args):
-    for ranks in args.ranks:
+    for leader, ranks in itertools.product(args.leaders, args.ranks):
         tmp = tempfile.mkdtemp(prefix="fcbench-")
-        env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp)
+        env = dict(os.environ, FLOWCEPT_RUN_DIR=tmp, FLOWCEPT_LEADER=leader)
         out = subprocess.run(["mpiexec", "-n", str(ranks), sys.executable, __file__, "percall-worker",
                               "--calls", str(args.calls)], env=env, capture_output=True, text=True,
                              timeout=1800)
@@ -241,6 +248,7 @@ def main():
     pw.add_argument("--calls", type=int, default=20000)
     pc = sub.add_parser("percall", help="CPU cost per heat2d-shaped task inside mpiexec ranks")
     pc.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 8])
+    pc.add_argument("--leaders", nargs="+", default=["process", "thread"])
     pc.add_argument("--calls", type=int, default=20000)
     c = sub.add_parser("c", help="C API ranks drained live by `flowcept drain`")
     c.add_argument("--ranks", type=int, nargs="+", default=[1, 4])

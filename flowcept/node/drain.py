@@ -180,6 +180,9 @@ class Drainer:
                 total += count
             self.batches += len(packed)
             rings = [ring for ring, _, _ in packed]
+            if lazy:   # what came in meanwhile waits to make a batch of its own size
+                now = time.monotonic()
+                rings = [r for r in rings if self._due(r, now, latency)]
         self.records += total
         return total
 

@@ -27,8 +27,9 @@ Lifecycle and failure rules:
     pipe, or a new parent pid): then it waits, like a leader at finalize,
     for the rings to be closed or their processes to die, drains
     everything and exits.
-  * its CPU time is reported by ``close`` (``cpu_s``), for the leader's
-    cost per record.
+  * its CPU time is reported with every reply: ``cpu_s`` spent draining
+    since it was ready (the leader's cost per record), ``start_cpu_s`` to
+    start.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ class HelperLeader:
         self.paths: List[str] = []
         self.records = 0
         self.batches = 0
-        self.cpu_s = 0.0
+        self.cpu_s = 0.0            # the helper's CPU time spent draining (since it was ready)
+        self.start_cpu_s = 0.0      # ... and to start
         self._fallback = None       # the in-process Drainer after the helper failed
         self._started = False
         self._ready = False
@@ -112,6 +114,7 @@ class HelperLeader:
                 reply = self._reply(READY_TIMEOUT_S)
             if not reply.get("ok"):
                 raise HelperGone(reply.get("error", "refused to start"))
+            self._note(reply)
             self._ready = True
         except HelperGone as e:
             self._fail_over(e)
@@ -159,6 +162,7 @@ class HelperLeader:
                         reply = self._reply(READY_TIMEOUT_S)
                         if not reply.get("ok"):
                             raise HelperGone(reply.get("error", "refused to start"))
+                        self._note(reply)
                         self._ready = True
                     self.proc.stdin.write(json.dumps({"op": op, "args": args}).encode() + b"\n")
                     reply = self._reply(None)
@@ -189,7 +193,7 @@ class HelperLeader:
         return json.loads(line)
 
     def _note(self, reply: Dict[str, Any]) -> None:
-        for k in ("records", "batches", "cpu_s"):
+        for k in ("records", "batches", "cpu_s", "start_cpu_s"):
             if k in reply:
                 setattr(self, k, reply[k])
 
@@ -268,11 +272,12 @@ def _serve() -> int:
     except Exception as e:   # the capturing process fails over and reports it
         send({"ok": False, "error": f"{type(e).__name__}: {e}"})
         return 1
-    send({"ok": True})
-
     def cpu() -> float:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
+
+    started = cpu()   # the start (interpreter, imports, store) is not the drain's cost
+    send({"ok": True, "start_cpu_s": started})
 
     def adopt(path: str) -> None:
         drainer.adopt(path)
@@ -318,7 +323,7 @@ def _serve() -> int:
             send({"ok": False, "error": f"{type(e).__name__}: {e}"})
             continue
         send({"ok": True, "value": value, "records": drainer.records,
-              "batches": drainer.batches, "cpu_s": cpu()})
+              "batches": drainer.batches, "cpu_s": cpu() - started})
         if op in ("close", "finish"):
             return 0
     orphaned()
