@@ -301,33 +301,61 @@ static void np_setup(void)
 static inline double ld_f64(const char *p) { double v; memcpy(&v, p, 8); return v; }
 static inline float ld_f32(const char *p) { float v; memcpy(&v, p, 4); return v; }
 
-/* The pairwise sum of n elements of type T, p + i * stride. */
+#define NP_INLINE static inline __attribute__((always_inline))
+
+/* element i of a run (inside the macros below: p, stride in scope) */
+#define NP_LD(LOAD, i) LOAD(p + (Py_intptr_t)(i) * stride)
+
+/* The pairwise sum of n elements of type T at p + i * stride; fn##_c for
+ * contiguous elements (the stride a constant the compiler can use). */
 #define NP_PAIRWISE(fn, T, LOAD)                                              \
-    static T fn(const char *p, Py_ssize_t n, Py_intptr_t stride)               \
+    NP_INLINE T fn##_block(const char *p, Py_ssize_t n, Py_intptr_t stride)    \
     {                                                                          \
         if (n < 8) {                                                           \
             T res = (T)-0.0;   /* keeps a sum of -0.0 values -0.0 */           \
             for (Py_ssize_t i = 0; i < n; i++)                                 \
-                res += LOAD(p + (Py_intptr_t)i * stride);                      \
+                res += NP_LD(LOAD, i);                                         \
             return res;                                                        \
         }                                                                      \
-        if (n <= NP_PW_BLOCK) {                                                \
-            T r[8];                                                            \
-            Py_ssize_t i;                                                      \
-            for (int k = 0; k < 8; k++)                                        \
-                r[k] = LOAD(p + (Py_intptr_t)k * stride);                      \
-            for (i = 8; i < n - (n % 8); i += 8)                               \
-                for (int k = 0; k < 8; k++)                                    \
-                    r[k] += LOAD(p + (Py_intptr_t)(i + k) * stride);           \
-            T res = ((r[0] + r[1]) + (r[2] + r[3])) +                          \
-                    ((r[4] + r[5]) + (r[6] + r[7]));                           \
-            for (; i < n; i++)                                                 \
-                res += LOAD(p + (Py_intptr_t)i * stride);                      \
-            return res;                                                        \
+        /* eight accumulators (in registers): element i goes to i % 8 */       \
+        T r0 = NP_LD(LOAD, 0), r1 = NP_LD(LOAD, 1), r2 = NP_LD(LOAD, 2);       \
+        T r3 = NP_LD(LOAD, 3), r4 = NP_LD(LOAD, 4), r5 = NP_LD(LOAD, 5);       \
+        T r6 = NP_LD(LOAD, 6), r7 = NP_LD(LOAD, 7);                            \
+        Py_ssize_t i;                                                          \
+        for (i = 8; i < n - (n % 8); i += 8) {                                 \
+            r0 += NP_LD(LOAD, i + 0);                                          \
+            r1 += NP_LD(LOAD, i + 1);                                          \
+            r2 += NP_LD(LOAD, i + 2);                                          \
+            r3 += NP_LD(LOAD, i + 3);                                          \
+            r4 += NP_LD(LOAD, i + 4);                                          \
+            r5 += NP_LD(LOAD, i + 5);                                          \
+            r6 += NP_LD(LOAD, i + 6);                                          \
+            r7 += NP_LD(LOAD, i + 7);                                          \
         }                                                                      \
+        T res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7));             \
+        for (; i < n; i++)                                                     \
+            res += NP_LD(LOAD, i);                                             \
+        return res;                                                            \
+    }                                                                          \
+    static T fn##_c(const char *p, Py_ssize_t n)                               \
+    {                                                                          \
+        if (n <= NP_PW_BLOCK)                                                  \
+            return fn##_block(p, n, (Py_intptr_t)sizeof(T));                   \
         Py_ssize_t n2 = n / 2;                                                 \
         n2 -= n2 % 8;                                                          \
-        return fn(p, n2, stride) + fn(p + (Py_intptr_t)n2 * stride, n - n2, stride); \
+        return fn##_c(p, n2) + fn##_c(p + n2 * (Py_intptr_t)sizeof(T), n - n2); \
+    }                                                                          \
+    static T fn##_s(const char *p, Py_ssize_t n, Py_intptr_t stride)           \
+    {                                                                          \
+        if (n <= NP_PW_BLOCK)                                                  \
+            return fn##_block(p, n, stride);                                   \
+        Py_ssize_t n2 = n / 2;                                                 \
+        n2 -= n2 % 8;                                                          \
+        return fn##_s(p, n2, stride) + fn##_s(p + n2 * stride, n - n2, stride); \
+    }                                                                          \
+    static T fn(const char *p, Py_ssize_t n, Py_intptr_t stride)               \
+    {                                                                          \
+        return stride == (Py_intptr_t)sizeof(T) ? fn##_c(p, n) : fn##_s(p, n, stride); \
     }
 
 NP_PAIRWISE(np_pw_f64, double, ld_f64)
@@ -375,27 +403,143 @@ typedef struct {
     double fmin, fmax, mean;
 } np_stats;
 
-static inline int64_t ld_int(const char *p, int size)
-{
-    switch (size) {
-    case 1: { int8_t v; memcpy(&v, p, 1); return v; }
-    case 2: { int16_t v; memcpy(&v, p, 2); return v; }
-    case 4: { int32_t v; memcpy(&v, p, 4); return v; }
-    default: { int64_t v; memcpy(&v, p, 8); return v; }
+/* min, max and the sum (mod 2^64) of n integers of type T in one pass, in
+ * two interleaved halves (shorter dependency chains). */
+#define NP_INT_SCAN(fn, T, W)                                                  \
+    NP_INLINE void fn##_at(const char *p, Py_ssize_t n, Py_intptr_t stride,    \
+                           W *lo_out, W *hi_out, uint64_t *sum_out)            \
+    {                                                                          \
+        T v0, v1;                                                              \
+        memcpy(&v0, p, sizeof(T));                                             \
+        T lo0 = v0, hi0 = v0, lo1 = v0, hi1 = v0;                              \
+        uint64_t s0 = 0, s1 = 0;                                               \
+        Py_ssize_t i = 0;                                                      \
+        for (; i + 1 < n; i += 2) {                                            \
+            memcpy(&v0, p + i * stride, sizeof(T));                            \
+            memcpy(&v1, p + (i + 1) * stride, sizeof(T));                      \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            lo1 = v1 < lo1 ? v1 : lo1;                                         \
+            hi1 = v1 > hi1 ? v1 : hi1;                                         \
+            s0 += (uint64_t)(W)v0;                                             \
+            s1 += (uint64_t)(W)v1;                                             \
+        }                                                                      \
+        if (i < n) {                                                           \
+            memcpy(&v0, p + i * stride, sizeof(T));                            \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            s0 += (uint64_t)(W)v0;                                             \
+        }                                                                      \
+        *lo_out = lo1 < lo0 ? lo1 : lo0;                                       \
+        *hi_out = hi1 > hi0 ? hi1 : hi0;                                       \
+        *sum_out = s0 + s1;                                                    \
+    }                                                                          \
+    static void fn(const char *p, Py_ssize_t n, Py_intptr_t stride, W *lo,     \
+                   W *hi, uint64_t *sum)                                       \
+    {                                                                          \
+        if (stride == (Py_intptr_t)sizeof(T))                                  \
+            fn##_at(p, n, (Py_intptr_t)sizeof(T), lo, hi, sum);                \
+        else                                                                   \
+            fn##_at(p, n, stride, lo, hi, sum);                                \
     }
-}
 
-static inline uint64_t ld_uint(const char *p, int size)
-{
-    switch (size) {
-    case 1: { uint8_t v; memcpy(&v, p, 1); return v; }
-    case 2: { uint16_t v; memcpy(&v, p, 2); return v; }
-    case 4: { uint32_t v; memcpy(&v, p, 4); return v; }
-    default: { uint64_t v; memcpy(&v, p, 8); return v; }
+NP_INT_SCAN(np_scan_i8, int8_t, int64_t)
+NP_INT_SCAN(np_scan_i16, int16_t, int64_t)
+NP_INT_SCAN(np_scan_i32, int32_t, int64_t)
+NP_INT_SCAN(np_scan_i64, int64_t, int64_t)
+NP_INT_SCAN(np_scan_u8, uint8_t, uint64_t)
+NP_INT_SCAN(np_scan_u16, uint16_t, uint64_t)
+NP_INT_SCAN(np_scan_u32, uint32_t, uint64_t)
+NP_INT_SCAN(np_scan_u64, uint64_t, uint64_t)
+
+/* min and max of n floats of type T (as double), and whether any is NaN or
+ * inf (x - x is 0 only for finite x), in four interleaved quarters. */
+#define NP_FLOAT_SCAN(fn, T)                                                   \
+    NP_INLINE int fn##_at(const char *p, Py_ssize_t n, Py_intptr_t stride,     \
+                          double *lo_out, double *hi_out)                      \
+    {                                                                          \
+        T v0, v1, v2, v3;                                                      \
+        memcpy(&v0, p, sizeof(T));                                             \
+        T lo0 = v0, lo1 = v0, lo2 = v0, lo3 = v0;                              \
+        T hi0 = v0, hi1 = v0, hi2 = v0, hi3 = v0;                              \
+        T c0 = 0, c1 = 0, c2 = 0, c3 = 0;                                      \
+        Py_ssize_t i = 0;                                                      \
+        for (; i + 3 < n; i += 4) {                                            \
+            memcpy(&v0, p + (i + 0) * stride, sizeof(T));                      \
+            memcpy(&v1, p + (i + 1) * stride, sizeof(T));                      \
+            memcpy(&v2, p + (i + 2) * stride, sizeof(T));                      \
+            memcpy(&v3, p + (i + 3) * stride, sizeof(T));                      \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            lo1 = v1 < lo1 ? v1 : lo1;                                         \
+            lo2 = v2 < lo2 ? v2 : lo2;                                         \
+            lo3 = v3 < lo3 ? v3 : lo3;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            hi1 = v1 > hi1 ? v1 : hi1;                                         \
+            hi2 = v2 > hi2 ? v2 : hi2;                                         \
+            hi3 = v3 > hi3 ? v3 : hi3;                                         \
+            c0 += v0 - v0;                                                     \
+            c1 += v1 - v1;                                                     \
+            c2 += v2 - v2;                                                     \
+            c3 += v3 - v3;                                                     \
+        }                                                                      \
+        for (; i < n; i++) {                                                   \
+            memcpy(&v0, p + i * stride, sizeof(T));                            \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            c0 += v0 - v0;                                                     \
+        }                                                                      \
+        lo0 = lo1 < lo0 ? lo1 : lo0;                                           \
+        lo2 = lo3 < lo2 ? lo3 : lo2;                                           \
+        hi0 = hi1 > hi0 ? hi1 : hi0;                                           \
+        hi2 = hi3 > hi2 ? hi3 : hi2;                                           \
+        *lo_out = (double)(lo2 < lo0 ? lo2 : lo0);                             \
+        *hi_out = (double)(hi2 > hi0 ? hi2 : hi0);                             \
+        return (c0 + c1) + (c2 + c3) == 0;                                     \
+    }                                                                          \
+    static int fn(const char *p, Py_ssize_t n, Py_intptr_t stride, double *lo, \
+                  double *hi)                                                  \
+    {                                                                          \
+        return stride == (Py_intptr_t)sizeof(T)                                \
+                   ? fn##_at(p, n, (Py_intptr_t)sizeof(T), lo, hi)             \
+                   : fn##_at(p, n, stride, lo, hi);                            \
     }
-}
+
+NP_FLOAT_SCAN(np_scan_f64, double)
+NP_FLOAT_SCAN(np_scan_f32, float)
 
 #define NP_EXACT (1ull << 53)   /* integers below are exact in a double */
+
+/* Whether zeros of both signs are among n floats (size 2, 4 or 8 bytes). */
+static int np_both_zeros(const char *p, Py_ssize_t n, Py_intptr_t stride, int size)
+{
+    int pos = 0, neg = 0;
+    for (Py_ssize_t i = 0; i < n && !(pos && neg); i++) {
+        const char *q = p + i * stride;
+        uint64_t bits = 0, sign;
+        if (size == 8) {
+            memcpy(&bits, q, 8);
+            sign = bits >> 63;
+            bits &= ~(1ull << 63);
+        } else if (size == 4) {
+            uint32_t b;
+            memcpy(&b, q, 4);
+            sign = b >> 31;
+            bits = b & 0x7fffffffu;
+        } else {
+            uint16_t b;
+            memcpy(&b, q, 2);
+            sign = b >> 15;
+            bits = b & 0x7fffu;
+        }
+        if (bits == 0) {
+            if (sign)
+                neg = 1;
+            else
+                pos = 1;
+        }
+    }
+    return pos && neg;
+}
 
 /* min, max and mean of n elements p + i * stride (numpy's order): 1, or 0
  * where numpy's result is not certain to be the one computed here. */
@@ -403,44 +547,39 @@ static int np_stats_of(const np_type *ty, const char *p, Py_ssize_t n,
                        Py_intptr_t stride, np_stats *out)
 {
     out->kind = ty->nk;
-    if (ty->nk == NK_BOOL || ty->nk == NK_INT) {
-        int64_t lo = INT64_MAX, hi = INT64_MIN, sum = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            int64_t v = ty->nk == NK_BOOL ? (int64_t)(unsigned char)p[i * stride]
-                                          : ld_int(p + i * stride, ty->size);
-            if (ty->nk == NK_BOOL && v > 1)   /* a bool byte other than 0/1 */
-                return 0;
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
+    if (ty->nk == NK_BOOL || ty->nk == NK_INT || ty->nk == NK_UINT) {
+        uint64_t sum = 0, mag;
+        if (ty->nk == NK_UINT) {
+            switch (ty->size) {
+            case 1: np_scan_u8(p, n, stride, &out->umin, &out->umax, &sum); break;
+            case 2: np_scan_u16(p, n, stride, &out->umin, &out->umax, &sum); break;
+            case 4: np_scan_u32(p, n, stride, &out->umin, &out->umax, &sum); break;
+            default: np_scan_u64(p, n, stride, &out->umin, &out->umax, &sum);
+            }
+            mag = out->umax;
+        } else {
+            if (ty->nk == NK_BOOL) {
+                uint64_t lo, hi;
+                np_scan_u8(p, n, stride, &lo, &hi, &sum);
+                if (hi > 1)            /* a bool byte other than 0/1 */
+                    return 0;
+                out->imin = (int64_t)lo;
+                out->imax = (int64_t)hi;
+            } else switch (ty->size) {
+            case 1: np_scan_i8(p, n, stride, &out->imin, &out->imax, &sum); break;
+            case 2: np_scan_i16(p, n, stride, &out->imin, &out->imax, &sum); break;
+            case 4: np_scan_i32(p, n, stride, &out->imin, &out->imax, &sum); break;
+            default: np_scan_i64(p, n, stride, &out->imin, &out->imax, &sum);
+            }
+            uint64_t mlo = out->imin < 0 ? (uint64_t)0 - (uint64_t)out->imin : (uint64_t)out->imin;
+            uint64_t mhi = out->imax < 0 ? (uint64_t)0 - (uint64_t)out->imax : (uint64_t)out->imax;
+            mag = mhi > mlo ? mhi : mlo;
         }
-        /* every partial sum exact (below 2^53) whatever numpy's order */
-        uint64_t mag = lo < 0 ? (uint64_t)0 - (uint64_t)lo : (uint64_t)lo;
-        uint64_t mhi = hi < 0 ? (uint64_t)0 - (uint64_t)hi : (uint64_t)hi;
-        mag = mhi > mag ? mhi : mag;
+        /* every partial sum exact (below 2^53) whatever numpy's order; the
+         * sum mod 2^64 is then the sum itself */
         if (mag != 0 && mag > (NP_EXACT - 1) / (uint64_t)n)
             return 0;
-        for (Py_ssize_t i = 0; i < n; i++)
-            sum += ty->nk == NK_BOOL ? (int64_t)(unsigned char)p[i * stride]
-                                     : ld_int(p + i * stride, ty->size);
-        out->imin = lo;
-        out->imax = hi;
-        out->mean = (double)sum / (double)n;
-        return 1;
-    }
-    if (ty->nk == NK_UINT) {
-        uint64_t lo = UINT64_MAX, hi = 0, sum = 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t v = ld_uint(p + i * stride, ty->size);
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-        if (hi != 0 && hi > (NP_EXACT - 1) / (uint64_t)n)
-            return 0;
-        for (Py_ssize_t i = 0; i < n; i++)
-            sum += ld_uint(p + i * stride, ty->size);
-        out->umin = lo;
-        out->umax = hi;
-        out->mean = (double)sum / (double)n;
+        out->mean = (ty->nk == NK_UINT ? (double)sum : (double)(int64_t)sum) / (double)n;
         return 1;
     }
     if (ty->nk != NK_FLOAT)
@@ -449,7 +588,6 @@ static int np_stats_of(const np_type *ty, const char *p, Py_ssize_t n,
      * -0.0 both present with a zero extreme: which one numpy keeps is its
      * loop's business */
     double lo = INFINITY, hi = -INFINITY;
-    int pos0 = 0, neg0 = 0;
     if (ty->size == 2) {
         /* float16 sums in float32: exact when every value is a multiple of
          * 2^q and their magnitudes sum below 2^(q + 24); in units of 2^-24,
@@ -465,12 +603,7 @@ static int np_stats_of(const np_type *ty, const char *p, Py_ssize_t n,
             if (e == 31)
                 return 0;
             double v = np_half_value(h);
-            if ((h & 0x7fff) == 0) {
-                if (h & 0x8000)
-                    neg0 = 1;
-                else
-                    pos0 = 1;
-            } else {
+            if ((h & 0x7fff) != 0) {
                 uint64_t units = e == 0 ? (uint64_t)(h & 0x3ff)
                                         : (uint64_t)((h & 0x3ff) + 1024) << (e - 1);
                 bits |= units;
@@ -486,35 +619,22 @@ static int np_stats_of(const np_type *ty, const char *p, Py_ssize_t n,
         if ((float)n != (double)n)
             return 0;
         out->mean = np_half_value(np_half_of(s / (float)n));
-    } else {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            double v = ty->size == 8 ? ld_f64(p + i * stride) : (double)ld_f32(p + i * stride);
-            if (!isfinite(v))
-                return 0;
-            if (v == 0) {
-                if (signbit(v))
-                    neg0 = 1;
-                else
-                    pos0 = 1;
-            }
-            lo = v < lo ? v : lo;
-            hi = v > hi ? v : hi;
-        }
-        if (ty->size == 8) {
-            double s = 0.0;
-            s += np_pw_f64(p, n, stride);
-            out->mean = s / (double)n;
-        } else {
-            if ((double)(float)n != (double)n)
-                return 0;
-            float s = 0.0f;
-            s += np_pw_f32(p, n, stride);
-            out->mean = (double)(s / (float)n);
-        }
-        if (isnan(out->mean))
+    } else if (ty->size == 8) {
+        if (!np_scan_f64(p, n, stride, &lo, &hi))
             return 0;
+        double s = 0.0;
+        s += np_pw_f64(p, n, stride);
+        out->mean = s / (double)n;
+    } else {
+        if ((double)(float)n != (double)n || !np_scan_f32(p, n, stride, &lo, &hi))
+            return 0;
+        float s = 0.0f;
+        s += np_pw_f32(p, n, stride);
+        out->mean = (double)(s / (float)n);
     }
-    if (pos0 && neg0 && (lo == 0 || hi == 0))
+    if (isnan(out->mean))
+        return 0;
+    if ((lo == 0 || hi == 0) && np_both_zeros(p, n, stride, ty->size))
         return 0;
     out->fmin = lo;
     out->fmax = hi;
