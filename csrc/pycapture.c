@@ -200,7 +200,9 @@ static int np_check(PyObject *np)
         Py_XDECREF(nd);
         return 0;
     }
-    int ok = 1;
+    PyObject *dtype_type = PyObject_GetAttrString(np, "dtype");
+    int ok = dtype_type != NULL && PyType_Check(dtype_type) &&
+             ((PyTypeObject *)dtype_type)->tp_basicsize >= (Py_ssize_t)sizeof(np_descr_head);
     for (int tn = 0; tn < NP_NTYPES && ok; tn++) {
         np_type *ty = &g_np_types[tn];
         if (ty->code == 0)
@@ -208,7 +210,8 @@ static int np_check(PyObject *np)
         PyObject *d = PyObject_CallMethod(np, "dtype", "s#", &ty->code, (Py_ssize_t)1);
         long num = -1, size = -1;
         char kind = 0, code = 0;
-        ok = d != NULL && np_attr_long(d, "num", &num) && num == tn &&
+        ok = d != NULL && PyObject_TypeCheck(d, (PyTypeObject *)dtype_type) &&
+             np_attr_long(d, "num", &num) && num == tn &&
              np_attr_long(d, "itemsize", &size) && size == ty->size &&
              np_attr_char(d, "kind", &kind) && kind == ty->kind &&
              np_attr_char(d, "char", &code) && code == ty->code &&
@@ -226,12 +229,20 @@ static int np_check(PyObject *np)
         Py_XDECREF(s);
         Py_XDECREF(d);
     }
-    /* probe: a strided 3-d view, negative stride included */
+    Py_XDECREF(dtype_type);
+    /* probe: base[::-1, 1:, ::2], a strided 3-d view with a negative stride */
     PyObject *base = ok ? PyObject_CallMethod(np, "zeros", "((iii)s)", 3, 4, 5, "i2") : NULL;
-    PyObject *key = base ? Py_BuildValue("(NNN)", PySlice_New(NULL, NULL, PyLong_FromLong(-1)),
-                                         PySlice_New(PyLong_FromLong(1), NULL, NULL),
-                                         PySlice_New(NULL, NULL, PyLong_FromLong(2)))
-                         : NULL;
+    PyObject *m1 = PyLong_FromLong(-1), *p1 = PyLong_FromLong(1), *p2 = PyLong_FromLong(2);
+    PyObject *s0 = m1 ? PySlice_New(NULL, NULL, m1) : NULL;
+    PyObject *s1 = p1 ? PySlice_New(p1, NULL, NULL) : NULL;
+    PyObject *s2 = p2 ? PySlice_New(NULL, NULL, p2) : NULL;
+    PyObject *key = base && s0 && s1 && s2 ? PyTuple_Pack(3, s0, s1, s2) : NULL;
+    Py_XDECREF(m1);
+    Py_XDECREF(p1);
+    Py_XDECREF(p2);
+    Py_XDECREF(s0);
+    Py_XDECREF(s1);
+    Py_XDECREF(s2);
     PyObject *probe = key ? PyObject_GetItem(base, key) : NULL;
     ok = probe != NULL && Py_TYPE(probe) == (PyTypeObject *)nd;
     if (ok) {
