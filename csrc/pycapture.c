@@ -11,7 +11,8 @@
  *
  * The payload is encoded here for the common immutable types (None, bool,
  * int64/uint64, float, str, bytes and tuples/lists/dicts of those, a few
- * levels deep); for anything else, on an exception in the user's function or
+ * levels deep) and for plain numpy arrays (as payload.py describes them,
+ * see "numpy arrays" below); for anything else, on an exception in the user's function or
  * an over-long payload it is built by the Python helper given at decoration
  * (the same code as the pure-Python wrapper), so both decode to the same
  * document.  The Python side (flowcept/runtime.py) creates one State per
