@@ -709,10 +709,12 @@ static int np_run(const np_array_head *a, Py_intptr_t itemsize, Py_intptr_t *str
     return 1;
 }
 
-static inline int enc_key(fc_mp_buf *b, const char *k)
-{
-    return fc_mp_str(b, k, strlen(k));
-}
+/* A constant, already encoded (a string literal: its length without the NUL). */
+#define ENC_CONST(b, lit) fc_mp_raw((b), (lit), sizeof(lit) - 1)
+
+/* {"__ndarray__": True, "dtype": ... with 4 or 6 pairs; fixstr keys */
+#define NP_HEAD_4 "\x84\xab__ndarray__\xc3\xa5" "dtype"
+#define NP_HEAD_6 "\x86\xab__ndarray__\xc3\xa5" "dtype"
 
 /* An exact ndarray (the caller checked the type): 1 encoded, 0 the Python
  * encoder decides.  Runs no Python code. */
@@ -751,38 +753,41 @@ static int enc_ndarray(fc_mp_buf *b, PyObject *o, const np_cfg *np)
         body = 2;
     } else
         body = 0;
-    if (!fc_mp_map_hdr(b, body == 2 ? 6 : 4) || !enc_key(b, "__ndarray__") ||
-        !fc_mp_bool(b, 1) || !enc_key(b, "dtype") ||
-        !fc_mp_str(b, ty->name, ty->name_len) || !enc_key(b, "shape") ||
+    if (!(body == 2 ? ENC_CONST(b, NP_HEAD_6) : ENC_CONST(b, NP_HEAD_4)) ||
+        !fc_mp_str(b, ty->name, ty->name_len) || !ENC_CONST(b, "\xa5shape") ||
         !fc_mp_arr_hdr(b, (size_t)nd))
         return 0;
     for (int i = 0; i < nd; i++)
         if (!fc_mp_int(b, (int64_t)a->dimensions[i]))
             return 0;
     if (body == 0)
-        return enc_key(b, "nbytes") && fc_mp_int(b, (int64_t)nbytes);
+        return ENC_CONST(b, "\xa6nbytes") && fc_mp_int(b, (int64_t)nbytes);
     if (body == 1)
-        return enc_key(b, "data") && fc_mp_bin(b, a->data, (size_t)nbytes);
-    if (!enc_key(b, "min"))
+        return ENC_CONST(b, "\xa4" "data") && fc_mp_bin(b, a->data, (size_t)nbytes);
+    if (!ENC_CONST(b, "\xa3min"))
         return 0;
     switch (st.kind) {
     case NK_BOOL:
-        if (!fc_mp_bool(b, (int)st.imin) || !enc_key(b, "max") || !fc_mp_bool(b, (int)st.imax))
+        if (!fc_mp_bool(b, (int)st.imin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_bool(b, (int)st.imax))
             return 0;
         break;
     case NK_INT:
-        if (!fc_mp_int(b, st.imin) || !enc_key(b, "max") || !fc_mp_int(b, st.imax))
+        if (!fc_mp_int(b, st.imin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_int(b, st.imax))
             return 0;
         break;
     case NK_UINT:
-        if (!fc_mp_uint(b, st.umin) || !enc_key(b, "max") || !fc_mp_uint(b, st.umax))
+        if (!fc_mp_uint(b, st.umin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_uint(b, st.umax))
             return 0;
         break;
     default:
-        if (!fc_mp_double(b, st.fmin) || !enc_key(b, "max") || !fc_mp_double(b, st.fmax))
+        if (!fc_mp_double(b, st.fmin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_double(b, st.fmax))
             return 0;
     }
-    return enc_key(b, "mean") && fc_mp_double(b, st.mean);
+    return ENC_CONST(b, "\xa4mean") && fc_mp_double(b, st.mean);
 }
 
 /* ------------------------------------------------------------------ */
