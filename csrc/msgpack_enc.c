@@ -12,7 +12,7 @@ void fc_mp_free(fc_mp_buf *b)
         free(b->p);
     b->p = b->inl;
     b->len = 0;
-    b->cap = sizeof(b->inl);
+    b->cap = b->limit < sizeof(b->inl) ? b->limit : sizeof(b->inl);
 }
 
 int fc_mp_grow(fc_mp_buf *b, size_t n)

@@ -31,7 +31,8 @@ static inline void fc_mp_init(fc_mp_buf *b, size_t limit)
 {
     b->p = b->inl;
     b->len = 0;
-    b->cap = sizeof(b->inl);
+    /* a limit below the inline storage holds there too (growth checks it) */
+    b->cap = limit < sizeof(b->inl) ? limit : sizeof(b->inl);
     b->limit = limit;
 }
 

@@ -11,7 +11,8 @@
  *
  * The payload is encoded here for the common immutable types (None, bool,
  * int64/uint64, float, str, bytes and tuples/lists/dicts of those, a few
- * levels deep); for anything else, on an exception in the user's function or
+ * levels deep) and for plain numpy arrays (as payload.py describes them,
+ * see "numpy arrays" below); for anything else, on an exception in the user's function or
  * an over-long payload it is built by the Python helper given at decoration
  * (the same code as the pure-Python wrapper), so both decode to the same
  * document.  The Python side (flowcept/runtime.py) creates one State per
@@ -72,6 +73,782 @@ static inline int64_t now_ns(void)
 }
 
 /* ------------------------------------------------------------------ */
+/* numpy arrays, without numpy's headers                                */
+/* ------------------------------------------------------------------ */
+/*
+ * An exact numpy.ndarray is encoded here as payload.py's _describe() does:
+ * {"__ndarray__": True, "dtype": str(dtype), "shape": [...]} and then
+ * "data" (numpy_mode "full", C-contiguous, nbytes <= max_payload_bytes),
+ * min/max/mean (0 < size <= numpy_stats_max, bool/int/uint/float) or
+ * "nbytes".  The fields are read through mirrors of the leading members of
+ * numpy's PyArrayObject and PyArray_Descr (the same in numpy 1.x and 2.x),
+ * checked once against numpy's own attributes before first use; if that
+ * check fails the arrays go to the Python encoder.  Everything unusual
+ * (subclasses, 0-d, non-native byte order, other dtypes, layouts whose
+ * summation order is not the one below, NaN/inf, signed zeros that make
+ * min/max ambiguous, sums that depend on numpy's buffer size) does too, so
+ * the bytes are those of the Python encoder or the Python encoder runs.
+ */
+
+#include <float.h>
+#include <math.h>
+
+enum { NP_DEFER = 0, NP_SUMMARY, NP_SHAPE, NP_FULL };
+
+typedef struct {
+    int mode;                 /* NP_DEFER: arrays go to the Python encoder */
+    Py_ssize_t stats_max;     /* numpy_stats_max */
+    Py_ssize_t max_payload;   /* max_payload_bytes ("full" mode) */
+} np_cfg;
+
+typedef struct {              /* numpy's PyArrayObject, leading members */
+    PyObject_HEAD
+    char *data;
+    int nd;
+    Py_intptr_t *dimensions;
+    Py_intptr_t *strides;
+    PyObject *base;
+    PyObject *descr;
+} np_array_head;
+
+typedef struct {              /* numpy's PyArray_Descr, leading members */
+    PyObject_HEAD
+    PyTypeObject *typeobj;
+    char kind, type, byteorder, flags;
+    int type_num;
+} np_descr_head;
+
+enum { NK_BOOL, NK_INT, NK_UINT, NK_FLOAT, NK_COMPLEX };
+
+typedef struct {
+    char code;                /* dtype.char */
+    char kind;                /* dtype.kind */
+    unsigned char size;       /* dtype.itemsize */
+    unsigned char nk;         /* NK_* */
+    char name[24];            /* str(dtype), from numpy at set-up; "" unusable */
+    unsigned char name_len;
+} np_type;
+
+/* By type number (numpy's stable NPY_TYPES); long double types: Python. */
+#define NP_NTYPES 24
+static np_type g_np_types[NP_NTYPES] = {
+    [0] = {'?', 'b', 1, NK_BOOL, "", 0},
+    [1] = {'b', 'i', 1, NK_INT, "", 0},
+    [2] = {'B', 'u', 1, NK_UINT, "", 0},
+    [3] = {'h', 'i', sizeof(short), NK_INT, "", 0},
+    [4] = {'H', 'u', sizeof(short), NK_UINT, "", 0},
+    [5] = {'i', 'i', sizeof(int), NK_INT, "", 0},
+    [6] = {'I', 'u', sizeof(int), NK_UINT, "", 0},
+    [7] = {'l', 'i', sizeof(long), NK_INT, "", 0},
+    [8] = {'L', 'u', sizeof(long), NK_UINT, "", 0},
+    [9] = {'q', 'i', sizeof(long long), NK_INT, "", 0},
+    [10] = {'Q', 'u', sizeof(long long), NK_UINT, "", 0},
+    [11] = {'f', 'f', 4, NK_FLOAT, "", 0},
+    [12] = {'d', 'f', 8, NK_FLOAT, "", 0},
+    [14] = {'F', 'c', 8, NK_COMPLEX, "", 0},
+    [15] = {'D', 'c', 16, NK_COMPLEX, "", 0},
+    [23] = {'e', 'f', 2, NK_FLOAT, "", 0},
+};
+
+enum { NPS_UNKNOWN = 0, NPS_BUSY, NPS_READY, NPS_OFF };
+static int g_np_state;               /* NPS_*: the mirrors checked yet? */
+static int g_np_float_sums;          /* float32/64 means as numpy's (probed) */
+static PyTypeObject *g_np_ndarray;   /* owned once NPS_READY */
+
+static int np_attr_long(PyObject *o, const char *name, long *out)
+{
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (v == NULL)
+        return 0;
+    *out = PyLong_AsLong(v);
+    Py_DECREF(v);
+    return !(*out == -1 && PyErr_Occurred());
+}
+
+static int np_attr_char(PyObject *o, const char *name, char *out)
+{
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (v == NULL)
+        return 0;
+    int ok = PyUnicode_Check(v) && PyUnicode_GET_LENGTH(v) == 1 &&
+             PyUnicode_READ_CHAR(v, 0) < 128;
+    if (ok)
+        *out = (char)PyUnicode_READ_CHAR(v, 0);
+    Py_DECREF(v);
+    return ok;
+}
+
+/* A tuple of ints equal to vals[0..n). */
+static int np_same_ints(PyObject *t, const Py_intptr_t *vals, int n)
+{
+    if (t == NULL || !PyTuple_Check(t) || PyTuple_GET_SIZE(t) != n)
+        return 0;
+    for (int i = 0; i < n; i++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, i));
+        if (v == -1 && PyErr_Occurred())
+            return 0;
+        if (v != (Py_ssize_t)vals[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* The dtype names and the probe of the mirrors against numpy itself. */
+static int np_check(PyObject *np)
+{
+    PyObject *nd = PyObject_GetAttrString(np, "ndarray");
+    if (nd == NULL || !PyType_Check(nd) ||
+        ((PyTypeObject *)nd)->tp_basicsize < (Py_ssize_t)sizeof(np_array_head)) {
+        Py_XDECREF(nd);
+        return 0;
+    }
+    PyObject *dtype_type = PyObject_GetAttrString(np, "dtype");
+    int ok = dtype_type != NULL && PyType_Check(dtype_type) &&
+             ((PyTypeObject *)dtype_type)->tp_basicsize >= (Py_ssize_t)sizeof(np_descr_head);
+    for (int tn = 0; tn < NP_NTYPES && ok; tn++) {
+        np_type *ty = &g_np_types[tn];
+        if (ty->code == 0)
+            continue;
+        PyObject *d = PyObject_CallMethod(np, "dtype", "s#", &ty->code, (Py_ssize_t)1);
+        long num = -1, size = -1;
+        char kind = 0, code = 0;
+        ok = d != NULL && PyObject_TypeCheck(d, (PyTypeObject *)dtype_type) &&
+             np_attr_long(d, "num", &num) && num == tn &&
+             np_attr_long(d, "itemsize", &size) && size == ty->size &&
+             np_attr_char(d, "kind", &kind) && kind == ty->kind &&
+             np_attr_char(d, "char", &code) && code == ty->code &&
+             ((np_descr_head *)d)->type_num == tn &&
+             ((np_descr_head *)d)->kind == kind && ((np_descr_head *)d)->type == code;
+        PyObject *s = ok ? PyObject_Str(d) : NULL;
+        Py_ssize_t n = 0;
+        const char *u = s ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
+        if (u == NULL || n <= 0 || n >= (Py_ssize_t)sizeof(ty->name))
+            ok = 0;
+        else {
+            memcpy(ty->name, u, (size_t)n);
+            ty->name_len = (unsigned char)n;
+        }
+        Py_XDECREF(s);
+        Py_XDECREF(d);
+    }
+    Py_XDECREF(dtype_type);
+    /* probe: base[::-1, 1:, ::2], a strided 3-d view with a negative stride */
+    PyObject *base = ok ? PyObject_CallMethod(np, "zeros", "((iii)s)", 3, 4, 5, "i2") : NULL;
+    PyObject *m1 = PyLong_FromLong(-1), *p1 = PyLong_FromLong(1), *p2 = PyLong_FromLong(2);
+    PyObject *s0 = m1 ? PySlice_New(NULL, NULL, m1) : NULL;
+    PyObject *s1 = p1 ? PySlice_New(p1, NULL, NULL) : NULL;
+    PyObject *s2 = p2 ? PySlice_New(NULL, NULL, p2) : NULL;
+    PyObject *key = base && s0 && s1 && s2 ? PyTuple_Pack(3, s0, s1, s2) : NULL;
+    Py_XDECREF(m1);
+    Py_XDECREF(p1);
+    Py_XDECREF(p2);
+    Py_XDECREF(s0);
+    Py_XDECREF(s1);
+    Py_XDECREF(s2);
+    PyObject *probe = key ? PyObject_GetItem(base, key) : NULL;
+    ok = probe != NULL && Py_TYPE(probe) == (PyTypeObject *)nd;
+    if (ok) {
+        np_array_head *a = (np_array_head *)probe;
+        PyObject *shape = PyObject_GetAttrString(probe, "shape");
+        PyObject *strides = PyObject_GetAttrString(probe, "strides");
+        PyObject *dtype = PyObject_GetAttrString(probe, "dtype");
+        PyObject *iface = PyObject_GetAttrString(probe, "__array_interface__");
+        PyObject *data = iface && PyDict_Check(iface) ? PyDict_GetItemString(iface, "data") : NULL;
+        void *ptr = data && PyTuple_Check(data) && PyTuple_GET_SIZE(data) >= 1
+                        ? PyLong_AsVoidPtr(PyTuple_GET_ITEM(data, 0)) : NULL;
+        ok = a->nd == 3 && np_same_ints(shape, a->dimensions, 3) &&
+             np_same_ints(strides, a->strides, 3) && a->strides[0] < 0 &&
+             dtype == a->descr && ptr != NULL && ptr == (void *)a->data &&
+             ((np_descr_head *)dtype)->type_num == 3;
+        Py_XDECREF(shape);
+        Py_XDECREF(strides);
+        Py_XDECREF(dtype);
+        Py_XDECREF(iface);
+    }
+    Py_XDECREF(probe);
+    Py_XDECREF(key);
+    Py_XDECREF(base);
+    if (ok && !PyErr_Occurred())
+        g_np_ndarray = (PyTypeObject *)nd;   /* keeps the reference */
+    else {
+        ok = 0;
+        Py_DECREF(nd);
+    }
+    PyErr_Clear();
+    return ok;
+}
+
+static int np_check_sums(PyObject *np);
+
+/* Sets up the array encoder once numpy is imported (it never imports numpy).
+ * Runs Python code: call it only where that is safe (not while walking a
+ * container).  Never raises. */
+static void np_setup(void)
+{
+    if (g_np_state != NPS_UNKNOWN)
+        return;
+#if FLT_EVAL_METHOD != 0
+    g_np_state = NPS_OFF;   /* excess precision: sums would differ from numpy's */
+#else
+    PyObject *name = PyUnicode_FromString("numpy");
+    PyObject *np = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    if (np == NULL) {
+        PyErr_Clear();
+        return;                       /* not imported (yet): no arrays either */
+    }
+    g_np_state = NPS_BUSY;            /* other threads defer meanwhile */
+    if (np_check(np)) {
+        g_np_float_sums = np_check_sums(np);
+        g_np_state = NPS_READY;
+    } else
+        g_np_state = NPS_OFF;
+    Py_DECREF(np);
+#endif
+}
+
+/* -- numpy's summation order, for the means ------------------------------
+ * np.mean sums in the result type with numpy's pairwise summation (blocks
+ * of up to 128 in 8 interleaved accumulators, halves above that) starting
+ * from 0, and divides by the count.  Integer and float16 inputs are summed
+ * through a cast buffer whose size the user can change (np.setbufsize): they
+ * are computed here only when every partial sum is exact, so that no order
+ * can change the result. */
+
+#define NP_PW_BLOCK 128
+
+static inline double ld_f64(const char *p) { double v; memcpy(&v, p, 8); return v; }
+static inline float ld_f32(const char *p) { float v; memcpy(&v, p, 4); return v; }
+
+#define NP_INLINE static inline __attribute__((always_inline))
+
+/* element i of a run (inside the macros below: p, stride in scope) */
+#define NP_LD(LOAD, i) LOAD(p + (Py_intptr_t)(i) * stride)
+
+/* The pairwise sum of n elements of type T at p + i * stride; fn##_c for
+ * contiguous elements (the stride a constant the compiler can use). */
+#define NP_PAIRWISE(fn, T, LOAD)                                              \
+    NP_INLINE T fn##_block(const char *p, Py_ssize_t n, Py_intptr_t stride)    \
+    {                                                                          \
+        if (n < 8) {                                                           \
+            T res = (T)-0.0;   /* keeps a sum of -0.0 values -0.0 */           \
+            for (Py_ssize_t i = 0; i < n; i++)                                 \
+                res += NP_LD(LOAD, i);                                         \
+            return res;                                                        \
+        }                                                                      \
+        /* eight accumulators (in registers): element i goes to i % 8 */       \
+        T r0 = NP_LD(LOAD, 0), r1 = NP_LD(LOAD, 1), r2 = NP_LD(LOAD, 2);       \
+        T r3 = NP_LD(LOAD, 3), r4 = NP_LD(LOAD, 4), r5 = NP_LD(LOAD, 5);       \
+        T r6 = NP_LD(LOAD, 6), r7 = NP_LD(LOAD, 7);                            \
+        Py_ssize_t i;                                                          \
+        for (i = 8; i < n - (n % 8); i += 8) {                                 \
+            r0 += NP_LD(LOAD, i + 0);                                          \
+            r1 += NP_LD(LOAD, i + 1);                                          \
+            r2 += NP_LD(LOAD, i + 2);                                          \
+            r3 += NP_LD(LOAD, i + 3);                                          \
+            r4 += NP_LD(LOAD, i + 4);                                          \
+            r5 += NP_LD(LOAD, i + 5);                                          \
+            r6 += NP_LD(LOAD, i + 6);                                          \
+            r7 += NP_LD(LOAD, i + 7);                                          \
+        }                                                                      \
+        T res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7));             \
+        for (; i < n; i++)                                                     \
+            res += NP_LD(LOAD, i);                                             \
+        return res;                                                            \
+    }                                                                          \
+    static T fn##_c(const char *p, Py_ssize_t n)                               \
+    {                                                                          \
+        if (n <= NP_PW_BLOCK)                                                  \
+            return fn##_block(p, n, (Py_intptr_t)sizeof(T));                   \
+        Py_ssize_t n2 = n / 2;                                                 \
+        n2 -= n2 % 8;                                                          \
+        return fn##_c(p, n2) + fn##_c(p + n2 * (Py_intptr_t)sizeof(T), n - n2); \
+    }                                                                          \
+    static T fn##_s(const char *p, Py_ssize_t n, Py_intptr_t stride)           \
+    {                                                                          \
+        if (n <= NP_PW_BLOCK)                                                  \
+            return fn##_block(p, n, stride);                                   \
+        Py_ssize_t n2 = n / 2;                                                 \
+        n2 -= n2 % 8;                                                          \
+        return fn##_s(p, n2, stride) + fn##_s(p + n2 * stride, n - n2, stride); \
+    }                                                                          \
+    static T fn(const char *p, Py_ssize_t n, Py_intptr_t stride)               \
+    {                                                                          \
+        return stride == (Py_intptr_t)sizeof(T) ? fn##_c(p, n) : fn##_s(p, n, stride); \
+    }
+
+NP_PAIRWISE(np_pw_f64, double, ld_f64)
+NP_PAIRWISE(np_pw_f32, float, ld_f32)
+
+/* float16 <-> float, exactly as IEEE (round to nearest even). */
+static double np_half_value(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v = e == 0 ? ldexp((double)m, -24)
+             : e == 31 ? (m ? NAN : INFINITY) : ldexp((double)(m + 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static uint16_t np_half_of(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u)
+        return (uint16_t)(sign | 0x7e00);          /* NaN */
+    if (ax >= 0x477ff000u)                         /* >= 65520: rounds to inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000u) {                        /* below 2^-14: subnormal */
+        if (ax <= 0x33000000u)                     /* <= 2^-25: to zero (tie: even) */
+            return sign;
+        uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - e, h = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = (ax - 0x38000000u) >> 13, rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
+        h++;
+    return (uint16_t)(sign | h);
+}
+
+typedef struct {
+    int kind;                 /* NK_BOOL, NK_INT, NK_UINT, NK_FLOAT */
+    int64_t imin, imax;
+    uint64_t umin, umax;
+    double fmin, fmax, mean;
+} np_stats;
+
+/* min, max and the sum (mod 2^64) of n integers of type T in one pass, in
+ * two interleaved halves (shorter dependency chains). */
+#define NP_INT_SCAN(fn, T, W)                                                  \
+    NP_INLINE void fn##_at(const char *p, Py_ssize_t n, Py_intptr_t stride,    \
+                           W *lo_out, W *hi_out, uint64_t *sum_out)            \
+    {                                                                          \
+        T v0, v1;                                                              \
+        memcpy(&v0, p, sizeof(T));                                             \
+        T lo0 = v0, hi0 = v0, lo1 = v0, hi1 = v0;                              \
+        uint64_t s0 = 0, s1 = 0;                                               \
+        Py_ssize_t i = 0;                                                      \
+        for (; i + 1 < n; i += 2) {                                            \
+            memcpy(&v0, p + i * stride, sizeof(T));                            \
+            memcpy(&v1, p + (i + 1) * stride, sizeof(T));                      \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            lo1 = v1 < lo1 ? v1 : lo1;                                         \
+            hi1 = v1 > hi1 ? v1 : hi1;                                         \
+            s0 += (uint64_t)(W)v0;                                             \
+            s1 += (uint64_t)(W)v1;                                             \
+        }                                                                      \
+        if (i < n) {                                                           \
+            memcpy(&v0, p + i * stride, sizeof(T));                            \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            s0 += (uint64_t)(W)v0;                                             \
+        }                                                                      \
+        *lo_out = lo1 < lo0 ? lo1 : lo0;                                       \
+        *hi_out = hi1 > hi0 ? hi1 : hi0;                                       \
+        *sum_out = s0 + s1;                                                    \
+    }                                                                          \
+    static void fn(const char *p, Py_ssize_t n, Py_intptr_t stride, W *lo,     \
+                   W *hi, uint64_t *sum)                                       \
+    {                                                                          \
+        if (stride == (Py_intptr_t)sizeof(T))                                  \
+            fn##_at(p, n, (Py_intptr_t)sizeof(T), lo, hi, sum);                \
+        else                                                                   \
+            fn##_at(p, n, stride, lo, hi, sum);                                \
+    }
+
+NP_INT_SCAN(np_scan_i8, int8_t, int64_t)
+NP_INT_SCAN(np_scan_i16, int16_t, int64_t)
+NP_INT_SCAN(np_scan_i32, int32_t, int64_t)
+NP_INT_SCAN(np_scan_i64, int64_t, int64_t)
+NP_INT_SCAN(np_scan_u8, uint8_t, uint64_t)
+NP_INT_SCAN(np_scan_u16, uint16_t, uint64_t)
+NP_INT_SCAN(np_scan_u32, uint32_t, uint64_t)
+NP_INT_SCAN(np_scan_u64, uint64_t, uint64_t)
+
+/* min and max of n floats of type T (as double), and whether any is NaN or
+ * inf (x - x is 0 only for finite x), in four interleaved quarters. */
+#define NP_FLOAT_SCAN(fn, T)                                                   \
+    NP_INLINE int fn##_at(const char *p, Py_ssize_t n, Py_intptr_t stride,     \
+                          double *lo_out, double *hi_out)                      \
+    {                                                                          \
+        T v0, v1, v2, v3;                                                      \
+        memcpy(&v0, p, sizeof(T));                                             \
+        T lo0 = v0, lo1 = v0, lo2 = v0, lo3 = v0;                              \
+        T hi0 = v0, hi1 = v0, hi2 = v0, hi3 = v0;                              \
+        T c0 = 0, c1 = 0, c2 = 0, c3 = 0;                                      \
+        Py_ssize_t i = 0;                                                      \
+        for (; i + 3 < n; i += 4) {                                            \
+            memcpy(&v0, p + (i + 0) * stride, sizeof(T));                      \
+            memcpy(&v1, p + (i + 1) * stride, sizeof(T));                      \
+            memcpy(&v2, p + (i + 2) * stride, sizeof(T));                      \
+            memcpy(&v3, p + (i + 3) * stride, sizeof(T));                      \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            lo1 = v1 < lo1 ? v1 : lo1;                                         \
+            lo2 = v2 < lo2 ? v2 : lo2;                                         \
+            lo3 = v3 < lo3 ? v3 : lo3;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            hi1 = v1 > hi1 ? v1 : hi1;                                         \
+            hi2 = v2 > hi2 ? v2 : hi2;                                         \
+            hi3 = v3 > hi3 ? v3 : hi3;                                         \
+            c0 += v0 - v0;                                                     \
+            c1 += v1 - v1;                                                     \
+            c2 += v2 - v2;                                                     \
+            c3 += v3 - v3;                                                     \
+        }                                                                      \
+        for (; i < n; i++) {                                                   \
+            memcpy(&v0, p + i * stride, sizeof(T));                            \
+            lo0 = v0 < lo0 ? v0 : lo0;                                         \
+            hi0 = v0 > hi0 ? v0 : hi0;                                         \
+            c0 += v0 - v0;                                                     \
+        }                                                                      \
+        lo0 = lo1 < lo0 ? lo1 : lo0;                                           \
+        lo2 = lo3 < lo2 ? lo3 : lo2;                                           \
+        hi0 = hi1 > hi0 ? hi1 : hi0;                                           \
+        hi2 = hi3 > hi2 ? hi3 : hi2;                                           \
+        *lo_out = (double)(lo2 < lo0 ? lo2 : lo0);                             \
+        *hi_out = (double)(hi2 > hi0 ? hi2 : hi0);                             \
+        return (c0 + c1) + (c2 + c3) == 0;                                     \
+    }                                                                          \
+    static int fn(const char *p, Py_ssize_t n, Py_intptr_t stride, double *lo, \
+                  double *hi)                                                  \
+    {                                                                          \
+        return stride == (Py_intptr_t)sizeof(T)                                \
+                   ? fn##_at(p, n, (Py_intptr_t)sizeof(T), lo, hi)             \
+                   : fn##_at(p, n, stride, lo, hi);                            \
+    }
+
+NP_FLOAT_SCAN(np_scan_f64, double)
+NP_FLOAT_SCAN(np_scan_f32, float)
+
+#define NP_EXACT (1ull << 53)   /* integers below are exact in a double */
+
+/* Whether zeros of both signs are among n floats (size 2, 4 or 8 bytes). */
+static int np_both_zeros(const char *p, Py_ssize_t n, Py_intptr_t stride, int size)
+{
+    int pos = 0, neg = 0;
+    for (Py_ssize_t i = 0; i < n && !(pos && neg); i++) {
+        const char *q = p + i * stride;
+        uint64_t bits = 0, sign;
+        if (size == 8) {
+            memcpy(&bits, q, 8);
+            sign = bits >> 63;
+            bits &= ~(1ull << 63);
+        } else if (size == 4) {
+            uint32_t b;
+            memcpy(&b, q, 4);
+            sign = b >> 31;
+            bits = b & 0x7fffffffu;
+        } else {
+            uint16_t b;
+            memcpy(&b, q, 2);
+            sign = b >> 15;
+            bits = b & 0x7fffu;
+        }
+        if (bits == 0) {
+            if (sign)
+                neg = 1;
+            else
+                pos = 1;
+        }
+    }
+    return pos && neg;
+}
+
+/* min, max and mean of n elements p + i * stride (numpy's order): 1, or 0
+ * where numpy's result is not certain to be the one computed here. */
+static int np_stats_of(const np_type *ty, const char *p, Py_ssize_t n,
+                       Py_intptr_t stride, np_stats *out)
+{
+    out->kind = ty->nk;
+    if (ty->nk == NK_BOOL || ty->nk == NK_INT || ty->nk == NK_UINT) {
+        uint64_t sum = 0, mag;
+        if (ty->nk == NK_UINT) {
+            switch (ty->size) {
+            case 1: np_scan_u8(p, n, stride, &out->umin, &out->umax, &sum); break;
+            case 2: np_scan_u16(p, n, stride, &out->umin, &out->umax, &sum); break;
+            case 4: np_scan_u32(p, n, stride, &out->umin, &out->umax, &sum); break;
+            default: np_scan_u64(p, n, stride, &out->umin, &out->umax, &sum);
+            }
+            mag = out->umax;
+        } else {
+            if (ty->nk == NK_BOOL) {
+                uint64_t lo, hi;
+                np_scan_u8(p, n, stride, &lo, &hi, &sum);
+                if (hi > 1)            /* a bool byte other than 0/1 */
+                    return 0;
+                out->imin = (int64_t)lo;
+                out->imax = (int64_t)hi;
+            } else switch (ty->size) {
+            case 1: np_scan_i8(p, n, stride, &out->imin, &out->imax, &sum); break;
+            case 2: np_scan_i16(p, n, stride, &out->imin, &out->imax, &sum); break;
+            case 4: np_scan_i32(p, n, stride, &out->imin, &out->imax, &sum); break;
+            default: np_scan_i64(p, n, stride, &out->imin, &out->imax, &sum);
+            }
+            uint64_t mlo = out->imin < 0 ? (uint64_t)0 - (uint64_t)out->imin : (uint64_t)out->imin;
+            uint64_t mhi = out->imax < 0 ? (uint64_t)0 - (uint64_t)out->imax : (uint64_t)out->imax;
+            mag = mhi > mlo ? mhi : mlo;
+        }
+        /* every partial sum exact (below 2^53) whatever numpy's order; the
+         * sum mod 2^64 is then the sum itself */
+        if (mag != 0 && mag > (NP_EXACT - 1) / (uint64_t)n)
+            return 0;
+        out->mean = (ty->nk == NK_UINT ? (double)sum : (double)(int64_t)sum) / (double)n;
+        return 1;
+    }
+    if (ty->nk != NK_FLOAT)
+        return 0;
+    /* floats: NaN and inf to Python (NaN payloads, inf - inf); +0.0 and
+     * -0.0 both present with a zero extreme: which one numpy keeps is its
+     * loop's business */
+    double lo = INFINITY, hi = -INFINITY;
+    if (ty->size == 2) {
+        /* float16 sums in float32: exact when every value is a multiple of
+         * 2^q and their magnitudes sum below 2^(q + 24); in units of 2^-24,
+         * q is the lowest bit set in any value */
+        int64_t sum = 0;
+        uint64_t abs_sum = 0, bits = 0;
+        if (n > (1 << 20))                           /* keeps the sums in range */
+            return 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + i * stride, 2);
+            int e = (h >> 10) & 0x1f;
+            if (e == 31)
+                return 0;
+            double v = np_half_value(h);
+            if ((h & 0x7fff) != 0) {
+                uint64_t units = e == 0 ? (uint64_t)(h & 0x3ff)
+                                        : (uint64_t)((h & 0x3ff) + 1024) << (e - 1);
+                bits |= units;
+                abs_sum += units;
+                sum += (h & 0x8000) ? -(int64_t)units : (int64_t)units;
+            }
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
+        }
+        if (bits != 0 && abs_sum >= (1ull << (__builtin_ctzll(bits) + 24)))
+            return 0;
+        float s = (float)ldexp((double)sum, -24);    /* exact */
+        if ((float)n != (double)n)
+            return 0;
+        out->mean = np_half_value(np_half_of(s / (float)n));
+    } else if (!g_np_float_sums) {
+        return 0;
+    } else if (ty->size == 8) {
+        if (!np_scan_f64(p, n, stride, &lo, &hi))
+            return 0;
+        double s = 0.0;
+        s += np_pw_f64(p, n, stride);
+        out->mean = s / (double)n;
+    } else {
+        if ((double)(float)n != (double)n || !np_scan_f32(p, n, stride, &lo, &hi))
+            return 0;
+        float s = 0.0f;
+        s += np_pw_f32(p, n, stride);
+        out->mean = (double)(s / (float)n);
+    }
+    if (isnan(out->mean))
+        return 0;
+    if ((lo == 0 || hi == 0) && np_both_zeros(p, n, stride, ty->size))
+        return 0;
+    out->fmin = lo;
+    out->fmax = hi;
+    return 1;
+}
+
+/* 1 if the array's elements in C order are its memory, else 0 (dims of 1
+ * do not count). */
+static int np_c_contiguous(const np_array_head *a, Py_intptr_t itemsize)
+{
+    Py_intptr_t want = itemsize;
+    for (int i = a->nd - 1; i >= 0; i--) {
+        if (a->dimensions[i] == 0)
+            return 1;
+        if (a->dimensions[i] != 1) {
+            if (a->strides[i] != want)
+                return 0;
+            want *= a->dimensions[i];
+        }
+    }
+    return 1;
+}
+
+static int np_f_contiguous(const np_array_head *a, Py_intptr_t itemsize)
+{
+    Py_intptr_t want = itemsize;
+    for (int i = 0; i < a->nd; i++) {
+        if (a->dimensions[i] == 0)
+            return 1;
+        if (a->dimensions[i] != 1) {
+            if (a->strides[i] != want)
+                return 0;
+            want *= a->dimensions[i];
+        }
+    }
+    return 1;
+}
+
+/* The order numpy's reduction visits the elements in, as one run p + i *
+ * stride: a single axis (dims of 1 aside) in index order, or a contiguous
+ * array (C or Fortran) in memory order; 0 for other layouts. */
+static int np_run(const np_array_head *a, Py_intptr_t itemsize, Py_intptr_t *stride)
+{
+    int axes = 0;
+    Py_intptr_t s = itemsize;
+    for (int i = 0; i < a->nd; i++)
+        if (a->dimensions[i] != 1) {
+            axes++;
+            s = a->strides[i];
+        }
+    if (axes > 1) {
+        if (!np_c_contiguous(a, itemsize) && !np_f_contiguous(a, itemsize))
+            return 0;
+        s = itemsize;
+    }
+    /* aligned: numpy would otherwise sum through a buffer */
+    if ((uintptr_t)a->data % (uintptr_t)itemsize != 0 || s % itemsize != 0)
+        return 0;
+    *stride = s;
+    return 1;
+}
+
+/* Whether the float32/float64 means computed here are numpy's, on probe
+ * arrays of every layout taken (a numpy that sums in another order then
+ * leaves those statistics to the Python encoder).  Runs Python code. */
+static int np_check_sums(PyObject *np)
+{
+    static const char code[] =
+        "views = []\n"
+        "for dt in ('f8', 'f4'):\n"
+        "    a = (np.sin(np.arange(1, 3004) * 0.7) * 1e3 + 1 / 3).astype(dt)\n"
+        "    m = a.reshape(39, 77)\n"
+        "    views += [a, a[::-1], a[::3], a[5:12], m, m.T, np.asfortranarray(m), m[:, 3:4]]\n"
+        "means = [float(v.mean()) for v in views]\n";
+    PyObject *ns = PyDict_New();
+    if (ns == NULL || PyDict_SetItemString(ns, "np", np) < 0) {
+        Py_XDECREF(ns);
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *r = PyRun_String(code, Py_file_input, ns, ns);
+    PyObject *views = r ? PyDict_GetItemString(ns, "views") : NULL;
+    PyObject *means = r ? PyDict_GetItemString(ns, "means") : NULL;
+    int ok = views && means && PyList_Check(views) && PyList_Check(means) &&
+             PyList_GET_SIZE(views) == PyList_GET_SIZE(means) && PyList_GET_SIZE(views) > 0;
+    g_np_float_sums = 1;
+    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(views); i++) {
+        PyObject *v = PyList_GET_ITEM(views, i);
+        double want = PyFloat_AsDouble(PyList_GET_ITEM(means, i));
+        const np_array_head *a = (const np_array_head *)v;
+        const np_descr_head *d = (const np_descr_head *)a->descr;
+        np_stats st;
+        Py_intptr_t stride;
+        Py_intptr_t size = 1;
+        ok = Py_TYPE(v) == g_np_ndarray && !PyErr_Occurred() && d->type_num >= 0 &&
+             d->type_num < NP_NTYPES;
+        if (!ok)
+            break;
+        const np_type *ty = &g_np_types[d->type_num];
+        for (int k = 0; k < a->nd; k++)
+            size *= a->dimensions[k];
+        ok = np_run(a, ty->size, &stride) &&
+             np_stats_of(ty, a->data, (Py_ssize_t)size, stride, &st) &&
+             memcmp(&st.mean, &want, sizeof(double)) == 0;
+    }
+    Py_XDECREF(r);
+    Py_DECREF(ns);
+    PyErr_Clear();
+    return ok;
+}
+
+/* A constant, already encoded (a string literal: its length without the NUL). */
+#define ENC_CONST(b, lit) fc_mp_raw((b), (lit), sizeof(lit) - 1)
+
+/* {"__ndarray__": True, "dtype": ... with 4 or 6 pairs; fixstr keys */
+#define NP_HEAD_4 "\x84\xab__ndarray__\xc3\xa5" "dtype"
+#define NP_HEAD_6 "\x86\xab__ndarray__\xc3\xa5" "dtype"
+
+/* An exact ndarray (the caller checked the type): 1 encoded, 0 the Python
+ * encoder decides.  Runs no Python code. */
+static int enc_ndarray(fc_mp_buf *b, PyObject *o, const np_cfg *np)
+{
+    const np_array_head *a = (const np_array_head *)o;
+    const np_descr_head *d = (const np_descr_head *)a->descr;
+    if (d == NULL || d->type_num < 0 || d->type_num >= NP_NTYPES)
+        return 0;
+    const np_type *ty = &g_np_types[d->type_num];
+    if (ty->name_len == 0 || d->type != ty->code || d->kind != ty->kind ||
+        (d->byteorder != '=' && d->byteorder != '|'))
+        return 0;
+    int nd = a->nd;
+    if (nd < 1 || nd > 64)
+        return 0;
+    Py_intptr_t size = 1;
+    for (int i = 0; i < nd; i++) {
+        if (a->dimensions[i] < 0)
+            return 0;
+        size *= a->dimensions[i];   /* numpy keeps sizes in range */
+    }
+    Py_intptr_t nbytes = size * ty->size;
+    np_stats st = {0};
+    int body;                      /* 0 nbytes, 1 data, 2 statistics */
+    Py_intptr_t stride = 0;
+    if (np->mode == NP_FULL && nbytes <= np->max_payload) {
+        if (size != 0 && !np_c_contiguous(a, ty->size))
+            return 0;
+        body = 1;
+    } else if (np->mode != NP_SHAPE && size > 0 && size <= np->stats_max &&
+               ty->nk != NK_COMPLEX) {
+        if (!np_run(a, ty->size, &stride) ||
+            !np_stats_of(ty, a->data, (Py_ssize_t)size, stride, &st))
+            return 0;
+        body = 2;
+    } else
+        body = 0;
+    if (!(body == 2 ? ENC_CONST(b, NP_HEAD_6) : ENC_CONST(b, NP_HEAD_4)) ||
+        !fc_mp_str(b, ty->name, ty->name_len) || !ENC_CONST(b, "\xa5shape") ||
+        !fc_mp_arr_hdr(b, (size_t)nd))
+        return 0;
+    for (int i = 0; i < nd; i++)
+        if (!fc_mp_int(b, (int64_t)a->dimensions[i]))
+            return 0;
+    if (body == 0)
+        return ENC_CONST(b, "\xa6nbytes") && fc_mp_int(b, (int64_t)nbytes);
+    if (body == 1)
+        return ENC_CONST(b, "\xa4" "data") && fc_mp_bin(b, a->data, (size_t)nbytes);
+    if (!ENC_CONST(b, "\xa3min"))
+        return 0;
+    switch (st.kind) {
+    case NK_BOOL:
+        if (!fc_mp_bool(b, (int)st.imin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_bool(b, (int)st.imax))
+            return 0;
+        break;
+    case NK_INT:
+        if (!fc_mp_int(b, st.imin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_int(b, st.imax))
+            return 0;
+        break;
+    case NK_UINT:
+        if (!fc_mp_uint(b, st.umin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_uint(b, st.umax))
+            return 0;
+        break;
+    default:
+        if (!fc_mp_double(b, st.fmin) || !ENC_CONST(b, "\xa3max") ||
+            !fc_mp_double(b, st.fmax))
+            return 0;
+    }
+    return ENC_CONST(b, "\xa4mean") && fc_mp_double(b, st.mean);
+}
+
+/* ------------------------------------------------------------------ */
 /* State: one capture session                                          */
 /* ------------------------------------------------------------------ */
 
@@ -87,6 +864,7 @@ struct StateObject {
     uint32_t rank;
     int capture_args;
     Py_ssize_t max_payload;
+    np_cfg np;                  /* numpy arrays, as payload.configure() */
     PyObject *intern;           /* name -> activity id (session.activity_id) */
 };
 
@@ -107,20 +885,35 @@ static inline uint64_t state_next_id(StateObject *st)
            __atomic_add_fetch(&st->counter, 1, __ATOMIC_RELAXED);
 }
 
+/* numpy_mode as payload.py compares it ("full", "shape", anything else is
+ * the summary); NULL is the default, "summary". */
+static int np_mode_of(PyObject *mode)
+{
+    if (mode == NULL)
+        return NP_SUMMARY;
+    if (!PyUnicode_CheckExact(mode))
+        return NP_DEFER;          /* an odd object: let Python compare it */
+    if (PyUnicode_CompareWithASCIIString(mode, "full") == 0)
+        return NP_FULL;
+    if (PyUnicode_CompareWithASCIIString(mode, "shape") == 0)
+        return NP_SHAPE;
+    return NP_SUMMARY;
+}
+
 static PyObject *State_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"push", "ring", "origin_bits", "workflow_id",
                              "rank", "capture_args", "max_payload", "intern",
-                             NULL};
+                             "numpy_mode", "numpy_stats_max", NULL};
     unsigned long long push, ring, origin_bits, workflow_id;
     unsigned int rank;
     int capture_args;
-    Py_ssize_t max_payload;
-    PyObject *intern;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKKIpnO:State", kwlist,
+    Py_ssize_t max_payload, stats_max = 4096;
+    PyObject *intern, *numpy_mode = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKKIpnO|$On:State", kwlist,
                                      &push, &ring, &origin_bits, &workflow_id,
                                      &rank, &capture_args, &max_payload,
-                                     &intern))
+                                     &intern, &numpy_mode, &stats_max))
         return NULL;
     if (push == 0 || ring == 0) {
         PyErr_SetString(PyExc_ValueError, "State: push and ring must be set");
@@ -140,7 +933,11 @@ static PyObject *State_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     st->rank = rank;
     st->capture_args = capture_args;
     st->max_payload = max_payload < 0 ? 0 : max_payload;
+    st->np.mode = np_mode_of(numpy_mode);
+    st->np.stats_max = stats_max;
+    st->np.max_payload = max_payload;
     st->generation = ++g_generation;
+    np_setup();   /* numpy imported by now: the first array takes the C path */
     Py_INCREF(intern);
     st->intern = intern;
     return (PyObject *)st;
@@ -303,7 +1100,7 @@ static inline int enc_float(fc_mp_buf *b, PyObject *o)
 
 /* 1: encoded; 0: not a type handled here (or too deep/long): nothing is
  * raised, the caller falls back to the Python encoder. */
-static int enc_obj(fc_mp_buf *b, PyObject *o, int depth)
+static int enc_obj(fc_mp_buf *b, PyObject *o, int depth, const np_cfg *np)
 {
     PyTypeObject *t = Py_TYPE(o);
     if (o == Py_None)
@@ -331,7 +1128,7 @@ static int enc_obj(fc_mp_buf *b, PyObject *o, int depth)
             if (!(k == Py_None || kt == &PyUnicode_Type || kt == &PyLong_Type ||
                   kt == &PyBool_Type || kt == &PyFloat_Type || kt == &PyBytes_Type))
                 return 0;
-            if (!enc_obj(b, k, depth + 1) || !enc_obj(b, v, depth + 1))
+            if (!enc_obj(b, k, depth + 1, np) || !enc_obj(b, v, depth + 1, np))
                 return 0;
         }
         return 1;
@@ -341,7 +1138,7 @@ static int enc_obj(fc_mp_buf *b, PyObject *o, int depth)
         if (!fc_mp_arr_hdr(b, (size_t)n))
             return 0;
         for (Py_ssize_t i = 0; i < n; i++)
-            if (!enc_obj(b, PyTuple_GET_ITEM(o, i), depth + 1))
+            if (!enc_obj(b, PyTuple_GET_ITEM(o, i), depth + 1, np))
                 return 0;
         return 1;
     }
@@ -350,10 +1147,13 @@ static int enc_obj(fc_mp_buf *b, PyObject *o, int depth)
         if (!fc_mp_arr_hdr(b, (size_t)n))
             return 0;
         for (Py_ssize_t i = 0; i < n; i++)   /* no Python code runs here */
-            if (!enc_obj(b, PyList_GET_ITEM(o, i), depth + 1))
+            if (!enc_obj(b, PyList_GET_ITEM(o, i), depth + 1, np))
                 return 0;
         return 1;
     }
+    if (t == g_np_ndarray && np != NULL && np->mode != NP_DEFER &&
+        g_np_state == NPS_READY)
+        return enc_ndarray(b, o, np);
     return 0;
 }
 
@@ -445,7 +1245,7 @@ static inline int same_str(PyObject *a, PyObject *b)
 
 /* The "used" value: 1 encoded, 0 fall back to the Python path, -1 error. */
 static int enc_used(TaskObject *w, fc_mp_buf *b, PyObject *const *args,
-                    Py_ssize_t nargs, PyObject *kwnames)
+                    Py_ssize_t nargs, PyObject *kwnames, const np_cfg *np)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs == 0) {                       /* used = kwargs */
@@ -453,7 +1253,7 @@ static int enc_used(TaskObject *w, fc_mp_buf *b, PyObject *const *args,
             return 0;
         for (Py_ssize_t i = 0; i < nkw; i++)
             if (!enc_str(b, PyTuple_GET_ITEM(kwnames, i)) ||
-                !enc_obj(b, args[i], 1))
+                !enc_obj(b, args[i], 1, np))
                 return 0;
         return 1;
     }
@@ -468,11 +1268,11 @@ static int enc_used(TaskObject *w, fc_mp_buf *b, PyObject *const *args,
             return 0;
         for (Py_ssize_t i = first; i < nargs; i++)
             if (!enc_str(b, PyTuple_GET_ITEM(w->names, i)) ||
-                !enc_obj(b, args[i], 1))
+                !enc_obj(b, args[i], 1, np))
                 return 0;
         for (Py_ssize_t i = 0; i < nkw; i++)
             if (!enc_str(b, PyTuple_GET_ITEM(kwnames, i)) ||
-                !enc_obj(b, args[nargs + i], 1))
+                !enc_obj(b, args[nargs + i], 1, np))
                 return 0;
         return 1;
     }
@@ -490,7 +1290,7 @@ static int enc_used(TaskObject *w, fc_mp_buf *b, PyObject *const *args,
     Py_DECREF(k);
     if (used == NULL)
         return -1;
-    int ok = enc_obj(b, used, 0);
+    int ok = enc_obj(b, used, 0, np);
     Py_DECREF(used);
     return ok;
 }
@@ -499,7 +1299,8 @@ static PyObject *g_str_used, *g_str_generated;
 
 /* Whole payload of a call that returned: 1 encoded, 0 fall back, -1 error. */
 static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
-                   Py_ssize_t nargs, PyObject *kwnames, PyObject *result)
+                   Py_ssize_t nargs, PyObject *kwnames, PyObject *result,
+                   const np_cfg *np)
 {
     if (w->n_extra < 0)
         return 0;
@@ -531,7 +1332,7 @@ static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
             return 0;
         if (!enc_str(b, g_str_used))
             return 0;
-        int u = enc_used(w, b, args, nargs, kwnames);
+        int u = enc_used(w, b, args, nargs, kwnames, np);
         if (u <= 0)
             return u;
         if (kind) {
@@ -541,7 +1342,7 @@ static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
             case 1:
                 if (!fc_mp_map_hdr(b, 1) ||
                     !enc_str(b, PyTuple_GET_ITEM(w->outnames, 0)) ||
-                    !enc_obj(b, result, 1))
+                    !enc_obj(b, result, 1, np))
                     return 0;
                 break;
             case 2: {
@@ -552,17 +1353,17 @@ static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
                     return 0;
                 for (Py_ssize_t i = 0; i < nout; i++)
                     if (!enc_str(b, PyTuple_GET_ITEM(w->outnames, i)) ||
-                        !enc_obj(b, items[i], 1))
+                        !enc_obj(b, items[i], 1, np))
                         return 0;
                 break;
             }
             case 3:
-                if (!enc_obj(b, result, 0))
+                if (!enc_obj(b, result, 0, np))
                     return 0;
                 break;
             default:
                 if (!fc_mp_map_hdr(b, 1) || !enc_str(b, g_str_return) ||
-                    !enc_obj(b, result, 1))
+                    !enc_obj(b, result, 1, np))
                     return 0;
             }
         }
@@ -744,13 +1545,14 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
     PyObject *slow = NULL;
     const char *data;
     size_t len;
-    int ok = enc_doc(w, &b, want, args, nargs, kwnames, result);
+    int ok = enc_doc(w, &b, want, args, nargs, kwnames, result, &st->np);
     if (ok > 0) {
         data = b.p;
         len = b.len;
     } else {
         if (ok < 0)   /* e.g. a signature that would not bind: Python decides */
             PyErr_Clear();
+        np_setup();   /* numpy imported since the session started? (once) */
         slow = slow_payload(w, want, args, nargs, kwnames, result, NULL);
         if (slow == NULL) {   /* never replaces the user's result */
             PyErr_Clear();
@@ -996,18 +1798,36 @@ static PyObject *mod_configure(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *mod_encode(PyObject *Py_UNUSED(m), PyObject *o)
+static PyObject *mod_encode(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
 {
-    /* The C encoder alone (tests): bytes, or None where it defers. */
+    /* The C encoder alone (tests): bytes, or None where it defers.  numpy
+     * arrays only with a numpy_mode (as in payload.configure()). */
+    static char *kwlist[] = {"value", "numpy_mode", "numpy_stats_max",
+                             "max_payload_bytes", NULL};
+    PyObject *o, *mode = Py_None;
+    np_cfg np = {NP_DEFER, 4096, 65536};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$Onn:encode", kwlist, &o, &mode,
+                                     &np.stats_max, &np.max_payload))
+        return NULL;
+    if (mode != Py_None) {
+        np.mode = np_mode_of(mode);
+        np_setup();
+    }
     fc_mp_buf b;
     fc_mp_init(&b, (size_t)PY_SSIZE_T_MAX);
     PyObject *r;
-    if (enc_obj(&b, o, 0))
+    if (enc_obj(&b, o, 0, &np))
         r = PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.len);
     else
         r = Py_NewRef(Py_None);
     fc_mp_free(&b);
     return r;
+}
+
+static PyObject *mod_numpy_ready(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    np_setup();
+    return PyBool_FromLong(g_np_state == NPS_READY);
 }
 
 static PyMethodDef mod_methods[] = {
@@ -1022,8 +1842,13 @@ static PyMethodDef mod_methods[] = {
     {"configure", mod_configure, METH_VARARGS,
      "configure(contextvar, ensure): the parent-task ContextVar and the "
      "callback returning a State (starting a session) or None."},
-    {"encode", mod_encode, METH_O,
-     "msgpack bytes of a value by the C encoder, or None where it defers."},
+    {"encode", (PyCFunction)(void (*)(void))mod_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(value, *, numpy_mode=None, numpy_stats_max=4096, "
+     "max_payload_bytes=65536): msgpack bytes of a value by the C encoder, or "
+     "None where it defers (numpy arrays always without a numpy_mode)."},
+    {"numpy_ready", mod_numpy_ready, METH_NOARGS,
+     "Whether numpy arrays are encoded here (numpy imported and its layout "
+     "checked)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef moduledef = {
