@@ -248,7 +248,9 @@ def _fast_state(session: Session):
     return fastcapture.State(push, int(ffi.cast("uintptr_t", session.handle)),
                               session.origin_bits, session.workflow_id, session.rank,
                               bool(session.config.capture_args),
-                              session.config.max_payload_bytes, session.activity_id)
+                              session.config.max_payload_bytes, session.activity_id,
+                              numpy_mode=session.config.numpy_mode,
+                              numpy_stats_max=session.config.numpy_stats_max)
 
 
 def _set_fast_active(session: Optional[Session]) -> None:
