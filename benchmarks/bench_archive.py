@@ -3,6 +3,7 @@ archive size per record vs flowcept 1.0.3's JSON-lines buffer.
 
     python benchmarks/bench_archive.py                 # 2,000,000 records
     python benchmarks/bench_archive.py 10000000 --compression gzip
+    python benchmarks/bench_archive.py 10000000 --dir D --keep --cache cold   # store not in the page cache
 
 The synthetic store is written through the real write path
 (flowcept.native.batch.build_frame + LmdbStore.put_batches): ranks x steps of a
@@ -178,16 +179,45 @@ c0 = sum(os.times()[:2])
 rep = fa.compact(run, out, overwrite=True, compression=comp, progress=False, **kw)
 done.set()
 print(json.dumps({"records": rep.records, "seconds": rep.seconds, "bytes": rep.bytes,
+                  "runs": getattr(rep, "runs", 0), "chains": getattr(rep, "chains", 0),
                   "base_rss": base, "peak_rss": rss("VmHWM:"), "cpu_s": sum(os.times()[:2]) - c0,
                   "peak_anon": peak_anon[0] - base_anon,
                   "memory_bound_mib": (mem or getattr(rep, "memory_bytes", 0)) / 2**20 or None}))
 """
 
 
-def compact_in_child(run: str, out: str, compression: str, memory: int) -> dict:
+def evict_store(run: str):
+    """Drops the store's files from the page cache (POSIX_FADV_DONTNEED on our own files),
+    so that the next compaction reads a cold store, as after a long job on a busy node."""
+    for root, _dirs, files in os.walk(run):
+        for f in files:
+            fd = os.open(os.path.join(root, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def warm_store(run: str):
+    """Reads the store's files once, so that the next compaction finds them in the page cache
+    (the usual case in an epilog, right after the job wrote them)."""
+    for root, _dirs, files in os.walk(run):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                while fh.read(16 << 20):
+                    pass
+
+
+def compact_in_child(run: str, out: str, compression: str, memory: int, cache: str = "warm") -> dict:
     """One compaction in a fresh interpreter, so that its peak RSS (VmHWM, minus the RSS
-    after the imports) is the compaction's own and not the store builder's."""
+    after the imports) is the compaction's own and not the store builder's.  ``cache``:
+    "warm" reads the store into the page cache first, "cold" drops it from there."""
     import subprocess
+    if cache == "cold":
+        evict_store(run)
+    elif cache == "warm":
+        warm_store(run)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
     res = subprocess.run([sys.executable, "-c", _CHILD, run, out, compression, str(memory or 0)],
@@ -208,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", type=int, default=0,
                     help="compaction memory bound in bytes (default: the configuration's compact_memory_bytes)")
     ap.add_argument("--keep", action="store_true", help="reuse the store in --dir if it has N records")
+    ap.add_argument("--cache", choices=("warm", "cold"), default="warm",
+                    help="store in the page cache before each compaction (warm, default) or dropped "
+                         "from it (cold)")
     args = ap.parse_args(argv)
     import flowcept.archive as fa
 
@@ -232,7 +265,7 @@ def main(argv=None) -> int:
         for comp in kinds:
             times, peaks, anons = [], [], []
             for _ in range(args.repeats):
-                rep = compact_in_child(run, out, comp, args.memory)
+                rep = compact_in_child(run, out, comp, args.memory, args.cache)
                 assert rep["records"] == n, rep
                 times.append(rep["seconds"])
                 peaks.append(rep["peak_rss"] - rep["base_rss"])
@@ -247,6 +280,8 @@ def main(argv=None) -> int:
                               "base_rss_mib": round(rep["base_rss"] / 2**20, 1),
                               "cpu_s": round(rep["cpu_s"], 2),
                               "memory_bound_mib": rep["memory_bound_mib"],
+                              "cache": args.cache, "sorted_runs": rep.get("runs"),
+                              "chains": rep.get("chains"),
                               "isal": _has_isal()}), flush=True)
         if args.compression not in kinds[-1:]:
             fa.compact(run, out, overwrite=True, compression=args.compression, progress=False)

@@ -56,6 +56,7 @@ import secrets
 import socket
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from collections import deque
@@ -168,8 +169,18 @@ class _Writer:
         self.level = level
         self.direct = compression == "gzip"
         self.pool = ThreadPoolExecutor(max(threads, 1)) if self.direct else None
+        self.owns_pool = True
         self.inflight: deque = deque()
         self.max_inflight = 4 * max(threads, 1)
+
+    def sibling(self) -> "_Writer":
+        """A writer for another thread: the same file and compression pool, its own chunks
+        in flight."""
+        w = _Writer.__new__(_Writer)
+        w.h5, w.compression, w.level, w.direct = self.h5, self.compression, self.level, self.direct
+        w.pool, w.owns_pool = self.pool, False
+        w.inflight, w.max_inflight = deque(), self.max_inflight
+        return w
 
     def create(self, name, dtype, n, chunk, shuffle=True):
         dtype = np.dtype(dtype)
@@ -222,7 +233,7 @@ class _Writer:
         try:
             self.flush()
         finally:
-            if self.pool is not None:
+            if self.pool is not None and self.owns_pool:
                 self.pool.shutdown(wait=True)
 
 
@@ -634,6 +645,12 @@ class _Reader:
         self.release = _MapRelease()
 
     def __enter__(self):
+        try:   # all opened here: an environment is opened once per process, then shared
+            for i, path in enumerate(self.paths):
+                self.open[i] = self.stack.enter_context(self.open_store_at(path))
+        except BaseException:
+            self.stack.close()
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -641,14 +658,14 @@ class _Reader:
         self.stack.close()
 
     def _store(self, i: int):
-        st = self.open.get(i)
-        if st is None:
-            st = self.open[i] = self.stack.enter_context(self.open_store_at(self.paths[i]))
-        return st
+        return self.open[i]
 
-    def frames(self, refs: List[_BatchRef]):
+    def frames(self, refs: List[_BatchRef], release: Optional["_MapRelease"] = None):
         """(ref, frame) for each ref, in order; a frame is valid until the next one.  The
-        previous frame's mapped pages are let go as the next one comes."""
+        previous frame's mapped pages are let go as the next one comes (nothing is read
+        ahead: the index pass did, for the whole store).  Each thread passes its own
+        ``release``."""
+        release = release or self.release
         i = 0
         while i < len(refs):
             j = i
@@ -660,21 +677,12 @@ class _Reader:
                                                                 zero_copy=True):
                 if got >= len(group) or bytes(key) != group[got].key:
                     raise ArchiveError("a batch disappeared from its store during compaction")
-                self.release.next(frame, span=_records_end(frame))
+                release.next(frame, span=0)
                 yield group[got], frame
                 got += 1
             if got != len(group):
                 raise ArchiveError("a batch disappeared from its store during compaction")
             i = j
-
-
-def _records_end(frame) -> Optional[int]:
-    """Bytes of a frame up to the end of its records (what the row pass reads)."""
-    from flowcept.record.layout import BATCH_HEADER_DTYPE, BATCH_HEADER_SIZE
-    if len(frame) < BATCH_HEADER_SIZE:
-        return None
-    h = np.frombuffer(frame, BATCH_HEADER_DTYPE, count=1)[0]
-    return int(h["records_off"]) + int(h["record_count"]) * RECORD_DTYPE.itemsize
 
 
 def _archive_block(chain_rows: int) -> int:
@@ -774,6 +782,31 @@ def _keyed_concat(parts: List[_Block]) -> _Block:
     return _Block({name: np.concatenate([p.cols[name] for p in parts]) for name in parts[0].cols})
 
 
+def _in_order(parts: List[_Block]) -> bool:
+    """Whether blocks, each sorted by (start_ns, seq), are sorted one after the other."""
+    for a, b in zip(parts, parts[1:]):
+        sa, sb = int(a["start_ns"][-1]), int(b["start_ns"][0])
+        if sa > sb or (sa == sb and int(a["seq"][-1]) > int(b["seq"][0])):
+            return False
+    return True
+
+
+def _key_order(s: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """The positions of rows in (s, q) order: a stable sort by s, then only the groups of
+    equal s put in q order (ties are a small part of the rows)."""
+    order = np.argsort(s, kind="stable")
+    so = s[order]
+    eq = so[1:] == so[:-1]
+    if eq.any():
+        tied = np.zeros(len(s), bool)
+        tied[1:] |= eq
+        tied[:-1] |= eq
+        at = np.flatnonzero(tied)          # whole groups of equal s, in s order
+        rows = order[at]
+        order[at] = rows[np.lexsort((q[rows], so[at]))]
+    return order
+
+
 def _merge_keyed(sources: List[object], emit: Callable[..., None]) -> int:
     """Merges sources of blocks sorted by (start_ns, seq) -- seq a row's position in the
     scan order, the archive's rows first -- into ``emit``, dropping duplicates (see
@@ -811,14 +844,9 @@ def _merge_keyed(sources: List[object], emit: Callable[..., None]) -> int:
         merged = parts[0] if len(parts) == 1 else _keyed_concat(parts)
         order = None       # positions of merged in (start_ns, seq) order; None: as it is
         s = merged["start_ns"]
-        if len(parts) > 1:
-            q = merged["seq"]
-            if not np.all(s[1:] >= s[:-1]) or np.any((s[1:] == s[:-1]) & (q[1:] < q[:-1])):
-                order = np.argsort(s, kind="stable")
-                s = s[order]
-                if np.any(s[1:] == s[:-1]):    # ties: by scan position
-                    order = np.lexsort((q, merged["start_ns"]))
-                    s = merged["start_ns"][order]
+        if not _in_order(parts):
+            order = _key_order(s, merged["seq"])
+            s = s[order]
         drop = _duplicates(s, (lambda name, pos: merged[name][pos]) if order is None
                            else (lambda name, pos: merged[name][order[pos]]))
         if drop is not None:
@@ -1040,7 +1068,9 @@ class _MapRelease:
         hi = (addr + frame.nbytes) // self.page * self.page
         if hi > lo:
             self.pending = (lo, hi)
-        self._ahead(addr, frame.nbytes if span is None else min(span, frame.nbytes), window)
+        n = frame.nbytes if span is None else min(span, frame.nbytes)
+        if n or window:
+            self._ahead(addr, n, window)
 
     def _ahead(self, addr: int, n: int, window: int):
         start = addr // self.page * self.page
@@ -1122,7 +1152,8 @@ class _Compaction:
 
     def run(self):
         from flowcept.store import open_store_at
-        payloads = _Blob(self.w, "payloads")
+        # the payloads are written by a thread of their own while the rows are merged
+        payloads = _Blob(self.w.sibling(), "payloads")
         existing = self.existing
         n_old = 0
         if existing is not None:
@@ -1141,11 +1172,11 @@ class _Compaction:
                 for _k in st.summaries():
                     total_batches += 1
         refs: List[_BatchRef] = []
+        self.blob_end = payloads.size
         bar = _Progress(total_batches, self.progress)
         try:
             for si, sp in enumerate(self.stores):
-                self._index_store(si, sp, refs, n_old, payloads, bar, open_store_at)
-            payloads.close()
+                self._index_store(si, sp, refs, n_old, bar, open_store_at)
         finally:
             bar.close()
         n_new = sum(r.m for r in refs)
@@ -1155,33 +1186,58 @@ class _Compaction:
         old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
         g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + self.jobs_seen)))
         cols = _TaskColumns(self.w, n_upper, chunk)
-        run_rows = max(int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW, _MIN_BLOCK)
-        chain_rows = int(self.memory * _SCAN_SHARE) // _CHAIN_BYTES_PER_ROW
-        with _Reader(self.stores, open_store_at) as reader:
-            plan = None
-            if n_old or n_new > run_rows:
-                plan = _plan_chains(refs, chain_rows - (_archive_block(chain_rows) if n_old else 0))
-            if plan is not None:
-                # the store's batches read again, chain by chain, and merged: no temporary file
-                self.report.chains = len(plan)
-                sources = [_ArchiveRun(existing._h5, _archive_block(chain_rows))] if n_old else []
-                # one reader thread: the stores' read transactions stay on one thread
-                with ThreadPoolExecutor(1) as ahead:
-                    sources += [_ChainRun(c, target, reader, ahead) for c, target in plan]
-                    try:
-                        dropped = _merge_keyed(sources, cols.append)
-                    finally:
-                        for s in sources:
-                            if getattr(s, "next", None) is not None:
-                                s.next.cancel()
-            else:
-                dropped = self._merge_runs(refs, n_old, n_new, run_rows, reader, cols)
+        with _Reader(self.stores, open_store_at) as reader, ThreadPoolExecutor(1) as blob_thread:
+            stop = threading.Event()
+            blob_done = blob_thread.submit(self._write_payloads, refs, payloads, reader, stop)
+            try:
+                dropped = self._merge_rows(refs, n_old, n_new, reader, cols)
+            except BaseException:
+                stop.set()
+                raise
+            blob_done.result()
         cols.close(self.h5)
         n = cols.n
         self.report.records = n
         self.report.new_records = n - n_old
         self.report.duplicates = dropped
         self._write_tables()
+
+    def _write_payloads(self, refs: List["_BatchRef"], payloads: _Blob, reader: "_Reader",
+                        stop: threading.Event):
+        """The payload blob: each batch's payload area appended, in scan order (where the
+        index pass placed it)."""
+        from flowcept.native.batch import Batch
+        release = _MapRelease()
+        for ref, frame in reader.frames(refs, release):
+            if stop.is_set():
+                return
+            if payloads.append(Batch(frame, check=False).payload) != ref.base:
+                raise ArchiveError("a batch changed while it was being compacted")
+        release.flush()
+        payloads.close()
+
+    def _merge_rows(self, refs, n_old, n_new, reader, cols) -> int:
+        """The rows, sorted, into ``cols`` by the cheapest path the bound allows; returns
+        how many duplicates were dropped."""
+        existing = self.existing
+        run_rows = max(int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW, _MIN_BLOCK)
+        chain_rows = int(self.memory * _SCAN_SHARE) // _CHAIN_BYTES_PER_ROW
+        plan = None
+        if n_old or n_new > run_rows:
+            plan = _plan_chains(refs, chain_rows - (_archive_block(chain_rows) if n_old else 0))
+        if plan is None:
+            return self._merge_runs(refs, n_old, n_new, run_rows, reader, cols)
+        # the stores' batches read again, chain by chain, and merged: no temporary file
+        self.report.chains = len(plan)
+        sources = [_ArchiveRun(existing._h5, _archive_block(chain_rows))] if n_old else []
+        with ThreadPoolExecutor(1) as ahead:
+            sources += [_ChainRun(c, target, reader, ahead) for c, target in plan]
+            try:
+                return _merge_keyed(sources, cols.append)
+            finally:
+                for s in sources:
+                    if getattr(s, "next", None) is not None:
+                        s.next.cancel()
 
     def _merge_runs(self, refs, n_old, n_new, run_rows, reader, cols) -> int:
         """The rows in scan order through the run buffer: one sorted run in memory when
@@ -1205,10 +1261,11 @@ class _Compaction:
             runs.close()
 
     def _index_store(self, si: int, sp: str, refs: List["_BatchRef"], n_old: int,
-                     payloads: _Blob, bar: _Progress, open_store_at):
-        """The index pass over one store: payloads into the blob, strings into the table,
-        and per batch of task records what the row pass needs to read it again (its key,
-        string map, payload offset, count and start-time range)."""
+                     bar: _Progress, open_store_at):
+        """The index pass over one store: strings into the table, the place of each
+        batch's payload area in the blob, and per batch of task records what the row pass
+        needs to read it again (its key, string map, payload offset, count and start-time
+        range).  Payloads are not read here."""
         from flowcept.native.batch import Batch, unpack_batch_key
         strings, report = self.strings, self.report
         seq = n_old + sum(r.m for r in refs)
@@ -1246,7 +1303,8 @@ class _Compaction:
                 node = names[0][len(NODE_PREFIX):] if names and names[0].startswith(NODE_PREFIX) else ""
                 lut = np.array([strings.id(x) for x in names] + [strings.id("")], np.uint32)
                 lut = luts.setdefault(lut.tobytes(), lut)     # batches of a ring share their table
-                base = payloads.append(b.payload)
+                base = self.blob_end
+                self.blob_end += len(b.payload)
                 refs.append(_BatchRef(si, bytes(key), m, int(start.min()), int(start.max()), seq,
                                       base, lut, strings.id(node), job_id, only_tasks))
                 seq += m
