@@ -193,6 +193,12 @@ void fc_ring_get_stats(const fc_ring *ring, fc_ring_stats *out);
 /* Spill file path of the ring (for the leader/epilog to replay). */
 const char *fc_ring_spill_path(const fc_ring *ring);
 
+/* Producer side: notes how its timestamps are taken (FC_BATCH_FLAG_CLOCK_*),
+ * which every batch of the ring then carries.  The C API's fc_init does it
+ * itself; a producer with its own clock (the Python wrappers) calls it once
+ * after creating the ring, before its first push. */
+void fc_ring_note_clock(fc_ring *ring, uint32_t flags);
+
 /* ------------------------------------------------------------------ */
 /* Batches                                                             */
 /* ------------------------------------------------------------------ */

@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "flowcept.h"
+#include "internal.h"   /* the record clock (fc__clock_ns) */
 #include "msgpack_enc.h"
 
 #include "pycompat.h"
@@ -65,11 +66,41 @@ static const char PLACEHOLDER[] = "\x81\xad" "capture_error" "\xa7" "payload";
 static _Thread_local uint64_t tls_gen;   /* State generation tls_idx is for */
 static _Thread_local uint32_t tls_idx;
 
+/* The C API's clock (internal.h): CLOCK_REALTIME nanoseconds, read from the
+ * TSC between anchors where the TSC is invariant; about a third of the cost
+ * of clock_gettime here. */
+static _Thread_local struct fc__clock tls_clock;
+
 static inline int64_t now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return fc__clock_ns(&tls_clock);
+}
+
+/* The innermost task a compiled wrapper runs on this thread, and the
+ * ContextVar's value when it began.  A wrapper does not set the ContextVar
+ * (a set and a reset cost more than the rest of its call): its task is the
+ * parent of whatever starts inside it while the ContextVar still holds that
+ * value; a task opened through the ContextVar inside it (by the Python
+ * wrappers) changes the value, and then the ContextVar's task wins.  The
+ * value is held (a reference) while the task runs, so its identity cannot
+ * be reused. */
+static _Thread_local uint64_t tls_task;
+static _Thread_local PyObject *tls_snap;
+
+/* The parent for the ContextVar value pv (a new reference or NULL). */
+static inline uint64_t parent_of(PyObject *pv)
+{
+    if (tls_task != 0 && pv == tls_snap)
+        return tls_task;
+    if (pv != NULL && PyLong_Check(pv)) {
+        uint64_t parent = PyLong_AsUnsignedLongLong(pv);
+        if (parent == (uint64_t)-1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        return parent;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1478,39 +1509,26 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
         st = (StateObject *)r;
     }
 
-    uint64_t parent = 0;
     PyObject *pv = NULL;
     if (PyContextVar_Get(g_var, NULL, &pv) < 0)
         goto uncaptured;
-    if (pv != NULL) {
-        if (PyLong_Check(pv)) {
-            parent = PyLong_AsUnsignedLongLong(pv);
-            if (parent == (uint64_t)-1 && PyErr_Occurred()) {
-                PyErr_Clear();
-                parent = 0;
-            }
-        }
-        Py_DECREF(pv);
-    }
+    uint64_t parent = parent_of(pv);
     uint64_t tid = state_next_id(st);
-    PyObject *tidobj = PyLong_FromUnsignedLongLong(tid);
-    if (tidobj == NULL)
-        goto uncaptured;
-    PyObject *token = PyContextVar_Set(g_var, tidobj);
-    Py_DECREF(tidobj);
-    if (token == NULL)
-        goto uncaptured;
+    uint64_t outer_task = tls_task;
+    PyObject *outer_snap = tls_snap;
+    tls_task = tid;
+    tls_snap = pv;
     int64_t start = now_ns();
     PyObject *result = PyObject_Vectorcall(w->func, args, nargsf, kwnames);
+    tls_task = outer_task;
+    tls_snap = outer_snap;
+    Py_XDECREF(pv);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
 
     if (result == NULL) {
         /* error: record through the Python path, then re-raise unchanged */
         saved_exc se;
         PyObject *exc = exc_save(&se);
-        if (PyContextVar_Reset(g_var, token) < 0)
-            PyErr_Clear();
-        Py_DECREF(token);
         int64_t end = now_ns();
         if (st->ring != NULL) {
             int want = w->capture_args >= 0 ? w->capture_args : st->capture_args;
@@ -1531,9 +1549,6 @@ static PyObject *Task_vectorcall(PyObject *self, PyObject *const *args,
         return NULL;
     }
 
-    if (PyContextVar_Reset(g_var, token) < 0)
-        PyErr_Clear();
-    Py_DECREF(token);
     int64_t end = now_ns();
     if (st->ring == NULL) {   /* the session ended during the call */
         Py_DECREF(st);
@@ -1830,7 +1845,41 @@ static PyObject *mod_numpy_ready(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     return PyBool_FromLong(g_np_state == NPS_READY);
 }
 
+/* current_parent(): the innermost open task here (see tls_task). */
+static PyObject *mod_current_parent(PyObject *m, PyObject *noargs)
+{
+    (void)m;
+    (void)noargs;
+    PyObject *pv = NULL;
+    if (g_var == NULL)
+        return PyLong_FromLong(0);
+    if (PyContextVar_Get(g_var, NULL, &pv) < 0)
+        return NULL;
+    if (tls_task != 0 && pv == tls_snap) {
+        Py_XDECREF(pv);
+        return PyLong_FromUnsignedLongLong(tls_task);
+    }
+    return pv != NULL ? pv : PyLong_FromLong(0);
+}
+
+/* clock_flags(): FC_BATCH_FLAG_CLOCK_TSC when this module's timestamps
+ * come from the TSC (what a session notes in its ring), else 0. */
+static PyObject *mod_clock_flags(PyObject *m, PyObject *noargs)
+{
+    (void)m;
+    (void)noargs;
+#if FC__CLOCK_HAVE_TSC
+    return PyLong_FromLong(fc__clock_uses_tsc() ? FC_BATCH_FLAG_CLOCK_TSC : 0);
+#else
+    return PyLong_FromLong(0);
+#endif
+}
+
 static PyMethodDef mod_methods[] = {
+    {"current_parent", mod_current_parent, METH_NOARGS,
+     "The id of the innermost open task of this thread / asyncio task (0: none)."},
+    {"clock_flags", mod_clock_flags, METH_NOARGS,
+     "FC_BATCH_FLAG_CLOCK_TSC when the wrappers' timestamps come from the TSC."},
     {"set_active", mod_set_active, METH_O,
      "set_active(state | None): the session State decorated calls use."},
     {"get_active", mod_get_active, METH_NOARGS, "The active State, or None."},

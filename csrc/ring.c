@@ -617,6 +617,13 @@ const char *fc_ring_spill_path(const fc_ring *r)
     return r ? r->spill_path : NULL;
 }
 
+void fc_ring_note_clock(fc_ring *r, uint32_t flags)
+{
+    if (r)
+        atomic_fetch_or_explicit(&r->shm->clock_flags, flags & FC_BATCH_FLAG_CLOCK_TSC,
+                                 memory_order_relaxed);
+}
+
 int fc_ring_release(fc_ring *r, uint64_t pos)
 {
     if (!r)

@@ -70,6 +70,9 @@ class Session:
         from flowcept.record import payload
         payload.configure(config.numpy_mode, config.max_payload_bytes, config.numpy_stats_max)
         self._fast = _fast_state(self)
+        if self._fast is not None:   # its batches say which clock timed the records
+            from flowcept.native import lib
+            lib.fc_ring_note_clock(self.handle, fastcapture.clock_flags())
         self._placeholders0 = _placeholders()
         self._failures0 = capture_failures[0]
 

@@ -1,9 +1,9 @@
 """The Python capture API: @flowcept_task, FlowceptTask, FlowceptLoop.
 
 Per call the decorator reads the clock twice, takes a task id, links the
-parent through a ContextVar (per thread, per asyncio task), encodes
-used/generated with msgpack and pushes one record into the ring through a
-single cffi call.  With capture disabled in the environment at decoration
+parent (the innermost open task of this thread / asyncio task: see
+``current_parent``), encodes used/generated with msgpack and pushes one
+record into the ring.  The compiled wrapper does all of it in C.  With capture disabled in the environment at decoration
 time (FLOWCEPT_ENABLED=0) the decorator returns the function unchanged.
 """
 from __future__ import annotations
