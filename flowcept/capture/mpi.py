@@ -59,11 +59,11 @@ class Instrumentation:
         self._leader_ring: Optional[str] = None
 
     # -- start (collective) ----------------------------------------------
-    def _start(self) -> "Instrumentation":
+    def _start(self, entered: int) -> "Instrumentation":
+        """``entered``: when this rank called ``instrument()``."""
         from flowcept.record import job as jobs
         from flowcept import registry
         cfg = self.config
-        entered = time.time_ns()
         if self.comm is None:
             self.session = runtime.start_local_session(cfg, workflow_id=self._requested_workflow_id)
             self._workflow_doc(entered)
@@ -100,42 +100,52 @@ class Instrumentation:
         why = None if problem is None else str(problem).removeprefix("flowcept: ")
         # every rank learns the leader's ring path: its end markers are named after it
         gathered = self.node_comm.allgather((session.ring_path if session else None, why))
+        paths = [p for p, _ in gathered]
+        noted = next((w for _, w in gathered if w), None)   # a failure on this node
+        if noted is None and drainer is not None:
+            # before the last collective, so that the leader returns with the others
+            try:
+                for path in paths:
+                    drainer.adopt(path)
+                drainer.start()
+            except Exception as e:
+                problem = e
+                noted = str(e).removeprefix("flowcept: ")
+        doc = self._workflow_fields() if self.rank == 0 else None   # likewise
         import numpy as np
-        mine = np.array([self.rank if any(w for _, w in gathered) else self.size, entered],
-                        dtype=np.int64)
+        mine = np.array([self.rank if noted else self.size, entered], dtype=np.int64)
         first = np.empty_like(mine)
         self.comm.Allreduce(mine, first, op=MPI.MIN)
         if first[0] < self.size:
-            text = self.comm.bcast(next((w for _, w in gathered if w), None)
-                                   if self.rank == first[0] else None, root=int(first[0]))
+            text = self.comm.bcast(noted if self.rank == first[0] else None, root=int(first[0]))
             _abandon(session, drainer)
             if problem is not None:
                 raise problem
             raise runtime.CaptureStartError(
                 f"flowcept: capture did not start on every rank, so on none (a rank on the node "
                 f"of rank {first[0]}: {text})")
-        paths = [p for p, _ in gathered]
         self._leader_ring = paths[leader]
-        if drainer is not None:
-            for path in paths:
-                drainer.adopt(path)
-            drainer.start()
         runtime.set_current(session)
         self.session = session
-        if self.rank == 0:
-            self._workflow_doc(int(first[1]))
+        if doc is not None:
+            self._workflow_doc(int(first[1]), doc)
         return self
 
-    def _workflow_doc(self, started_at: int) -> None:
-        """``started_at``: when the earliest rank entered ``instrument()``,
-        so that no rank's first task seems to start before its workflow."""
+    def _workflow_fields(self) -> dict:
+        import importlib
         import socket
         from flowcept.record.job import user_name
-        s = self.session
+        importlib.import_module("flowcept.record.payload")   # the encoder, before the last collective
         doc = {"name": self.workflow_name, "campaign_id": self.campaign_id, "user": user_name(),
-               "job": s.job.job_name, "ranks": self.size, "hostname": socket.gethostname(),
-               "started_at": started_at, "mpi": self.comm is not None}
-        s.push_workflow({k: v for k, v in doc.items() if v is not None})
+               "ranks": self.size, "hostname": socket.gethostname(), "mpi": self.comm is not None}
+        return {k: v for k, v in doc.items() if v is not None}
+
+    def _workflow_doc(self, started_at: int, doc: Optional[dict] = None) -> None:
+        """``started_at``: when the earliest rank entered ``instrument()``,
+        so that no rank's first task seems to start before its workflow."""
+        doc = dict(doc or self._workflow_fields())
+        doc.update(job=self.session.job.job_name, started_at=started_at)
+        self.session.push_workflow(doc)
 
     # -- properties --------------------------------------------------------
     @property
@@ -311,6 +321,7 @@ def instrument(comm: Any = None, workflow_name: Optional[str] = None, *,
     it is then finalized at interpreter exit, before MPI_Finalize.
     Keyword arguments that are configuration keys override the environment.
     """
+    entered = time.time_ns()
     config = load_config(settings_path, **config_overrides)
     if comm is None:
         try:
@@ -324,7 +335,7 @@ def instrument(comm: Any = None, workflow_name: Optional[str] = None, *,
     if not config.enabled:
         inst.finalized = True
         return inst
-    inst._start()
+    inst._start(entered)
     # atexit is LIFO: registered after mpi4py's own handler, so it runs first.
     atexit.register(inst.finalize)
     return inst

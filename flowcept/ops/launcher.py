@@ -115,10 +115,11 @@ def run_script(path: str, argv: Sequence[str] = (), *, wrap_functions: bool = Tr
         # (non-MPI) run must not initialise MPI.
         from flowcept.config import load_config
         from flowcept.capture.mpi import Instrumentation
+        entered = time.time_ns()
         config = load_config(**config_overrides)
         inst = Instrumentation(None, config, name, None, None)
         if config.enabled:
-            inst._start()
+            inst._start(entered)
         else:
             inst.finalized = True
     else:

@@ -130,3 +130,35 @@ def test_concurrent_jobs_do_not_see_each_other(run_dir):
     b = read_records(os.path.join(run_dir, "jobB")).records
     assert len(a) == 3 * 300 * 2 and len(b) == 3 * 500 * 2
     assert set(a["workflow_id"].tolist()).isdisjoint(set(b["workflow_id"].tolist()))
+
+
+START_APP = """
+import sys, time
+from mpi4py import MPI
+from flowcept.mpi import instrument
+comm = MPI.COMM_WORLD
+if comm.rank == 0:
+    time.sleep(0.3)            # rank 0 enters last: the others' tasks must not predate the start
+entered = time.time_ns()
+with instrument(comm, workflow_name="start") as prov:
+    @prov.task
+    def f(i):
+        return i
+    f(comm.rank)
+    entries = comm.gather(entered, root=0)
+if comm.rank == 0:
+    print("earliest", min(entries), "rank0", entered)
+"""
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_the_workflow_starts_when_the_earliest_rank_entered(n, run_dir):
+    out = mpirun(n, "-c", START_APP, env_extra={"FLOWCEPT_JOB_ID": f"start{n}"})
+    line = [x for x in out.stdout.splitlines() if x.startswith("earliest")][-1].split()
+    earliest, rank0 = int(line[1]), int(line[3])
+    (doc,) = read_workflows(os.path.join(run_dir, f"start{n}")).values()
+    tasks = read_tasks(os.path.join(run_dir, f"start{n}"))
+    assert len(tasks) == n
+    assert doc["started_at"] <= min(t["start_ns"] for t in tasks)
+    # within the instrument() call of the earliest rank (not rank 0's, 0.3 s later)
+    assert earliest <= doc["started_at"] < rank0
