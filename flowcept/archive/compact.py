@@ -600,6 +600,7 @@ _FIELDS = [(name, fld) for name, fld, _dt in columns()
 # the round's concatenation of the blocks' heads, and the chunks gathered from it in flight
 _CHAIN_BYTES_PER_ROW = 4 * (ROW_BYTES + 8)
 _MAX_CHAINS = 512
+_MAX_OPEN_STORES = 128      # stores open at once in the row and payload passes
 _READ_AHEAD = 32 << 20      # bytes of a store asked for ahead of the index pass (cold stores)
 
 
@@ -635,30 +636,45 @@ def _fill_rows(frame, ref: _BatchRef, cols: Dict[str, np.ndarray], lo: int):
 
 
 class _Reader:
-    """Every store open for reading batches again by key, in any order."""
+    """The stores, opened for reading batches again by key, in any order, from several
+    threads.  A store is opened once (an LMDB environment must not be opened twice in one
+    process) and shared; at most ``_MAX_OPEN_STORES`` stay open (each maps its whole map
+    size of address space), the least recently used idle one closed first."""
 
     def __init__(self, stores: List[str], open_store_at):
-        from contextlib import ExitStack
-        self.stack = ExitStack()
+        from collections import OrderedDict
         self.paths, self.open_store_at = stores, open_store_at
-        self.open: Dict[int, object] = {}
+        self.open: "OrderedDict[int, object]" = OrderedDict()
+        self.users: Dict[int, int] = {}
+        self.lock = threading.Lock()
         self.release = _MapRelease()
 
     def __enter__(self):
-        try:   # all opened here: an environment is opened once per process, then shared
-            for i, path in enumerate(self.paths):
-                self.open[i] = self.stack.enter_context(self.open_store_at(path))
-        except BaseException:
-            self.stack.close()
-            raise
         return self
 
     def __exit__(self, *exc):
         self.release.pending = None     # the maps go away with the stores
-        self.stack.close()
+        with self.lock:
+            while self.open:
+                self.open.popitem(last=False)[1].close()
 
-    def _store(self, i: int):
-        return self.open[i]
+    def _acquire(self, i: int):
+        with self.lock:
+            st = self.open.get(i)
+            if st is None:
+                while len(self.open) >= _MAX_OPEN_STORES:
+                    idle = next((k for k in self.open if not self.users.get(k)), None)
+                    if idle is None:
+                        break
+                    self.open.pop(idle).close()
+                st = self.open[i] = self.open_store_at(self.paths[i])
+            self.open.move_to_end(i)
+            self.users[i] = self.users.get(i, 0) + 1
+            return st
+
+    def _release(self, i: int):
+        with self.lock:
+            self.users[i] -= 1
 
     def frames(self, refs: List[_BatchRef], release: Optional["_MapRelease"] = None):
         """(ref, frame) for each ref, in order; a frame is valid until the next one.  The
@@ -673,13 +689,18 @@ class _Reader:
                 j += 1
             group = refs[i:j]
             got = 0
-            for key, frame in self._store(refs[i].store).scan(keys=[r.key for r in group],
-                                                                zero_copy=True):
-                if got >= len(group) or bytes(key) != group[got].key:
-                    raise ArchiveError("a batch disappeared from its store during compaction")
-                release.next(frame, span=0)
-                yield group[got], frame
-                got += 1
+            store = refs[i].store
+            st = self._acquire(store)
+            try:
+                for key, frame in st.scan(keys=[r.key for r in group], zero_copy=True):
+                    if got >= len(group) or bytes(key) != group[got].key:
+                        raise ArchiveError("a batch disappeared from its store during compaction")
+                    release.next(frame, span=0)
+                    yield group[got], frame
+                    got += 1
+            finally:
+                release.flush()          # while the store's map is still there
+                self._release(store)
             if got != len(group):
                 raise ArchiveError("a batch disappeared from its store during compaction")
             i = j
@@ -1223,7 +1244,8 @@ class _Compaction:
         run_rows = max(int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW, _MIN_BLOCK)
         chain_rows = int(self.memory * _SCAN_SHARE) // _CHAIN_BYTES_PER_ROW
         plan = None
-        if n_old or n_new > run_rows:
+        # chains read every store all along: only when they can all stay open
+        if (n_old or n_new > run_rows) and len(self.stores) <= _MAX_OPEN_STORES:
             plan = _plan_chains(refs, chain_rows - (_archive_block(chain_rows) if n_old else 0))
         if plan is None:
             return self._merge_runs(refs, n_old, n_new, run_rows, reader, cols)

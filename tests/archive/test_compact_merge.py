@@ -161,6 +161,39 @@ def test_chain_merge_equals_in_memory_sort(tmp_path, monkeypatch):
         assert list(f["strings"].asstr()[()]) == list(g["strings"].asstr()[()])
 
 
+def test_many_stores_open_a_few_at_a_time(tmp_path, monkeypatch):
+    """More stores than may stay open: the rows go through sorted runs (chains would read
+    every store all along), the stores are opened and closed as the passes go, and the
+    archive is the same."""
+    base = str(tmp_path / "job")
+    _stores(base)
+    mem = fa.compact(base, str(tmp_path / "mem.h5"), chunk_rows=1000)
+    opened, live = [], [0, 0]          # opens; open now, most open at once
+    real_open = __import__("flowcept.store", fromlist=["open_store_at"]).open_store_at
+
+    def counting_open(path, *a, **k):
+        st = real_open(path, *a, **k)
+        opened.append(path)
+        live[0] += 1
+        live[1] = max(live[1], live[0])
+        real_close = st.close
+
+        def close():
+            live[0] -= 1
+            real_close()
+        st.close = close
+        return st
+
+    monkeypatch.setattr("flowcept.store.open_store_at", counting_open)
+    monkeypatch.setattr(cmod, "_MAX_OPEN_STORES", 2)
+    _force(monkeypatch, "chains")
+    few = fa.compact(base, str(tmp_path / "few.h5"), chunk_rows=1000)
+    assert few.chains == 0 and few.runs > 1 and few.records == 24000
+    assert len(opened) > 2 * 6            # reopened: summaries, index pass, then rows and payloads
+    assert live == [0, 2]                 # never more than the cap open, all closed at the end
+    _same(str(tmp_path / "mem.h5"), str(tmp_path / "few.h5"))
+
+
 def test_chains_follow_the_rings(tmp_path, monkeypatch):
     """Rings whose batches are each in start order form one chain each, however their
     times interleave; a ring whose batches go back in time starts new chains."""
