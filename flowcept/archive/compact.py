@@ -1187,17 +1187,31 @@ class _Compaction:
             self.workflows = {int(k): dict(v) for k, v in existing.workflows_by_id().items()}
             n_old = len(existing)
 
-        total_batches = 0
+        total_batches = expect = 0
         for sp in self.stores:
             with open_store_at(sp) as st:
-                for _k in st.summaries():
+                for _k, summ in st.summaries():
                     total_batches += 1
+                    expect += int(summ.get("n", 0))
         refs: List[_BatchRef] = []
         self.blob_end = payloads.size
+        run_rows = max(int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW, _MIN_BLOCK)
+        # a job whose rows fit in the run buffer (by the stores' summaries): one pass over
+        # the stores, rows and payloads copied as each batch is read
+        one_pass = _Runs(run_rows, expect, self.spill_dir) if not n_old and expect <= run_rows else None
+        try:
+            self._run(refs, n_old, payloads, one_pass, total_batches, open_store_at)
+        finally:
+            if one_pass is not None:
+                one_pass.close()
+
+    def _run(self, refs, n_old, payloads, one_pass, total_batches, open_store_at):
+        existing = self.existing
         bar = _Progress(total_batches, self.progress)
         try:
             for si, sp in enumerate(self.stores):
-                self._index_store(si, sp, refs, n_old, bar, open_store_at)
+                self._index_store(si, sp, refs, n_old, bar, open_store_at,
+                                  None if one_pass is None else (one_pass, payloads))
         finally:
             bar.close()
         n_new = sum(r.m for r in refs)
@@ -1207,15 +1221,19 @@ class _Compaction:
         old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
         g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + self.jobs_seen)))
         cols = _TaskColumns(self.w, n_upper, chunk)
-        with _Reader(self.stores, open_store_at) as reader, ThreadPoolExecutor(1) as blob_thread:
-            stop = threading.Event()
-            blob_done = blob_thread.submit(self._write_payloads, refs, payloads, reader, stop)
-            try:
-                dropped = self._merge_rows(refs, n_old, n_new, reader, cols)
-            except BaseException:
-                stop.set()
-                raise
-            blob_done.result()
+        if one_pass is not None:
+            payloads.close()
+            dropped = self._finish_runs(one_pass, 0, cols)
+        else:
+            with _Reader(self.stores, open_store_at) as reader, ThreadPoolExecutor(1) as blob_thread:
+                stop = threading.Event()
+                blob_done = blob_thread.submit(self._write_payloads, refs, payloads, reader, stop)
+                try:
+                    dropped = self._merge_rows(refs, n_old, n_new, reader, cols)
+                except BaseException:
+                    stop.set()
+                    raise
+                blob_done.result()
         cols.close(self.h5)
         n = cols.n
         self.report.records = n
@@ -1264,7 +1282,6 @@ class _Compaction:
     def _merge_runs(self, refs, n_old, n_new, run_rows, reader, cols) -> int:
         """The rows in scan order through the run buffer: one sorted run in memory when
         everything fits (no merge), else sorted runs in the temporary file merged k-way."""
-        existing = self.existing
         runs = _Runs(run_rows, n_new, self.spill_dir)
         try:
             for ref, frame in reader.frames(refs):
@@ -1272,22 +1289,27 @@ class _Compaction:
                 _fill_rows(frame, ref, rows, 0)
                 runs.commit(ref.m)
             reader.release.flush()
-            sources = ([_ArchiveRun(existing._h5)] if n_old else []) + runs.finish(1 if n_old else 0)
-            self.report.runs = runs.spilled
-            block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
-                        // (max(len(sources), 1) * ROW_BYTES))
-            if len(sources) == 1 and isinstance(sources[0], _MemRun):
-                return cols.write_gathered(sources[0])
-            return _merge(sources, block, cols.append)
+            return self._finish_runs(runs, n_old, cols)
         finally:
             runs.close()
 
+    def _finish_runs(self, runs: "_Runs", n_old: int, cols) -> int:
+        existing = self.existing
+        sources = ([_ArchiveRun(existing._h5)] if n_old else []) + runs.finish(1 if n_old else 0)
+        self.report.runs = runs.spilled
+        block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
+                    // (max(len(sources), 1) * ROW_BYTES))
+        if len(sources) == 1 and isinstance(sources[0], _MemRun):
+            return cols.write_gathered(sources[0])
+        return _merge(sources, block, cols.append)
+
     def _index_store(self, si: int, sp: str, refs: List["_BatchRef"], n_old: int,
-                     bar: _Progress, open_store_at):
+                     bar: _Progress, open_store_at, one_pass=None):
         """The index pass over one store: strings into the table, the place of each
         batch's payload area in the blob, and per batch of task records what the row pass
         needs to read it again (its key, string map, payload offset, count and start-time
-        range).  Payloads are not read here."""
+        range).  Payloads are not read here, unless ``one_pass`` (run buffer, blob): then
+        each batch's rows go into the run buffer and its payloads into the blob as it is read."""
         from flowcept.native.batch import Batch, unpack_batch_key
         strings, report = self.strings, self.report
         seq = n_old + sum(r.m for r in refs)
@@ -1327,8 +1349,15 @@ class _Compaction:
                 lut = luts.setdefault(lut.tobytes(), lut)     # batches of a ring share their table
                 base = self.blob_end
                 self.blob_end += len(b.payload)
-                refs.append(_BatchRef(si, bytes(key), m, int(start.min()), int(start.max()), seq,
-                                      base, lut, strings.id(node), job_id, only_tasks))
+                ref = _BatchRef(si, bytes(key), m, int(start.min()), int(start.max()), seq,
+                                base, lut, strings.id(node), job_id, only_tasks)
+                refs.append(ref)
+                if one_pass is not None:
+                    runs, payloads = one_pass
+                    _fill_rows(frame, ref, runs.reserve(m), 0)
+                    runs.commit(m)
+                    if payloads.append(b.payload) != base:
+                        raise ArchiveError("payload blob out of step with the index")
                 seq += m
                 bar.update(1, m)
             release.flush()
