@@ -1073,9 +1073,6 @@ class _MapRelease:
                 return a, b
         return None
 
-    def _inside(self, lo: int, hi: int) -> bool:
-        return any(a <= lo and hi <= b for a, b in self.ranges)
-
     def next(self, frame, span: Optional[int] = None, window: int = 0):
         """Called with each frame as it arrives, before it is read: releases the previous
         one (copied by now; its address was taken while its view was valid) and reads

@@ -167,7 +167,7 @@ def test_many_stores_open_a_few_at_a_time(tmp_path, monkeypatch):
     archive is the same."""
     base = str(tmp_path / "job")
     _stores(base)
-    mem = fa.compact(base, str(tmp_path / "mem.h5"), chunk_rows=1000)
+    assert fa.compact(base, str(tmp_path / "mem.h5"), chunk_rows=1000).runs == 0
     opened, live = [], [0, 0]          # opens; open now, most open at once
     real_open = __import__("flowcept.store", fromlist=["open_store_at"]).open_store_at
 
@@ -205,7 +205,7 @@ def test_chains_follow_the_rings(tmp_path, monkeypatch):
     recs, pays, strings = synth(1000, start_id=100_001, rank=9)
     recs["start_ns"] = 1_800_000_000_000_000_000 + (np.arange(1000) % 500) * 1000 + 7   # two passes
     write_store(str(base / "store" / "z"), recs, pays, strings, ring_uid=9, per_batch=100)
-    mem = fa.compact(str(base), str(tmp_path / "mem.h5"))
+    assert fa.compact(str(base), str(tmp_path / "mem.h5")).chains == 0
     _force(monkeypatch, "chains")
     ch = fa.compact(str(base), str(tmp_path / "chains.h5"), chunk_rows=512)
     assert ch.chains == 4 + 2 and ch.records == 9000      # ring z: one chain per pass
