@@ -93,7 +93,7 @@ class HelperLeader:
         else:
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "flowcept.node.helper"], stdin=subprocess.PIPE,
+                    [sys.executable, "-c", _BOOT, _package_root()], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, close_fds=True, bufsize=0)
                 proc.stdin.write(json.dumps(hello).encode() + b"\n")
             except OSError as e:
@@ -239,6 +239,17 @@ def open_process_leader(config, job) -> HelperLeader:
     return HelperLeader.spawn(config, job)
 
 
+# The helper imports the very flowcept its parent runs: the directory above
+# this package replaces the current directory at the head of sys.path (a
+# ``flowcept/`` folder where the job runs must not shadow it).
+_BOOT = ("import sys; sys.path[0] = sys.argv[1]; "
+         "from flowcept.node.helper import serve; sys.exit(serve())")
+
+
+def _package_root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _pack(obj) -> str:
     return base64.b64encode(pickle.dumps(obj)).decode()
 
@@ -248,7 +259,8 @@ def _unpack(text: str):
 
 
 # -- the helper process ---------------------------------------------------------
-def _serve() -> int:
+def serve() -> int:
+    """The helper process's main loop (see the module docstring)."""
     import resource
     import signal
     from flowcept.config import build_config
@@ -339,4 +351,4 @@ def _watch_parent(parent: int, orphaned) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve())
+    sys.exit(serve())

@@ -216,3 +216,30 @@ def test_recovery_leaves_a_ring_alone_while_a_live_leader_holds_it(tmp_path):
         holder.wait(timeout=30)
     report = recover_job("j2", config=config)
     assert report.records == 100 and not os.path.exists(path)
+
+
+def test_a_flowcept_folder_where_the_job_runs_does_not_shadow_the_leader(tmp_path):
+    work = tmp_path / "work"
+    (work / "flowcept").mkdir(parents=True)
+    (work / "flowcept" / "__init__.py").write_text("raise ImportError('the wrong flowcept')\n")
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        from flowcept import Flowcept, flowcept_task
+        from flowcept.capture import session as runtime
+
+        @flowcept_task
+        def f(x):
+            return x
+
+        with Flowcept(workflow_name="w"):
+            f(1)
+            d = runtime.current().drainer
+            assert d._fallback is None and d.proc is not None
+        print("ok")
+    """))
+    env = _env(tmp_path)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=str(work))
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+    assert "leader process failed" not in r.stderr
+    assert len(_f_tasks(tmp_path)) == 1
