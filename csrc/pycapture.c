@@ -693,27 +693,13 @@ static int np_stats_of(const np_type *ty, const char *p, Py_ssize_t n,
     return 1;
 }
 
-/* 1 if the array's elements in C order are its memory, else 0 (dims of 1
- * do not count). */
-static int np_c_contiguous(const np_array_head *a, Py_intptr_t itemsize)
+/* 1 if the array's elements in C order (fortran: Fortran order) are its
+ * memory, else 0 (dims of 1 do not count). */
+static int np_contiguous(const np_array_head *a, Py_intptr_t itemsize, int fortran)
 {
     Py_intptr_t want = itemsize;
-    for (int i = a->nd - 1; i >= 0; i--) {
-        if (a->dimensions[i] == 0)
-            return 1;
-        if (a->dimensions[i] != 1) {
-            if (a->strides[i] != want)
-                return 0;
-            want *= a->dimensions[i];
-        }
-    }
-    return 1;
-}
-
-static int np_f_contiguous(const np_array_head *a, Py_intptr_t itemsize)
-{
-    Py_intptr_t want = itemsize;
-    for (int i = 0; i < a->nd; i++) {
+    for (int k = 0; k < a->nd; k++) {
+        int i = fortran ? k : a->nd - 1 - k;
         if (a->dimensions[i] == 0)
             return 1;
         if (a->dimensions[i] != 1) {
@@ -738,7 +724,7 @@ static int np_run(const np_array_head *a, Py_intptr_t itemsize, Py_intptr_t *str
             s = a->strides[i];
         }
     if (axes > 1) {
-        if (!np_c_contiguous(a, itemsize) && !np_f_contiguous(a, itemsize))
+        if (!np_contiguous(a, itemsize, 0) && !np_contiguous(a, itemsize, 1))
             return 0;
         s = itemsize;
     }
@@ -831,7 +817,7 @@ static int enc_ndarray(fc_mp_buf *b, PyObject *o, const np_cfg *np)
     int body;                      /* 0 nbytes, 1 data, 2 statistics */
     Py_intptr_t stride = 0;
     if (np->mode == NP_FULL && nbytes <= np->max_payload) {
-        if (size != 0 && !np_c_contiguous(a, ty->size))
+        if (size != 0 && !np_contiguous(a, ty->size, 0))
             return 0;
         body = 1;
     } else if (np->mode != NP_SHAPE && size > 0 && size <= np->stats_max &&
