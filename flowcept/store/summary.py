@@ -12,6 +12,14 @@ from flowcept.record.payload import (ACTIVITY_OVERFLOW, FLAG_NAME_IN_PAYLOAD, Pa
                                      decode_map, split_name)
 
 
+def prepare() -> None:
+    """Loads what ``summarize`` would load on its first call: numpy's
+    ``np.unique`` imports ``numpy.ma`` lazily, 40+ ms during which a
+    leader's first batch waits and a tight loop's ring fills.  A store
+    opened for writing calls it."""
+    import numpy.ma  # noqa: F401
+
+
 def summarize(batch: Batch) -> dict:
     """The per-batch index entry.  Works on columns (no structured copies):
     this runs once per batch on the ingest path."""
