@@ -275,7 +275,9 @@ class Drainer:
                 self.replay_spool()
             except Exception:
                 log.exception("flowcept spool replay failed; retrying")
-            self._stop.wait(wait)
+            # a plain sleep: Event.wait allocates a lock per call, which was most of
+            # an idle leader's CPU; stop() waits at most ``longest`` for this thread
+            time.sleep(wait)
             wait = min(wait * 2, longest)
 
     def stop(self) -> int:
