@@ -2,7 +2,8 @@
 
 ``private_dir`` makes owner-only directories, ``atomic_write`` replaces a
 file's contents in one rename (never a half-written file), ``process_alive``
-tells whether a pid exists.
+tells whether a pid exists, ``redact_url`` takes the password out of a URL
+before it is shown.
 """
 from __future__ import annotations
 
@@ -72,3 +73,21 @@ def atomic_write(path: str, data, *, fsync: bool = False) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (the user name kept): what messages show."""
+    import urllib.parse
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable url>"
+    if password is None:
+        return url
+    if port:
+        host = f"{host}:{port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

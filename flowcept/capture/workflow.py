@@ -240,6 +240,7 @@ class Flowcept:
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"//:?[^@/]*@", "//***@", url)
+    from flowcept.osutil import redact_url
+    return redact_url(url)
 
 

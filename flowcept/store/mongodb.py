@@ -42,6 +42,7 @@ import numpy as np
 
 from flowcept.config import Option
 from flowcept.errors import StoreError
+from flowcept.osutil import redact_url as redact
 from flowcept.native.batch import Batch
 from flowcept.record.document import task_document
 from flowcept.record.layout import FLAG_WORKFLOW, node_of
@@ -61,19 +62,6 @@ OPTIONS = (
 )
 
 TASK_INDEXES = ("workflow_id", "activity_id", "started_at", "status", "task_id")
-
-
-def redact(url: str) -> str:
-    try:
-        p = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if p.password is None:
-        return url
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return urllib.parse.urlunsplit((p.scheme, f"{p.username}:***@{host}", p.path, p.query, ""))
 
 
 def _pymongo():

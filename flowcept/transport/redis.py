@@ -31,6 +31,7 @@ from typing import List, Optional, Tuple
 
 from flowcept.config import Option
 from flowcept.errors import ConfigError
+from flowcept.osutil import redact_url as redact
 from flowcept.transport import Entry as _Entry
 from flowcept.transport import Source, Transport, TransportUnavailable
 
@@ -60,7 +61,6 @@ OPTIONS = (
 # -- URLs ---------------------------------------------------------------
 def split_urls(text: str) -> List[str]:
     """The URLs of a transport_url (comma-separated); validated."""
-    from flowcept.config import ConfigError
     urls = [u.strip() for u in (text or DEFAULT_URL).split(",") if u.strip()]
     if not urls:
         urls = [DEFAULT_URL]
@@ -71,22 +71,6 @@ def split_urls(text: str) -> List[str]:
                 f"transport_url {redact(u)!r}: not a Redis URL; use redis://[:password@]host:port/db "
                 "or rediss://... for TLS (several: comma-separated)")
     return urls
-
-
-def redact(url: str) -> str:
-    """The URL without its password (user name kept)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def pick_url(urls: List[str], node: str) -> str:
