@@ -72,6 +72,7 @@ class Drainer:
         self.records = 0
         self.batches = 0
         self._lock = threading.Lock()   # one pass at a time (thread + final drain)
+        self.due_share = 4   # a lazy pass takes a ring once 1/due_share of it is full
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -191,7 +192,7 @@ class Drainer:
         backlog = self._stats.head - self._stats.tail
         if backlog == 0:
             return False
-        if backlog * 4 >= self._stats.capacity or self._stats.closed:
+        if backlog * self.due_share >= self._stats.capacity or self._stats.closed:
             return True
         return now - self._last_publish.setdefault(ring.path, now) >= latency
 
