@@ -332,6 +332,77 @@ int64_t fc_ring_pack(fc_ring *r, void *bufv, uint64_t cap,
 }
 
 /* ------------------------------------------------------------------ */
+/* Summary                                                             */
+/* ------------------------------------------------------------------ */
+
+int fc_batch_summarize(const void *bufv, uint64_t len, fc_batch_summary *out,
+                       uint32_t *acts, uint64_t *wfs, uint32_t max_wfs)
+{
+    const uint8_t *buf = bufv;
+    fc_batch_header h;
+    if (!buf || !out || len < FC_BATCH_HEADER_SIZE)
+        return -EBADMSG;
+    memcpy(&h, buf, sizeof h);
+    if (h.records_off > len || (uint64_t)h.record_count > (len - h.records_off) / FC_RECORD_SIZE ||
+        (uint64_t)h.string_count > len / 4)   /* each string has a 4-byte length */
+        return -EBADMSG;
+    memset(out, 0, sizeof *out);
+    out->t0 = out->e0 = INT64_MAX;
+    out->t1 = out->s1 = INT64_MIN;
+    out->id0 = UINT64_MAX;
+    out->r0 = UINT32_MAX;
+    /* one bit per string id: which activity ids occur */
+    uint32_t words = (h.string_count + 63) / 64;
+    uint64_t *seen = words ? calloc(words, sizeof *seen) : NULL;
+    if (words && !seen)
+        return -ENOMEM;
+    int rc = 0;
+    const uint8_t *p = buf + h.records_off;
+    for (uint32_t i = 0; i < h.record_count; i++, p += FC_RECORD_SIZE) {
+        fc_task_record r;
+        memcpy(&r, p, sizeof r);
+        if (r.flags & FC_FLAG_WORKFLOW) {
+            out->workflows++;
+            continue;
+        }
+        out->tasks++;
+        if (r.start_ns < out->t0) out->t0 = r.start_ns;
+        if (r.start_ns > out->s1) out->s1 = r.start_ns;
+        if (r.end_ns > out->t1) out->t1 = r.end_ns;
+        if (r.end_ns < out->e0) out->e0 = r.end_ns;
+        if (r.task_id < out->id0) out->id0 = r.task_id;
+        if (r.task_id > out->id1) out->id1 = r.task_id;
+        if (r.rank < out->r0) out->r0 = r.rank;
+        if (r.rank > out->r1) out->r1 = r.rank;
+        out->errors += r.status == FC_STATUS_ERROR;
+        if (r.activity_id == FC_ACTIVITY_OVERFLOW)
+            out->overflow++;
+        else if (r.activity_id < h.string_count)
+            seen[r.activity_id / 64] |= 1ull << (r.activity_id % 64);
+        else
+            rc = -E2BIG;
+        /* workflow ids: almost always one; kept sorted */
+        uint32_t k = 0;
+        while (k < out->n_wfs && wfs[k] < r.workflow_id)
+            k++;
+        if (k == out->n_wfs || wfs[k] != r.workflow_id) {
+            if (out->n_wfs == max_wfs) {
+                rc = -E2BIG;
+                continue;
+            }
+            memmove(wfs + k + 1, wfs + k, (out->n_wfs - k) * sizeof *wfs);
+            wfs[k] = r.workflow_id;
+            out->n_wfs++;
+        }
+    }
+    for (uint32_t w = 0; w < words; w++)
+        for (uint64_t bits = seen[w]; bits; bits &= bits - 1)
+            acts[out->n_acts++] = w * 64 + (uint32_t)__builtin_ctzll(bits);
+    free(seen);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Validation                                                          */
 /* ------------------------------------------------------------------ */
 

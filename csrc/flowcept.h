@@ -255,6 +255,30 @@ int64_t fc_spool_pack(fc_ring *ring, const char *spool_path, uint64_t offset,
  *             FC_ACTIVITY_OVERFLOW record lacks its name prefix */
 int fc_batch_validate(const void *buf, uint64_t len);
 
+/* The index entry of a batch (what a store keeps to skip whole batches in
+ * queries), over its task records (workflow records are only counted). */
+typedef struct fc_batch_summary {
+    uint32_t tasks;       /* task records */
+    uint32_t workflows;   /* workflow records */
+    uint32_t errors;      /* task records with FC_STATUS_ERROR */
+    uint32_t overflow;    /* task records naming FC_ACTIVITY_OVERFLOW */
+    int64_t t0, t1;       /* min start_ns, max end_ns */
+    int64_t s1, e0;       /* max start_ns, min end_ns */
+    uint64_t id0, id1;    /* min, max task_id */
+    uint32_t r0, r1;      /* min, max rank */
+    uint32_t n_acts;      /* distinct activity ids (below string_count), ascending, in acts */
+    uint32_t n_wfs;       /* distinct workflow ids, ascending, in wfs */
+} fc_batch_summary;
+
+/* Fills *out from a frame whose layout (offsets, record count) is sound.
+ * acts must hold string_count entries, wfs max_wfs.  Returns 0, -EBADMSG
+ * for a frame whose records lie outside [buf, buf+len), or -E2BIG when a
+ * task record's activity id is neither below string_count nor
+ * FC_ACTIVITY_OVERFLOW, or there are more than max_wfs workflow ids (the
+ * caller computes those batches another way). */
+int fc_batch_summarize(const void *buf, uint64_t len, fc_batch_summary *out,
+                       uint32_t *acts, uint64_t *wfs, uint32_t max_wfs);
+
 /* CRC32C (Castagnoli) of a buffer, continuing from `crc` (start with 0). */
 uint32_t fc_crc32c(uint32_t crc, const void *buf, uint64_t len);
 

@@ -176,7 +176,12 @@ def test_two_keepers_split_one_stream(redis_server, tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     try:
-        time.sleep(0.5)
+        # both keepers reading before the frames come (a keeper that starts late on a
+        # loaded machine would find the other one done)
+        deadline = time.monotonic() + 60
+        while len(c.xinfo_consumers("flowcept", "flowcept-keepers")) < 2:
+            assert time.monotonic() < deadline, "the keepers did not join the group in 60 s"
+            time.sleep(0.05)
         pipe = c.pipeline(transaction=False)
         for f in frames:
             pipe.xadd("flowcept", {b"f": f, b"key": frame_key(f)})
