@@ -273,6 +273,34 @@ static void t_empty_frame_valid(void)
     CHECK(fc_batch_validate(buf, 96) == 0);
 }
 
+static void t_summary(void)
+{
+    int64_t len;
+    uint8_t *buf = make_frame(&len, 10);
+    CHECK(buf && len > 0);
+    fc_batch_summary s;
+    uint32_t acts[16];
+    uint64_t wfs[4];
+    fc_batch_header h;
+    memcpy(&h, buf, sizeof h);
+    CHECK(h.string_count <= 16);
+    int rc = fc_batch_summarize(buf, (uint64_t)len, &s, acts, wfs, 4);
+    int ok = rc == 0 && s.tasks == 10 && s.workflows == 0 && s.errors == 0 && s.overflow == 0 &&
+             s.t0 == 0 && s.t1 == 10 && s.s1 == 9 && s.e0 == 1 && s.id0 == 1 && s.id1 == 10 &&
+             s.r0 == 3 && s.r1 == 3 && s.n_acts == 2 && acts[0] == 0 && acts[1] == 1 &&
+             s.n_wfs == 1 && wfs[0] == 9;
+    /* no room for the workflow ids: left to the caller */
+    int big = fc_batch_summarize(buf, (uint64_t)len, &s, acts, wfs, 0) == -E2BIG;
+    /* records beyond the buffer */
+    h.record_count = 1u << 30;
+    memcpy(buf, &h, sizeof h);
+    int bad = fc_batch_summarize(buf, (uint64_t)len, &s, acts, wfs, 4) == -EBADMSG;
+    free(buf);
+    CHECK(ok);
+    CHECK(big);
+    CHECK(bad);
+}
+
 int main(void)
 {
     static const fc_test tests[] = {
@@ -281,6 +309,7 @@ int main(void)
         { "validate_semantic", t_validate_semantic },
         { "validate_garbage", t_validate_garbage },
         { "empty_frame_valid", t_empty_frame_valid },
+        { "summary", t_summary },
     };
     int rc = FC_RUN_TESTS(tests);
     return rc;
