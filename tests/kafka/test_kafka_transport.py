@@ -178,7 +178,8 @@ def test_rebalance_while_keepers_come_and_go_loses_and_doubles_nothing(kafka_ser
     nodes = ["a", "b", "c", "d", "e", "f", "g", "h"]
     want = []
     for i, n in enumerate(nodes):
-        fs = [make_frame(s, 300, ring_uid=i + 1)[0] for s in range(20)]
+        # enough that the first keeper cannot take everything before the others join
+        fs = [make_frame(s, 300, ring_uid=i + 1)[0] for s in range(60)]
         publish(cfg, fs, n)
         want += [frame_key(f) for f in fs]
     store = str(tmp_path / "store")
