@@ -45,6 +45,35 @@ def http(method, url, body=None, headers=None, timeout=30):
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
+    except urllib.error.URLError as e:
+        if data is None or not isinstance(e.reason, (BrokenPipeError, ConnectionResetError)):
+            raise
+        # the server answered (e.g. 413) and closed before the whole body was sent:
+        # send it again without waiting to finish, and read what the server says
+        return _early_answer(method, url, data, headers, timeout)
+
+
+def _early_answer(method, url, data, headers, timeout):
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        path = u.path + (f"?{u.query}" if u.query else "")
+        conn.putrequest(method, path)
+        for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                     **(headers or {})}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        try:
+            for i in range(0, len(data), 65536):
+                conn.send(data[i:i + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = conn.getresponse()
+        return r.status, dict(r.headers), r.read()
+    finally:
+        conn.close()
 
 
 def get_json(url, **kw):
