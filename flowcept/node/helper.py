@@ -14,8 +14,8 @@ pipe (one JSON line each way).  The helper runs the same ``Drainer``.
 
 Lifecycle and failure rules:
   * the helper is started by ``HelperLeader.spawn`` with the configuration
-    as a value (it reads no environment); ``wait_ready`` waits until its
-    transport is open.  If it cannot start, or dies later, the proxy opens a
+    as a value (it reads no environment); the first request waits until
+    its transport is open.  If it cannot start, or dies later, the proxy opens a
     ``Drainer`` in this process and goes on with it: records are released
     from a ring only after they are durable, so nothing is lost and nothing
     is stored twice (batch ids are the same).
@@ -109,20 +109,6 @@ class HelperLeader:
             leader._fail_over(None)
         return leader
 
-    def wait_ready(self) -> None:
-        """Waits until the helper has opened its transport (or fails over)."""
-        if self._ready or self._fallback is not None:
-            return
-        try:
-            with self._lock:
-                reply = self._reply(READY_TIMEOUT_S)
-            if not reply.get("ok"):
-                raise HelperGone(reply.get("error", "refused to start"))
-            self._note(reply)
-            self._ready = True
-        except HelperGone as e:
-            self._fail_over(e)
-
     # -- the Drainer's methods -----------------------------------------------
     def adopt(self, path: str) -> None:
         if path not in self.paths:
@@ -162,7 +148,7 @@ class HelperLeader:
         if self._fallback is None:
             try:
                 with self._lock:
-                    if not self._ready:
+                    if not self._ready:   # the first request waits for the helper's start
                         reply = self._reply(READY_TIMEOUT_S)
                         if not reply.get("ok"):
                             raise HelperGone(reply.get("error", "refused to start"))

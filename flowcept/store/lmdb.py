@@ -32,7 +32,7 @@ from flowcept.errors import StoreError
 from flowcept.native.batch import Batch
 from flowcept.record.payload import PayloadError, decode_map
 from flowcept.store import META, Store, write_meta
-from flowcept.store.summary import prepare, summarize, workflow_docs
+from flowcept.store.summary import summarize, workflow_docs
 
 log = logging.getLogger("flowcept.store.lmdb")
 
@@ -88,8 +88,6 @@ class LmdbStore(Store):
         map_size = config.lmdb_map_size if config else 1 << 36
         self._txns = {}   # shard -> open write transaction (stage/commit_staged)
         self.envs = []
-        if not readonly:
-            prepare()
         for i in range(shards):
             shard = os.path.join(path, f"shard-{i:03d}")
             if not readonly:

@@ -12,14 +12,6 @@ from flowcept.record.payload import (ACTIVITY_OVERFLOW, FLAG_NAME_IN_PAYLOAD, Pa
                                      decode_map, split_name)
 
 
-def prepare() -> None:
-    """Loads what ``summarize`` would load on its first call: numpy's
-    ``np.unique`` imports ``numpy.ma`` lazily, 40+ ms during which a
-    leader's first batch waits and a tight loop's ring fills.  A store
-    opened for writing calls it."""
-    import numpy.ma  # noqa: F401
-
-
 MAX_WORKFLOWS = 64   # distinct workflow ids the C summary lists (more: the numpy one)
 
 
