@@ -27,7 +27,6 @@ its time budget or a service at its concurrency bound answers 503.  Bound to
 
 import hmac
 import ipaddress
-import json
 import threading
 from typing import Any, List, Optional, Union
 
@@ -150,11 +149,29 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     def tasks_stream(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                      sort: Optional[str] = SortQ, limit: Optional[int] = None,
                      source: Optional[str] = SourceQ):
-        docs = run(lambda: list(access.iter_tasks(source, filter, projection, sort, limit)))
+        # checked, and its first block found, before the answer starts (errors are 4xx/503);
+        # then streamed block by block under the query's budget and a concurrency slot
+        from flowcept.query.documents import dumps, dumps_lines
+        if not gate.acquire(timeout=access.query_timeout):
+            raise QueryTimeout("the service is busy with other queries; retry shortly")
+        try:
+            parts = access.iter_pages(source, filter, projection, sort, limit)
+            first = next(parts, None)
+        except BaseException:
+            gate.release()
+            raise
 
         def lines():
-            for k in range(0, len(docs), 256):
-                yield "".join(json.dumps(d) + "\n" for d in docs[k:k + 256])
+            try:
+                if first:
+                    yield dumps_lines(first)
+                for part in parts:
+                    yield dumps_lines(part)
+            except QueryTimeout as e:   # the answer has begun: its last line says why it stops
+                yield dumps({"error": str(e)}) + b"\n"
+            finally:
+                parts.close()
+                gate.release()
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get("/api/v1/tasks/{task_id}")
