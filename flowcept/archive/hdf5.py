@@ -178,7 +178,7 @@ class PayloadChunks:
         self.raw_ok = bool(ds.chunks) and all(f in (_FILTER_DEFLATE, _FILTER_SHUFFLE)
                                               for f in (self.pipeline or []))
 
-    def _chunk(self, k: int) -> np.ndarray:
+    def _chunk(self, k: int) -> bytes:
         with self.lock:
             c = self.cache.get(k)
             if c is not None:
@@ -192,9 +192,9 @@ class PayloadChunks:
             for j in range(len(self.pipeline) - 1, -1, -1):
                 if not mask >> j & 1 and self.pipeline[j] == _FILTER_DEFLATE:
                     data = _inflate(data)
-            c = np.frombuffer(data, np.uint8, count=hi - lo)
+            c = bytes(data[:hi - lo])
         else:
-            c = self.ds[lo:hi]
+            c = self.ds[lo:hi].tobytes()
         with self.lock:
             self.cache[k] = c
             while len(self.cache) > self.cap:
@@ -202,7 +202,8 @@ class PayloadChunks:
         return c
 
     def read(self, offs, lens) -> List[bytes]:
-        """Bytes [off, off + len) of each row."""
+        """Bytes [off, off + len) of each row: the rows within one chunk are
+        sliced from it together (a chunk is read and inflated once)."""
         offs = np.asarray(offs, np.int64)
         lens = np.asarray(lens, np.int64)
         if self.whole is not None:
@@ -210,20 +211,24 @@ class PayloadChunks:
             return [w[o:o + n].tobytes() if n else b"" for o, n in zip(offs.tolist(), lens.tolist())]
         out: List[bytes] = [b""] * len(offs)
         C = self.chunk
-        first = offs // C
-        order = np.argsort(first, kind="stable")
-        for j in order.tolist():
+        k0 = offs // C
+        k1 = (offs + np.maximum(lens, 1) - 1) // C
+        one = (k0 == k1) & (lens > 0)
+        if one.any():
+            sel = np.flatnonzero(one)
+            order = sel[np.argsort(k0[sel], kind="stable")]
+            ks = k0[order]
+            cuts = np.flatnonzero(np.diff(ks)) + 1
+            for grp in np.split(order, cuts):
+                k = int(k0[grp[0]])
+                c = self._chunk(k)
+                base = k * C
+                for j, o, n in zip(grp.tolist(), (offs[grp] - base).tolist(), lens[grp].tolist()):
+                    out[j] = c[o:o + n]
+        for j in np.flatnonzero(~one & (lens > 0)).tolist():
             o, n = int(offs[j]), int(lens[j])
-            if not n:
-                continue
-            k0, k1 = o // C, (o + n - 1) // C
-            if k0 == k1:
-                c = self._chunk(k0)
-                out[j] = c[o - k0 * C:o - k0 * C + n].tobytes()
-            else:
-                parts = [self._chunk(k) for k in range(k0, k1 + 1)]
-                blob = np.concatenate(parts)
-                out[j] = blob[o - k0 * C:o - k0 * C + n].tobytes()
+            blob = b"".join(self._chunk(k) for k in range(o // C, (o + n - 1) // C + 1))
+            out[j] = blob[o - (o // C) * C:o - (o // C) * C + n]
         return out
 
 

@@ -32,8 +32,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from flowcept.query.documents import documents, sort_docs, sort_key
-from flowcept.query.filters import MISSING, Columns, as_list, is_number, mask, match_value
+from flowcept.query.documents import documents, payload_documents, sort_docs, sort_key
+from flowcept.query.filters import MISSING, Columns, as_list, get_path, is_number, mask, match_value
 from flowcept.query.frames import Block, decode_frame
 from flowcept.query.limits import UNBOUNDED, Budget
 from flowcept.query.prune import batch_may_match
@@ -229,9 +229,10 @@ class BlockColumns(Columns):
 
     def field_mask(self, field, op, arg, rows):
         root = field.split(".", 1)[0]
-        if root in PAYLOAD_ROOTS:
-            return None
         n = len(rows)
+        if root in PAYLOAD_ROOTS:
+            docs = self.documents(rows)
+            return _values_mask([get_path(d, field) for d in docs], op, arg)
         if "." in field or root not in FIXED_FIELDS:
             return np.full(n, match_value(MISSING, op, arg))
         c = self.block.cols
@@ -307,14 +308,45 @@ class BlockColumns(Columns):
         return np.fromiter((match_value(v, op, arg) for v in vals), bool, n)
 
     def documents(self, rows):
+        """Per row, the payload fields of its document (decoded once per row)."""
         rows = np.asarray(rows, np.int64)
-        missing = [r for r in rows.tolist() if r not in self._docs]
+        known = self._docs
+        missing = [r for r in rows.tolist() if r not in known]
         for k in range(0, len(missing), 4096):
             part = missing[k:k + 4096]
             self.budget.check()
-            for r, d in zip(part, documents(self.block, part)):
-                self._docs[r] = d
-        return [self._docs[r] for r in rows.tolist()]
+            for r, d in zip(part, payload_documents(self.block, part)):
+                known[r] = d
+        return [known[r] for r in rows.tolist()]
+
+
+_NUMERIC = (int, float)
+
+
+def _values_mask(values: list, op: str, arg) -> np.ndarray:
+    """One operator over values taken from documents (MISSING where absent):
+    numpy when they are all plain numbers (or text compared for equality),
+    else match_value one by one."""
+    n = len(values)
+    kinds = {type(v) for v in values}
+    if op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte") and kinds and is_number(arg):
+        if kinds <= {int}:
+            try:
+                arr = np.array(values, np.int64)
+            except OverflowError:
+                arr = None
+            if arr is not None:
+                m = _num_cmp(arr, "$eq" if op == "$ne" else op, arg)
+                return ~m if op == "$ne" else m
+        elif kinds <= {float} or (kinds <= {int, float} and
+                                  all(abs(v) < (1 << 53) for v in values if type(v) is int)):
+            arr = np.array(values, np.float64)
+            m = _num_cmp(arr, "$eq" if op == "$ne" else op, arg)
+            return ~m if op == "$ne" else m
+    if op in ("$eq", "$ne") and isinstance(arg, str) and kinds == {str}:
+        m = np.array(values, dtype=object) == arg
+        return ~m if op == "$ne" else m
+    return np.fromiter((match_value(v, op, arg) for v in values), bool, n)
 
 
 def block_mask(block: Block, cond: Optional[dict], budget: Budget = UNBOUNDED) -> np.ndarray:
