@@ -79,6 +79,14 @@ class Table:
         """A value that changes when the table's contents change (for caches)."""
         return None
 
+    @property
+    def values(self) -> ValueCache:
+        """The table's cache of payload values filters looked at."""
+        v = self.__dict__.get("_values")
+        if v is None:
+            v = self.__dict__["_values"] = ValueCache()
+        return v
+
     def close(self) -> None:
         pass
 
@@ -210,9 +218,10 @@ class BlockColumns(Columns):
     field in a task document: exact answers for every fixed field, None
     (the documents decide) for payload fields."""
 
-    def __init__(self, block: Block, budget: Budget = UNBOUNDED):
+    def __init__(self, block: Block, budget: Budget = UNBOUNDED, values: Optional[ValueCache] = None):
         self.block = block
         self.budget = budget
+        self.values = values if block.key is not None else None
         self._docs: Dict[int, dict] = {}
         self._memo: Dict[tuple, bool] = {}
         self._cols: Dict[str, np.ndarray] = {}
@@ -231,8 +240,7 @@ class BlockColumns(Columns):
         root = field.split(".", 1)[0]
         n = len(rows)
         if root in PAYLOAD_ROOTS:
-            docs = self.documents(rows)
-            return _values_mask([get_path(d, field) for d in docs], op, arg)
+            return _values_mask(self._payload_values(field, rows), op, arg)
         if "." in field or root not in FIXED_FIELDS:
             return np.full(n, match_value(MISSING, op, arg))
         c = self.block.cols
@@ -307,6 +315,19 @@ class BlockColumns(Columns):
                 for w, i in zip(wf.tolist(), ids.tolist())]
         return np.fromiter((match_value(v, op, arg) for v in vals), bool, n)
 
+    def _payload_values(self, field: str, rows) -> list:
+        """The field's value in each row's document (MISSING where absent)."""
+        if self.values is None:
+            return [get_path(d, field) for d in self.documents(rows)]
+        key = (self.block.key, field)
+        every = self.values.get(key)
+        if every is None:
+            every = [get_path(d, field) for d in self.documents(np.arange(self.block.n))]
+            self.values.put(key, every)
+        if len(rows) == self.block.n:
+            return every
+        return [every[r] for r in np.asarray(rows).tolist()]
+
     def documents(self, rows):
         """Per row, the payload fields of its document (decoded once per row)."""
         rows = np.asarray(rows, np.int64)
@@ -349,12 +370,46 @@ def _values_mask(values: list, op: str, arg) -> np.ndarray:
     return np.fromiter((match_value(v, op, arg) for v in values), bool, n)
 
 
-def block_mask(block: Block, cond: Optional[dict], budget: Budget = UNBOUNDED) -> np.ndarray:
+def block_mask(block: Block, cond: Optional[dict], budget: Budget = UNBOUNDED,
+               values: Optional["ValueCache"] = None) -> np.ndarray:
     """Rows of the block that match the filter (exact), as row numbers."""
     if not cond:
         return np.arange(block.n)
-    m, _exact = mask(cond, BlockColumns(block, budget), np.arange(block.n))
+    m, _exact = mask(cond, BlockColumns(block, budget, values), np.arange(block.n))
     return np.flatnonzero(m)
+
+
+class ValueCache:
+    """Payload values a filter looked at, per block and field (``used.step``
+    of every row of a batch): the next query on that field (the count, the
+    next page) compares them again without decoding the payloads.  Blocks
+    never change once stored, so entries stay right; at most ``max_values``
+    values are kept, least recently used first out."""
+
+    def __init__(self, max_values: int = 8_000_000):
+        import threading
+        from collections import OrderedDict
+        self.max_values = max_values
+        self.held = 0
+        self.items: "OrderedDict[tuple, list]" = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            v = self.items.get(key)
+            if v is not None:
+                self.items.move_to_end(key)
+            return v
+
+    def put(self, key, values: list) -> None:
+        with self.lock:
+            if key in self.items or len(values) > self.max_values:
+                return
+            self.items[key] = values
+            self.held += len(values)
+            while self.held > self.max_values:
+                _k, old = self.items.popitem(last=False)
+                self.held -= len(old)
 
 
 # -- matching, counting --------------------------------------------------------------------
@@ -364,7 +419,7 @@ def matching(table: Table, cond: Optional[dict], budget: Budget = UNBOUNDED,
     refs = table.refs(cond) if refs is None else refs
     for ref, block in table.blocks(refs):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if len(rows):
             yield ref, block, rows
 
@@ -572,7 +627,7 @@ def page(table: Table, cond: Optional[dict], order, limit: int, offset: int = 0,
     bid = 0
     for ref, block in _lazy_blocks(table, refs, cand_holder, best, order, k):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if not len(rows):
             continue
         keys = _Keys.of(block, rows, order, bid)
@@ -725,7 +780,7 @@ def _ordered_bounded(table, refs, best, cond, order, budget, chunk):
     bid = 0
     for i, (ref, block) in enumerate(table.blocks(refs)):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if len(rows):
             new.append(_Keys.of(block, rows, order, bid))
             blocks[bid] = block
@@ -758,7 +813,7 @@ def _ordered_all(table, refs, cond, order, budget, chunk):
     bid = 0
     for ref, block in table.blocks(refs):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if not len(rows):
             continue
         k = _Keys.of(block, rows, order, bid)
