@@ -294,9 +294,9 @@ def bench_serve(run, h5, n, clients=16, per_client=40):
 
             def client(i, distinct):
                 out = []
-                for k in range(per_client):
-                    flt = ({"status": "ERROR", "rank": (i * per_client + k) % 16,
-                            "activity_id": ["timestep", "diffuse", "residual", "exchange_halos"][k % 4]}
+                for k in range(4 if distinct else per_client):
+                    flt = ({"status": "ERROR", "rank": i,
+                            "activity_id": ["timestep", "diffuse", "residual", "exchange_halos"][k]}
                            if distinct else {"status": "ERROR"})
                     out.append(get(flt))
                 return out
@@ -304,6 +304,7 @@ def bench_serve(run, h5, n, clients=16, per_client=40):
                 with cf.ThreadPoolExecutor(clients) as pool:
                     lat = sorted(x for part in pool.map(lambda i: client(i, distinct), range(clients))
                                  for x in part)
+
                 emit(what="serve first page", source=kind, clients=clients, requests=len(lat),
                      filters="one per request (64 distinct)" if distinct else "the same",
                      p50_ms=round(1e3 * np.percentile(lat, 50), 1),

@@ -123,19 +123,26 @@ def test_exports_agree(million_job, tmp_path):
     duckdb = pytest.importorskip("duckdb")
     from flowcept.access.parquet import export_parquet
     from flowcept.access.perfetto import export_perfetto
-    pa = export_parquet(million_job["run"], str(tmp_path / "lm.parquet"), progress=False)
-    pb = export_parquet(million_job["h5"], str(tmp_path / "h5.parquet"), progress=False)
+    # the columns from both sources; the payloads (JSON text) from one, read back by pandas and DuckDB
+    pa = export_parquet(million_job["run"], str(tmp_path / "lm.parquet"), payload="none", progress=False)
+    pb = export_parquet(million_job["h5"], str(tmp_path / "h5.parquet"), payload="none", progress=False)
     da, db = pd.read_parquet(pa), pd.read_parquet(pb)
     assert len(da) == million_job["n"]
     pd.testing.assert_frame_equal(da, db)
-    dd = duckdb.sql(f"SELECT * FROM '{pb}'").df()
+    pj = export_parquet(million_job["h5"], str(tmp_path / "h5json.parquet"), progress=False)
+    dj = pd.read_parquet(pj)
+    pd.testing.assert_frame_equal(dj[list(db.columns)], db)
+    dd = duckdb.sql(f"SELECT * FROM '{pj}'").df()
 
     def values(df):   # the same values whatever the reader's dtypes for text and nulls
         return df.astype(object).where(df.notna(), None)
-    pd.testing.assert_frame_equal(values(dd), values(db), check_dtype=False)
-    assert list(dd.columns) == list(db.columns)
+    pd.testing.assert_frame_equal(values(dd), values(dj), check_dtype=False)
+    assert list(dd.columns) == list(dj.columns)
     errors = duckdb.sql(f"SELECT count(*) AS n FROM '{pa}' WHERE status = 'ERROR'").df()["n"][0]
     assert errors == Access([million_job["h5"]]).tasks(filter={"status": "ERROR"})["total"]
+    some = dj[dj["rank"] == 5].head(50)
+    want = Access([million_job["run"]]).tasks(filter={"rank": 5}, limit=50)["items"]
+    assert [json.loads(u) for u in some["used"]] == [d["used"] for d in want]
     ta = export_perfetto(million_job["run"], str(tmp_path / "lm.json"), progress=False)
     tb = export_perfetto(million_job["h5"], str(tmp_path / "h5.json"), progress=False)
     with open(ta, "rb") as f1, open(tb, "rb") as f2:
