@@ -348,19 +348,29 @@ def _oj_default(v):
 
 
 def dumps_lines(docs) -> bytes:
-    """JSON lines of documents."""
+    """JSON lines of documents.  orjson is called once for the whole list
+    (a call per document costs several times more than the encoding): the
+    documents are separated by a string no document holds (random, per
+    call) and the output is cut there."""
     oj = _orjson()
-    if oj is None:
+    docs = list(docs)
+    if oj is None or not docs:
         return b"".join(dumps(d) + b"\n" for d in docs)
-    opt = oj.OPT_APPEND_NEWLINE
-    out = []
-    for d in docs:
-        try:
-            out.append(oj.dumps(d, option=opt, default=_oj_default))
-        except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
-            out.append(dumps(d) + b"\n")
-    return b"".join(out)
-
+    import secrets
+    token = "\x00fc" + secrets.token_hex(16)
+    sep = oj.dumps(token)
+    items: list = [None] * (2 * len(docs) - 1)
+    items[0::2] = docs
+    items[1::2] = [token] * (len(docs) - 1)
+    try:
+        text = oj.dumps(items, default=_oj_default)
+    except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
+        return b"".join(dumps(d) + b"\n" for d in docs)
+    parts = text[1:-1].split(b"," + sep + b",")
+    if len(parts) != len(docs):   # pragma: no cover - a document held the token
+        return b"".join(dumps(d) + b"\n" for d in docs)
+    parts.append(b"")
+    return b"\n".join(parts)
 
 
 # -- columns: the DataFrame / Parquet shape of documents ---------------------------------------
