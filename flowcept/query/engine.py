@@ -172,7 +172,7 @@ def _num_cmp(col: np.ndarray, op: str, arg) -> np.ndarray:
             if op == "$eq":
                 return np.zeros(n, bool)
             return np.full(n, (op in ("$lt", "$lte")) if above else (op in ("$gt", "$gte")))
-        col = col.astype(np.int64, copy=False)
+        # (numpy compares an int column with any Python int in int64 range exactly)
     else:
         try:
             arg = float(arg)
@@ -244,19 +244,24 @@ class BlockColumns(Columns):
         if "." in field or root not in FIXED_FIELDS:
             return np.full(n, match_value(MISSING, op, arg))
         c = self.block.cols
+        every = n == self.block.n    # rows are increasing: all of them, no gather needed
+
+        def col(name):
+            return c[name] if every else c[name][rows]
         if field in _INT_FIELDS:
-            return _num_mask(c[_INT_FIELDS[field]][rows], op, arg)
+            return _num_mask(col(_INT_FIELDS[field]), op, arg)
         if field in _SEC_FIELDS:
-            return _num_mask(self.seconds(_SEC_FIELDS[field])[rows], op, arg)
+            s = self.seconds(_SEC_FIELDS[field])
+            return _num_mask(s if every else s[rows], op, arg)
         if field in _CODE_FIELDS:
-            return self._distinct(field, c[_CODE_FIELDS[field]][rows], self._string, op, arg)
+            return self._distinct(field, col(_CODE_FIELDS[field]), self._string, op, arg)
         if field == "status":
-            return self._distinct(field, c["status"][rows], status_name, op, arg)
+            return self._distinct(field, col("status"), status_name, op, arg)
         if field == "workflow_id":
-            return self._distinct(field, c["workflow_id"][rows], lambda w: f"{int(w):016x}", op, arg)
+            return self._distinct(field, col("workflow_id"), lambda w: f"{int(w):016x}", op, arg)
         if field == "task_id":
-            return self._id_mask(c["workflow_id"][rows], c["task_id"][rows], op, arg, False)
-        return self._id_mask(c["workflow_id"][rows], c["parent_id"][rows], op, arg, True)
+            return self._id_mask(col("workflow_id"), col("task_id"), op, arg, False)
+        return self._id_mask(col("workflow_id"), col("parent_id"), op, arg, True)
 
     def _string(self, code) -> str:
         s = self.block.strings
@@ -264,15 +269,13 @@ class BlockColumns(Columns):
         return s[code] if code < len(s) else ""
 
     def _distinct(self, field, codes: np.ndarray, value_of, op, arg) -> np.ndarray:
-        """A field with few distinct values: each distinct value matched once."""
+        """A field with few distinct values: each distinct value matched once,
+        then looked up by code (no sort for small code ranges)."""
         if not len(codes):
             return np.zeros(0, bool)
-        first = codes[0]
-        if (codes == first).all():
-            return np.full(len(codes), self._match(field, value_of(first), op, arg))
-        uniq, inv = np.unique(codes, return_inverse=True)
+        uniq, inv = distinct_codes(codes)
         lut = np.array([self._match(field, value_of(u), op, arg) for u in uniq.tolist()], bool)
-        return lut[inv.reshape(-1)]
+        return lut[inv]
 
     def _match(self, field, value, op, arg) -> bool:
         key = (field, value, op, id(arg))
@@ -851,21 +854,37 @@ def ordered_columns(table: Table, cond: Optional[dict], order, payload: str = "j
 STAT_GROUPS = {"activity": "activity_id", "rank": "rank", "hostname": "hostname", "status": "status"}
 
 
+def distinct_codes(codes: np.ndarray):
+    """(distinct values, index of each element's value) of an integer array:
+    one pass and a table when the values span a small range, a sort otherwise."""
+    n = len(codes)
+    if not n:
+        return codes[:0], np.zeros(0, np.int64)
+    first = codes[0]
+    if (codes == first).all():
+        return codes[:1], np.zeros(n, np.int64)
+    lo, hi = int(codes.min()), int(codes.max())
+    if hi - lo < (1 << 20):
+        seen = np.zeros(hi - lo + 1, bool)
+        seen[codes - lo if lo else codes] = True
+        uniq = np.flatnonzero(seen)
+        lut = np.zeros(hi - lo + 1, np.int64)
+        lut[uniq] = np.arange(len(uniq))
+        return (uniq + lo).astype(codes.dtype), lut[codes - lo if lo else codes]
+    uniq, inv = np.unique(codes, return_inverse=True)
+    return uniq, inv.reshape(-1)
+
+
 def _group_values(block: Block, rows: np.ndarray, by: str):
     """(distinct values, index of each row's value) of the group field."""
     c = block.cols
-    if by == "activity":
-        codes = c["activity"][rows]
-        uniq, inv = np.unique(codes, return_inverse=True)
-        return [block.strings[u] if u < len(block.strings) else "" for u in uniq.tolist()], inv
-    if by == "hostname":
-        codes = c["node"][rows]
-        uniq, inv = np.unique(codes, return_inverse=True)
+    col = {"activity": "activity", "hostname": "node", "status": "status", "rank": "rank"}[by]
+    codes = c[col] if len(rows) == block.n else c[col][rows]
+    uniq, inv = distinct_codes(codes)
+    if by in ("activity", "hostname"):
         return [block.strings[u] if u < len(block.strings) else "" for u in uniq.tolist()], inv
     if by == "status":
-        uniq, inv = np.unique(c["status"][rows], return_inverse=True)
         return [status_name(u) for u in uniq.tolist()], inv
-    uniq, inv = np.unique(c["rank"][rows], return_inverse=True)
     return uniq.tolist(), inv
 
 
