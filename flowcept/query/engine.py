@@ -99,7 +99,12 @@ class StoreTable(Table):
     block: the first store's."""
 
     def __init__(self, stores: Sequence):
+        import threading
+        from collections import OrderedDict
         self.stores = list(stores)
+        self._block_lock = threading.Lock()
+        self._blocks: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._blocks_held = 0
 
     def refs(self, cond: Optional[dict] = None) -> List[Ref]:
         out: List[Ref] = []
@@ -119,23 +124,55 @@ class StoreTable(Table):
 
     def blocks(self, refs: Sequence[Ref], window: int = 16) -> Iterator[Tuple[Ref, Block]]:
         """Batches are read a few at a time (``window``) from their store and
-        handed out in the refs' order."""
+        handed out in the refs' order; decoded batches are kept in a small
+        cache (``cache_bytes``, least recently used out): a stored batch never
+        changes, and the first pages of a served store read the same ones."""
         i = 0
         while i < len(refs):
             si = refs[i].id[0]
             j = i
             while j < len(refs) and j - i < window and refs[j].id[0] == si:
                 j += 1
-            want = {refs[x].id[1]: x for x in range(i, j)}
             got = {}
-            for key, frame in self.stores[si].scan(keys=list(want)):
-                x = want.get(bytes(key))
-                if x is not None:
-                    got[x] = decode_frame(frame, bytes(key))
+            want = {}
+            for x in range(i, j):
+                b = self._cached(refs[x].id)
+                if b is not None:
+                    got[x] = b
+                else:
+                    want[refs[x].id[1]] = x
+            if want:
+                for key, frame in self.stores[si].scan(keys=list(want)):
+                    x = want.get(bytes(key))
+                    if x is not None:
+                        got[x] = self._keep(refs[x].id, decode_frame(frame, bytes(key)), len(frame))
             for x in range(i, j):
                 if x in got:   # (a batch gone since its summary was read is skipped)
                     yield refs[x], got[x]
             i = j
+
+    cache_bytes = 256 << 20
+
+    def _cached(self, rid):
+        with self._block_lock:
+            hit = self._blocks.get(rid)
+            if hit is not None:
+                self._blocks.move_to_end(rid)
+                return hit[0]
+        return None
+
+    def _keep(self, rid, block: Block, size: int) -> Block:
+        if size > self.cache_bytes // 4:
+            return block
+        with self._block_lock:
+            cache = self._blocks
+            if rid not in cache:
+                cache[rid] = (block, size)
+                self._blocks_held += size
+                while self._blocks_held > self.cache_bytes:
+                    _k, (_b, sz) = cache.popitem(last=False)
+                    self._blocks_held -= sz
+        return block
 
     def generation(self):
         return tuple(len(list(s.summaries())) for s in self.stores)
@@ -144,6 +181,9 @@ class StoreTable(Table):
         for s in self.stores:
             s.close()
         self.stores = []
+        with self._block_lock:
+            self._blocks.clear()
+            self._blocks_held = 0
 
 
 # -- filters on a block's columns ----------------------------------------------------------
