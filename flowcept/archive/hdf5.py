@@ -890,40 +890,45 @@ class _ArchiveColumns(Columns):
 
 
 class ArchiveTable(Table):
-    """An archive as a read-path table: blocks of ``block_rows`` rows (the
-    column chunk, one /index block each), each with the index's bounds as
-    its summary (t0/s1 smallest/largest start, t1 largest end), so that a
-    time condition or a time order skips blocks without reading them."""
+    """An archive as a read-path table: blocks of ``block_rows`` rows (by
+    default four /index blocks, 262,144 rows: fewer, larger numpy passes),
+    each with the index's bounds as its summary (t0/s1 smallest/largest
+    start, t1 largest end), so that a time condition or a time order skips
+    blocks without reading them."""
+
+    INDEX_BLOCKS = 4
 
     def __init__(self, archive: Archive, block_rows: Optional[int] = None):
         self.archive = archive
         a = archive
-        B = block_rows
-        idx = None
         h = a._h5
+        idx, B0 = None, 0
         if "index" in h:
             ig = h["index"]
             B0 = int(ig.attrs.get("block_rows", 0) or 0)
             if B0 and all(k in ig for k in ("start_min", "start_max", "end_max")):
-                if B is None or B == B0:
-                    B = B0
-                    idx = (ig["start_min"][()], ig["start_max"][()], ig["end_max"][()])
-        if not B:
+                idx = (ig["start_min"][()], ig["start_max"][()], ig["end_max"][()])
+                if any(len(x) != (-(-a.n // B0) if a.n else 0) for x in idx):
+                    idx = None
+        if not B0:
             chunks = h["tasks/start_ns"].chunks
-            B = int(chunks[0]) if chunks else 1 << 16
-        self.block_rows = B
-        nb = -(-a.n // B) if a.n else 0
-        if idx is not None and all(len(x) == nb for x in idx):
-            self.bounds = idx
+            B0 = int(chunks[0]) if chunks else 1 << 16
+        B = block_rows or B0 * self.INDEX_BLOCKS
+        if idx is not None and B % B0 == 0:
+            k = B // B0      # a block's bounds from the index blocks it spans
+            self.bounds = tuple(f.reduceat(x, np.arange(0, len(x), k)) if len(x) else x
+                                for f, x in ((np.minimum, idx[0]), (np.maximum, idx[1]),
+                                             (np.maximum, idx[2])))
         else:
             self.bounds = None
+        self.block_rows = B
 
     def refs(self, cond: Optional[dict] = None) -> List[Ref]:
         a, B = self.archive, self.block_rows
         out = []
         for k in range(-(-a.n // B) if a.n else 0):
             lo, hi = k * B, min(a.n, (k + 1) * B)
-            summary = {"n": hi - lo}
+            summary = {"n": hi - lo, "e0": 0}
             if self.bounds is not None:
                 summary.update(t0=int(self.bounds[0][k]), s1=int(self.bounds[1][k]),
                                t1=int(self.bounds[2][k]))
