@@ -347,28 +347,36 @@ def _oj_default(v):
     raise TypeError
 
 
-def dumps_lines(docs) -> bytes:
-    """JSON lines of documents.  orjson is called once for the whole list
-    (a call per document costs several times more than the encoding): the
-    documents are separated by a string no document holds (random, per
-    call) and the output is cut there."""
+def dumps_many(values) -> List[bytes]:
+    """Compact JSON of each value (dumps' rules).  orjson is called once for
+    the whole list (a call per value costs several times more than the
+    encoding): the values are separated by a string none of them holds
+    (random, per call) and the output is cut there."""
     oj = _orjson()
-    docs = list(docs)
-    if oj is None or not docs:
-        return b"".join(dumps(d) + b"\n" for d in docs)
+    values = list(values)
+    if oj is None or len(values) < 2:
+        return [dumps(v) for v in values]
     import secrets
     token = "\x00fc" + secrets.token_hex(16)
     sep = oj.dumps(token)
-    items: list = [None] * (2 * len(docs) - 1)
-    items[0::2] = docs
-    items[1::2] = [token] * (len(docs) - 1)
+    items: list = [None] * (2 * len(values) - 1)
+    items[0::2] = values
+    items[1::2] = [token] * (len(values) - 1)
     try:
         text = oj.dumps(items, default=_oj_default)
     except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
-        return b"".join(dumps(d) + b"\n" for d in docs)
+        return [dumps(v) for v in values]
     parts = text[1:-1].split(b"," + sep + b",")
-    if len(parts) != len(docs):   # pragma: no cover - a document held the token
-        return b"".join(dumps(d) + b"\n" for d in docs)
+    if len(parts) != len(values):   # pragma: no cover - a value held the token
+        return [dumps(v) for v in values]
+    return parts
+
+
+def dumps_lines(docs) -> bytes:
+    """JSON lines of documents."""
+    parts = dumps_many(docs)
+    if not parts:
+        return b""
     parts.append(b"")
     return b"\n".join(parts)
 
@@ -416,8 +424,8 @@ def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None)
     start = c["start_ns"][rows].astype(np.int64)
     end = c["end_ns"][rows].astype(np.int64)
     out: Dict[str, Any] = {
-        "task_id": hex_ids(wf, c["task_id"][rows]).astype(object),
-        "workflow_id": hex_ids(wf).astype(object),
+        "task_id": hex_ids(wf, c["task_id"][rows]),
+        "workflow_id": hex_ids(wf),
         "parent_task_id": parent,
         "activity_id": block.names("activity", rows),
         "status": status_names(c["status"][rows]),
@@ -431,11 +439,13 @@ def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None)
     }
     if payload == "none":
         return out
-    docs = documents(block, rows, list(PAYLOAD_COLUMNS), stats=stats)
+    docs = payload_documents(block, rows, stats=stats)
     for f in PAYLOAD_COLUMNS:
         vals = [d.get(f) for d in docs]
         if payload == "json":
-            vals = [None if v is None else dumps(v).decode() for v in vals]
+            have = [i for i, v in enumerate(vals) if v is not None]
+            for i, text in zip(have, dumps_many([vals[i] for i in have])):
+                vals[i] = text.decode()
         col = np.empty(len(vals), object)
         col[:] = vals
         out[f] = col
