@@ -388,7 +388,9 @@ def load_figure(load) -> str:
     busy = load["busy_s"]
     unit, uname = time_unit(float(busy.max()) if len(busy) else 1.0)
     if len(busy) <= 512:
+        from matplotlib.ticker import MaxNLocator
         ax.bar(load["rank"], busy / unit, width=0.8, color=(0.25, 0.45, 0.7))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("rank")
     else:
         order = np.sort(busy)[::-1]
