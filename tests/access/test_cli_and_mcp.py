@@ -89,6 +89,12 @@ def test_prov_export_cli(run_data, tmp_path):
     r = cli("export", "--format", "prov-provn", run_data["h5"], "-o", out)
     assert r.returncode == 0, r.stderr
     assert open(out).read().startswith("document")
+    xml = str(tmp_path / "p.xml")   # PROV-XML: the prov extra brings prov[xml] (lxml)
+    r = cli("export", "--format", "prov-xml", run_data["h5"], "-o", xml)
+    assert r.returncode == 0, r.stderr
+    from prov.model import ProvDocument
+    doc = ProvDocument.deserialize(xml, format="xml")
+    assert len(list(doc.get_records())) > 148
 
 
 async def _mcp_session(run_data, transport):
