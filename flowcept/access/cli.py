@@ -39,7 +39,9 @@ def _cmd_serve(args) -> int:
         from flowcept.access.agent import AskSettings
         if not (args.ask_base_url and args.ask_model):
             raise ValueError("the Ask box needs both --ask-base-url URL and --ask-model NAME")
-        ask = AskSettings(args.ask_base_url, args.ask_model, _read_secret(args.ask_api_key_file))
+        ask = AskSettings(args.ask_base_url, args.ask_model, _read_secret(args.ask_api_key_file),
+                          max_steps=args.ask_max_steps, max_tokens=args.ask_max_tokens,
+                          timeout=args.ask_timeout)
     access = _access(args.specs, args)
     collector = None
     if args.metrics:
@@ -200,6 +202,9 @@ def register(sub) -> None:
     p.add_argument("--ask-model", default=None, metavar="NAME", help="model name the endpoint knows")
     p.add_argument("--ask-api-key-file", default=None, metavar="FILE",
                    help="file holding the endpoint's API key, if any")
+    p.add_argument("--ask-max-steps", type=int, default=6, help="model calls per question at most (default 6)")
+    p.add_argument("--ask-max-tokens", type=int, default=512, help="tokens per model answer (default 512)")
+    p.add_argument("--ask-timeout", type=float, default=120.0, help="seconds per model call (default 120)")
     _limits(p)
     p.set_defaults(func=_cmd_serve)
 

@@ -411,9 +411,11 @@
     const draw = () => {
       const w = canvas.clientWidth || 400;
       const ctx = hidpi(canvas, w, 150);
-      const left = 44, bottom = 20, top = 8, plotW = w - left - 8, plotH = 150 - top - bottom;
+      ctx.font = "11px system-ui, sans-serif";
+      const left = 12 + Math.max(...[0, 0.5, 1].map((f) => ctx.measureText(fmtDur(max * f)).width));
+      const bottom = 20, top = 8, plotW = w - left - 8, plotH = 150 - top - bottom;
       ctx.clearRect(0, 0, w, 150);
-      ctx.fillStyle = "#5e6877"; ctx.font = "11px system-ui, sans-serif"; ctx.textAlign = "right";
+      ctx.fillStyle = "#5e6877"; ctx.textAlign = "right";
       for (const f of [0, 0.5, 1]) {
         const y = top + plotH * (1 - f);
         ctx.fillText(fmtDur(max * f), left - 6, y + 4);
@@ -571,7 +573,7 @@
           ctx.globalAlpha = 1;
           const errs = data.cells.errors[i];
           ctx.fillStyle = ERROR;
-          for (let b = 0; b < errs.length; b++) if (errs[b]) ctx.fillRect(LEFT + b * bw, y, Math.max(2, bw), Math.max(2, Math.floor((lane - 2 * pad) / 3)));
+          for (let b = 0; b < errs.length; b++) if (errs[b]) ctx.fillRect(LEFT + b * bw + bw / 2 - 1.5, y, 3, lane - 2 * pad);
         });
       }
       if (drag && drag.x1 !== undefined) {
