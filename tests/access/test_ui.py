@@ -5,7 +5,8 @@ data passed between tasks, a run with hostile names, a run still being written.
 What each page shows is checked against the JSON API's answer to the same question.
 No request may leave the machine: the browser resolves no other host, and every page
 request to a non-loopback address is aborted and fails the test.  Screenshots of each
-view go to the pytest tmp dir (and to $UI_SCREENSHOT_DIR when set, e.g. docs/img)."""
+view go to the pytest tmp dir (and those of docs/access.md to $UI_SCREENSHOT_DIR when set:
+UI_SCREENSHOT_DIR=docs/img refreshes them)."""
 import csv
 import json
 import os
@@ -24,6 +25,7 @@ from chromium import ensure_chromium, guard_network, launch  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 VIEWPORT = {"width": 1400, "height": 900}
+DOCS_VIEWS = ("runs", "workflow", "tasks", "task", "ask")   # the pictures in docs/access.md
 
 
 def q(d):
@@ -128,7 +130,7 @@ def shots(tmp_path_factory):
         path = os.path.join(where, f"ui-{name}.png")
         page.screenshot(path=path, full_page=True)
         assert os.path.getsize(path) > 10_000
-        if also:
+        if also and name in DOCS_VIEWS:
             os.makedirs(also, exist_ok=True)
             shutil.copy(path, os.path.join(also, f"ui-{name}.png"))
         return path
@@ -236,6 +238,7 @@ def test_runs_workflow_failed_tasks_and_lineage(ui, tab, shots):
     err_text = page.inner_text("#task-error")
     assert doc["error"]["type"] in err_text and doc["error"]["message"] in err_text
     assert json.dumps(doc["used"]["block"]) in page.inner_text("#task-used")
+    assert json.loads(page.text_content("#task-raw")) == doc     # every field, exactly (ns included)
     page.wait_for_selector("#lineage svg g.node")
     graph = api(ui, f"/api/v1/tasks/{doc['task_id']}/graph", source=src, max_nodes=12)
     assert sorted(attrs(page.locator("#lineage g.node"), "data-task")) == sorted(n["task_id"] for n in graph["nodes"])
@@ -516,6 +519,8 @@ def test_ask_box_shows_the_answer_and_the_queries_it_ran(browser, endpoint, demo
         for c in res["calls"]:
             out = json.loads(c["result"])
             assert "source" in out or "error" in out
+        page.click("#ask-calls tbody tr:first-child summary")   # what the first query got back
+        assert json.loads(page.inner_text("#ask-calls tbody tr:first-child pre")) == json.loads(res["calls"][0]["result"])
         shots(page, "ask")
     finally:
         stop(proc)

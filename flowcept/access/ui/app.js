@@ -127,10 +127,24 @@
       return r;
     }
   }
-  async function api(path, params) { return (await request(path, params)).json(); }
+  // integers past 2^53 (start_ns, end_ns) stay exact as decimal strings where the browser
+  // gives the reviver the source text; durOf() subtracts them as BigInts
+  function parseJson(text) {
+    return JSON.parse(text, (k, v, ctx) => (typeof v === "number" && !Number.isSafeInteger(v) && Number.isInteger(v) &&
+      ctx && typeof ctx.source === "string" && /^-?\d+$/.test(ctx.source)) ? ctx.source : v);
+  }
+  function durOf(d) {
+    if (d.end_ns === undefined || d.start_ns === undefined) return null;
+    return Number(BigInt(d.end_ns) - BigInt(d.start_ns)) / 1e9;
+  }
+  async function api(path, params) { return parseJson(await (await request(path, params)).text()); }
+  async function apiText(path, params) {
+    const text = await (await request(path, params)).text();
+    return [parseJson(text), text];
+  }
   async function post(path, body) {
-    return (await request(path, null, { method: "POST", body: JSON.stringify(body),
-      headers: { "Content-Type": "application/json" } })).json();
+    return parseJson(await (await request(path, null, { method: "POST", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json" } })).text());
   }
 
   let signing = null;
@@ -240,9 +254,10 @@
           fmtInt(r.failures), { class: "count-bad", title: "failed tasks" }) : "0";
       return h("tr", { "data-source": r.source, "data-workflow": r.workflow_id || "" },
         h("td", { class: "wrap" }, link(wf, r.name || (r.workflow_id ? "workflow " + shortId(r.workflow_id) : r.source), { class: "run-link" }),
-          h("div", { class: "note mono" }, r.workflow_id || "(tasks without a workflow)"),
-          r.kind === "store" ? h("span", { class: "badge live", title: "a store: refreshed while it is written" }, "store") : null),
-        h("td", { class: "wrap" }, r.source),
+          h("div", { class: "note mono" }, r.workflow_id || "(tasks without a workflow)")),
+        h("td", { class: "wrap" }, r.source, " ", r.kind === "store"
+          ? h("span", { class: "badge live", title: "a store: its pages refresh while it is written" }, "store")
+          : h("span", { class: "badge other", title: "an archive: it does not change" }, r.kind || "")),
         h("td", { class: "wrap" }, r.campaign_id || ""),
         h("td", {}, r.user || ""),
         h("td", {}, fmtTime(r.started_at)),
@@ -779,7 +794,7 @@
       h("td", { class: "num" }, d.rank),
       h("td", {}, d.hostname),
       h("td", {}, fmtTime(d.started_at)),
-      h("td", { class: "num" }, fmtDur((d.end_ns - d.start_ns) / 1e9)),
+      h("td", { class: "num" }, fmtDur(durOf(d))),
       fields.map((f) => h("td", { class: "cut mono", title: cellText(getPath(d, f)) }, cellText(getPath(d, f))))));
     const exportFmt = h("select", { id: "export-format" }, caps.export_formats.map((f) => h("option", { value: f }, f.toUpperCase())));
     const exportNote = h("span", { class: "note", id: "export-note" });
@@ -828,8 +843,8 @@
 
   // Task ----------------------------------------------------------------------------------------------
   async function taskView(page, source, id, current) {
-    const d = await api("/api/v1/tasks/" + encodeURIComponent(id), { source });
-    const dur = (d.end_ns - d.start_ns) / 1e9;
+    const [d, raw] = await apiText("/api/v1/tasks/" + encodeURIComponent(id), { source });
+    const dur = durOf(d);
     const wfLink = d.workflow_id ? link(workflowHash(source, d.workflow_id), d.workflow_id, { class: "mono" }) : "";
     add(page, [
       h("div", { class: "crumbs" }, link("#/runs", "Runs"), h("span", { class: "sep" }, "/"),
@@ -866,7 +881,7 @@
         ? card("Custom metadata", null, h("div", { class: "body json" }, jsonTree(withoutTelemetry(d.custom_metadata)))) : null,
       telemetry ? card("Telemetry", null, h("div", { class: "body json", id: "task-telemetry" }, jsonTree(telemetry))) : null,
       card("All fields", null, h("details", {}, h("summary", { class: "body note" }, "the task as the API returns it"),
-        h("pre", { class: "raw", id: "task-raw" }, JSON.stringify(d, null, 2)))),
+        h("pre", { class: "raw", id: "task-raw" }, raw))),
     ]);
     api("/api/v1/tasks", { source, filter: { parent_task_id: d.task_id }, limit: 20,
       projection: "task_id,activity_id,status,rank,started_at,start_ns,end_ns" }).then((c) => {
@@ -876,7 +891,7 @@
         h("thead", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "Activity"), h("th", {}, "Status"), h("th", { class: "num" }, "Rank"), h("th", { class: "num" }, "Duration"))),
         h("tbody", {}, c.items.map((x) => h("tr", {},
           h("td", { class: "mono" }, link(taskHash(source, x.task_id), x.task_id)), h("td", { class: "wrap" }, x.activity_id),
-          h("td", {}, badge(x.status)), h("td", { class: "num" }, x.rank), h("td", { class: "num" }, fmtDur((x.end_ns - x.start_ns) / 1e9)))))),
+          h("td", {}, badge(x.status)), h("td", { class: "num" }, x.rank), h("td", { class: "num" }, fmtDur(durOf(x))))))),
       c.total > c.count ? h("div", { class: "pager" }, h("span", { class: "info" }, `${c.count} of ${fmtInt(c.total)}`),
         link(tasksHash(source, { filter: JSON.stringify({ parent_task_id: d.task_id }) }), "all children →")) : null]);
     }).catch((e) => { clear(children).appendChild(h("div", { class: "banner error" }, e.message)); });
@@ -1036,6 +1051,7 @@
   }
 
   // Ask -------------------------------------------------------------------------------------------
+
   async function askView(page, params, current) {
     if (!caps.ask.enabled) {
       page.appendChild(h("div", { class: "banner info" }, "No LLM endpoint is configured on this server (flowcept serve --ask-base-url URL --ask-model NAME)."));
@@ -1059,10 +1075,11 @@
           (r.stopped !== "answer" ? ` (stopped: ${r.stopped})` : "");
         add(out, [card("Answer", caps.ask.model, h("div", { class: "body answer", id: "ask-text" }, r.answer || "(no answer)")),
           card(`Queries it ran (${r.calls.length})`, null, r.calls.length ? h("div", { class: "table-wrap" }, h("table", { class: "data", id: "ask-calls" },
-            h("thead", {}, h("tr", {}, h("th", {}, "Tool"), h("th", {}, "Arguments"), h("th", { class: "num" }, "Answer size"), h("th", {}, ""))),
+            h("thead", {}, h("tr", {}, h("th", {}, "Tool"), h("th", {}, "Arguments"), h("th", {}, "What it got back"), h("th", {}, ""))),
             h("tbody", {}, r.calls.map((c) => h("tr", {}, h("td", { class: "mono" }, c.name),
               h("td", { class: "wrap mono" }, JSON.stringify(c.arguments)),
-              h("td", { class: "num" }, fmtInt((c.result || "").length) + " chars"),
+              h("td", { class: "wrap" }, h("details", {}, h("summary", { class: "note" }, fmtInt((c.result || "").length) + " characters"),
+                h("pre", { class: "raw" }, c.result || ""))),
               h("td", {}, c.name === "find_tasks" || c.name === "failures" ? link(tasksHash(c.arguments.source || src.value,
                 { filter: JSON.stringify(c.arguments.filter || {}), status: c.name === "failures" ? "ERROR" : "" }), "open in Tasks") : null)))))) :
             h("div", { class: "empty" }, "The model answered without running a query."))]);
