@@ -10,29 +10,30 @@ under a time budget (``query_timeout`` seconds, then QueryTimeout).
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from flowcept.access.sources import Deadline, QueryTimeout, Source, open_source  # noqa: F401
-from flowcept.query.filters import OPERATORS, field_ops
+from flowcept.access.sources import Source, open_source
+from flowcept.query import engine
+from flowcept.query.documents import (DEFAULT_SORT, decode_cursor, encode_cursor, jsonable,  # noqa: F401
+                                      parse_projection, parse_sort, project, sort_docs)
+from flowcept.query.filters import OPERATORS, compile_regex, field_ops  # noqa: F401
+from flowcept.query.limits import BadRequest, Budget, QueryTimeout, parse_json, value_depth
+
+Deadline = Budget   # the older name
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 MAX_STREAM = 1_000_000
 MAX_FILTER_BYTES = 16_384
 MAX_FILTER_DEPTH = 8
+MAX_VALUE_DEPTH = 16
 MAX_REGEX = 256
-DEFAULT_SORT = (("start_ns", 1), ("task_id", 1))
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class BadRequest(ValueError):
-    """A request that cannot be answered as asked (the service answers 4xx)."""
 
 
 class NotFound(KeyError):
@@ -48,13 +49,11 @@ def parse_filter(text) -> dict:
     if isinstance(text, (bytes, str)):
         if len(text) > MAX_FILTER_BYTES:
             raise BadRequest(f"filter is {len(text)} bytes; at most {MAX_FILTER_BYTES}")
-        try:
-            flt = json.loads(text)
-        except ValueError as e:
-            raise BadRequest(f"filter is not valid JSON ({e}); e.g. "
-                             '{"activity_id": "train", "rank": {"$in": [0, 1]}}') from None
+        flt = parse_json(text, "filter", max_depth=2 * MAX_FILTER_DEPTH + MAX_VALUE_DEPTH)
     else:
         flt = text
+    if value_depth(flt, 2 * MAX_FILTER_DEPTH + MAX_VALUE_DEPTH) > 2 * MAX_FILTER_DEPTH + MAX_VALUE_DEPTH:
+        raise BadRequest(f"filter nested deeper than {MAX_FILTER_DEPTH} levels")
     validate_filter(flt)
     return flt
 
@@ -80,79 +79,32 @@ def validate_filter(flt, depth: int = 0) -> None:
         except ValueError as e:
             raise BadRequest(str(e)) from None
         for op, arg in ops.items():
+            if value_depth(arg, MAX_VALUE_DEPTH) > MAX_VALUE_DEPTH:
+                raise BadRequest(f"{op} on {key!r}: value nested deeper than {MAX_VALUE_DEPTH} levels")
             if op in ("$in", "$nin"):
                 if not isinstance(arg, list):
-                    raise BadRequest(f"{op} on {key!r} takes a list, got {arg!r}")
+                    raise BadRequest(f"{op} on {key!r} takes a list, got {arg!r}"[:300])
                 if len(arg) > MAX_LIMIT:
                     raise BadRequest(f"{op} on {key!r} has {len(arg)} values; at most {MAX_LIMIT}")
             elif op == "$regex":
                 if not isinstance(arg, str) or len(arg) > MAX_REGEX:
                     raise BadRequest(f"$regex on {key!r} takes a pattern of at most {MAX_REGEX} characters")
-                try:
-                    re.compile(arg)
-                except re.error as e:
-                    raise BadRequest(f"$regex on {key!r}: bad pattern: {e}") from None
+                compile_regex(arg)   # BadRequest naming what RE2 refuses
             elif op == "$exists" and not isinstance(arg, bool):
                 raise BadRequest(f"$exists on {key!r} takes true or false")
             elif isinstance(arg, float) and not math.isfinite(arg):
                 raise BadRequest(f"{op} on {key!r}: numbers must be finite")
 
 
-def parse_sort(spec) -> Tuple[Tuple[str, int], ...]:
-    """"-started_at,task_id" or [["started_at", -1], ...] -> ((field, ±1), ...)."""
-    if spec is None or spec == "" or spec == []:
-        return DEFAULT_SORT
-    items: List[Tuple[str, int]] = []
-    if isinstance(spec, str):
-        for part in spec.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            items.append((part[1:], -1) if part.startswith("-") else (part.lstrip("+"), 1))
-    elif isinstance(spec, (list, tuple)):
-        for it in spec:
-            if isinstance(it, str):
-                items.extend(parse_sort(it))
-            elif isinstance(it, (list, tuple)) and len(it) == 2 and it[1] in (1, -1):
-                items.append((str(it[0]), int(it[1])))
-            else:
-                raise BadRequest(f"sort items are \"field\", \"-field\" or [field, 1|-1], not {it!r}")
-    else:
-        raise BadRequest("sort is \"field,-field\" or a list of [field, 1|-1]")
-    if len(items) > 8:
-        raise BadRequest("sort by at most 8 fields")
-    for f, _d in items:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$", f):
-            raise BadRequest(f"cannot sort by {f!r}: not a field name")
-    if not any(f == "task_id" for f, _ in items):
-        items.append(("task_id", 1))   # a total order, so pages never overlap
-    return tuple(items)
-
-
-def parse_projection(spec) -> Optional[List[str]]:
-    if spec is None or spec == "" or spec == []:
-        return None
-    if isinstance(spec, str):
-        fields = [p.strip() for p in spec.split(",") if p.strip()]
-    elif isinstance(spec, dict):
-        fields = [k for k, v in spec.items() if v]
-    elif isinstance(spec, (list, tuple)):
-        fields = [str(p) for p in spec]
-    else:
-        raise BadRequest("projection is \"field,field\" or a list of fields")
-    for f in fields:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$", f):
-            raise BadRequest(f"cannot project {f!r}: not a field name")
-    return fields
-
-
 def parse_limit(limit, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     if limit is None or limit == "":
         return default
+    if isinstance(limit, float) and not math.isfinite(limit):
+        raise BadRequest(f"limit must be an integer, got {limit!r}")
     try:
         n = int(limit)
-    except (TypeError, ValueError):
-        raise BadRequest(f"limit must be an integer, got {limit!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise BadRequest(f"limit must be an integer, got {limit!r}"[:200]) from None
     if n < 1 or n > maximum:
         raise BadRequest(f"limit must be between 1 and {maximum} (got {n}); page with the cursor "
                          "or use the streamed endpoint for more")
@@ -164,94 +116,13 @@ def check_task_id(task_id: str) -> str:
     try:
         parse_task_id(task_id)
     except (ValueError, TypeError):
-        raise BadRequest(f"{task_id!r} is not a task id (<workflow hex>-<task hex>, as in task_id)") from None
+        raise BadRequest(f"{task_id!r} is not a task id (<workflow hex>-<task hex>, as in task_id)"[:300]) from None
     return task_id
-
-
-# -- sorting, projection, cursors ------------------------------------------------------------
-def _sort_key(value):
-    """Orders mixed values like MongoDB does for the common kinds: missing/None <
-    numbers < strings < other (lists, dicts by their JSON)."""
-    from flowcept.query.filters import is_number
-    if value is None:
-        return (0, 0)
-    if is_number(value):
-        return (1, value)
-    if isinstance(value, str):
-        return (2, value)
-    if isinstance(value, bool):
-        return (4, value)
-    return (3, json.dumps(value, sort_keys=True, default=str))
-
-
-def sort_docs(docs: List[dict], order) -> List[dict]:
-    from flowcept.query.filters import MISSING, get_path
-    for field, direction in reversed(order):
-        docs.sort(key=lambda d: _sort_key(None if (v := get_path(d, field)) is MISSING else v),
-                  reverse=direction < 0)
-    return docs
-
-
-def project(doc: dict, fields: Optional[List[str]]) -> dict:
-    if not fields:
-        return doc
-    from flowcept.query.filters import MISSING, get_path
-    out: Dict[str, Any] = {}
-    for f in fields:   # dotted fields come back nested, as MongoDB projects them
-        v = get_path(doc, f)
-        if v is MISSING:
-            continue
-        *parents, leaf = f.split(".")
-        cur = out
-        for p in parents:
-            nxt = cur.get(p)
-            if not isinstance(nxt, dict):
-                nxt = cur[p] = {}
-            cur = nxt
-        cur[leaf] = v
-    return out
 
 
 def _query_hash(source: str, flt: dict, order) -> str:
     text = json.dumps([source, flt, order], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def encode_cursor(offset: int, qhash: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"o": offset, "q": qhash}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: Optional[str], qhash: str) -> int:
-    if not cursor:
-        return 0
-    try:
-        pad = "=" * (-len(cursor) % 4)
-        d = json.loads(base64.urlsafe_b64decode(cursor + pad))
-        offset, q = int(d["o"]), d["q"]
-    except (ValueError, KeyError, TypeError):
-        raise BadRequest("cursor is not one this service gave out; start without it") from None
-    if q != qhash:
-        raise BadRequest("cursor belongs to a different query (filter/sort/source changed)")
-    if offset < 0:
-        raise BadRequest("bad cursor offset")
-    return offset
-
-
-def jsonable(v):
-    """Task dict values as JSON can carry them (bytes as hex, NaN as None, numpy to Python)."""
-    if isinstance(v, dict):
-        return {str(k): jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [jsonable(x) for x in v]
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, (str, int, bool)) or v is None:
-        return v
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).hex()
-    if hasattr(v, "tolist"):
-        return jsonable(v.tolist())
-    return str(v)
 
 
 # -- the catalog and the questions -----------------------------------------------------------
@@ -316,34 +187,58 @@ class Access:
         return [s.describe() for s in self.sources.values()]
 
     # tasks ----------------------------------------------------------------------------------
-    def _matching(self, source, flt, order) -> List[dict]:
-        src = self.source(source)
-        docs = src.find(flt, self.deadline())
-        return sort_docs(docs, order)
-
     def tasks(self, source: Optional[str] = None, filter=None, projection=None, sort=None,
               limit=None, cursor: Optional[str] = None) -> dict:
+        """One page of matching tasks: the top ``limit`` in the sort order,
+        found on columns block by block (blocks whose index cannot beat the
+        page are not read), resuming right after the cursor's row."""
         flt = parse_filter(filter)
         order = parse_sort(sort)
         fields = parse_projection(projection)
         n = parse_limit(limit, maximum=self.max_limit)
         src = self.source(source)
         qh = _query_hash(src.name, flt, order)
-        offset = decode_cursor(cursor, qh)
-        docs = self._matching(src.name, flt, order)
-        page = docs[offset:offset + n]
-        nxt = encode_cursor(offset + n, qh) if offset + n < len(docs) else None
-        return {"source": src.name, "total": len(docs), "count": len(page), "offset": offset,
-                "next_cursor": nxt, "items": [jsonable(project(d, fields)) for d in page]}
+        offset, after = decode_cursor(cursor, qh, keys=len(order))
+        budget = self.deadline()
+        keyed = engine.column_sortable(order) and after is not None
+        docs, last = engine.page(src.table, flt, order, n, offset, after if keyed else None,
+                                 fields, budget)
+        total = src.count(flt, budget)
+        end = offset + len(docs)
+        nxt = encode_cursor(end, qh, last if engine.column_sortable(order) else None) \
+            if end < total and docs else None
+        return {"source": src.name, "total": total, "count": len(docs), "offset": offset,
+                "next_cursor": nxt, "items": [jsonable(d) for d in docs]}
 
-    def iter_tasks(self, source=None, filter=None, projection=None, sort=None, limit=None):
-        """Every match (up to MAX_STREAM or limit), for streamed answers."""
+    def iter_tasks(self, source=None, filter=None, projection=None, sort=None, limit=None,
+                   max_stream: Optional[int] = MAX_STREAM):
+        """Every match (up to ``max_stream`` or ``limit``) in order, streamed:
+        documents are built block by block as they are handed out.  Checked
+        before the first document; the budget runs while it streams."""
         flt = parse_filter(filter)
         order = parse_sort(sort)
         fields = parse_projection(projection)
-        n = parse_limit(limit, default=MAX_STREAM, maximum=MAX_STREAM)
-        docs = self._matching(source, flt, order)
-        return (jsonable(project(d, fields)) for d in docs[:n])
+        top = max_stream or None
+        n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
+        src = self.source(source)
+        budget = self.deadline()
+        return self._stream(src, flt, order, fields, budget, n)
+
+    def _stream(self, src, flt, order, fields, budget, n):
+        for part in engine.stream(src.table, flt, order, fields, budget, limit=n):
+            for d in part:
+                yield jsonable(d)
+
+    def iter_pages(self, source=None, filter=None, projection=None, sort=None, limit=None,
+                   max_stream: Optional[int] = MAX_STREAM):
+        """iter_tasks in lists of documents (as the engine hands them out)."""
+        flt = parse_filter(filter)
+        order = parse_sort(sort)
+        fields = parse_projection(projection)
+        top = max_stream or None
+        n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
+        src = self.source(source)
+        return engine.stream(src.table, flt, order, fields, self.deadline(), limit=n)
 
     def task(self, task_id: str, source: Optional[str] = None) -> dict:
         check_task_id(task_id)
@@ -379,51 +274,30 @@ class Access:
         if workflow_id is not None and not re.match(r"^[0-9a-fA-F]{1,16}$", workflow_id):
             raise BadRequest(f"{workflow_id!r} is not a workflow id (16 hex digits)")
         flt = {"workflow_id": workflow_id.lower().rjust(16, "0")} if workflow_id else {}
-        docs = src.find(flt, self.deadline())
+        s = engine.summarize(src.table, flt, self.deadline())
         wfs = src.workflows()
-        if workflow_id and not docs and flt["workflow_id"] not in wfs:
+        if workflow_id and not s["tasks"] and flt["workflow_id"] not in wfs:
             raise NotFound(f"no workflow {workflow_id} in {src.name}")
-        by_act: Dict[str, Dict[str, int]] = {}
-        for d in docs:
-            by_act.setdefault(d["activity_id"], {}).setdefault(d["status"], 0)
-            by_act[d["activity_id"]][d["status"]] += 1
-        status: Dict[str, int] = {}
-        for d in docs:
-            status[d["status"]] = status.get(d["status"], 0) + 1
-        span = (min(d["start_ns"] for d in docs), max(d["end_ns"] for d in docs)) if docs else (0, 0)
+        n = s["tasks"]
         return jsonable({
             "source": src.name, "workflow_id": flt.get("workflow_id"),
             "workflows": {k: v for k, v in sorted(wfs.items()) if not workflow_id or k == flt["workflow_id"]},
-            "tasks": len(docs), "by_status": dict(sorted(status.items())),
-            "by_activity": {k: dict(sorted(v.items())) for k, v in sorted(by_act.items())},
-            "ranks": sorted({d["rank"] for d in docs}),
-            "hosts": sorted({d["hostname"] for d in docs}),
-            "started_at": span[0] / 1e9 if docs else None, "ended_at": span[1] / 1e9 if docs else None,
-            "duration_s": (span[1] - span[0]) / 1e9 if docs else 0.0})
+            "tasks": n, "by_status": s["by_status"], "by_activity": s["by_activity"],
+            "ranks": s["ranks"], "hosts": s["hosts"],
+            "started_at": s["start_ns"] / 1e9 if n else None,
+            "ended_at": s["end_ns"] / 1e9 if n else None,
+            "duration_s": (s["end_ns"] - s["start_ns"]) / 1e9 if n else 0.0})
 
     # statistics -------------------------------------------------------------------------------
     def stats(self, by: str = "activity", source: Optional[str] = None, filter=None) -> dict:
-        """Per activity (or rank, host, status): count, errors, mean/p50/p95/max/total
-        duration in seconds."""
-        import numpy as np
-        if by not in ("activity", "rank", "hostname", "status"):
+        """Per activity (or rank, host, status): count, errors, mean/p50/p95/p99/max/total
+        duration in seconds, computed on columns (no payload is read)."""
+        if by not in engine.STAT_GROUPS:
             raise BadRequest("by is activity, rank, hostname or status")
         flt = parse_filter(filter)
         src = self.source(source)
-        docs = sort_docs(src.find(flt, self.deadline()), DEFAULT_SORT)   # same sums everywhere
-        key = {"activity": "activity_id"}.get(by, by)
-        groups: Dict[Any, List[dict]] = {}
-        for d in docs:
-            groups.setdefault(d[key], []).append(d)
-        rows = []
-        for g in sorted(groups, key=_sort_key):
-            ds = groups[g]
-            dur = np.array([d["end_ns"] - d["start_ns"] for d in ds], np.int64) / 1e9
-            p50, p95, p99, mx = np.percentile(dur, [50, 95, 99, 100])
-            rows.append({by: g, "count": len(ds), "errors": sum(d["status"] == "ERROR" for d in ds),
-                         "mean_s": float(dur.mean()), "p50_s": float(p50), "p95_s": float(p95),
-                         "p99_s": float(p99), "max_s": float(mx), "total_s": float(dur.sum())})
-        return {"source": src.name, "by": by, "tasks": len(docs), "items": jsonable(rows)}
+        n, rows = engine.group_stats(src.table, flt, by, self.deadline())
+        return {"source": src.name, "by": by, "tasks": n, "items": jsonable(rows)}
 
     def failures(self, source: Optional[str] = None, filter=None, limit=None, projection=None) -> dict:
         flt = parse_filter(filter)
@@ -506,16 +380,29 @@ def _all_of(flt, *more) -> dict:
     return {} if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-def _columns(access: Access, source, flt: dict, fields: Sequence[str]) -> Tuple[Dict[str, list], bool]:
-    """The projected fields of every match, as lists (the one place these views read many
-    tasks), and whether the answer stopped at MAX_STREAM."""
-    cols: Dict[str, list] = {f: [] for f in fields}
+def _columns(access: Access, source, flt: dict, fields: Sequence[str], payload: str = "none",
+             ids_upto: Optional[int] = None) -> Dict[str, Any]:
+    """The fields of every match as numpy columns, in no particular order: the one place these
+    views read many tasks, straight from the read path's column blocks (no document is
+    built; payloads are decoded only when ``payload`` asks, and only for the matches).
+    ``task_id`` is kept only while the matches number at most ``ids_upto`` (else None)."""
+    import numpy as np
+    from flowcept.query.documents import columns
+    src = access.source(source)
+    budget = access.deadline()
+    parts: Dict[str, list] = {f: [] for f in fields}
     n = 0
-    for d in access.iter_tasks(source, flt, list(fields), None, MAX_STREAM):
-        for f in fields:
-            cols[f].append(d.get(f))
-        n += 1
-    return cols, n >= MAX_STREAM
+    for _ref, block, rows in engine.matching(src.table, flt or None, budget):
+        for k in range(0, len(rows), 65536):
+            budget.check()
+            cols = columns(block, rows[k:k + 65536], payload)
+            n += len(rows[k:k + 65536])
+            for f in fields:
+                if f == "task_id" and ids_upto is not None and n > ids_upto:
+                    parts[f] = None
+                elif parts[f] is not None:
+                    parts[f].append(cols[f])
+    return {f: None if p is None else (np.concatenate(p) if p else np.zeros(0, object)) for f, p in parts.items()}
 
 
 def runs(access: Access, query: Optional[str] = None, sort=None, limit=None, offset=None) -> dict:
@@ -577,16 +464,16 @@ def timeline(access: Access, source=None, filter=None, t0=None, t1=None, bins=80
     if hi is not None:
         window.append({"start_ns": {"$lte": int(hi * 1e9)}})
     src = access.source(source).name
-    cols, truncated = _columns(access, src, _all_of(flt, *window),
-                               ("task_id", "rank", "start_ns", "end_ns", "status", "activity_id"))
-    start = np.array(cols["start_ns"], np.int64)
-    end = np.maximum(np.array(cols["end_ns"], np.int64), start)
+    cols = _columns(access, src, _all_of(flt, *window),
+                    ("task_id", "rank", "start_ns", "end_ns", "status", "activity_id"), ids_upto=max_tasks)
+    start = np.asarray(cols["start_ns"], np.int64)
+    end = np.maximum(np.asarray(cols["end_ns"], np.int64), start)
     n = len(start)
     a_ns = int(lo * 1e9) if lo is not None else (int(start.min()) if n else 0)
     b_ns = int(hi * 1e9) if hi is not None else (int(end.max()) if n else 0)
     if b_ns <= a_ns:
         b_ns = a_ns + 1000
-    ranks = np.array(cols["rank"], np.int64)
+    ranks = np.asarray(cols["rank"], np.int64)
     uranks = np.unique(ranks)
     nrows = min(len(uranks), max_rows)
     rank_pos = np.searchsorted(uranks, ranks)
@@ -596,14 +483,15 @@ def timeline(access: Access, source=None, filter=None, t0=None, t1=None, bins=80
     lasts = uranks[np.searchsorted(group, np.arange(nrows), "right") - 1].tolist()
     rows = [{"label": f"rank {f}" if f == la else f"ranks {f}-{la}", "ranks": [f, la]}
             for f, la in zip(firsts, lasts)]
-    acts, act_code = np.unique(np.array(cols["activity_id"], dtype=object).astype(str), return_inverse=True) \
+    acts, act_code = np.unique(np.asarray(cols["activity_id"], dtype=object).astype(str), return_inverse=True) \
         if n else (np.array([], dtype=str), np.zeros(0, np.int64))
-    err = np.array([s == "ERROR" for s in cols["status"]], bool)
+    act_code = act_code.reshape(-1)
+    err = np.asarray(cols["status"], dtype=object) == "ERROR"
     busy_by_act = np.bincount(act_code, weights=(np.minimum(end, b_ns) - np.maximum(start, a_ns)).clip(0),
                               minlength=len(acts))
     by_busy = np.argsort(-busy_by_act, kind="stable")
     out = {"source": src, "t0": a_ns / 1e9, "t1": b_ns / 1e9, "t0_ns": a_ns, "t1_ns": b_ns, "tasks": n,
-           "truncated": truncated, "rows": rows}
+           "rows": rows}
     if n <= max_tasks:
         order = np.lexsort((start, row_of))
         out.update(mode="tasks", activities=[str(acts[i]) for i in by_busy], items=[
@@ -682,10 +570,12 @@ def failure_groups(access: Access, source=None, filter=None, limit=None) -> dict
     flt = parse_filter(filter)
     n = parse_limit(limit, default=50, maximum=1000)
     src = access.source(source).name
-    cols, truncated = _columns(access, src, _all_of(flt, {"status": "ERROR"}),
-                               ("task_id", "activity_id", "rank", "started_at", "error"))
+    cols = _columns(access, src, _all_of(flt, {"status": "ERROR"}),
+                    ("task_id", "activity_id", "rank", "started_at", "error"), payload="objects")
     groups: Dict[str, dict] = {}
-    for i, tid in enumerate(cols["task_id"]):
+    first = sorted(range(len(cols["task_id"])), key=lambda i: (cols["started_at"][i], cols["task_id"][i]))
+    for i in first:
+        tid = cols["task_id"][i]
         e = cols["error"][i] if isinstance(cols["error"][i], dict) else {}
         kind = str(e.get("type") or "(no error recorded)")
         g = groups.setdefault(kind, {"type": kind, "count": 0, "activities": {}, "ranks": set(),
@@ -693,8 +583,8 @@ def failure_groups(access: Access, source=None, filter=None, limit=None) -> dict
         g["count"] += 1
         act = cols["activity_id"][i]
         g["activities"][act] = g["activities"].get(act, 0) + 1
-        g["ranks"].add(cols["rank"][i])
-        t = cols["started_at"][i]
+        g["ranks"].add(int(cols["rank"][i]))
+        t = float(cols["started_at"][i])
         g["first_at"] = t if g["first_at"] is None else min(g["first_at"], t)
         g["last_at"] = t if g["last_at"] is None else max(g["last_at"], t)
         msg = str(e.get("message", ""))[:500]
@@ -709,8 +599,7 @@ def failure_groups(access: Access, source=None, filter=None, limit=None) -> dict
         g["activities"] = dict(sorted(g["activities"].items(), key=lambda kv: (-kv[1], kv[0]))[:20])
         g["messages"] = [{"message": m, "count": c} for m, c in
                          sorted(g["messages"].items(), key=lambda kv: (-kv[1], kv[0]))[:5]]
-    return jsonable({"source": src, "failures": len(cols["task_id"]), "truncated": truncated,
-                     "groups": len(items), "items": items[:n]})
+    return jsonable({"source": src, "failures": len(cols["task_id"]), "groups": len(items), "items": items[:n]})
 
 
 def lineage_graph(access: Access, task_id: str, source=None, max_nodes=None) -> dict:
@@ -755,59 +644,80 @@ def lineage_graph(access: Access, task_id: str, source=None, max_nodes=None) -> 
 
 def export_tasks(access: Access, source=None, filter=None, projection=None, sort=None, limit=None,
                  fmt: str = "csv"):
-    """(media type, file name, chunks of bytes) of every match (up to MAX_STREAM or ``limit``)
-    as CSV (columns: the projection, or TABLE_COLUMNS), JSON lines (the service's documents)
-    or Parquet (pyarrow; columns as in CSV, values typed)."""
+    """(media type, file name, chunks of bytes) of every match (up to MAX_STREAM or ``limit``),
+    streamed block by block: CSV (columns: the projection, or TABLE_COLUMNS), JSON lines (the
+    service's documents) or Parquet (``flowcept export --format parquet``'s columns, every
+    field, in start order; needs pyarrow).  A query past its budget after the answer has
+    begun ends it with a last line saying so."""
+    from flowcept.query.documents import dumps, dumps_lines
     if fmt not in EXPORT_FORMATS:
         raise BadRequest(f"format is one of {', '.join(EXPORT_FORMATS)}")
-    src = access.source(source).name
+    src = access.source(source)
+    name = f"{src.name}-tasks.{fmt}"
+    if fmt == "parquet":
+        return EXPORT_FORMATS[fmt], name, _parquet_chunks(access, src, parse_filter(filter))
     cols = parse_projection(projection)
-    name = f"{src}-tasks.{fmt}"
     if fmt == "jsonl":
-        docs = access.iter_tasks(src, filter, cols, sort, limit)
-        return EXPORT_FORMATS[fmt], name, (json.dumps(d).encode() + b"\n" for d in docs)
+        parts = access.iter_pages(src.name, filter, cols, sort, limit)
+
+        def lines():
+            try:
+                for part in parts:
+                    yield dumps_lines(part)
+            except QueryTimeout as e:
+                yield dumps({"error": str(e)}) + b"\n"
+        return EXPORT_FORMATS[fmt], name, lines()
+    import csv
+    import io
     cols = cols or list(TABLE_COLUMNS)
     read = list(cols) + [f for f in ("start_ns", "end_ns") if "duration_s" in cols and f not in cols]
-    docs = access.iter_tasks(src, filter, read, sort, limit)
-    if fmt == "csv":
-        import csv
-        import io
+    parts = access.iter_pages(src.name, filter, read, sort, limit)
 
-        def chunks():
-            buf = io.StringIO()
-            w = csv.writer(buf)
-            w.writerow(cols)
-            for k, d in enumerate(docs):
-                w.writerow(table_row(d, cols))
-                if k % 1024 == 1023:
-                    yield buf.getvalue().encode()
-                    buf.seek(0)
-                    buf.truncate()
-            yield buf.getvalue().encode()
-        return EXPORT_FORMATS[fmt], name, chunks()
+    def rows():
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        try:
+            for part in parts:
+                w.writerows(table_row(jsonable(d), cols) for d in part)
+                yield buf.getvalue().encode()
+                buf.seek(0)
+                buf.truncate()
+        except QueryTimeout as e:
+            w.writerow([f"ERROR: {e}"])
+        yield buf.getvalue().encode()
+    return EXPORT_FORMATS[fmt], name, rows()
+
+
+def _parquet_chunks(access: Access, src: Source, flt: dict):
+    """The Parquet file of the matches (written by flowcept.access.parquet to a private
+    temporary file, then sent and removed)."""
+    import tempfile
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from flowcept.access.parquet import write_parquet
+        write_parquet.__globals__["_pyarrow"]()
     except ImportError:
-        raise BadRequest("Parquet export needs pyarrow: pip install pyarrow (CSV and JSON lines need "
-                         "nothing)") from None
-    import io
-    rows = [table_row(d, cols) for d in docs]
-    table = pa.table({c: _arrow_column(pa, [r[i] for r in rows]) for i, c in enumerate(cols)})
-    out = io.BytesIO()
-    pq.write_table(table, out)
-    return EXPORT_FORMATS[fmt], name, iter([out.getvalue()])
+        raise BadRequest("Parquet export needs pyarrow: pip install 'flowcept[parquet]' (CSV and JSON "
+                         "lines need nothing)") from None
+    fd, path = tempfile.mkstemp(prefix="flowcept-export-", suffix=".parquet")
+    os.close(fd)
+    try:
+        write_parquet(src.table, path, "json", flt or None, access.deadline())
+    except BaseException:
+        os.unlink(path)
+        raise
 
-
-def _arrow_column(pa, values: list):
-    """Typed where the values agree (ints, floats, text); missing values are nulls."""
-    vals = [None if v == "" else v for v in values]
-    kinds = {type(v) for v in vals if v is not None}
-    if kinds <= {int}:
-        return pa.array(vals, pa.int64())
-    if kinds <= {int, float}:
-        return pa.array([None if v is None else float(v) for v in vals], pa.float64())
-    return pa.array([None if v is None else str(v) for v in vals], pa.string())
+    def chunks():
+        try:
+            with open(path, "rb") as f:
+                while True:
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    yield block
+        finally:
+            os.unlink(path)
+    return chunks()
 
 
 def export_formats() -> List[str]:

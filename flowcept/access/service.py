@@ -35,8 +35,6 @@ its time budget or a service at its concurrency bound answers 503.  Bound to
 
 import hmac
 import ipaddress
-import itertools
-import json
 import threading
 from typing import Any, List, Optional, Union
 
@@ -163,9 +161,25 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
                      filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                      sort: Optional[str] = SortQ, limit: Optional[int] = None,
                      source: Optional[str] = SourceQ):
-        media, name, chunks = run(lambda: _materialised(core.export_tasks(
-            access, source, filter, projection, sort, limit, format)))
-        return StreamingResponse(chunks, media_type=media,
+        # like /tasks/stream: checked and begun inside the request (errors are 4xx/503), then
+        # streamed under the query's budget, holding a concurrency slot until the end
+        if not gate.acquire(timeout=access.query_timeout):
+            raise QueryTimeout("the service is busy with other queries; retry shortly")
+        try:
+            media, name, chunks = core.export_tasks(access, source, filter, projection, sort, limit, format)
+            first = next(chunks, b"")
+        except BaseException:
+            gate.release()
+            raise
+
+        def body():
+            try:
+                yield first
+                yield from chunks
+            finally:
+                chunks.close()
+                gate.release()
+        return StreamingResponse(body(), media_type=media,
                                  headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/v1/tasks/stream", response_class=StreamingResponse,
@@ -173,11 +187,29 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     def tasks_stream(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                      sort: Optional[str] = SortQ, limit: Optional[int] = None,
                      source: Optional[str] = SourceQ):
-        docs = run(lambda: list(access.iter_tasks(source, filter, projection, sort, limit)))
+        # checked, and its first block found, before the answer starts (errors are 4xx/503);
+        # then streamed block by block under the query's budget and a concurrency slot
+        from flowcept.query.documents import dumps, dumps_lines
+        if not gate.acquire(timeout=access.query_timeout):
+            raise QueryTimeout("the service is busy with other queries; retry shortly")
+        try:
+            parts = access.iter_pages(source, filter, projection, sort, limit)
+            first = next(parts, None)
+        except BaseException:
+            gate.release()
+            raise
 
         def lines():
-            for k in range(0, len(docs), 256):
-                yield "".join(json.dumps(d) + "\n" for d in docs[k:k + 256])
+            try:
+                if first:
+                    yield dumps_lines(first)
+                for part in parts:
+                    yield dumps_lines(part)
+            except QueryTimeout as e:   # the answer has begun: its last line says why it stops
+                yield dumps({"error": str(e)}) + b"\n"
+            finally:
+                parts.close()
+                gate.release()
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get("/api/v1/tasks/{task_id}")
@@ -279,14 +311,6 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
             return Response(generate_latest(metrics_collector.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _materialised(answer):
-    """(media, name, chunks) with the first chunk already made, so that the query runs (and
-    fails with a 4xx) inside the request, not after the response has started."""
-    media, name, chunks = answer
-    first = next(chunks, b"")
-    return media, name, itertools.chain([first], chunks)
 
 
 def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Optional[str] = None,

@@ -493,8 +493,7 @@
       h("th", { class: "num" }, "Ranks"), h("th", {}, "First"), h("th", {}, "Commonest message"), h("th", {}, "Examples")));
     add(body, [
       h("div", { class: "table-wrap" }, h("table", { class: "data", id: "failure-groups" }, head, h("tbody", {}, groups.items.map(row)))),
-      groups.groups > groups.items.length ? h("div", { class: "note body" }, `${groups.groups - groups.items.length} more error types not shown`) : null,
-      groups.truncated ? h("div", { class: "note body" }, "Counted over the first 1,000,000 failures.") : null]);
+      groups.groups > groups.items.length ? h("div", { class: "note body" }, `${groups.groups - groups.items.length} more error types not shown`) : null]);
   }
 
   // the timeline: rows of ranks, time across; the server sends tasks or bins for the window
@@ -596,7 +595,7 @@
         ctx.fillRect(Math.min(drag.x0, drag.x1), TOP, Math.abs(drag.x1 - drag.x0), height - TOP - 8);
       }
       const shown = data.mode === "tasks" ? `${fmtInt(data.tasks)} tasks` : `${fmtInt(data.tasks)} tasks in ${fmtInt(data.bins)} bins of ${fmtDur(data.width_s)}`;
-      info.textContent = `${fmtTime(data.t0)} · ${fmtDur(span)} · ${shown}${data.truncated ? " (first 1,000,000)" : ""}`;
+      info.textContent = `${fmtTime(data.t0)} · ${fmtDur(span)} · ${shown}`;
       zoomOut.disabled = reset.disabled = !win;
       clear(legend);
       const seen = data.mode === "tasks" ? data.activities : data.activities;
