@@ -31,14 +31,6 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def fetch(url: str):
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=3600) as r:
@@ -52,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ranks", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3, help="times each request is made (the best is kept)")
     ap.add_argument("--dir", default=None, help="where the store goes (default: a temporary dir)")
+    ap.add_argument("--no-lineage", action="store_true", help="leave out the lineage graph (minutes on "
+                                                                "a large store: the lineage walk reads every payload)")
     args = ap.parse_args(argv)
     from bench_archive import build_store
     work = args.dir or tempfile.mkdtemp(prefix="bench-ui-")
@@ -60,7 +54,8 @@ def main(argv=None) -> int:
     built = build_store(store, args.n, ranks=args.ranks)
     print(json.dumps({"what": "store built", "tasks": args.n, "ranks": args.ranks, "seconds": round(built, 2),
                       "load": os.getloadavg()}), flush=True)
-    port = free_port()
+    with socket.create_server(("127.0.0.1", 0)) as s:   # a free port for the server
+        port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
     proc = subprocess.Popen([sys.executable, "-m", "flowcept.access.cli", "serve", store, "--port", str(port),
@@ -90,6 +85,8 @@ def main(argv=None) -> int:
              f"/api/v1/tasks/stream?filter={flt}&projection=rank,start_ns,end_ns,status,activity_id"),
         ]
         for name, path in requests:
+            if args.no_lineage and name == "lineage graph":
+                continue
             best, size = None, 0
             for _ in range(args.repeat):
                 s, body = fetch(base + path)

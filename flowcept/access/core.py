@@ -380,29 +380,43 @@ def _all_of(flt, *more) -> dict:
     return {} if not parts else parts[0] if len(parts) == 1 else {"$and": parts}
 
 
-def _columns(access: Access, source, flt: dict, fields: Sequence[str], payload: str = "none",
-             ids_upto: Optional[int] = None) -> Dict[str, Any]:
-    """The fields of every match as numpy columns, in no particular order: the one place these
-    views read many tasks, straight from the read path's column blocks (no document is
-    built; payloads are decoded only when ``payload`` asks, and only for the matches).
-    ``task_id`` is kept only while the matches number at most ``ids_upto`` (else None)."""
-    import numpy as np
-    from flowcept.query.documents import columns
+def _blocks(access: Access, source, flt: dict):
+    """(block, rows) of every match, in chunks, in no particular order: the one place these
+    views read many tasks, straight from the read path's column blocks under the query's
+    budget (no document is built)."""
     src = access.source(source)
     budget = access.deadline()
-    parts: Dict[str, list] = {f: [] for f in fields}
-    n = 0
     for _ref, block, rows in engine.matching(src.table, flt or None, budget):
         for k in range(0, len(rows), 65536):
             budget.check()
-            cols = columns(block, rows[k:k + 65536], payload)
-            n += len(rows[k:k + 65536])
-            for f in fields:
-                if f == "task_id" and ids_upto is not None and n > ids_upto:
-                    parts[f] = None
-                elif parts[f] is not None:
-                    parts[f].append(cols[f])
-    return {f: None if p is None else (np.concatenate(p) if p else np.zeros(0, object)) for f, p in parts.items()}
+            yield block, rows[k:k + 65536]
+
+
+def _time_columns(access: Access, source, flt: dict, keep_upto: int):
+    """rank, start_ns, end_ns, failed, activity index (into the returned names) of every
+    match, and, when they number at most ``keep_upto``, their (block, rows) for the rest."""
+    import numpy as np
+    from flowcept.record.layout import STATUS_ERROR
+    names: Dict[str, int] = {}
+    parts: Dict[str, list] = {"rank": [], "start_ns": [], "end_ns": [], "failed": [], "activity": []}
+    kept: Optional[list] = []
+    n = 0
+    for block, rows in _blocks(access, source, flt):
+        c = block.cols
+        codes, inv = np.unique(c["activity"][rows], return_inverse=True)
+        table = block.string_array()
+        index = np.array([names.setdefault(str(table[k]) if k < len(table) else "", len(names))
+                          for k in codes.tolist()], np.int64)
+        parts["activity"].append(index[inv.reshape(-1)])
+        parts["rank"].append(c["rank"][rows].astype(np.int64))
+        parts["start_ns"].append(c["start_ns"][rows].astype(np.int64))
+        parts["end_ns"].append(c["end_ns"][rows].astype(np.int64))
+        parts["failed"].append(c["status"][rows] == STATUS_ERROR)
+        n += len(rows)
+        kept = kept + [(block, rows)] if kept is not None and n <= keep_upto else None
+    cols = {k: np.concatenate(v) if v else np.zeros(0, bool if k == "failed" else np.int64)
+            for k, v in parts.items()}
+    return cols, sorted(names, key=names.get), kept
 
 
 def runs(access: Access, query: Optional[str] = None, sort=None, limit=None, offset=None) -> dict:
@@ -464,16 +478,15 @@ def timeline(access: Access, source=None, filter=None, t0=None, t1=None, bins=80
     if hi is not None:
         window.append({"start_ns": {"$lte": int(hi * 1e9)}})
     src = access.source(source).name
-    cols = _columns(access, src, _all_of(flt, *window),
-                    ("task_id", "rank", "start_ns", "end_ns", "status", "activity_id"), ids_upto=max_tasks)
-    start = np.asarray(cols["start_ns"], np.int64)
-    end = np.maximum(np.asarray(cols["end_ns"], np.int64), start)
+    cols, act_names, kept = _time_columns(access, src, _all_of(flt, *window), max_tasks)
+    start = cols["start_ns"]
+    end = np.maximum(cols["end_ns"], start)
     n = len(start)
     a_ns = int(lo * 1e9) if lo is not None else (int(start.min()) if n else 0)
     b_ns = int(hi * 1e9) if hi is not None else (int(end.max()) if n else 0)
     if b_ns <= a_ns:
         b_ns = a_ns + 1000
-    ranks = np.asarray(cols["rank"], np.int64)
+    ranks = cols["rank"]
     uranks = np.unique(ranks)
     nrows = min(len(uranks), max_rows)
     rank_pos = np.searchsorted(uranks, ranks)
@@ -483,20 +496,23 @@ def timeline(access: Access, source=None, filter=None, t0=None, t1=None, bins=80
     lasts = uranks[np.searchsorted(group, np.arange(nrows), "right") - 1].tolist()
     rows = [{"label": f"rank {f}" if f == la else f"ranks {f}-{la}", "ranks": [f, la]}
             for f, la in zip(firsts, lasts)]
-    acts, act_code = np.unique(np.asarray(cols["activity_id"], dtype=object).astype(str), return_inverse=True) \
-        if n else (np.array([], dtype=str), np.zeros(0, np.int64))
-    act_code = act_code.reshape(-1)
-    err = np.asarray(cols["status"], dtype=object) == "ERROR"
+    acts = np.array(act_names + [""], dtype=object)[:len(act_names)]
+    act_code = cols["activity"]
+    err = cols["failed"]
     busy_by_act = np.bincount(act_code, weights=(np.minimum(end, b_ns) - np.maximum(start, a_ns)).clip(0),
                               minlength=len(acts))
     by_busy = np.argsort(-busy_by_act, kind="stable")
     out = {"source": src, "t0": a_ns / 1e9, "t1": b_ns / 1e9, "t0_ns": a_ns, "t1_ns": b_ns, "tasks": n,
            "rows": rows}
     if n <= max_tasks:
+        from flowcept.query.documents import columns
+        ids = [columns(b, r, "none") for b, r in kept]   # in the order the columns were read
+        task_id = np.concatenate([c["task_id"] for c in ids]) if ids else np.zeros(0, object)
+        status = np.concatenate([c["status"] for c in ids]) if ids else np.zeros(0, object)
         order = np.lexsort((start, row_of))
         out.update(mode="tasks", activities=[str(acts[i]) for i in by_busy], items=[
-            {"task_id": cols["task_id"][i], "row": int(row_of[i]), "rank": int(ranks[i]),
-             "activity_id": str(acts[act_code[i]]), "status": cols["status"][i],
+            {"task_id": task_id[i], "row": int(row_of[i]), "rank": int(ranks[i]),
+             "activity_id": str(acts[act_code[i]]), "status": status[i],
              "start": (int(start[i]) - a_ns) / 1e9, "end": (int(end[i]) - a_ns) / 1e9}
             for i in order.tolist()])
         return out
@@ -570,8 +586,10 @@ def failure_groups(access: Access, source=None, filter=None, limit=None) -> dict
     flt = parse_filter(filter)
     n = parse_limit(limit, default=50, maximum=1000)
     src = access.source(source).name
-    cols = _columns(access, src, _all_of(flt, {"status": "ERROR"}),
-                    ("task_id", "activity_id", "rank", "started_at", "error"), payload="objects")
+    from flowcept.query.documents import columns
+    chunks = [columns(b, r, "objects") for b, r in _blocks(access, src, _all_of(flt, {"status": "ERROR"}))]
+    cols = {f: [x for c in chunks for x in c[f].tolist()] if chunks else []
+            for f in ("task_id", "activity_id", "rank", "started_at", "error")}
     groups: Dict[str, dict] = {}
     first = sorted(range(len(cols["task_id"])), key=lambda i: (cols["started_at"][i], cols["task_id"][i]))
     for i in first:
