@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ErrorBody(BaseModel):
-    """Every refusal: 400, 401, 404, 408, 413, 422, 503."""
+    """Every refusal: 400, 401, 404, 408, 413, 422, 502, 503."""
     model_config = ConfigDict(extra="forbid")
     error: str = Field(description="what went wrong and what to change")
 
@@ -152,12 +152,96 @@ class TaskQuery(BaseModel):
     cursor: Optional[str] = None
 
 
+class RunRow(BaseModel):
+    """One workflow of a served source, with its counts and span."""
+    model_config = ConfigDict(extra="allow")
+    source: str
+    kind: Optional[str] = None
+    workflow_id: Optional[str] = None
+    name: Optional[str] = None
+    tasks: int
+    failures: int
+    started_at: Optional[float] = None
+    ended_at: Optional[float] = None
+    duration_s: float
+
+
+class RunList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    total: int
+    offset: int
+    count: int
+    items: List[RunRow]
+
+
+class Timeline(BaseModel):
+    """Tasks per rank over a window: ``mode`` "tasks" (items, one per task) or
+    "bins" (cells per row and time bin: busy share, dominant activity, starts, errors)."""
+    model_config = ConfigDict(extra="allow")
+    source: str
+    t0: float
+    t1: float
+    tasks: int
+    mode: Optional[str] = None
+    activities: Optional[List[str]] = None
+
+
+class FailureGroupList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    failures: int
+    groups: int
+    items: List[Dict[str, Any]]
+
+
+class LineageGraph(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    task_id: str
+    ancestors: int
+    descendants: int
+    nodes: List[Dict[str, Any]]
+    edges: List[Any]
+
+
+class AskSettingsInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool
+    model: Optional[str] = None
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str
+    export_formats: List[str]
+    ask: AskSettingsInfo
+
+
+class AskQuery(BaseModel):
+    """The body of POST /api/v1/ask."""
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(..., min_length=1, max_length=2000)
+    source: Optional[str] = None
+
+
+class AskAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    answer: str
+    calls: List[Dict[str, Any]]
+    steps: int
+    seconds: float
+    stopped: str
+    model: str
+
+
 def errors(*codes: int) -> Dict[Union[int, str], Dict[str, Any]]:
     """The ``responses=`` entries of the refusals a route can send."""
     what = {400: "bad request: the message says what to change",
             401: "missing or wrong bearer token (when the service has one)",
             404: "no such source, task or workflow",
             408: "the request head or body came too slowly",
+            502: "the LLM endpoint failed or could not be reached",
             413: "request body over the limit",
             422: "request parameters or body of the wrong type",
             503: "query past its time budget, or the service is busy"}

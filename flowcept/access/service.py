@@ -19,6 +19,14 @@ POST /api/v1/tasks/query                        the same, the request as a JSON 
 /api/v1/stats?by=activity|rank|hostname|status  durations and error counts per group
 /api/v1/failures                                tasks with status ERROR
 /api/v1/prov?format=json|provn|xml|rdf          W3C PROV document
+/api/v1/runs?q=&sort=&limit=&offset=            every workflow served, with counts and span
+/api/v1/timeline?filter=&t0=&t1=&bins=          tasks per rank over time (binned past ``bins``)
+/api/v1/failures/groups?filter=                 failures grouped by error type
+/api/v1/tasks/{task_id}/graph                   nearest lineage as nodes and edges
+/api/v1/tasks/export?format=csv|jsonl|parquet   every match as a file download
+/api/v1/capabilities                            what this server offers (ask, export formats)
+POST /api/v1/ask                                a question to the LLM agent (when configured)
+/ and /ui/                                      the browser UI (flowcept.access.ui; no token)
 /metrics                                        Prometheus text (with the metrics extra)
 ==============================================  =============================================
 
@@ -53,8 +61,11 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from flowcept.access.api_models import (ErrorBody, Health, LineageAnswer, SourceList, StatsAnswer,
-                                        TaskPage, TaskQuery, Task, WorkflowList, WorkflowSummary, errors)
+from flowcept.access import core, ui
+from flowcept.access.api_models import (AskAnswer, AskQuery, Capabilities, ErrorBody, FailureGroupList,
+                                        Health, LineageAnswer, LineageGraph, RunList, SourceList,
+                                        StatsAnswer, TaskPage, TaskQuery, Task, Timeline, WorkflowList,
+                                        WorkflowSummary, errors)
 from flowcept.access.core import Access, BadRequest, NotFound
 from flowcept.access.sources import QueryTimeout
 
@@ -114,7 +125,8 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+        if (self.expected is not None and scope["path"] not in OPEN_PATHS
+                and not ui.is_public(scope["path"])):
             got = headers.get(b"authorization", b"")
             if not hmac.compare_digest(got, self.expected):
                 return await _refuse(send, 401, "missing or wrong bearer token (Authorization: Bearer ...)",
@@ -226,9 +238,11 @@ def guarded_protocol(limits: ServiceLimits):
 
 
 def create_app(access: Access, token: Optional[str] = None, max_concurrency: int = 4,
-               metrics_collector=None, limits: Optional[ServiceLimits] = None):
+               metrics_collector=None, limits: Optional[ServiceLimits] = None, ask=None):
     """The ASGI application over ``access`` (FastAPI inside :class:`Guard`).
-    ``token``: every request except /health must carry ``Authorization: Bearer <token>``."""
+    ``token``: every request except /health and the UI's static pages must carry
+    ``Authorization: Bearer <token>``.  ``ask``: a
+    :class:`flowcept.access.agent.AskSettings` enables POST /api/v1/ask."""
     from fastapi import Body, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
@@ -237,6 +251,7 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from flowcept import __version__
+    from flowcept.access.tools import call_tool
 
     limits = limits or ServiceLimits(max_concurrency=max_concurrency)
     app = FastAPIOffline(title="flowcept query service", version=__version__,
@@ -278,9 +293,9 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     async def _500(_r, e):   # a bug: still the service's shape, never a traceback
         return err(500, f"internal error ({type(e).__name__}); the service goes on")
 
-    async def run(fn, *a):
-        """Runs a query in a worker thread once one of max_concurrency slots is
-        free; waiting holds no thread, and ends in 503 after queue_timeout_s."""
+    async def slot():
+        """One of max_concurrency query slots; waiting holds no thread, and ends
+        in 503 after queue_timeout_s.  Returns the semaphore to release."""
         sem = slots.get("sem")
         if sem is None:   # made in the server's loop
             sem = slots["sem"] = asyncio.Semaphore(limits.max_concurrency)
@@ -288,10 +303,40 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
             await asyncio.wait_for(sem.acquire(), limits.queue_timeout_s)
         except asyncio.TimeoutError:
             raise QueryTimeout("the service is busy with other queries; retry shortly") from None
+        return sem
+
+    async def run(fn, *a):
+        """Runs a query in a worker thread once a slot is free."""
+        sem = await slot()
         try:
             return await run_in_threadpool(fn, *a)
         finally:
             sem.release()
+
+    async def streamed(begin, encode, media: str, headers=None):
+        """A streamed answer holding a slot to its end: ``begin()`` (in a thread)
+        checks the request and returns (parts iterator, first part), so that its
+        errors are still 4xx/503; then each part is read in a thread, encoded and
+        sent.  A query past its budget mid-answer ends with an error line."""
+        sem = await slot()
+        try:
+            parts, first = await run_in_threadpool(begin)
+        except BaseException:
+            sem.release()
+            raise
+
+        async def body():
+            try:
+                part = first
+                while part is not None:
+                    yield encode(part)
+                    part = await run_in_threadpool(next, parts, None)
+            except QueryTimeout as e:   # the answer has begun: its last line says why it stops
+                yield json.dumps({"error": str(e)}).encode() + b"\n"
+            finally:
+                await run_in_threadpool(parts.close)
+                sem.release()
+        return StreamingResponse(body(), media_type=media, headers=headers)
 
     FilterQ = Query(None, description='Mongo-style filter as JSON, e.g. {"activity_id": "train"}')
     ProjQ = Query(None, description="fields to return, comma-separated (dotted paths allowed)")
@@ -331,16 +376,44 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     async def tasks_stream(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                            sort: Optional[str] = SortQ, limit: Optional[int] = LimitQ,
                            source: Optional[str] = SourceQ):
-        docs = await run(lambda: list(access.iter_tasks(source, filter, projection, sort, limit)))
+        from flowcept.query.documents import dumps_lines
 
-        def lines():
-            for k in range(0, len(docs), 256):
-                yield "".join(json.dumps(d) + "\n" for d in docs[k:k + 256])
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        def begin():
+            parts = access.iter_pages(source, filter, projection, sort, limit)
+            return parts, next(parts, None)
+        return await streamed(begin, dumps_lines, "application/x-ndjson")
+
+    export_content = {m: {"schema": {"type": "string", "contentMediaType": m}}
+                      for m in core.EXPORT_FORMATS.values()}
+
+    @app.get("/api/v1/tasks/export", response_class=StreamingResponse,
+             responses={200: {"description": "every match as a file (Content-Disposition: attachment)",
+                              "content": export_content}, **errors(*common)})
+    async def tasks_export(format: str = Query("csv", description="csv, jsonl or parquet (needs pyarrow)"),
+                           filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
+                           sort: Optional[str] = SortQ, limit: Optional[int] = LimitQ,
+                           source: Optional[str] = SourceQ):
+        info = {}
+
+        def begin():
+            media, name, chunks = core.export_tasks(access, source, filter, projection, sort, limit, format)
+            info.update(media=media, name=name)
+            return chunks, next(chunks, b"")
+        resp = await streamed(begin, lambda b: b, "application/octet-stream")
+        resp.media_type = info["media"]
+        resp.headers["content-type"] = info["media"]
+        resp.headers["content-disposition"] = f'attachment; filename="{info["name"]}"'
+        return resp
 
     @app.get("/api/v1/tasks/{task_id}", response_model=None, responses=ok(Task, *common))
     async def task(task_id: str, source: Optional[str] = SourceQ):
         return await run(access.task, task_id, source)
+
+    @app.get("/api/v1/tasks/{task_id}/graph", response_model=None, responses=ok(LineageGraph, *common))
+    async def task_graph(task_id: str, source: Optional[str] = SourceQ,
+                         max_nodes: Optional[int] = Query(None, description="ancestors and descendants each "
+                                                                             "(1-200)")):
+        return await run(core.lineage_graph, access, task_id, source, max_nodes)
 
     @app.get("/api/v1/tasks/{task_id}/ancestors", response_model=None, responses=ok(LineageAnswer, *common))
     async def ancestors(task_id: str, source: Optional[str] = SourceQ, projection: Optional[str] = ProjQ):
@@ -384,6 +457,55 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
         media, text = await run(access.prov, source, workflow_id, format)
         return Response(text, media_type=media)
 
+    @app.get("/api/v1/runs", response_model=None, responses=ok(RunList, *common))
+    async def runs(q: Optional[str] = Query(None, description="keep runs whose name, campaign, user, job, "
+                                                              "source or workflow id contains this"),
+                   sort: Optional[str] = Query(None, description="e.g. -started_at, tasks, -failures"),
+                   limit: Optional[int] = LimitQ, offset: Optional[int] = None):
+        return await run(core.runs, access, q, sort, limit, offset)
+
+    @app.get("/api/v1/timeline", response_model=None, responses=ok(Timeline, *common))
+    async def timeline(filter: Optional[str] = FilterQ, source: Optional[str] = SourceQ,
+                       t0: Optional[float] = Query(None, description="window start, epoch seconds"),
+                       t1: Optional[float] = Query(None, description="window end, epoch seconds"),
+                       bins: int = Query(800, description="time bins (the pixels across the picture)"),
+                       max_rows: int = Query(64, description="rows at most; ranks are grouped past it"),
+                       max_tasks: Optional[int] = Query(None, description="tasks sent one by one at most "
+                                                                           "(default: bins)")):
+        return await run(core.timeline, access, source, filter, t0, t1, bins, max_rows, max_tasks)
+
+    @app.get("/api/v1/failures/groups", response_model=None, responses=ok(FailureGroupList, *common))
+    async def failure_groups(filter: Optional[str] = FilterQ, limit: Optional[int] = LimitQ,
+                             source: Optional[str] = SourceQ):
+        return await run(core.failure_groups, access, source, filter, limit)
+
+    @app.get("/api/v1/capabilities", response_model=None, responses=ok(Capabilities, 401, 408, 503))
+    async def capabilities():
+        return {"version": __version__, "export_formats": core.export_formats(),
+                "ask": {"enabled": ask is not None, "model": ask.model if ask is not None else None}}
+
+    asking = asyncio.Lock()
+
+    @app.post("/api/v1/ask", response_model=None, responses=ok(AskAnswer, *common, 502))
+    async def ask_question(q: AskQuery = Body(...)):
+        from flowcept.access.agent import AgentError, answer
+        if ask is None:
+            return err(404, "no LLM endpoint is configured: start flowcept serve with --ask-base-url URL "
+                            "--ask-model NAME")
+        if asking.locked():
+            return err(503, "another question is being answered; retry when it is done")
+        async with asking:
+            loop = asyncio.get_running_loop()
+
+            def tool(name, a):   # each tool call of the agent takes a query slot like any query
+                return asyncio.run_coroutine_threadsafe(run(call_tool, access, name, a), loop).result()
+            try:
+                return await run_in_threadpool(answer, ask, q.question, tool, q.source)
+            except AgentError as e:
+                return err(502, str(e))
+
+    ui.mount(app)
+
     if metrics_collector is not None:
         @app.get("/metrics", response_class=Response,
                  responses={200: {"description": "Prometheus text exposition format",
@@ -416,7 +538,7 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
 
 def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Optional[str] = None,
           max_concurrency: int = 4, metrics_collector=None, ready=None,
-          limits: Optional[ServiceLimits] = None) -> None:
+          limits: Optional[ServiceLimits] = None, ask=None) -> None:
     """Runs the service until SIGINT/SIGTERM.  Refuses a non-loopback address without a token."""
     if not is_loopback(host) and not token:
         raise ValueError(f"binding {host} exposes the service beyond this machine: pass --token-file "
@@ -428,7 +550,7 @@ def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Opti
         raise ImportError(f"flowcept serve needs FastAPI, uvicorn and fastapi-offline ({e.name} is "
                           "missing): pip install 'flowcept[serve]'") from None
     limits = limits or ServiceLimits(max_concurrency=max_concurrency)
-    app = create_app(access, token=token, metrics_collector=metrics_collector, limits=limits)
+    app = create_app(access, token=token, metrics_collector=metrics_collector, limits=limits, ask=ask)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_keep_alive=limits.keep_alive_s, limit_concurrency=None,
                             http=guarded_protocol(limits), access_log=False,

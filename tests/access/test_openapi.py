@@ -35,7 +35,7 @@ def test_every_route_is_typed_and_declares_its_refusals(spec):
             schemas = [c.get("schema", {}) for c in ok.values()]
             assert schemas and all(s not in ({}, None) for s in schemas), (path, method, ok)
             want = {"408", "503"} if path == "/health" else {"400", "401", "404", "408", "413", "422", "503"}
-            if path in ("/api/v1/sources", "/metrics"):
+            if path in ("/api/v1/sources", "/metrics", "/api/v1/capabilities"):
                 want = {"401", "408", "503"}
             assert want <= set(resp), (path, method, sorted(resp))
             for code in want:
@@ -99,6 +99,17 @@ def test_real_answers_validate(spec, service):
         ("get", "/api/v1/prov?source=run&format=provn", None, 200),
         ("get", "/api/v1/prov?source=run&format=xml", None, 200),
         ("get", "/api/v1/tasks/stream?source=run&limit=3", None, 200),
+        ("get", "/api/v1/tasks/export?source=run&format=csv&limit=3", None, 200),
+        ("get", "/api/v1/tasks/export?source=run&format=jsonl", None, 200),
+        ("get", "/api/v1/tasks/export?source=run&format=pdf", None, 400),
+        ("get", f"/api/v1/tasks/{first}/graph?source=run", None, 200),
+        ("get", "/api/v1/runs", None, 200),
+        ("get", "/api/v1/timeline?source=run", None, 200),
+        ("get", "/api/v1/timeline?source=run&bins=4&max_tasks=2", None, 200),
+        ("get", "/api/v1/failures/groups?source=runs", None, 200),
+        ("get", "/api/v1/capabilities", None, 200),
+        ("post", "/api/v1/ask", {"question": "which tasks failed?"}, 404),
+        ("post", "/api/v1/ask", {"question": ""}, 422),
         ("get", "/api/v1/tasks?source=run&filter=" + q("{bad"), None, 400),
         ("get", "/api/v1/tasks", None, 400),
         ("get", "/api/v1/tasks?source=nope", None, 404),
