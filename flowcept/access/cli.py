@@ -6,8 +6,6 @@ import csv
 import json
 import sys
 
-TABLE_COLUMNS = ("task_id", "activity_id", "status", "rank", "hostname", "started_at", "duration_s")
-
 SPEC_HELP = ("what to read: run/job/store directories, .h5 archives (flowcept compact), a directory "
              "of archives, or a store URL (a store backend registered for its scheme)")
 
@@ -36,35 +34,30 @@ def _read_secret(path):
 def _cmd_serve(args) -> int:
     from flowcept.access.service import serve
     token = _read_secret(args.token_file)
+    ask = None
+    if args.ask_base_url or args.ask_model:
+        from flowcept.access.agent import AskSettings
+        if not (args.ask_base_url and args.ask_model):
+            raise ValueError("the Ask box needs both --ask-base-url URL and --ask-model NAME")
+        ask = AskSettings(args.ask_base_url, args.ask_model, _read_secret(args.ask_api_key_file),
+                          max_steps=args.ask_max_steps, max_tokens=args.ask_max_tokens,
+                          timeout=args.ask_timeout)
     access = _access(args.specs, args)
     collector = None
     if args.metrics:
         from flowcept.access.metrics import FlowceptCollector
         collector = FlowceptCollector(stores=[s for s in args.specs if "://" not in s and not s.endswith(".h5")])
     print(f"flowcept serve: {', '.join(access.sources)} on http://{args.host}:{args.port} "
-          f"(OpenAPI: /openapi.json, docs: /docs)", file=sys.stderr, flush=True)
+          f"(browser UI: /ui/, OpenAPI: /openapi.json, docs: /docs)", file=sys.stderr, flush=True)
     try:
         serve(access, args.host, args.port, token=token, max_concurrency=args.max_concurrency,
-              metrics_collector=collector)
+              metrics_collector=collector, ask=ask)
     finally:
         access.close()
     return 0
 
 
 # -- query -------------------------------------------------------------------------------------
-def _row(doc, columns):
-    from flowcept.query.filters import MISSING, get_path
-    out = []
-    for c in columns:
-        if c == "duration_s" and "start_ns" in doc:
-            v = (doc["end_ns"] - doc["start_ns"]) / 1e9
-        else:
-            v = get_path(doc, c)
-        out.append("" if v is MISSING or v is None else v if isinstance(v, (str, int, float)) else
-                   json.dumps(v, default=str))
-    return out
-
-
 def _cmd_query(args) -> int:
     """Pages are answered whole; ``--all`` streams: documents are written
     block by block as the engine hands them out, never held all at once."""
@@ -94,16 +87,16 @@ def _cmd_query(args) -> int:
                     first = False
             out.write("\n]\n" if not first else "]\n")
         else:
-            from flowcept.access.core import parse_projection
+            from flowcept.access.core import TABLE_COLUMNS, parse_projection, table_row
             cols = parse_projection(args.projection) or list(TABLE_COLUMNS)
             if args.format == "csv":
                 w = csv.writer(out)
                 w.writerow(cols)
                 for part in parts:
-                    w.writerows(_row(jsonable(d), cols) for d in part)
+                    w.writerows(table_row(jsonable(d), cols) for d in part)
             else:
                 items = [jsonable(d) for part in parts for d in part]
-                rows = [_row(d, cols) for d in items]
+                rows = [table_row(d, cols) for d in items]
                 text = [[str(x) if not isinstance(x, float) else f"{x:.6f}" for x in r] for r in rows]
                 widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
                 out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
@@ -208,11 +201,14 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="HTTP JSON query service over stores and archives",
                        formatter_class=F,
                        description="Serves tasks (Mongo-style filter, projection, sort, limit, cursor), "
-                                   "workflows, lineage, statistics and PROV over HTTP, read-only.\n"
+                                   "workflows, lineage, statistics and PROV over HTTP, read-only, and a "
+                                   "browser UI over them at /ui/ (runs, timelines, tasks, lineage).\n"
                                    "OpenAPI document at /openapi.json.  Binds 127.0.0.1 unless --host; any "
                                    "other address needs --token-file.\n\n"
                                    "  flowcept serve ./flowcept-runs/12345 job.h5 --port 8008\n"
-                                   "  curl 'http://127.0.0.1:8008/api/v1/tasks?filter={\"status\":\"ERROR\"}'")
+                                   "  curl -g 'http://127.0.0.1:8008/api/v1/tasks?source=job&filter={\"status\":\"ERROR\"}'\n\n"
+                                   "(curl -g: the filter's braces are not URL globs; source= picks one of "
+                                   "several PATHs, named as /api/v1/sources lists them)")
     p.add_argument("specs", nargs="*", metavar="PATH", help=SPEC_HELP + " (default: config run_dir)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8008, help="port (default 8008)")
@@ -221,6 +217,16 @@ def register(sub) -> None:
     p.add_argument("--max-limit", type=int, default=10_000, help="largest page size (default 10000)")
     p.add_argument("--max-concurrency", type=int, default=4, help="queries run at once (default 4)")
     p.add_argument("--metrics", action="store_true", help="also serve Prometheus /metrics of the stores")
+    p.add_argument("--ask-base-url", default=None, metavar="URL",
+                   help="OpenAI-compatible chat endpoint for the UI's Ask box and POST /api/v1/ask, as "
+                        "flowcept ask --base-url (e.g. http://127.0.0.1:11434/v1); without it there is no "
+                        "Ask box")
+    p.add_argument("--ask-model", default=None, metavar="NAME", help="model name the endpoint knows")
+    p.add_argument("--ask-api-key-file", default=None, metavar="FILE",
+                   help="file holding the endpoint's API key, if any")
+    p.add_argument("--ask-max-steps", type=int, default=6, help="model calls per question at most (default 6)")
+    p.add_argument("--ask-max-tokens", type=int, default=512, help="tokens per model answer (default 512)")
+    p.add_argument("--ask-timeout", type=float, default=120.0, help="seconds per model call (default 120)")
     _limits(p)
     p.set_defaults(func=_cmd_serve)
 
