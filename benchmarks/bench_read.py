@@ -146,6 +146,7 @@ def check_small(base: str):
 def bench_filter(run, h5, n):
     from flowcept.access.core import Access
     from flowcept.query import engine
+    from flowcept.query.documents import parse_sort
     import h5py
     import pandas as pd
     FILTERS["time"] = time_filter(n, h5)
@@ -170,7 +171,9 @@ def bench_filter(run, h5, n):
                 refs = table.refs(flt)
                 evaluated = sum(r.n for r in refs)
                 s, cnt = best(lambda: engine.count(table, flt))
-                s1k, page = best(lambda: a.tasks(filter=flt, limit=1000, sort="start_ns"))
+                # the page itself, not Access's page cache: 1,000 matches in start order
+                s1k, page = best(lambda: engine.page(table, flt, parse_sort("start_ns"), 1000))
+                assert len(page[0]) == min(1000, cnt)
                 ps, pcnt = best(pandas_masks[name])
                 assert pcnt == cnt, (name, pcnt, cnt)
                 emit(what="filter", source=kind, filter=name, matches=cnt, rows_evaluated=evaluated,
