@@ -69,7 +69,6 @@ class MlflowAdapter(Adapter):
 
     def open(self) -> None:
         self.position.setdefault("runs", [])
-        self._done = set(self.position["runs"])
         if self.kind == "sqlite":
             import sqlite3
             if not os.path.exists(self.db_path):
@@ -176,6 +175,7 @@ class MlflowAdapter(Adapter):
 
     # -- records ----------------------------------------------------------
     def read_new(self) -> Iterator[Item]:
+        self._done = set(self.position["runs"])
         runs = self._sql_runs() if self.kind == "sqlite" else self._rest_runs()
         for run in list(runs):
             latest = {k: max(v, key=lambda x: (x[0], x[1]))[2] for k, v in run["history"].items() if v}
@@ -189,10 +189,7 @@ class MlflowAdapter(Adapter):
             yield Item(source_id=run["run_id"], activity=run["name"] or f"mlflow:{run['experiment']}",
                        start_ns=start, end_ns=end, status=_ENDED[run["status"]],
                        used=run["params"], generated=latest, tags=run["tags"],
-                       custom_metadata=meta)
-            # advanced only once the record is in the ring
-            self._done.add(run["run_id"])
-            self.position["runs"].append(run["run_id"])
+                       custom_metadata=meta, advance=[["add", ["runs"], run["run_id"]]])
 
 
 def _local_artifacts(uri: Optional[str]) -> List[dict]:
