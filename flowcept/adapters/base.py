@@ -33,23 +33,27 @@ records go into a ring of its own in the session's ring directory, drained
 by the session's leader like every ring, and the adapter is its only
 producer, so the ring's head before a push says where its records are
 reserved.  Before pushing a group of records it writes an intent file
-beside the checkpoint (the checkpoint's sequence number, the head, and
-each record's task id and position update); after the pushes it applies
-the updates, writes the checkpoint and removes the intent.  A hard link to
-the ring under ``<shm_dir>/flowcept-<uid>/adapter-pins/`` keeps the ring's
-bytes after its leader drained and removed it (a consumer's release does
-not erase them, and the dead producer writes no later lap).  A restarted
-adapter that finds an intent newer than its checkpoint walks the pinned
-ring from the noted head (``Ring.slot_task``, which reads each slot's
-commit stamp) and applies the updates of exactly the records that were
-committed: what was pushed is not pushed again; what was not is read again
-from the source.  Records the pinned ring still holds undrained (its leader
-died too) are handed to the current leader, under their old batch ids.
-Where that proof is missing (``/dev/shm`` was wiped by a reboot, or the
-process does not lead its node, e.g. an MPI rank other than the node's
-leader, whose adapter records go into its session's ring), the intent's
-items are emitted again with the same record ids (derived from the
-source's own ids, ``source_task_id``) and counted in ``reemitted``.
+beside the checkpoint (the checkpoint's sequence number, the ring, its
+head, and each record's task id and position update); after the pushes it
+applies the updates, writes the checkpoint and removes the intent.  A
+restarted adapter that finds an intent newer than its checkpoint walks the
+ring from the noted head (``Ring.slot_task`` reads each slot's commit
+stamp) and applies the updates of exactly the records that were committed:
+what was pushed is not pushed again; what was not is read again from the
+source.  The ring is read by its own name while it is there (its records
+not yet drained wait for the job's recovery: the orphaned leader,
+``flowcept recover``, the SLURM epilog); once a leader drained and removed
+it, by a hard link that the adapter keeps to it while it runs, under
+``<shm_dir>/flowcept-<uid>/adapter-pins/`` (a consumer's release does not
+erase a slot, and the dead producer writes no later lap).  The link goes at
+a clean stop and at the next start.  Where no proof is left (``/dev/shm``
+was wiped by a reboot; a process that does not lead its node, e.g. an MPI
+rank other than the node's leader, whose adapter records go into its
+session's ring), the intent's items are emitted again with the same record
+ids (derived from the source's own ids, ``source_task_id``) and counted in
+``reemitted``.  Under SLURM, the epilog refuses a ring with two links: a
+job killed while an adapter ran leaves that adapter's ring to
+``flowcept recover <job>``.
 
 Sources that keep the position themselves (RabbitMQ: the broker's
 acknowledgements) set ``acknowledges_at_source``: each item's
@@ -179,7 +183,8 @@ class _AdapterRing:
         self.session = session
         self.ring = Ring.create(path, cfg, session.job.job_id, session.workflow_id, session.rank)
         self.path = path
-        self.capacity = self.ring.stats()["capacity"]
+        st = self.ring.stats()
+        self.capacity, self.uid = st["capacity"], st["ring_uid"]
         self.names: Dict[str, int] = {}
         self.ring.intern(NODE_PREFIX + session.job.node)   # string 0 of every ring: the node
         self.pin = pin
@@ -230,6 +235,7 @@ class Adapter:
     name = "adapter"               # the entry-point name
     default_poll_interval = 1.0
     acknowledges_at_source = False  # the source keeps the position (items carry on_emitted)
+    details = True                  # custom_metadata names the adapter and the source's id
 
     def __init__(self, session=None, *, checkpoint: Optional[str] = None,
                  poll_interval: Optional[float] = None, **options: Any):
@@ -311,8 +317,7 @@ class Adapter:
         self.position = self.load_checkpoint()
         pin = self._pin_path()
         self._settle_intent()
-        if os.path.exists(pin):   # a crashed run's ring: its records may be undrained
-            self._release_pin(pin)
+        _unlink(pin)   # a crashed run's ring: what it holds undrained is recovered with its job
         self.open()
         if getattr(self.session, "drainer", None) is not None:
             self._ring = _AdapterRing(self.session, self.name, pin)
@@ -435,8 +440,7 @@ class Adapter:
             _unlink(self.intent_path)
             return
         items = intent.get("items") or []
-        pin = intent.get("pin")
-        committed = self._committed(pin, int(intent.get("head", 0)), [it[0] for it in items])
+        committed = self._committed(intent, [it[0] for it in items])
         if committed is None:
             self.reemitted += len(items)
             log.warning("flowcept %s adapter: %d record(s) of a crashed run cannot be proven "
@@ -449,21 +453,28 @@ class Adapter:
         self._seq = int(intent["seq"])
         self.save_checkpoint()
         _unlink(self.intent_path)
-        if pin:
-            self._release_pin(pin)
 
-    def _committed(self, pin: Optional[str], head: int, ids: List[int]) -> Optional[int]:
-        """How many of ids, in order from head, are committed records of
-        the pinned ring; None when the ring cannot tell."""
+    def _committed(self, intent: dict, ids: List[int]) -> Optional[int]:
+        """How many of ids, in order from the intent's head, are committed
+        records of its ring (by its own name, or by its pin once its leader
+        removed it); None when the ring cannot tell."""
         from flowcept.native.ring import Ring, RingError
-        if not pin:
+        ring = None
+        for path in (intent.get("ring"), intent.get("pin")):
+            if not path:
+                continue
+            try:
+                ring = Ring.open(path)
+            except (RingError, OSError):
+                continue
+            if ring.stats()["ring_uid"] == intent.get("uid"):
+                break
+            ring.close()
+            ring = None
+        if ring is None:
             return None
         try:
-            ring = Ring.open(pin)
-        except (RingError, OSError):
-            return None
-        try:
-            pos, n = head, 0
+            pos, n = int(intent.get("head", 0)), 0
             for tid in ids:
                 got = ring.slot_task(pos)
                 if got is None or got[0] != tid:
@@ -473,34 +484,6 @@ class Adapter:
             return n
         finally:
             ring.close()
-
-    def _release_pin(self, pin: str) -> None:
-        """A pinned ring that no live process drains and that still holds
-        records goes to this session's leader; otherwise the pin goes."""
-        from flowcept.native.ring import Ring, RingError
-        drainer = getattr(self.session, "drainer", None)
-        try:
-            ring = Ring.open(pin)
-        except (RingError, OSError):
-            _unlink(pin)
-            return
-        try:
-            st = ring.stats()
-            orphaned = st["tail"] < st["head"] and ring.lock_consumer()
-        finally:
-            ring.close()
-        if orphaned and drainer is not None:
-            try:   # under a name of its own: the new ring's pin takes this one
-                crashed = f"{pin[:-len('.ring')]}.crashed-{os.getpid()}-{time.monotonic_ns()}.ring"
-                os.rename(pin, crashed)
-                drainer.adopt(crashed)   # it drains and removes it; batch ids are the ring's own
-                return
-            except Exception as e:
-                log.warning("flowcept %s adapter: cannot hand the ring of a crashed run to the "
-                            "leader (%s); recover it with `flowcept recover`", self.name, e)
-                return
-        if not orphaned:
-            _unlink(pin)
 
     # -- emission ---------------------------------------------------------
     def task_id_for(self, source_id: Any) -> int:
@@ -515,9 +498,10 @@ class Adapter:
             body["generated"] = item.generated
         if item.tags is not None:
             body["tags"] = item.tags
-        meta = {"adapter": self.name, "source_id": text_of(item.source_id)}
-        meta.update(item.custom_metadata)
-        body["custom_metadata"] = meta
+        if self.details or item.custom_metadata:
+            meta = {"adapter": self.name, "source_id": text_of(item.source_id)} if self.details else {}
+            meta.update(item.custom_metadata)
+            body["custom_metadata"] = meta
         data = payload.encode(body)
         ring = self._ring
         if ring is not None and len(data) + 1200 > ring.capacity // 4:   # could never fit
@@ -564,7 +548,9 @@ class Adapter:
         s, ring = self.session, self._ring
         self._seq += 1
         atomic_write(self.intent_path, json.dumps({
-            "seq": self._seq, "pin": ring.pin if ring is not None else None,
+            "seq": self._seq, "ring": ring.path if ring is not None else None,
+            "uid": ring.uid if ring is not None else None,
+            "pin": ring.pin if ring is not None else None,
             "head": ring.head() if ring is not None else 0,
             "items": [[tid, updates] for _, tid, _, _, updates in todo]}, default=str))
         wf = s.workflow_id
