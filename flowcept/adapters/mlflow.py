@@ -62,7 +62,7 @@ class MlflowAdapter(Adapter):
     default_poll_interval = 2.0
 
     def __init__(self, session=None, *, tracking_uri: str, experiment_ids: Optional[List[str]] = None,
-                 timeout_s: float = 10.0, details: bool = True, wait_for_store: bool = False,
+                 timeout_s: float = 30.0, details: bool = True, wait_for_store: bool = False,
                  settings: Optional["MLFlowSettings"] = None, **kw):
         super().__init__(session, **kw)
         self.details = bool(details)

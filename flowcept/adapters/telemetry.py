@@ -7,7 +7,8 @@ snapshot, and Flowcept's ``flowcept.flowceptor.telemetry_capture.
 TelemetryCapture`` is this class with the settings file's
 ``telemetry_capture`` section.
 
-``conf`` takes Flowcept's keys: ``cpu`` (``times_avg``, ``percent_all``,
+``conf`` (or ``what``, a list of part names: ``cpu``, ``memory``,
+``process``, ``gpu``, or Flowcept's keys) takes Flowcept's keys: ``cpu`` (``times_avg``, ``percent_all``,
 ``frequency``), ``per_cpu`` (``times_per_cpu``, ``percent_per_cpu``),
 ``process_info`` (this process: ``pid``, ``cpu_number``, ``memory``,
 ``memory_percent``, ``cpu_times``, ``cpu_percent``, ``executable``,
@@ -37,12 +38,15 @@ PARTS = ("cpu", "per_cpu", "process_info", "mem", "disk", "network", "machine_in
 DEFAULT = {"cpu": True, "per_cpu": False, "process_info": True, "mem": True, "disk": False,
            "network": False, "machine_info": False, "gpu": None}
 _NVIDIA_FIELDS = ("used", "temperature", "power", "name", "id")
+_ALIASES = {"memory": "mem", "process": "process_info"}
 
 
 class Telemetry:
     """Snapshots of the machine and this process; ``capture()`` -> dict."""
 
-    def __init__(self, conf: Optional[Dict[str, Any]] = None):
+    def __init__(self, conf: Optional[Dict[str, Any]] = None, *, what=None):
+        if what is not None:   # part names: cpu, memory, process, gpu (or Flowcept's keys)
+            conf = {_ALIASES.get(w, w): (list(_NVIDIA_FIELDS) if w == "gpu" else True) for w in what}
         conf = dict(DEFAULT if conf is None else conf)
         bad = set(conf) - set(PARTS)
         if bad:
