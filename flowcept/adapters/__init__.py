@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Mapping, Union
 
-__all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config", "flowcept_settings"]
+__all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config", "flowcept_settings",
+           "current_workflow_ids"]
+
+
+def current_workflow_ids():
+    """(workflow id, campaign id) of the running workflow as Flowcept names
+    them (``Flowcept.current_workflow_id``, ``Flowcept.campaign_id``)."""
+    from flowcept.capture import workflow
+    run = getattr(workflow, "WorkflowRun", None) or workflow.Flowcept
+    return run.current_workflow_id, run.campaign_id
 
 
 def flowcept_settings() -> dict:

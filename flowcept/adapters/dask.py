@@ -383,10 +383,10 @@ class DaskAdapter:
         if s is None:
             from flowcept.capture.session import ensure_session
             s = self.session = ensure_session()
-        from flowcept.capture.workflow import Flowcept
-        wf_str = Flowcept.current_workflow_id or f"{s.workflow_id:016x}"
-        client.run(_set_workflow_on_workers, workflow_id=wf_str, campaign_id=Flowcept.campaign_id,
-                   workflow_int=s.workflow_id)
+        from flowcept.adapters import current_workflow_ids
+        wf_str, campaign = current_workflow_ids()
+        client.run(_set_workflow_on_workers, workflow_id=wf_str or f"{s.workflow_id:016x}",
+                   campaign_id=campaign, workflow_int=s.workflow_id)
         info = dict(client.scheduler_info())
         s.push_workflow({"adapter_id": "dask",
                          "custom_metadata": {"n_workers": len(info.get("workers", {})),

@@ -162,8 +162,9 @@ def flowcept_torch(cls):
                 self.__dict__["_fc_on"] = False
 
         def _fc_setup(self, s, kwargs) -> None:
+            from flowcept.adapters import current_workflow_ids
             from flowcept.capture.session import new_workflow_id
-            from flowcept.capture.workflow import Flowcept
+            run_wf, campaign = current_workflow_ids()
             cfg = torch_settings()
             what = cfg.get("what") or ""
             d = self.__dict__   # plain attributes: nn.Module.__setattr__ costs microseconds
@@ -189,9 +190,8 @@ def flowcept_torch(cls):
                 if kwargs.get("get_profile", False):
                     meta["model_profile"] = model_profile(self)
                 doc = {"name": cls.__name__, "workflow_id": d["_fc_wf_str"],
-                       "campaign_id": kwargs.get("campaign_id", Flowcept.campaign_id),
-                       "parent_workflow_id": kwargs.get("parent_workflow_id",
-                                                        Flowcept.current_workflow_id),
+                       "campaign_id": kwargs.get("campaign_id", campaign),
+                       "parent_workflow_id": kwargs.get("parent_workflow_id", run_wf),
                        "custom_metadata": meta, "used": {"capture_at_every": d["_fc_every_epoch"]}}
                 s.push_workflow({k: v for k, v in doc.items() if v is not None}, workflow_id=d["_fc_wf"])
             d["_fc_children"] = []
