@@ -81,6 +81,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from flowcept.errors import ConfigError
 from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, NODE_PREFIX, STATUS_FINISHED
+from flowcept.record.payload import ACTIVITY_OVERFLOW as _OVERFLOW
+from flowcept.record.payload import encode, placeholder
 
 log = logging.getLogger("flowcept.adapters")
 
@@ -171,7 +173,9 @@ class _AdapterRing:
     _counter = itertools.count()
 
     def __init__(self, session, name: str, pin: str):
+        from flowcept.native import lib
         from flowcept.native.ring import Ring
+        self._push = lib.fc_ring_push_task
         config = session.config
         cfg = config.replace(full_policy="block", block_timeout_ms=BLOCK_TIMEOUT_MS,
                              ring_bytes=min(config.ring_bytes, ADAPTER_RING_BYTES))
@@ -208,20 +212,18 @@ class _AdapterRing:
 
     def push(self, tid: int, parent: int, start: int, end: int, activity: str, status: int,
              payload: bytes, workflow_id: int) -> int:
-        from flowcept.native import lib
-        from flowcept.native.ring import name_prefix
-        from flowcept.record.payload import ACTIVITY_OVERFLOW, FLAG_NAME_IN_PAYLOAD
         flags = FLAG_PAYLOAD_MSGPACK
         aid = self.names.get(activity)
         if aid is None:
             aid = self.ring.intern(activity)
-            aid = self.names[activity] = ACTIVITY_OVERFLOW if aid < 0 else aid
-        if aid == ACTIVITY_OVERFLOW:
+            aid = self.names[activity] = _OVERFLOW if aid < 0 else aid
+        if aid == _OVERFLOW:
+            from flowcept.native.ring import name_prefix
+            from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD
             payload = name_prefix(activity) + payload
             flags |= FLAG_NAME_IN_PAYLOAD
-        return lib.fc_ring_push_task(self.ring.handle, tid, parent, workflow_id, start, end,
-                                     self.session.rank, self.session.thread_index(), aid, status,
-                                     flags, payload, len(payload))
+        return self._push(self.ring.handle, tid, parent, workflow_id, start, end, self.session.rank,
+                          self.session.thread_index(), aid, status, flags, payload, len(payload))
 
     def close(self) -> None:
         self.ring.close()   # marks it closed: the leader drains it and removes it at its end
@@ -490,7 +492,6 @@ class Adapter:
         return source_task_id(self.name, source_id)
 
     def _payload(self, item: Item) -> bytes:
-        from flowcept.record import payload
         body: Dict[str, Any] = dict(item.fields)
         if item.used is not None:
             body["used"] = item.used
@@ -502,10 +503,10 @@ class Adapter:
             meta = {"adapter": self.name, "source_id": text_of(item.source_id)} if self.details else {}
             meta.update(item.custom_metadata)
             body["custom_metadata"] = meta
-        data = payload.encode(body)
+        data = encode(body)
         ring = self._ring
         if ring is not None and len(data) + 1200 > ring.capacity // 4:   # could never fit
-            data = payload.placeholder("payload larger than the adapter ring allows")
+            data = placeholder("payload larger than the adapter ring allows")
         return data
 
     def _emit_group(self, items: List[Item]) -> int:

@@ -70,6 +70,16 @@ def _session():
     return runtime._session or runtime.ensure_session()
 
 
+def _bind_session():
+    """_session without the import per call (bound at first use)."""
+    global _session
+    from flowcept.capture import session as runtime
+
+    def fast():
+        return runtime._session or runtime.ensure_session()
+    _session = fast
+
+
 def inspect_tensor(t) -> Dict[str, Any]:
     """Flowcept's description of a tensor (density reads the values)."""
     import torch
@@ -145,6 +155,11 @@ def flowcept_torch(cls):
     except (TypeError, ValueError):
         takes_kwargs, names = True, set()
 
+    _bind_session()
+    import torch
+    from flowcept.record.payload import encode
+    tensor_type = torch.Tensor
+
     class TorchModuleWrapper(cls):
         def __init__(self, *args, **kwargs):
             if takes_kwargs:
@@ -198,6 +213,7 @@ def flowcept_torch(cls):
             if d["_fc_children_mode"] is not None:
                 for _name, child in self.named_children():
                     child.__dict__["_fc_orig_forward"] = child.forward
+                    child.__dict__["_fc_activity"] = type(child).__name__
                     child.forward = MethodType(_child_forward(self), child)
                     d["_fc_children"].append(child)
             d["_fc_on"] = True
@@ -244,19 +260,17 @@ def flowcept_torch(cls):
 
         def _fc_push(self, s, tid, start, args, kwargs, out, status, err) -> None:
             try:
-                import torch
-                from flowcept.record.payload import encode
                 d = self.__dict__
                 first = d["_fc_epoch"] < 1
                 used: Dict[str, Any] = {}
-                if first and args and isinstance(args[0], torch.Tensor):
+                if first and args and isinstance(args[0], tensor_type):
                     used["tensor"] = inspect_tensor(args[0])
                 used.update(kwargs)
                 body: Dict[str, Any] = {"used": used, "subtype": PARENT_FORWARD,
                                         "custom_metadata": {"is_training": self.training}}
                 if d["_fc_parent"]:
                     body["parent_task_id"] = d["_fc_parent"]
-                if first and isinstance(out, torch.Tensor):
+                if first and isinstance(out, tensor_type):
                     body["generated"] = {"tensor": inspect_tensor(out)}
                 if d["_fc_tel"] is not None:
                     body["telemetry_at_end"] = d["_fc_tel"].capture()
@@ -268,28 +282,34 @@ def flowcept_torch(cls):
                 pass
 
     def _child_forward(model):
+        plain_body = encode({"subtype": CHILD_FORWARD})   # a lightweight child's payload, once
+        now = time.time_ns
+
         def forward(child, *args, **kwargs):
-            start = time.time_ns()
+            start = now()
             out = child._fc_orig_forward(*args, **kwargs)
             d = model.__dict__
             mode = d.get("_fc_children_mode")
-            if mode is None or not d.get("_fc_forward_id"):
+            parent = d.get("_fc_forward_id")
+            if mode is None or not parent:
                 return out
             try:
-                import torch
-                from flowcept.record.payload import encode
                 s = _session()
-                body: Dict[str, Any] = {"subtype": CHILD_FORWARD}
-                if "telemetry" in mode and d["_fc_tel"] is not None:
-                    body["telemetry_at_end"] = d["_fc_tel"].capture()
-                if d["_fc_inspect_children"] and args and isinstance(args[0], torch.Tensor):
-                    body["used"] = {"tensor": inspect_tensor(args[0]), **_public(child)}
-                    if isinstance(out, torch.Tensor):
-                        body["generated"] = {"tensor": inspect_tensor(out)}
-                s.push(s.next_task_id(), d["_fc_forward_id"], start, time.time_ns(),
-                       type(child).__name__, STATUS_FINISHED, encode(body), FLAG_PAYLOAD_MSGPACK,
-                       workflow_id=d["_fc_wf"])
-            except Exception:
+                data = plain_body
+                tel = d["_fc_tel"] if "telemetry" in mode else None
+                inspect = d["_fc_inspect_children"] and args and isinstance(args[0], tensor_type)
+                if tel is not None or inspect:
+                    body: Dict[str, Any] = {"subtype": CHILD_FORWARD}
+                    if tel is not None:
+                        body["telemetry_at_end"] = tel.capture()
+                    if inspect:
+                        body["used"] = {"tensor": inspect_tensor(args[0]), **_public(child)}
+                        if isinstance(out, tensor_type):
+                            body["generated"] = {"tensor": inspect_tensor(out)}
+                    data = encode(body)
+                s.push(s.next_task_id(), parent, start, now(), child._fc_activity, STATUS_FINISHED,
+                       data, FLAG_PAYLOAD_MSGPACK, workflow_id=d["_fc_wf"])
+            except Exception:   # provenance never breaks training
                 pass
             return out
         return forward

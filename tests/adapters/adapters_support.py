@@ -62,3 +62,17 @@ def flowcept_yaml(path, **sections):
     with open(path, "w") as f:
         yaml.safe_dump(sections, f)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real RabbitMQ broker for the module's tests (installed with apt-get when root)."""
+    from support.rabbitmq_server import RabbitServer, ensure_installed
+    ok, why = ensure_installed()
+    if not ok:
+        pytest.skip(why)
+    srv = RabbitServer(tmp_path_factory.mktemp("rabbit"))
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -43,6 +43,13 @@ def _crash_report(log_dir):
     return settled, again
 
 
+def _each_once(ids, expected):
+    """Every expected id stored, each exactly once, nothing else."""
+    got = Counter(ids)
+    assert sorted(got) == sorted(expected), (set(expected) ^ set(got))
+    assert set(got.values()) == {1}, [k for k, v in got.items() if v > 1]
+
+
 def _finish(obs, flowcept_env, log_dir, catch_up_s=4):
     obs.stop_killing()
     obs.run_clean(catch_up_s)
@@ -203,10 +210,8 @@ def test_sqlite_observer_killed_and_restarted(flowcept_env, tmp_path):
     _finish(obs, flowcept_env, str(logs))
 
     recs = stored_tasks(flowcept_env["run_dir"], "sqlite:jobs")
-    rowids = Counter(t["custom_metadata"]["rowid"] for t in recs)
     assert n > 500
-    assert sorted(rowids) == list(range(1, n + 1))
-    assert set(rowids.values()) == {1}
+    _each_once([t["custom_metadata"]["rowid"] for t in recs], range(1, n + 1))
     bad = next(t for t in recs if t["custom_metadata"]["rowid"] == 5)
     assert bad["generated"]["state"] == "s\\xff\\xfe"
 
@@ -247,26 +252,12 @@ def test_mlflow_observer_killed_and_restarted(flowcept_env, tmp_path):
     _finish(obs, flowcept_env, str(logs))
 
     recs = stored_tasks(flowcept_env["run_dir"], "r")
-    got = Counter(t["custom_metadata"]["run_id"] for t in recs
-                  if t.get("custom_metadata", {}).get("adapter") == "mlflow")
     assert len(run_ids) >= 20
-    assert sorted(got) == sorted(run_ids) and set(got.values()) == {1}
+    _each_once([t["custom_metadata"]["run_id"] for t in recs
+                if t.get("custom_metadata", {}).get("adapter") == "mlflow"], run_ids)
 
 
 # -- rabbitmq -----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    from support.rabbitmq_server import RabbitServer, ensure_installed
-    ok, why = ensure_installed()
-    if not ok:
-        pytest.skip(why)
-    srv = RabbitServer(tmp_path_factory.mktemp("rabbit"))
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 def test_rabbitmq_observer_killed_and_restarted(flowcept_env, tmp_path, broker):
     pika = pytest.importorskip("pika", reason="pika not installed: pip install 'flowcept[rabbitmq]'")
     rng = random.Random(SEED)
@@ -292,6 +283,5 @@ def test_rabbitmq_observer_killed_and_restarted(flowcept_env, tmp_path, broker):
     _finish(obs, flowcept_env, str(logs))
 
     recs = stored_tasks(flowcept_env["run_dir"], "rabbitmq:restart")
-    got = Counter(t["used"]["message_id"] for t in recs)
     assert n > 500
-    assert sorted(got) == sorted(f"m{i}" for i in range(n)) and set(got.values()) == {1}
+    _each_once([t["used"]["message_id"] for t in recs], [f"m{i}" for i in range(n)])
