@@ -41,10 +41,21 @@ class KilledObserver:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def run_clean(self, seconds):
-        """One run that ends by itself after ``seconds`` (SIGTERM path)."""
+        """One run that ends by itself after ``seconds`` (SIGTERM path);
+        returns how many records it emitted."""
         p = self._spawn("--exit-after", str(seconds))
         rc = p.wait(timeout=seconds + 120)
-        assert rc == 0, open(os.path.join(self.log_dir, f"observe-{self.runs}.log")).read()[-3000:]
+        text = open(os.path.join(self.log_dir, f"observe-{self.runs}.log"), errors="replace").read()
+        assert rc == 0, text[-3000:]
+        last = [line for line in text.splitlines() if " record(s), " in line][-1]
+        return int(last.split(": ", 1)[1].split()[0])
+
+    def catch_up(self, seconds=2, most=60):
+        """Clean runs until one finds nothing new: everything is stored."""
+        for _ in range(most):
+            if self.run_clean(seconds) == 0:
+                return
+        raise AssertionError(f"the observer did not catch up in {most} runs")
 
     def enough(self, kills=6, at_least_s=10.0, at_most_s=240.0):
         """Whether the workload may end: enough kills, or too long already."""
