@@ -59,18 +59,15 @@ import json
 import os
 import secrets
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from flowcept.archive import ArchiveError
 from flowcept.archive.format import (BLOB_CHUNK, CHUNK_ROWS, COMPRESSIONS, ROW_BYTES,
                                      root_attributes)
-from flowcept.archive.merge import (ArchiveRun, MemRun, Runs, dedupe_run, merge, merge_keyed,
-                                    plan_chains)
-from flowcept.archive.scan import ChainRun, Index, MapRelease, Reader, fill_rows
+from flowcept.archive.merge import ArchiveRun, MemRun, Runs, dedupe_run, merge, plan_chains
+from flowcept.archive.scan import ChainRun, Index, Reader, RowDecoder
 from flowcept.archive.writer import Blob, TaskColumns, Writer, write_tables
 from flowcept.osutil import process_alive
 
@@ -193,7 +190,8 @@ class _Compaction:
         run_rows = max(int(self.memory * _SCAN_SHARE) // _SCAN_BYTES_PER_ROW, _MIN_BLOCK)
         # a job whose rows fit in the run buffer (by the stores' summaries): one pass over
         # the stores, rows and payloads copied as each batch is read
-        one_pass = Runs(run_rows, expect, self.spill_dir) if not n_old and expect <= run_rows else None
+        one_pass = (Runs(run_rows, expect, self.spill_dir, 0, RowDecoder)
+                    if not n_old and expect <= run_rows else None)
         try:
             self._run(n_old, payloads, one_pass, total_batches, open_store_at)
         finally:
@@ -205,8 +203,7 @@ class _Compaction:
         bar = _Progress(total_batches, self.progress)
         try:
             for si, sp in enumerate(self.stores):
-                index.scan_store(si, sp, open_store_at, bar,
-                                 None if one_pass is None else (one_pass, payloads))
+                index.scan_store(si, sp, open_store_at, bar, payloads, one_pass)
         finally:
             bar.close()
         self.report.batches, self.report.skipped_batches = index.batches, index.skipped_batches
@@ -218,20 +215,12 @@ class _Compaction:
         old_jobs = json.loads(existing._h5["tasks"].attrs.get("jobs", "[]")) if existing is not None else []
         g.attrs["jobs"] = json.dumps(list(dict.fromkeys(old_jobs + index.jobs_seen)))
         cols = TaskColumns(self.w, n_upper, chunk)
+        payloads.close()
         if one_pass is not None:
-            payloads.close()
             dropped = self._finish_runs(one_pass, 0, cols)
         else:
-            with Reader(self.stores, open_store_at, _MAX_OPEN_STORES) as reader, \
-                    ThreadPoolExecutor(1) as blob_thread:
-                stop = threading.Event()
-                blob_done = blob_thread.submit(self._write_payloads, refs, payloads, reader, stop)
-                try:
-                    dropped = self._merge_rows(refs, n_old, n_new, reader, cols)
-                except BaseException:
-                    stop.set()
-                    raise
-                blob_done.result()
+            with Reader(self.stores, open_store_at, _MAX_OPEN_STORES) as reader:
+                dropped = self._merge_rows(refs, n_old, n_new, reader, cols)
         cols.close(self.h5)
         n = cols.n
         self.report.records = n
@@ -239,19 +228,6 @@ class _Compaction:
         self.report.duplicates = dropped
         self.report.workflows = write_tables(self.h5, index.strings.items, index.workflows,
                                              index.keys_out)
-
-    def _write_payloads(self, refs, payloads: Blob, reader: Reader, stop: threading.Event):
-        """The payload blob: each batch's payload area appended, in scan order (where the
-        index pass placed it)."""
-        from flowcept.native.batch import Batch
-        release = MapRelease()
-        for ref, frame in reader.frames(refs, release):
-            if stop.is_set():
-                return
-            if payloads.append(Batch(frame, check=False).payload) != ref.base:
-                raise ArchiveError("a batch changed while it was being compacted")
-        release.flush()
-        payloads.close()
 
     def _merge_rows(self, refs, n_old, n_new, reader, cols) -> int:
         """The rows, sorted, into ``cols`` by the cheapest path the bound allows; returns
@@ -272,7 +248,7 @@ class _Compaction:
         with ThreadPoolExecutor(1) as ahead:
             sources += [ChainRun(c, target, reader, ahead) for c, target in plan]
             try:
-                return merge_keyed(sources, cols.append)
+                return merge(sources, cols.append)
             finally:
                 for s in sources:
                     if getattr(s, "next", None) is not None:
@@ -281,12 +257,10 @@ class _Compaction:
     def _merge_runs(self, refs, n_old, n_new, run_rows, reader, cols) -> int:
         """The rows in scan order through the run buffer: one sorted run in memory when
         everything fits (no merge), else sorted runs in the temporary file merged k-way."""
-        runs = Runs(run_rows, n_new, self.spill_dir)
+        runs = Runs(run_rows, n_new, self.spill_dir, n_old, RowDecoder)
         try:
             for ref, frame in reader.frames(refs):
-                rows = runs.reserve(ref.m)
-                fill_rows(frame, ref, rows, 0)
-                runs.commit(ref.m)
+                runs.add(frame, ref)
             reader.release.flush()
             return self._finish_runs(runs, n_old, cols)
         finally:
@@ -296,13 +270,15 @@ class _Compaction:
         existing = self.existing
         sources = ([ArchiveRun(existing._h5)] if n_old else []) + runs.finish(1 if n_old else 0)
         self.report.runs = runs.spilled
-        block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
-                    // (max(len(sources), 1) * ROW_BYTES))
         if len(sources) == 1 and isinstance(sources[0], MemRun):
-            order, s, dropped = dedupe_run(sources[0])
-            cols.write_ordered(sources[0].rows, order, s)
+            parts, order, keys, dropped = dedupe_run(sources[0])
+            cols.append(parts, order, keys)
             return dropped
-        return merge(sources, block, cols.append)
+        block = max(_MIN_BLOCK, int(self.memory * _MERGE_SHARE)
+                    // (max(len(sources), 1) * (ROW_BYTES + 8)))
+        for s in sources:
+            s.block_rows = block
+        return merge(sources, cols.append)
 
     def metadata(self, compression: str) -> dict:
         existing, h5 = self.existing, self.h5

@@ -27,20 +27,65 @@ FIELDS = [(name, fld) for name, fld, _dt in columns()
           if fld is not None and fld not in ("activity_id", "payload_off")]
 
 
+# A row's place in the scan order (the archive merged into first, then the stores' rows as
+# the index pass met them): ties of start_ns are broken by it.  Merged blocks carry it.
+SEQ = ("seq", np.dtype("<i8"))
+NAMES = [name for name, _dt in COLS] + [SEQ[0]]        # the order of Block.addr
+_DTYPES = [dt for _n, dt in COLS] + [SEQ[1]]
+_ITEMSIZE = np.array([dt.itemsize for dt in _DTYPES], np.uint64)
+_INDEX = {name: i for i, name in enumerate(NAMES)}
+
+
+def _layout(seq: bool):
+    """[(position in NAMES, byte offset per row)]: a block's columns side by side in one
+    buffer, widest first (so that every column is aligned)."""
+    cols = [i for i in range(len(NAMES)) if seq or NAMES[i] != SEQ[0]]
+    cols.sort(key=lambda i: -_DTYPES[i].itemsize)
+    out, off = [], 0
+    for i in cols:
+        out.append((i, off))
+        off += _DTYPES[i].itemsize
+    return out, off
+
+
+_LAYOUTS = {seq: _layout(seq) for seq in (False, True)}
+
+
+def address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
 class Block:
-    """Rows as one contiguous array per /tasks column (so that the scan copies and the
-    chunk compression read contiguous memory), with the few row operations the sort
-    and merge need."""
+    """Rows as one contiguous array per /tasks column (and "seq", once merged), with the few
+    row operations the sort and merge need.  ``addr[i]`` is the address of column NAMES[i]
+    (0: the block has no such column), what the C functions take; a block made by
+    ``empty`` holds all its columns in one buffer."""
 
-    __slots__ = ("cols", "n")
+    __slots__ = ("cols", "n", "addr")
 
-    def __init__(self, cols: Dict[str, np.ndarray]):
+    def __init__(self, cols: Dict[str, np.ndarray], addr: Optional[np.ndarray] = None):
         self.cols = cols
         self.n = len(cols["start_ns"])
+        if addr is None:
+            addr = np.array([address(cols[name]) if name in cols else 0 for name in NAMES], np.uint64)
+        self.addr = addr
 
     @staticmethod
-    def empty(n: int) -> "Block":
-        return Block({name: np.empty(n, dt) for name, dt in COLS})
+    def empty(n: int, seq: bool = False) -> "Block":
+        layout, row = _LAYOUTS[seq]
+        buf = np.empty(max(n * row, 1), np.uint8)
+        base = address(buf)
+        cols = {}
+        addr = np.zeros(len(NAMES), np.uint64)
+        for i, off in layout:
+            lo = n * off
+            cols[NAMES[i]] = buf[lo:lo + n * _DTYPES[i].itemsize].view(_DTYPES[i])
+            addr[i] = base + lo
+        return Block({name: cols[name] for name in NAMES if name in cols}, addr)
+
+    @property
+    def has_seq(self) -> bool:
+        return SEQ[0] in self.cols
 
     def __len__(self) -> int:
         return self.n
@@ -49,17 +94,54 @@ class Block:
         return self.cols[name]
 
     def slice(self, lo: int, hi: int) -> "Block":
-        return Block({k: v[lo:hi] for k, v in self.cols.items()})
+        if lo == 0 and hi >= self.n:
+            return self
+        addr = self.addr + np.uint64(lo) * _ITEMSIZE
+        addr[self.addr == 0] = 0
+        return Block({k: v[lo:hi] for k, v in self.cols.items()}, addr)
 
     def take(self, idx: np.ndarray) -> "Block":
-        return Block({k: np.take(v, idx) for k, v in self.cols.items()})
+        out = Block.empty(len(idx), self.has_seq)
+        for k, v in self.cols.items():
+            np.take(v, idx, out=out.cols[k])
+        return out
 
     def copy(self) -> "Block":
-        return Block({k: v.copy() for k, v in self.cols.items()})
+        out = Block.empty(self.n, self.has_seq)
+        for k, v in self.cols.items():
+            out.cols[k][...] = v
+        return out
 
     @staticmethod
     def concat(blocks: List["Block"]) -> "Block":
-        return Block({name: np.concatenate([b.cols[name] for b in blocks]) for name, _dt in COLS})
+        out = Block.empty(sum(len(b) for b in blocks), blocks[0].has_seq)
+        at = 0
+        for b in blocks:
+            for k, v in out.cols.items():
+                v[at:at + len(b)] = b.cols[k]
+            at += len(b)
+        return out
+
+
+class Parts:
+    """Blocks whose rows a merged order names (``part << ROW_BITS | row``, see
+    flowcept.native.columns): the table of their columns' addresses (row i: column NAMES[i]
+    of each part) and their lengths, as the C merge and gather take them."""
+
+    __slots__ = ("blocks", "k", "table", "base", "lens", "lens_addr")
+
+    def __init__(self, blocks: List[Block]):
+        self.blocks = blocks
+        self.k = len(blocks)
+        self.table = np.stack([b.addr for b in blocks], axis=1) if blocks else \
+            np.zeros((len(NAMES), 0), np.uint64)
+        self.base = address(self.table)
+        self.lens = np.array([len(b) for b in blocks], np.uint64)
+        self.lens_addr = address(self.lens)
+
+    def column(self, name: str) -> int:
+        """The address of the parts' arrays of column ``name``."""
+        return self.base + _INDEX[name] * self.k * 8
 
 
 def stamp() -> Tuple[str, int, str]:

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from flowcept.archive import ArchiveError
-from flowcept.archive.format import COLS, FIELDS, Block
+from flowcept.archive.format import NAMES, SEQ, Block
 from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX
 
 READ_AHEAD = 32 << 20      # bytes of a store asked for ahead of the index pass (cold stores)
@@ -49,22 +49,39 @@ class BatchRef:
         self.only_tasks = only_tasks   # no workflow records among its records
 
 
-def fill_rows(frame, ref: BatchRef, cols: Dict[str, np.ndarray], lo: int):
-    """The archive rows of a batch into ``cols[name][lo:lo + ref.m]``."""
-    from flowcept.native.batch import Batch
-    recs = Batch(frame, check=False).records
-    if not ref.only_tasks:
-        recs = recs[(recs["flags"] & FLAG_WORKFLOW) == 0]
-    if len(recs) != ref.m:
-        raise ArchiveError("a batch changed while it was being compacted")
-    hi = lo + ref.m
-    for name, fld in FIELDS:
-        cols[name][lo:hi] = recs[fld]
-    lut = ref.lut
-    np.take(lut, np.minimum(recs["activity_id"], len(lut) - 1), out=cols["activity"][lo:hi])
-    np.add(recs["payload_off"], np.uint64(ref.base), out=cols["payload_off"][lo:hi], casting="unsafe")
-    cols["node"][lo:hi] = ref.node
-    cols["job"][lo:hi] = ref.job
+def _specs(block: Block):
+    """How each column of a block is filled from a batch's records (flowcept.native.columns
+    kinds): the /tasks columns derived from the record dtype, the activity id mapped to the
+    global string table, the payload offset moved by the batch's place in the blob, node
+    and job constant per batch, seq counted up from the batch's first row."""
+    from flowcept.archive import columns
+    from flowcept.native import columns as nc
+    specs, addr = [], []
+    for i, (name, fld, _dt) in enumerate(columns()):
+        kind = (nc.CONST if fld is None else nc.LUT if fld == "activity_id"
+                else nc.ADD if fld == "payload_off" else nc.COPY)
+        specs.append((kind, fld, block.cols[name]))
+        addr.append(int(block.addr[i]))
+    if block.has_seq:
+        specs.append((nc.SEQ, None, block.cols[SEQ[0]]))
+        addr.append(int(block.addr[NAMES.index(SEQ[0])]))
+    return specs, addr
+
+
+class RowDecoder:
+    """Writes the archive rows of batches into a block (C: fc_batch_columns)."""
+
+    def __init__(self, block: Block):
+        from flowcept.native.columns import Decoder
+        specs, addr = _specs(block)
+        self.block = block
+        self.dec = Decoder(specs, addr)
+
+    def fill(self, frame, ref: BatchRef, at: int) -> int:
+        """Rows of the batch at rows ``at``..; returns how many (``ref.m`` unless the batch
+        changed)."""
+        return self.dec.fill(frame, at, lut=ref.lut, add=ref.base, consts=(ref.node, ref.job),
+                             seq=ref.seq)
 
 
 class MapRelease:
@@ -280,15 +297,14 @@ class ChainRun:
         return block
 
     def _read(self, refs: List[BatchRef], total: int) -> Block:
-        cols = {name: np.empty(total, dt) for name, dt in COLS}
-        seq = cols["seq"] = np.empty(total, np.int64)
+        block = Block.empty(total, seq=True)
+        dec = RowDecoder(block)
         at = 0
         for ref, frame in self.reader.frames(refs):
-            fill_rows(frame, ref, cols, at)
-            seq[at:at + ref.m] = np.arange(ref.seq, ref.seq + ref.m)
+            if dec.fill(frame, ref, at) != ref.m:
+                raise ArchiveError("a batch changed while it was being compacted")
             at += ref.m
         self.reader.release.flush()
-        block = Block(cols)
         s = block["start_ns"]
         if total > 1 and not np.all(s[1:] >= s[:-1]):   # a batch not in start order itself
             block = block.take(np.argsort(s, kind="stable"))
@@ -322,12 +338,12 @@ class Index:
         self.job_override = job_override
         self.batches = self.skipped_batches = 0
 
-    def scan_store(self, si: int, sp: str, open_store_at, bar, one_pass=None):
-        """The index pass over one store: strings into the table, the place of each
-        batch's payload area in the blob, and per batch of task records what the row pass
+    def scan_store(self, si: int, sp: str, open_store_at, bar, payloads, runs=None):
+        """The index pass over one store: strings into the table, each batch's payload area
+        appended to the blob ``payloads``, and per batch of task records what the row pass
         needs to read it again (its key, string map, payload offset, count and start-time
-        range).  Payloads are not read here, unless ``one_pass`` (run buffer, blob): then
-        each batch's rows go into the run buffer and its payloads into the blob as it is read."""
+        range).  With ``runs`` (the run buffer, when everything fits) each batch's rows go
+        there as it is read: there is no row pass."""
         from flowcept.native.batch import Batch, unpack_batch_key
         strings, refs = self.strings, self.refs
         seq = self.seq
@@ -370,12 +386,10 @@ class Index:
                 ref = BatchRef(si, bytes(key), m, int(start.min()), int(start.max()), seq,
                                 base, lut, strings.id(node), job_id, only_tasks)
                 refs.append(ref)
-                if one_pass is not None:
-                    runs, payloads = one_pass
-                    fill_rows(frame, ref, runs.reserve(m), 0)
-                    runs.commit(m)
-                    if payloads.append(b.payload) != base:
-                        raise ArchiveError("payload blob out of step with the index")
+                if runs is not None:
+                    runs.add(frame, ref)
+                if payloads.append(b.payload) != base:
+                    raise ArchiveError("payload blob out of step with the index")
                 seq += m
                 self.seq = seq
                 bar.update(1, m)

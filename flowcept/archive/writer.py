@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -20,17 +20,7 @@ try:  # ISA-L deflate: same zlib streams, several times faster (optional)
 except ImportError:  # pragma: no cover - depends on the environment
     _isal = None
 
-from flowcept.archive.format import BLOB_CHUNK, COLS, Block
-
-
-def _shuffle(chunk: np.ndarray) -> np.ndarray:
-    """The bytes the HDF5 shuffle filter makes of a chunk (byte planes), as a contiguous
-    array (numpy's strided copy runs without the GIL; ``tobytes`` of the transposed view
-    would copy byte by byte holding it)."""
-    isz = chunk.dtype.itemsize
-    if isz == 1:
-        return chunk
-    return np.ascontiguousarray(chunk.view(np.uint8).reshape(-1, isz).T)
+from flowcept.archive.format import BLOB_CHUNK, COLS, Parts, address
 
 
 class Writer:
@@ -77,27 +67,20 @@ class Writer:
             ds, off, fut = self.inflight.popleft()
             ds.id.write_direct_chunk((off,), fut.result())
 
-    def write_chunk(self, ds, off: int, make: Callable[[], np.ndarray]):
-        """Writes the chunk at element offset ``off``; ``make()`` returns its data
-        (a full chunk unless it is the last one)."""
+    def write_chunk(self, ds, off: int, make: Callable[[bool], np.ndarray]):
+        """Writes the chunk at element offset ``off``.  ``make(direct)`` returns its data:
+        direct (gzip, in the pool), the bytes HDF5's filters deflate -- the whole chunk,
+        zeros past the data (edge chunks are stored full size), in byte planes when the
+        dataset has the shuffle filter; else the rows themselves, for h5py to write."""
         if not self.direct:
-            data = np.ascontiguousarray(make())
+            data = make(False)
             ds[off:off + len(data)] = data
             return
-        chunk = ds.chunks[0]
         level = self.level
         deflate = _isal.compress if _isal is not None and 1 <= level <= 3 else zlib.compress
-        dtype = ds.dtype
-        shuffle = ds.shuffle
 
         def job():
-            data = np.ascontiguousarray(make())
-            if len(data) < chunk:   # edge chunks are stored full size
-                full = np.zeros(chunk, dtype)
-                full[:len(data)] = data
-                data = full
-            raw = _shuffle(data) if shuffle else data.view(np.uint8)
-            return deflate(raw, level)
+            return deflate(make(True), level)
 
         self.inflight.append((ds, off, self.pool.submit(job)))
         self._drain(self.max_inflight)
@@ -147,8 +130,10 @@ class Blob:
         need = self.flushed + BLOB_CHUNK
         if self.ds.shape[0] < need:
             self.ds.resize((max(need, 2 * self.ds.shape[0]),))
-        data = self.cur[:self.fill]
-        self.w.write_chunk(self.ds, self.flushed, lambda: data)
+        if self.fill < BLOB_CHUNK:
+            self.cur[self.fill:] = 0
+        data, fill = self.cur, self.fill
+        self.w.write_chunk(self.ds, self.flushed, lambda direct: data if direct else data[:fill])
         self.flushed += BLOB_CHUNK
         self.cur = np.empty(BLOB_CHUNK, np.uint8)
         self.fill = 0
@@ -176,95 +161,80 @@ class Blob:
         self.ds.resize((self.size,))
 
 
-def _gather(col: np.ndarray, sel) -> np.ndarray:
-    return col[sel] if isinstance(sel, slice) else np.take(col, sel)
-
-
-def _gather_pieces(pieces: List[Tuple[Block, object]], name: str, m: int, dtype) -> np.ndarray:
-    """One column of a chunk, from its pieces (rows, slice or positions)."""
-    if len(pieces) == 1:
-        rows, sel = pieces[0]
-        return _gather(rows.cols[name], sel)
-    out = np.empty(m, dtype)
-    at = 0
-    for rows, sel in pieces:
-        col = rows.cols[name]
-        if isinstance(sel, slice):
-            k = sel.stop - sel.start
-            out[at:at + k] = col[sel]
-        else:
-            k = len(sel)
-            np.take(col, sel, out=out[at:at + k])
-        at += k
-    return out
-
-
 class TaskColumns:
-    """The /tasks columns and the /index, written chunk by chunk from merged rows."""
+    """The /tasks columns and the /index, written chunk by chunk from merged rows: each
+    chunk of each column is gathered from the merge's blocks by the merged order (and
+    shuffled, in C) inside the compression pool, in parallel; rows are not copied before."""
 
     def __init__(self, writer: Writer, expect: int, chunk: int):
         self.w = writer
         self.chunk = chunk
         self.ds = {name: writer.column(name, dt, max(expect, 0), chunk) for name, dt in COLS}
-        self.pieces: List[Tuple[Block, object]] = []   # rows of the chunk being filled
+        self.pending: list = []        # pieces of the chunk being filled
         self.fill = 0
         self.n = 0
+        self.last_key = 0
         self.start_min: List[int] = []
         self.start_max: List[int] = []
-        self.end_max: List[int] = []
+        self.end_max: List[Optional[int]] = []
 
-    def append(self, rows: Block, order: Optional[np.ndarray] = None):
-        """Appends rows (``rows`` in the order ``order`` -- positions -- when given).  Rows
-        are not copied here: each chunk of each column is gathered from its pieces inside
-        the compression pool, in parallel."""
-        n = len(rows) if order is None else len(order)
+    def append(self, parts: Parts, order: np.ndarray, keys: np.ndarray):
+        """Appends the rows ``order`` names in ``parts`` (a merged order: uint64, part <<
+        ROW_BITS | row), ``keys`` their start times."""
+        n = len(order)
+        if not n:
+            return
+        oaddr = address(order)
         pos = 0
         while pos < n:
             take = min(self.chunk - self.fill, n - pos)
-            sel = slice(pos, pos + take) if order is None else order[pos:pos + take]
-            self.pieces.append((rows, sel))
+            if not self.fill:
+                self.start_min.append(int(keys[pos]))
+            self.pending.append((parts, order, oaddr + 8 * pos, take))
             self.fill += take
             pos += take
             if self.fill == self.chunk:
+                self.last_key = int(keys[pos - 1])
                 self._emit()
+        self.last_key = int(keys[n - 1])
 
     def _emit(self):
-        pieces, m = self.pieces, self.fill
-        self.pieces, self.fill = [], 0
+        from flowcept.native.columns import PIECE_DTYPE, gather_at
+        pieces, m = self.pending, self.fill
+        self.pending, self.fill = [], 0
         off = self.n
         if self.ds["task_id"].shape[0] < off + m:
             size = max(off + m, 2 * self.ds["task_id"].shape[0])
             for ds in self.ds.values():
                 ds.resize((size,))
-        first, fsel = pieces[0]
-        last, lsel = pieces[-1]
-        self.start_min.append(int(first["start_ns"][fsel][0]))
-        self.start_max.append(int(last["start_ns"][lsel][-1]))
-        self.end_max.append(max(int(_gather(rows["end_ns"], sel).max()) for rows, sel in pieces))
-        for name, ds in self.ds.items():
-            self.w.write_chunk(ds, off, lambda name=name, dt=ds.dtype: _gather_pieces(pieces, name, m, dt))
-        self.n += m
+        self.start_max.append(self.last_key)
+        slot = len(self.end_max)
+        self.end_max.append(None)
+        ncols, k = len(self.ds), len(pieces)
+        plan = np.zeros((ncols, k), PIECE_DTYPE)
+        col_rows = np.arange(ncols, dtype=np.uint64)
+        for j, (parts, _order, oaddr, take) in enumerate(pieces):
+            plan["bases"][:, j] = parts.base + col_rows * np.uint64(parts.k * 8)
+            plan["lens"][:, j] = parts.lens_addr
+            plan["order"][:, j] = oaddr
+            plan["n"][:, j] = take
+            plan["nparts"][:, j] = parts.k
+        base = address(plan)
+        chunk, end_max = self.chunk, self.end_max
+        for c, (name, ds) in enumerate(self.ds.items()):
+            dtype = ds.dtype
+            want = name == "end_ns"
+            shuffle = bool(ds.shuffle)
 
-    def write_ordered(self, rows: "Block", order: Optional[np.ndarray], s: np.ndarray):
-        """Writes all the rows (an empty file so far), in the order ``order`` (positions;
-        None: as they are), ``s`` their start times in that order: each chunk of each
-        column is gathered by the order inside the compression pool, in parallel."""
-        assert self.n == 0 and not self.fill
-        n = len(s)
-        if self.ds["task_id"].shape[0] < n:
-            for ds in self.ds.values():
-                ds.resize((n,))
-        end = rows["end_ns"]
-        for lo in range(0, n, self.chunk):
-            hi = min(lo + self.chunk, n)
-            self.start_min.append(int(s[lo]))
-            self.start_max.append(int(s[hi - 1]))
-            self.end_max.append(int((end[lo:hi] if order is None else np.take(end, order[lo:hi])).max()))
-            for name, ds in self.ds.items():
-                c = rows.cols[name]
-                self.w.write_chunk(ds, lo, (lambda c=c, lo=lo, hi=hi: c[lo:hi]) if order is None
-                                   else (lambda c=c, idx=order[lo:hi]: np.take(c, idx)))
-        self.n = n
+            def make(direct, at=base + c * k * PIECE_DTYPE.itemsize, dtype=dtype, want=want,
+                     shuffle=shuffle, keep=(plan, pieces)):
+                out, mx = gather_at(at, k, dtype.itemsize, chunk if direct else m,
+                                    direct and shuffle, want_max=want)
+                if want:
+                    end_max[slot] = mx
+                return out if direct else out.view(dtype)
+            self.w.write_chunk(ds, off, make)
+        self.n += m
 
     def close(self, h5):
         if self.fill:

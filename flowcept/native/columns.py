@@ -8,7 +8,7 @@ A merged order names a row by its part and its row in that part, packed in a uin
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,12 +32,17 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+def address(a: np.ndarray) -> int:
+    """The address of an array's first element."""
+    return a.__array_interface__["data"][0]
+
+
 def _ptr(a: np.ndarray):
-    return ffi.cast("void *", a.ctypes.data)
+    return ffi.cast("void *", address(a))
 
 
 def _addresses(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    return np.array([a.ctypes.data for a in arrays], np.uintp)
+    return np.array([address(a) for a in arrays], np.uint64)
 
 
 # --------------------------------------------------------------------------- decode
@@ -51,7 +56,8 @@ class Decoder:
     CONST a batch's value (``consts``, in the order of the CONST columns), SEQ a batch's
     first row number counted up.  Made once per set of destination arrays."""
 
-    def __init__(self, specs: Sequence[Tuple[int, Optional[str], np.ndarray]]):
+    def __init__(self, specs: Sequence[Tuple[int, Optional[str], np.ndarray]],
+                 addresses: Optional[Sequence[int]] = None):
         self.specs = list(specs)
         self.cap = min(len(d) for _k, _f, d in self.specs) if self.specs else 0
         self.c = ffi.new("fc_column[]", max(len(self.specs), 1))
@@ -60,7 +66,7 @@ class Decoder:
             if not dst.flags.c_contiguous or not dst.flags.writeable:
                 raise ValueError("decoder columns must be contiguous, writable arrays")
             c = self.c[i]
-            c.dst = _ptr(dst)
+            c.dst = ffi.cast("void *", addresses[i]) if addresses is not None else _ptr(dst)
             c.dst_size = dst.dtype.itemsize
             c.kind = kind
             if fld is not None:
@@ -74,10 +80,9 @@ class Decoder:
         """Rows of one batch at rows ``at``.. of the columns; returns how many."""
         c = self.c
         if self.lut_cols:
-            keep = lut
             for i in self.lut_cols:
-                c[i].lut = ffi.cast("const uint32_t *", keep.ctypes.data)
-                c[i].lut_len = len(keep)
+                c[i].lut = ffi.cast("const uint32_t *", address(lut))
+                c[i].lut_len = len(lut)
         for i in self.add_cols:
             c[i].value = add
         for i, v in zip(self.const_cols, consts):
@@ -115,30 +120,38 @@ def decode_numpy(frame, specs, at: int, lut=None, add: int = 0, consts=(), seq: 
 # --------------------------------------------------------------------------- merge
 
 
+def merge_order_at(key_table: int, seq_table: int, lens: np.ndarray
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """merge_order of parts given by address: ``key_table`` (and ``seq_table``, 0 for
+    none) the address of an array of len(lens) column addresses."""
+    lens = np.ascontiguousarray(lens, np.uint64)
+    n = int(lens.sum())
+    order = np.empty(n, np.uint64)
+    merged = np.empty(n, np.int64)
+    got = lib.fc_merge_order(len(lens), ffi.cast("const int64_t *const *", key_table),
+                             ffi.cast("const int64_t *const *", seq_table),
+                             ffi.cast("const uint64_t *", address(lens)),
+                             ffi.cast("uint64_t *", address(order)),
+                             ffi.cast("int64_t *", address(merged)))
+    _check(got, "fc_merge_order")
+    return order, merged
+
+
 def merge_order(keys: Sequence[np.ndarray], seqs: Optional[Sequence[np.ndarray]] = None
                 ) -> Tuple[np.ndarray, np.ndarray]:
     """Merges parts sorted by (keys, seqs) -- by keys, ties in row order, without seqs --
     ties between parts by part: (order, keys in that order)."""
-    k = len(keys)
     keys = [np.ascontiguousarray(a, np.int64) for a in keys]
     lens = np.array([len(a) for a in keys], np.uint64)
-    n = int(lens.sum())
-    order = np.empty(n, np.uint64)
-    merged = np.empty(n, np.int64)
-    kp = _addresses(keys)
-    sp = ffi.NULL
+    kt = _addresses(keys)
+    st = None
     if seqs is not None:
         seqs = [np.ascontiguousarray(a, np.int64) for a in seqs]
         if [len(a) for a in seqs] != lens.tolist():
             raise ValueError("one seq per key")
-        sa = _addresses(seqs)
-        sp = ffi.cast("const int64_t *const *", sa.ctypes.data)
-    got = lib.fc_merge_order(k, ffi.cast("const int64_t *const *", kp.ctypes.data), sp,
-                             ffi.cast("const uint64_t *", lens.ctypes.data),
-                             ffi.cast("uint64_t *", order.ctypes.data),
-                             ffi.cast("int64_t *", merged.ctypes.data))
-    _check(got, "fc_merge_order")
-    return order, merged
+        st = _addresses(seqs)
+    return merge_order_at(address(kt) if len(kt) else 0, address(st) if st is not None and len(st) else 0,
+                          lens)
 
 
 def merge_order_numpy(keys, seqs=None) -> Tuple[np.ndarray, np.ndarray]:
@@ -158,27 +171,37 @@ def merge_order_numpy(keys, seqs=None) -> Tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- duplicates
 
 
+def drop_duplicates_at(order: np.ndarray, keys: np.ndarray, lens: np.ndarray, workflow_id: int,
+                       task_id: int, status: int, running: int) -> int:
+    """drop_duplicates with the parts' columns given by address: each of ``workflow_id``,
+    ``task_id``, ``status`` the address of an array of len(lens) column addresses."""
+    if order.dtype != np.uint64 or keys.dtype != np.int64 or not (
+            order.flags.c_contiguous and keys.flags.c_contiguous) or len(order) != len(keys):
+        raise ValueError("order (uint64) and keys (int64) must be contiguous and of one length")
+    lens = np.ascontiguousarray(lens, np.uint64)
+    n = lib.fc_drop_duplicates(ffi.cast("uint64_t *", address(order)),
+                               ffi.cast("int64_t *", address(keys)), len(order), len(lens),
+                               ffi.cast("const uint64_t *", address(lens)),
+                               ffi.cast("const uint64_t *const *", workflow_id),
+                               ffi.cast("const uint64_t *const *", task_id),
+                               ffi.cast("const uint16_t *const *", status), running)
+    return _check(n, "fc_drop_duplicates")
+
+
 def drop_duplicates(order: np.ndarray, keys: np.ndarray, workflow_id: Sequence[np.ndarray],
                     task_id: Sequence[np.ndarray], status: Sequence[np.ndarray],
                     running: int) -> int:
     """Drops duplicate tasks among rows of equal key from a merged order (in place, with
     their keys); returns how many rows are left (see fc_columns.h)."""
-    if order.dtype != np.uint64 or keys.dtype != np.int64 or not (
-            order.flags.c_contiguous and keys.flags.c_contiguous) or len(order) != len(keys):
-        raise ValueError("order (uint64) and keys (int64) must be contiguous and of one length")
-    wf, tid, stat = _addresses(workflow_id), _addresses(task_id), _addresses(status)
     for a, dt in ((workflow_id, np.uint64), (task_id, np.uint64), (status, np.uint16)):
         if any(x.dtype != dt or not x.flags.c_contiguous for x in a):
             raise ValueError("columns of the wrong type")
+    wf, tid, stat = _addresses(workflow_id), _addresses(task_id), _addresses(status)
     lens = np.array([min(len(a), len(b), len(c)) for a, b, c in zip(workflow_id, task_id, status)],
                     np.uint64)
-    n = lib.fc_drop_duplicates(ffi.cast("uint64_t *", order.ctypes.data),
-                               ffi.cast("int64_t *", keys.ctypes.data), len(order), len(wf),
-                               ffi.cast("const uint64_t *", lens.ctypes.data),
-                               ffi.cast("const uint64_t *const *", wf.ctypes.data),
-                               ffi.cast("const uint64_t *const *", tid.ctypes.data),
-                               ffi.cast("const uint16_t *const *", stat.ctypes.data), running)
-    return _check(n, "fc_drop_duplicates")
+    return drop_duplicates_at(order, keys, lens, address(wf) if len(wf) else 0,
+                              address(tid) if len(tid) else 0, address(stat) if len(stat) else 0,
+                              running)
 
 
 def drop_duplicates_numpy(order, keys, workflow_id, task_id, status, running) -> np.ndarray:
@@ -201,41 +224,49 @@ def drop_duplicates_numpy(order, keys, workflow_id, task_id, status, running) ->
 # --------------------------------------------------------------------------- gather
 
 
-class Pieces:
-    """Rows of one chunk for fc_gather: pieces of (arrays of one column -- one per part, of
-    one dtype --, order or None, first, n)."""
+# fc_gather_piece as a numpy record, so that the pieces of a chunk (of every column) are
+# made in a few array operations
+PIECE_DTYPE = np.dtype({
+    "names": ["bases", "lens", "order", "first", "n", "nparts"],
+    "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u4"],
+    "offsets": [ffi.offsetof("fc_gather_piece", f)
+                for f in ("bases", "lens", "order", "first", "n", "nparts")],
+    "itemsize": ffi.sizeof("fc_gather_piece")})
 
-    def __init__(self, pieces: Sequence[Tuple[Sequence[np.ndarray], Optional[np.ndarray], int, int]]):
-        self.keep = []
-        self.c = ffi.new("fc_gather_piece[]", max(len(pieces), 1))
-        self.n = len(pieces)
-        for i, (bases, order, first, n) in enumerate(pieces):
-            table = _addresses(bases)
-            lens = np.array([len(b) for b in bases], np.uint64)
-            self.keep += [table, lens]
-            p = self.c[i]
-            p.bases = ffi.cast("const void *const *", table.ctypes.data)
-            p.lens = ffi.cast("const uint64_t *", lens.ctypes.data)
-            p.nparts = len(bases)
-            if order is not None:
-                if order.dtype != np.uint64 or not order.flags.c_contiguous:
-                    raise ValueError("an order is a contiguous uint64 array")
-                self.keep.append(order)
-                p.order = ffi.cast("const uint64_t *", order.ctypes.data)
-            p.first, p.n = first, n
+
+def gather_at(pieces: int, npieces: int, itemsize: int, chunk: int, shuffle: bool,
+              want_max: bool = False, out: Optional[np.ndarray] = None):
+    """gather of pieces given by address (an array of npieces PIECE_DTYPE records), into
+    ``out`` (contiguous, chunk * itemsize bytes) or a new uint8 array."""
+    if out is None:
+        out = np.empty(chunk * itemsize, np.uint8)
+    elif not out.flags.c_contiguous or out.nbytes < chunk * itemsize or not out.flags.writeable:
+        raise ValueError("gather: out must be a writable contiguous array of the chunk's size")
+    mx = ffi.new("int64_t *") if want_max else ffi.NULL
+    _check(lib.fc_gather(ffi.cast("const fc_gather_piece *", pieces), npieces, itemsize, chunk,
+                         1 if shuffle else 0, ffi.cast("void *", address(out)), mx), "fc_gather")
+    return out, (int(mx[0]) if want_max and itemsize == 8 else None)
 
 
 def gather(pieces: Sequence[Tuple[Sequence[np.ndarray], Optional[np.ndarray], int, int]],
            itemsize: int, chunk: int, shuffle: bool, want_max: bool = False):
-    """The rows of the pieces, one after the other, as ``chunk`` elements (zeros past the
-    rows), in HDF5's shuffled byte planes when ``shuffle``: (uint8 array, largest element
-    as int64 when ``want_max`` and 8-byte items, else None)."""
-    p = Pieces(pieces)
-    out = np.empty(chunk * itemsize, np.uint8)
-    mx = ffi.new("int64_t *") if want_max else ffi.NULL
-    _check(lib.fc_gather(p.c, p.n, itemsize, chunk, 1 if shuffle else 0,
-                         ffi.cast("void *", out.ctypes.data), mx), "fc_gather")
-    return out, (int(mx[0]) if want_max and itemsize == 8 else None)
+    """The rows of the pieces -- (arrays of one column, one per part, of one dtype; order or
+    None; first; n) -- one after the other, as ``chunk`` elements (zeros past the rows), in
+    HDF5's shuffled byte planes when ``shuffle``: (uint8 array, largest element as int64
+    when ``want_max`` and 8-byte items, else None)."""
+    plan = np.zeros(max(len(pieces), 1), PIECE_DTYPE)
+    keep = []
+    for i, (bases, order, first, n) in enumerate(pieces):
+        table = _addresses(bases)
+        lens = np.array([len(b) for b in bases], np.uint64)
+        keep += [table, lens]
+        plan[i]["bases"], plan[i]["lens"] = address(table), address(lens)
+        if order is not None:
+            if order.dtype != np.uint64 or not order.flags.c_contiguous:
+                raise ValueError("an order is a contiguous uint64 array")
+            plan[i]["order"] = address(order)
+        plan[i]["first"], plan[i]["n"], plan[i]["nparts"] = first, n, len(bases)
+    return gather_at(address(plan), len(pieces), itemsize, chunk, shuffle, want_max)
 
 
 def gather_numpy(pieces, itemsize: int, chunk: int, shuffle: bool, want_max: bool = False):
@@ -261,6 +292,7 @@ def gather_numpy(pieces, itemsize: int, chunk: int, shuffle: bool, want_max: boo
     return out, mx
 
 
-__all__ = ["ROW_BITS", "ROW_MASK", "COPY", "LUT", "ADD", "CONST", "SEQ", "ColumnError", "Decoder",
-           "decode_numpy", "merge_order", "merge_order_numpy", "drop_duplicates",
-           "drop_duplicates_numpy", "Pieces", "gather", "gather_numpy"]
+__all__ = ["ROW_BITS", "ROW_MASK", "COPY", "LUT", "ADD", "CONST", "SEQ", "ColumnError", "address",
+           "Decoder", "decode_numpy", "merge_order", "merge_order_at", "merge_order_numpy",
+           "drop_duplicates", "drop_duplicates_at", "drop_duplicates_numpy", "PIECE_DTYPE",
+           "gather", "gather_at", "gather_numpy"]

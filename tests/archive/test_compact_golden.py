@@ -252,6 +252,26 @@ def test_golden_covers_what_it_says(jobs, monkeypatch):
         assert (a.tasks["payload_len"] == 0).any()
 
 
+@pytest.mark.parametrize("name", ["one_pass_gzip", "chains", "runs", "append_chains", "one_pass_lzf"])
+def test_output_is_deterministic(jobs, name, monkeypatch, tmp_path):
+    """The same stores give the same file, byte for byte, once the attributes that name the
+    moment and the host are pinned: nothing in the layout depends on thread timing."""
+    import flowcept.archive.format as fmt
+    monkeypatch.setattr(fmt, "stamp", lambda: ("2026-01-01T00:00:00+00:00", 1, "host"))
+    steps, path = CASES[name]
+    digests = []
+    for rep in range(2):
+        out = str(tmp_path / f"{name}-{rep}.h5")
+        with monkeypatch.context() as m:
+            if path:
+                force(m, path)
+            for i, (job, kw) in enumerate(steps):
+                fa.compact(os.path.join(jobs, job), out, progress=False, overwrite=i == 0, **kw)
+        with open(out, "rb") as f:
+            digests.append(hashlib.sha256(f.read()).hexdigest())
+    assert digests[0] == digests[1]
+
+
 def write_golden(tmp):
     from _pytest.monkeypatch import MonkeyPatch
     build_job(os.path.join(tmp, "a"))
