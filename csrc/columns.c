@@ -179,42 +179,36 @@ int64_t fc_batch_columns(const void *frame, uint64_t len, const fc_column *cols,
 /* k-way merge                                                          */
 /* ------------------------------------------------------------------ */
 
-typedef struct merge_state {
-    const int64_t *const *keys;
-    const int64_t *const *seqs;
-    const uint64_t *lens;
-    uint64_t *pos;
-} merge_state;
+/* A part's head in the heap: its key and seq cached, so that comparisons
+ * read no other memory. */
+typedef struct head {
+    int64_t key, seq;
+    uint32_t part;
+} head;
 
-/* (key, seq, part) of part a's head < that of part b's */
-static inline int head_less(const merge_state *m, uint32_t a, uint32_t b)
+static inline int head_less(const head *a, const head *b)
 {
-    int64_t ka = m->keys[a][m->pos[a]], kb = m->keys[b][m->pos[b]];
-    if (ka != kb)
-        return ka < kb;
-    if (m->seqs) {
-        int64_t sa = m->seqs[a][m->pos[a]], sb = m->seqs[b][m->pos[b]];
-        if (sa != sb)
-            return sa < sb;
-    }
-    return a < b;
+    if (a->key != b->key)
+        return a->key < b->key;
+    if (a->seq != b->seq)
+        return a->seq < b->seq;
+    return a->part < b->part;
 }
 
-static void sift_down(const merge_state *m, uint32_t *heap, uint32_t n, uint32_t i)
+static void sift_down(head *heap, uint32_t n, uint32_t i)
 {
+    head x = heap[i];
     for (;;) {
-        uint32_t l = 2 * i + 1, s = i;
-        if (l < n && head_less(m, heap[l], heap[s]))
-            s = l;
-        if (l + 1 < n && head_less(m, heap[l + 1], heap[s]))
-            s = l + 1;
-        if (s == i)
-            return;
-        uint32_t t = heap[i];
+        uint32_t l = 2 * i + 1;
+        if (l >= n)
+            break;
+        uint32_t s = (l + 1 < n && head_less(&heap[l + 1], &heap[l])) ? l + 1 : l;
+        if (!head_less(&heap[s], &x))
+            break;
         heap[i] = heap[s];
-        heap[s] = t;
         i = s;
     }
+    heap[i] = x;
 }
 
 int64_t fc_merge_order(uint32_t k, const int64_t *const *keys,
@@ -235,50 +229,53 @@ int64_t fc_merge_order(uint32_t k, const int64_t *const *keys,
         return -EINVAL;
     if (total >= (1ull << 62))
         return -EINVAL;
-    uint32_t *heap = malloc((k ? k : 1) * sizeof *heap);
+    head *heap = malloc((k ? k : 1) * sizeof *heap);
     uint64_t *pos = calloc(k ? k : 1, sizeof *pos);
     if (!heap || !pos) {
         free(heap);
         free(pos);
         return -ENOMEM;
     }
-    merge_state m = {keys, seqs, lens, pos};
     uint32_t n = 0;
     for (uint32_t p = 0; p < k; p++)
         if (lens[p])
-            heap[n++] = p;
+            heap[n++] = (head){ keys[p][0], seqs ? seqs[p][0] : 0, p };
     for (uint32_t i = n / 2; i-- > 0;)
-        sift_down(&m, heap, n, i);
+        sift_down(heap, n, i);
     uint64_t o = 0;
     while (n) {
-        uint32_t p = heap[0];
-        const int64_t *kp = keys[p];
-        uint64_t end = lens[p];
-        uint64_t i = pos[p];
+        uint32_t p = heap[0].part;
+        const int64_t *kp = keys[p], *sp = seqs ? seqs[p] : NULL;
+        const uint64_t tag = (uint64_t)p << FC_ORDER_ROW_BITS;
+        uint64_t end = lens[p], i = pos[p];
         if (n == 1) {             /* the last part: the rest of it */
             for (; i < end; i++, o++) {
-                order[o] = ((uint64_t)p << FC_ORDER_ROW_BITS) | i;
+                order[o] = tag | i;
                 if (merged_keys)
                     merged_keys[o] = kp[i];
             }
-            pos[p] = end;
             break;
         }
-        /* the runner-up: the smaller child of the root */
-        uint32_t q = heap[1];
-        if (n > 2 && head_less(&m, heap[2], q))
-            q = heap[2];
-        /* emit p's rows while they sort before q's head */
+        /* the runner-up: the smaller child of the root; p's rows go out while
+         * they sort before it */
+        head q = (n > 2 && head_less(&heap[2], &heap[1])) ? heap[2] : heap[1];
+        head h = heap[0];
         do {
-            order[o] = ((uint64_t)p << FC_ORDER_ROW_BITS) | i;
+            order[o] = tag | i;
             if (merged_keys)
-                merged_keys[o] = kp[i];
+                merged_keys[o] = h.key;
             o++;
-            pos[p] = ++i;
-        } while (i < end && head_less(&m, p, q));
+            if (++i == end)
+                break;
+            h.key = kp[i];
+            h.seq = sp ? sp[i] : 0;
+        } while (head_less(&h, &q));
+        pos[p] = i;
         if (i == end)
             heap[0] = heap[--n];
-        sift_down(&m, heap, n, 0);
+        else
+            heap[0] = h;
+        sift_down(heap, n, 0);
     }
     free(heap);
     free(pos);
@@ -409,98 +406,267 @@ int64_t fc_drop_duplicates(uint64_t *order, int64_t *keys, uint64_t n, uint32_t 
 /* Gather (and shuffle)                                                 */
 /* ------------------------------------------------------------------ */
 
-#define TILE 64
+/* The shuffle filter's byte planes of 16 elements at element i0 of a chunk:
+ * plane b gets byte b of each of them (16 bytes).  The 16 x isz bytes are a
+ * matrix whose byte index is [element (4 bits) | byte (log2 isz bits)];
+ * the transpose wants [byte | element], a rotation of the index by 4 bits,
+ * which is four perfect shuffles (interleaving the first half of the bytes
+ * with the second), each one round of SSE2 unpacks over isz registers:
+ * register j holds bytes 16j..16j+15, and unpacking registers j and
+ * j + isz/2 gives registers 2j and 2j+1 of the shuffled bytes. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
 
-/* Byte planes of a tile of m elements (m <= TILE) into out at element i0. */
-static inline void tile_to_planes(const uint8_t *tile, unsigned m, unsigned isz,
-                                  uint8_t *out, uint64_t chunk, uint64_t i0)
+#define LO(a, b) _mm_unpacklo_epi8(a, b)
+#define HI(a, b) _mm_unpackhi_epi8(a, b)
+#define STORE(b, x) _mm_storeu_si128((__m128i *)(out + (uint64_t)(b) * chunk + i0), x)
+
+/* The transposes in registers, one function per item size (locals, not
+ * arrays, so that nothing goes through the stack). */
+static inline __attribute__((always_inline)) void
+planes16_8(const uint64_t *w, uint8_t *out, uint64_t chunk, uint64_t i0)
+{
+    __m128i r0 = _mm_set_epi64x((long long)w[1], (long long)w[0]);
+    __m128i r1 = _mm_set_epi64x((long long)w[3], (long long)w[2]);
+    __m128i r2 = _mm_set_epi64x((long long)w[5], (long long)w[4]);
+    __m128i r3 = _mm_set_epi64x((long long)w[7], (long long)w[6]);
+    __m128i r4 = _mm_set_epi64x((long long)w[9], (long long)w[8]);
+    __m128i r5 = _mm_set_epi64x((long long)w[11], (long long)w[10]);
+    __m128i r6 = _mm_set_epi64x((long long)w[13], (long long)w[12]);
+    __m128i r7 = _mm_set_epi64x((long long)w[15], (long long)w[14]);
+    for (int round = 0; round < 4; round++) {
+        __m128i t0 = LO(r0, r4), t1 = HI(r0, r4), t2 = LO(r1, r5), t3 = HI(r1, r5);
+        __m128i t4 = LO(r2, r6), t5 = HI(r2, r6), t6 = LO(r3, r7), t7 = HI(r3, r7);
+        r0 = t0, r1 = t1, r2 = t2, r3 = t3, r4 = t4, r5 = t5, r6 = t6, r7 = t7;
+    }
+    STORE(0, r0), STORE(1, r1), STORE(2, r2), STORE(3, r3);
+    STORE(4, r4), STORE(5, r5), STORE(6, r6), STORE(7, r7);
+}
+
+static inline __attribute__((always_inline)) void
+planes16_4(const uint64_t *w, uint8_t *out, uint64_t chunk, uint64_t i0)
+{
+    __m128i r0 = _mm_set_epi32((int)w[3], (int)w[2], (int)w[1], (int)w[0]);
+    __m128i r1 = _mm_set_epi32((int)w[7], (int)w[6], (int)w[5], (int)w[4]);
+    __m128i r2 = _mm_set_epi32((int)w[11], (int)w[10], (int)w[9], (int)w[8]);
+    __m128i r3 = _mm_set_epi32((int)w[15], (int)w[14], (int)w[13], (int)w[12]);
+    for (int round = 0; round < 4; round++) {
+        __m128i t0 = LO(r0, r2), t1 = HI(r0, r2), t2 = LO(r1, r3), t3 = HI(r1, r3);
+        r0 = t0, r1 = t1, r2 = t2, r3 = t3;
+    }
+    STORE(0, r0), STORE(1, r1), STORE(2, r2), STORE(3, r3);
+}
+
+static inline __attribute__((always_inline)) void
+planes16_2(const uint64_t *w, uint8_t *out, uint64_t chunk, uint64_t i0)
+{
+    __m128i r0 = _mm_set_epi16((short)w[7], (short)w[6], (short)w[5], (short)w[4],
+                               (short)w[3], (short)w[2], (short)w[1], (short)w[0]);
+    __m128i r1 = _mm_set_epi16((short)w[15], (short)w[14], (short)w[13], (short)w[12],
+                               (short)w[11], (short)w[10], (short)w[9], (short)w[8]);
+    for (int round = 0; round < 4; round++) {
+        __m128i t0 = LO(r0, r1), t1 = HI(r0, r1);
+        r0 = t0, r1 = t1;
+    }
+    STORE(0, r0), STORE(1, r1);
+}
+#undef LO
+#undef HI
+#undef STORE
+#endif
+
+/* The planes of 16 values, portable (and the reference the SSE2 path is
+ * tested against through the Python one). */
+static inline void planes16_scalar(const uint64_t *w, unsigned isz, uint8_t *out, uint64_t chunk,
+                                   uint64_t i0)
 {
     for (unsigned b = 0; b < isz; b++) {
-        uint8_t *dst = out + (uint64_t)b * chunk + i0;
-        const uint8_t *src = tile + b;
-        for (unsigned j = 0; j < m; j++)
-            dst[j] = src[(uint64_t)j * isz];
+        uint8_t *d = out + (uint64_t)b * chunk + i0;
+        for (unsigned e = 0; e < 16; e++)
+            d[e] = (uint8_t)(w[e] >> (8 * b));
     }
 }
 
-int64_t fc_gather(const fc_gather_piece *pieces, uint32_t npieces, uint32_t itemsize,
-                  uint64_t chunk, int shuffle, void *outv, int64_t *max_out)
+static inline __attribute__((always_inline)) void
+planes_of(const uint64_t *w, const unsigned isz, uint8_t *out, uint64_t chunk, uint64_t i0)
 {
-    if (!size_ok(itemsize) || (npieces && !pieces) || (chunk && !outv))
+#if defined(__SSE2__)
+    switch (isz) {
+    case 8: planes16_8(w, out, chunk, i0); return;
+    case 4: planes16_4(w, out, chunk, i0); return;
+    case 2: planes16_2(w, out, chunk, i0); return;
+    default: break;
+    }
+#endif
+    planes16_scalar(w, isz, out, chunk, i0);
+}
+
+#define GATHER_BLOCK 512
+
+/* A column's gather in progress: up to 15 values of a shuffled group cut by
+ * a block's end, the elements written out, the largest value. */
+typedef struct col_state {
+    uint64_t v[16];
+    unsigned m;
+    uint64_t at;
+    int64_t max;
+} col_state;
+
+/* One block of rows (their part, pp, and row, rr) of one column; isz,
+ * shuffle and want are constants in each call, so that loads, stores and
+ * the transposes are specialised. */
+static inline __attribute__((always_inline)) void
+gather_block(const fc_gather_column *c, col_state *s, const void *const *bases,
+             const uint32_t *pp, const uint64_t *rr, unsigned cnt, const unsigned isz,
+             const int shuffle, const int want, uint64_t chunk)
+{
+    uint8_t *out = c->out;
+    unsigned m = s->m;
+    uint64_t at = s->at;
+    int64_t best = s->max;
+    unsigned e = 0;
+#define LOAD(E) ld((const uint8_t *)bases[pp[E]] + rr[E] * isz, isz)
+    if (!shuffle) {
+        for (; e < cnt; e++) {
+            uint64_t x = LOAD(e);
+            if (want && (int64_t)x > best)
+                best = (int64_t)x;
+            st(out + (at + e) * isz, x, isz);
+        }
+        at += cnt;
+    } else {
+        for (; m && e < cnt; e++) {          /* complete the waiting group */
+            uint64_t x = LOAD(e);
+            if (want && (int64_t)x > best)
+                best = (int64_t)x;
+            s->v[m++] = x;
+            if (m == 16) {
+                planes_of(s->v, isz, out, chunk, at);
+                at += 16;
+                m = 0;
+            }
+        }
+        for (; e + 16 <= cnt; e += 16) {
+            uint64_t w[16];
+#pragma GCC unroll 16
+            for (unsigned j = 0; j < 16; j++) {
+                w[j] = LOAD(e + j);
+                if (want && (int64_t)w[j] > best)
+                    best = (int64_t)w[j];
+            }
+            planes_of(w, isz, out, chunk, at);
+            at += 16;
+        }
+        for (; e < cnt; e++) {
+            uint64_t x = LOAD(e);
+            if (want && (int64_t)x > best)
+                best = (int64_t)x;
+            s->v[m++] = x;
+        }
+    }
+#undef LOAD
+    s->m = m;
+    s->at = at;
+    s->max = best;
+}
+
+int64_t fc_gather(const fc_gather_piece *pieces, uint32_t npieces,
+                  fc_gather_column *cols, uint32_t ncols, uint64_t chunk)
+{
+    if ((npieces && !pieces) || (ncols && !cols))
         return -EINVAL;
     const uint64_t row_mask = (1ull << FC_ORDER_ROW_BITS) - 1;
-    uint64_t total = 0;
+    uint64_t total = 0, nbases = 0;
     for (uint32_t k = 0; k < npieces; k++) {
         const fc_gather_piece *pc = &pieces[k];
+        nbases += pc->nparts;
         if (!pc->n)
             continue;
-        if (!pc->bases || !pc->lens || pc->nparts == 0)
+        if (!pc->lens || pc->nparts == 0)
             return -EINVAL;
         if (pc->order) {
-            for (uint64_t e = 0; e < pc->n; e++) {
-                uint64_t p = pc->order[e] >> FC_ORDER_ROW_BITS;
-                if (p >= pc->nparts || !pc->bases[p] || (pc->order[e] & row_mask) >= pc->lens[p])
+            for (uint64_t e = 0; e < pc->n; e++)
+                if ((pc->order[e] >> FC_ORDER_ROW_BITS) >= pc->nparts ||
+                    (pc->order[e] & row_mask) >= pc->lens[pc->order[e] >> FC_ORDER_ROW_BITS])
                     return -EINVAL;
-            }
-        } else if (!pc->bases[0] || pc->first > pc->lens[0] || pc->n > pc->lens[0] - pc->first) {
+        } else if (pc->first > pc->lens[0] || pc->n > pc->lens[0] - pc->first) {
             return -EINVAL;
         }
         total += pc->n;
     }
     if (total > chunk)
         return -EINVAL;
-    uint8_t *out = outv;
-    unsigned isz = itemsize;
-    int want_max = max_out && isz == 8;
-    int64_t mx = INT64_MIN;
-    uint8_t tile[TILE * 8];
-    unsigned m = 0;              /* elements in the tile */
-    uint64_t at = 0;             /* elements written out (tile start) */
+    for (uint32_t c = 0; c < ncols; c++) {
+        if (!size_ok(cols[c].itemsize) || (chunk && !cols[c].out) || (nbases && !cols[c].bases))
+            return -EINVAL;
+        for (uint64_t b = 0; b < nbases; b++)
+            if (!cols[c].bases[b])
+                return -EINVAL;
+    }
+    col_state *state = calloc(ncols ? ncols : 1, sizeof *state);
+    if (!state)
+        return -ENOMEM;
+    for (uint32_t c = 0; c < ncols; c++)
+        state[c].max = INT64_MIN;
+    uint32_t pp[GATHER_BLOCK];
+    uint64_t rr[GATHER_BLOCK];
+    uint64_t boff = 0;           /* the piece's parts in the columns' bases */
     for (uint32_t k = 0; k < npieces; k++) {
         const fc_gather_piece *pc = &pieces[k];
-        for (uint64_t e = 0; e < pc->n; e++) {
-            const uint8_t *src;
+        for (uint64_t lo = 0; lo < pc->n; lo += GATHER_BLOCK) {
+            unsigned cnt = (unsigned)(pc->n - lo < GATHER_BLOCK ? pc->n - lo : GATHER_BLOCK);
             if (pc->order) {
-                uint64_t v = pc->order[e];
-                src = (const uint8_t *)pc->bases[v >> FC_ORDER_ROW_BITS] + (v & row_mask) * isz;
+                for (unsigned e = 0; e < cnt; e++) {
+                    uint64_t v = pc->order[lo + e];
+                    pp[e] = (uint32_t)(v >> FC_ORDER_ROW_BITS);
+                    rr[e] = v & row_mask;
+                }
             } else {
-                src = (const uint8_t *)pc->bases[0] + (pc->first + e) * isz;
+                for (unsigned e = 0; e < cnt; e++) {
+                    pp[e] = 0;
+                    rr[e] = pc->first + lo + e;
+                }
             }
-            uint8_t *dst = shuffle ? tile + (uint64_t)m * isz : out + (at + m) * isz;
-            switch (isz) {
-            case 8: {
-                uint64_t x;
-                memcpy(&x, src, 8);
-                memcpy(dst, &x, 8);
-                if (want_max && (int64_t)x > mx)
-                    mx = (int64_t)x;
-                break;
-            }
-            case 4: memcpy(dst, src, 4); break;
-            case 2: memcpy(dst, src, 2); break;
-            default: *dst = *src; break;
-            }
-            if (++m == TILE) {
-                if (shuffle)
-                    tile_to_planes(tile, m, isz, out, chunk, at);
-                at += m;
-                m = 0;
+            for (uint32_t c = 0; c < ncols; c++) {
+                const fc_gather_column *col = &cols[c];
+                const void *const *bases = col->bases + boff;
+                int sh = (col->flags & FC_GATHER_SHUFFLE) != 0;
+                int mx = (col->flags & FC_GATHER_MAX) != 0;
+                switch (col->itemsize * 4 + (unsigned)sh * 2 + (unsigned)(mx && col->itemsize == 8)) {
+                case 35: gather_block(col, &state[c], bases, pp, rr, cnt, 8, 1, 1, chunk); break;
+                case 34: gather_block(col, &state[c], bases, pp, rr, cnt, 8, 1, 0, chunk); break;
+                case 33: gather_block(col, &state[c], bases, pp, rr, cnt, 8, 0, 1, chunk); break;
+                case 32: gather_block(col, &state[c], bases, pp, rr, cnt, 8, 0, 0, chunk); break;
+                case 18: gather_block(col, &state[c], bases, pp, rr, cnt, 4, 1, 0, chunk); break;
+                case 16: gather_block(col, &state[c], bases, pp, rr, cnt, 4, 0, 0, chunk); break;
+                case 10: gather_block(col, &state[c], bases, pp, rr, cnt, 2, 1, 0, chunk); break;
+                case 8: gather_block(col, &state[c], bases, pp, rr, cnt, 2, 0, 0, chunk); break;
+                case 6: gather_block(col, &state[c], bases, pp, rr, cnt, 1, 1, 0, chunk); break;
+                default: gather_block(col, &state[c], bases, pp, rr, cnt, 1, 0, 0, chunk); break;
+                }
             }
         }
+        boff += pc->nparts;
     }
-    if (m) {
-        if (shuffle)
-            tile_to_planes(tile, m, isz, out, chunk, at);
-        at += m;
-    }
-    if (at < chunk) {            /* zeros past the data */
-        if (shuffle)
+    for (uint32_t c = 0; c < ncols; c++) {
+        fc_gather_column *col = &cols[c];
+        col_state *s = &state[c];
+        unsigned isz = col->itemsize;
+        uint8_t *out = col->out;
+        int sh = (col->flags & FC_GATHER_SHUFFLE) != 0;
+        for (unsigned j = 0; j < s->m; j++, s->at++)     /* the last few, byte by byte */
             for (unsigned b = 0; b < isz; b++)
-                memset(out + (uint64_t)b * chunk + at, 0, chunk - at);
-        else
-            memset(out + at * isz, 0, (chunk - at) * isz);
+                out[(uint64_t)b * chunk + s->at] = (uint8_t)(s->v[j] >> (8 * b));
+        if (s->at < chunk) {     /* zeros past the data */
+            if (sh)
+                for (unsigned b = 0; b < isz; b++)
+                    memset(out + (uint64_t)b * chunk + s->at, 0, chunk - s->at);
+            else
+                memset(out + s->at * isz, 0, (chunk - s->at) * isz);
+        }
+        if (col->flags & FC_GATHER_MAX)
+            col->max = isz == 8 ? s->max : 0;
     }
-    if (max_out && isz == 8)
-        *max_out = mx;
-    return (int64_t)at;
+    free(state);
+    return (int64_t)total;
 }

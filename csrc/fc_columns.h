@@ -79,11 +79,10 @@ int64_t fc_drop_duplicates(uint64_t *order, int64_t *keys, uint64_t n, uint32_t 
                            const uint64_t *const *task_id,
                            const uint16_t *const *status, uint16_t running);
 
-/* Rows of a chunk: n elements, either rows first.. of bases[0] (order NULL)
- * or the rows order[0..n) names in bases (one array per part, part p of
- * lens[p] rows). */
+/* Rows of a chunk: n of them, either rows first.. of the piece's part 0
+ * (order NULL) or the rows order[0..n) names; the piece's part p has
+ * lens[p] rows. */
 typedef struct fc_gather_piece {
-    const void *const *bases;
     const uint64_t *lens;
     const uint64_t *order;
     uint64_t first;
@@ -91,15 +90,29 @@ typedef struct fc_gather_piece {
     uint32_t nparts;
 } fc_gather_piece;
 
-/* Gathers the pieces one after the other into out, which holds chunk
- * elements of itemsize bytes (1, 2, 4 or 8); elements past the pieces are
- * zero.  shuffle != 0 writes what HDF5's shuffle filter makes of that
- * chunk: byte b of element i at out[b * chunk + i].  When max_out is not
- * NULL and itemsize is 8, the largest element read as int64 (INT64_MIN for
- * no element) is stored there.  Returns the number of elements gathered,
- * or -EINVAL (itemsize, more elements than chunk, a row outside its part). */
-int64_t fc_gather(const fc_gather_piece *pieces, uint32_t npieces, uint32_t itemsize,
-                  uint64_t chunk, int shuffle, void *out, int64_t *max_out);
+/* fc_gather_column.flags */
+#define FC_GATHER_SHUFFLE 1   /* out in HDF5's shuffled byte planes */
+#define FC_GATHER_MAX 2       /* itemsize 8: the largest element into max */
+
+/* One column to gather: its array in each part of each piece, piece after
+ * piece (bases[nparts of the pieces before + p]), and where it goes: out
+ * holds chunk elements of itemsize bytes (1, 2, 4 or 8). */
+typedef struct fc_gather_column {
+    const void *const *bases;
+    void *out;
+    uint32_t itemsize;
+    uint32_t flags;
+    int64_t max;              /* FC_GATHER_MAX: set (INT64_MIN for no rows) */
+} fc_gather_column;
+
+/* Gathers the rows of the pieces, one after the other, into each column's
+ * out; elements past them are zero.  With FC_GATHER_SHUFFLE, out is what
+ * HDF5's shuffle filter makes of the chunk: byte b of element i at
+ * out[b * chunk + i].  The order is read once for all the columns.
+ * Returns the number of rows, or -EINVAL (an itemsize, more rows than
+ * chunk, a row outside its part, a missing array), -ENOMEM. */
+int64_t fc_gather(const fc_gather_piece *pieces, uint32_t npieces,
+                  fc_gather_column *cols, uint32_t ncols, uint64_t chunk);
 
 /* FC_CDEF_END */
 

@@ -300,74 +300,100 @@ static void t_duplicates(void)
 
 /* ---------------------------------------------------------------- gather */
 
-static int gather_case(unsigned isz, int shuffle, uint64_t chunk)
+/* pieces over 3 parts of 500 elements; columns of every item size, some
+ * shuffled; checked element by element against a plain copy */
+static int gather_case(int shuffle, uint64_t extra)
 {
-    enum { P = 3, N = 500 };
-    uint8_t *parts[P];
-    for (int p = 0; p < P; p++) {
-        parts[p] = malloc(N * isz);
-        for (unsigned i = 0; i < N * isz; i++)
-            parts[p][i] = (uint8_t)rnd();
+    enum { P = 3, N = 500, C = 4 };
+    static const unsigned sizes[C] = {8, 4, 2, 1};
+    uint8_t *parts[C][P];
+    const void *bases[C][2 * P];
+    for (int c = 0; c < C; c++)
+        for (int p = 0; p < P; p++) {
+            parts[c][p] = malloc(N * sizes[c]);
+            for (unsigned i = 0; i < N * sizes[c]; i++)
+                parts[c][p][i] = (uint8_t)rnd();
+        }
+    /* piece 0: one part (part 1), contiguous; piece 1: the three parts, ordered */
+    for (int c = 0; c < C; c++) {
+        bases[c][0] = parts[c][1];
+        for (int p = 0; p < P; p++)
+            bases[c][1 + p] = parts[c][p];
     }
-    const void *bases[P] = {parts[0], parts[1], parts[2]};
     const uint64_t lens[P] = {N, N, N};
     uint64_t n1 = rnd() % 100, n2 = rnd() % 150, first = rnd() % 300;
     uint64_t *ord = malloc((n2 + 1) * 8);
     for (uint64_t i = 0; i < n2; i++)
         ord[i] = ((rnd() % P) << FC_ORDER_ROW_BITS) | (rnd() % N);
     fc_gather_piece pcs[2] = {
-        { bases + 1, lens, NULL, first, n1, 1 },
-        { bases, lens, ord, 0, n2, P },
+        { lens, NULL, first, n1, 1 },
+        { lens, ord, 0, n2, P },
     };
-    uint64_t total = n1 + n2;
-    if (chunk < total)
-        chunk = total;
-    uint8_t *out = malloc(chunk * isz + 1), *want = calloc(chunk * isz + 1, 1);
-    int64_t mx = 0, want_mx = INT64_MIN;
-    int64_t got = fc_gather(pcs, 2, isz, chunk, shuffle, out, &mx);
-    for (uint64_t e = 0; e < total; e++) {
-        const uint8_t *src = e < n1 ? parts[1] + (first + e) * isz
-            : parts[ord[e - n1] >> FC_ORDER_ROW_BITS] + (ord[e - n1] & 0xFFFFFFFFFFull) * isz;
-        for (unsigned b = 0; b < isz; b++)
-            want[shuffle ? b * chunk + e : e * isz + b] = src[b];
-        if (isz == 8) {
-            int64_t v;
-            memcpy(&v, src, 8);
-            if (v > want_mx)
-                want_mx = v;
+    uint64_t total = n1 + n2, chunk = total + extra;
+    fc_gather_column cols[C];
+    uint8_t *want[C];
+    int64_t want_mx = INT64_MIN;
+    for (int c = 0; c < C; c++) {
+        cols[c] = (fc_gather_column){ bases[c], malloc(chunk * sizes[c] + 1), sizes[c],
+                                      (shuffle || c == 1 ? FC_GATHER_SHUFFLE : 0) | FC_GATHER_MAX, 7 };
+        want[c] = calloc(chunk * sizes[c] + 1, 1);
+        int sh = (cols[c].flags & FC_GATHER_SHUFFLE) != 0;
+        for (uint64_t e = 0; e < total; e++) {
+            const uint8_t *src = e < n1 ? parts[c][1] + (first + e) * sizes[c]
+                : parts[c][ord[e - n1] >> FC_ORDER_ROW_BITS] +
+                  (ord[e - n1] & 0xFFFFFFFFFFull) * sizes[c];
+            for (unsigned b = 0; b < sizes[c]; b++)
+                want[c][sh ? b * chunk + e : e * sizes[c] + b] = src[b];
+            if (c == 0) {
+                int64_t v;
+                memcpy(&v, src, 8);
+                if (v > want_mx)
+                    want_mx = v;
+            }
         }
     }
-    int ok = got == (int64_t)total && memcmp(out, want, chunk * isz) == 0 &&
-             (isz != 8 || mx == want_mx);
-    for (int p = 0; p < P; p++)
-        free(parts[p]);
-    free(ord); free(out); free(want);
+    int64_t got = fc_gather(pcs, 2, cols, C, chunk);
+    int ok = got == (int64_t)total && cols[0].max == want_mx && cols[1].max == 0;
+    for (int c = 0; c < C; c++) {
+        ok = ok && memcmp(cols[c].out, want[c], chunk * sizes[c]) == 0;
+        free(cols[c].out);
+        free(want[c]);
+        for (int p = 0; p < P; p++)
+            free(parts[c][p]);
+    }
+    free(ord);
     return ok;
 }
 
 static void t_gather(void)
 {
-    unsigned sizes[4] = {1, 2, 4, 8};
-    for (int rep = 0; rep < 20; rep++)
-        for (int s = 0; s < 4; s++)
-            for (int sh = 0; sh < 2; sh++) {
-                CHECK(gather_case(sizes[s], sh, 0));
-                CHECK(gather_case(sizes[s], sh, 300 + rnd() % 100));
-            }
+    for (int rep = 0; rep < 40; rep++)
+        for (int sh = 0; sh < 2; sh++) {
+            CHECK(gather_case(sh, 0));
+            CHECK(gather_case(sh, rnd() % 100));
+        }
     uint64_t v[4] = {1, 2, 3, 4}, o[1] = {5ull << FC_ORDER_ROW_BITS}, l4[1] = {4};
     const void *b[1] = {v};
-    fc_gather_piece bad = { b, l4, o, 0, 1, 1 };
     uint8_t out[64];
-    CHECK(fc_gather(&bad, 1, 8, 4, 1, out, NULL) == -EINVAL);     /* part past nparts */
+    fc_gather_column col = { b, out, 8, FC_GATHER_SHUFFLE | FC_GATHER_MAX, 0 };
+    fc_gather_piece bad = { l4, o, 0, 1, 1 };
+    CHECK(fc_gather(&bad, 1, &col, 1, 4) == -EINVAL);            /* part past nparts */
     o[0] = 4;
-    CHECK(fc_gather(&bad, 1, 8, 4, 1, out, NULL) == -EINVAL);     /* row past its part */
-    fc_gather_piece past = { b, l4, NULL, 1, 4, 1 };
-    CHECK(fc_gather(&past, 1, 8, 4, 1, out, NULL) == -EINVAL);    /* rows past the part */
-    fc_gather_piece ok1 = { b, l4, NULL, 0, 4, 1 };
-    CHECK(fc_gather(&ok1, 1, 8, 3, 1, out, NULL) == -EINVAL);     /* more than chunk */
-    CHECK(fc_gather(&ok1, 1, 3, 4, 1, out, NULL) == -EINVAL);     /* itemsize */
-    int64_t mx = 0;
-    CHECK(fc_gather(NULL, 0, 8, 4, 1, out, &mx) == 0 && mx == INT64_MIN);
+    CHECK(fc_gather(&bad, 1, &col, 1, 4) == -EINVAL);            /* row past its part */
+    fc_gather_piece past = { l4, NULL, 1, 4, 1 };
+    CHECK(fc_gather(&past, 1, &col, 1, 4) == -EINVAL);           /* rows past the part */
+    fc_gather_piece ok1 = { l4, NULL, 0, 4, 1 };
+    CHECK(fc_gather(&ok1, 1, &col, 1, 3) == -EINVAL);            /* more than chunk */
+    col.itemsize = 3;
+    CHECK(fc_gather(&ok1, 1, &col, 1, 4) == -EINVAL);            /* itemsize */
+    col.itemsize = 8;
+    const void *nb[1] = {NULL};
+    fc_gather_column nul = { nb, out, 8, 0, 0 };
+    CHECK(fc_gather(&ok1, 1, &nul, 1, 4) == -EINVAL);            /* a missing array */
+    CHECK(fc_gather(&ok1, 1, &col, 1, 4) == 4 && col.max == 4);
+    memset(out, 0xAA, sizeof out);
+    fc_gather_piece none = { l4, NULL, 0, 0, 1 };
+    CHECK(fc_gather(&none, 1, &col, 1, 4) == 0 && col.max == INT64_MIN);
     for (int i = 0; i < 32; i++)
         CHECK(out[i] == 0);
 }
@@ -389,9 +415,10 @@ static void *merge_thread(void *arg)
     const void *bases[TK];
     for (int p = 0; p < TK; p++)
         bases[p] = t_keys[p];
-    fc_gather_piece pc = { bases, t_lens, order, 0, (uint64_t)TN * TK, TK };
-    int64_t mx;
-    ok = ok && fc_gather(&pc, 1, 8, (uint64_t)TN * TK, 1, out, &mx) == TN * TK;
+    fc_gather_piece pc = { t_lens, order, 0, (uint64_t)TN * TK, TK };
+    fc_gather_column col = { bases, out, 8, FC_GATHER_SHUFFLE | FC_GATHER_MAX, 0 };
+    ok = ok && fc_gather(&pc, 1, &col, 1, (uint64_t)TN * TK) == TN * TK &&
+         col.max == (int64_t)(TN - 1) * TK + TK - 1;
     free(order);
     free(out);
     return (void *)(intptr_t)ok;

@@ -83,10 +83,11 @@ _SCAN_BYTES_PER_ROW = ROW_BYTES + 20
 # The scan's buffer is let go before the merge starts, so the two shares do not add up.
 _SCAN_SHARE = 0.6
 _MERGE_SHARE = 0.2            # of memory_bytes, for the merge's blocks (each round copies twice)
+_WRITE_SHARE = 0.1            # of memory_bytes, for the chunks in the compression pool
 _MIN_BLOCK = 1024
-# Chain merge bytes per row held: a block (row + its scan position), the next one read ahead,
-# the round's concatenation of the blocks' heads, and the chunks gathered from it in flight
-_CHAIN_BYTES_PER_ROW = 4 * (ROW_BYTES + 8)
+# Chain merge bytes per row held: two blocks (row + its scan position) held by the merge, the
+# next one read ahead, and the blocks of the last round still referenced by chunks in flight
+_CHAIN_BYTES_PER_ROW = 5 * (ROW_BYTES + 8)
 _MAX_CHAINS = 512
 _MAX_OPEN_STORES = 128      # stores open at once in the row and payload passes
 
@@ -355,7 +356,7 @@ def compact(path: str, out: str, *, append: bool = True, overwrite: bool = False
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
     try:
         with h5py.File(tmp, "w") as h5:
-            writer = Writer(h5, compression, level, threads)
+            writer = Writer(h5, compression, level, threads, int(memory * _WRITE_SHARE))
             try:
                 job_run = _Compaction(h5, writer, stores, existing, report, progress, job,
                                       chunk_rows, memory, out_dir)

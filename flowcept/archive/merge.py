@@ -215,16 +215,14 @@ def gather_block(parts: Parts, order: np.ndarray) -> Block:
     nc = _columns()
     n = len(order)
     out = Block.empty(n, seq=True)
-    plan = np.zeros(len(NAMES), nc.PIECE_DTYPE)
-    plan["bases"] = parts.base + np.arange(len(NAMES), dtype=np.uint64) * np.uint64(parts.k * 8)
-    plan["lens"] = parts.lens_addr
-    plan["order"] = order.__array_interface__["data"][0]
-    plan["n"] = n
-    plan["nparts"] = parts.k
-    base = plan.__array_interface__["data"][0]
-    for i, name in enumerate(NAMES):
-        arr = out.cols[name]
-        nc.gather_at(base + i * nc.PIECE_DTYPE.itemsize, 1, arr.dtype.itemsize, n, False, out=arr)
+    piece = np.zeros(1, nc.PIECE_DTYPE)
+    piece["lens"], piece["order"] = parts.lens_addr, order.__array_interface__["data"][0]
+    piece["n"], piece["nparts"] = n, parts.k
+    cols = np.zeros(len(NAMES), nc.COLUMN_DTYPE)
+    cols["bases"] = parts.base + np.arange(len(NAMES), dtype=np.uint64) * np.uint64(parts.k * 8)
+    cols["out"] = out.addr
+    cols["itemsize"] = [out.cols[name].dtype.itemsize for name in NAMES]
+    nc.gather_at(piece, cols, n)
     return out
 
 
@@ -241,33 +239,42 @@ def _cut(b: Block, bs: int, bq: int) -> int:
 def merge(sources: List[object], emit: Callable[[Parts, np.ndarray, np.ndarray], None]) -> int:
     """Merges sources of blocks sorted by (start_ns, seq) into ``emit(parts, order, keys)``
     (rows in the archive's order: the stable sort of all rows by start_ns in scan order),
-    dropping duplicates; returns how many.  A round merges every row up to the least last
-    row of the sources still being read (their unread rows sort after it)."""
+    dropping duplicates; returns how many.  Each source holds two blocks; a round merges
+    every held row up to the least last held row of the sources still being read (their
+    unread rows sort after it), so that a round takes about a block of every source."""
     nc = _columns()
     seq = SEQ[0]
-    blocks = [s.read_block() for s in sources]
+    held: List[List[Block]] = [[] for _ in sources]
     carry: Optional[Block] = None
     dropped = 0
     while True:
         for i, s in enumerate(sources):
-            if not len(blocks[i]) and not s.exhausted:
-                blocks[i] = s.read_block()
-        live = [i for i in range(len(sources)) if len(blocks[i])]
+            while len(held[i]) < 2 and not s.exhausted:
+                b = s.read_block()
+                if len(b):
+                    held[i].append(b)
+        live = [i for i in range(len(sources)) if held[i]]
         if not live and carry is None:
             break
         pending = [i for i in live if not sources[i].exhausted]
         heads = [] if carry is None else [carry]
         if pending:
-            bs, bq = min((int(blocks[i]["start_ns"][-1]), int(blocks[i][seq][-1])) for i in pending)
+            bs, bq = min((int(held[i][-1]["start_ns"][-1]), int(held[i][-1][seq][-1]))
+                         for i in pending)
             for i in live:
-                b = blocks[i]
-                c = _cut(b, bs, bq)
-                if c:
-                    heads.append(b.slice(0, c))
-                    blocks[i] = b.slice(c, len(b))
+                rest: List[Block] = []
+                for j, b in enumerate(held[i]):
+                    c = _cut(b, bs, bq)
+                    if c:
+                        heads.append(b.slice(0, c))
+                    if c < len(b):
+                        rest = [b.slice(c, len(b))] + held[i][j + 1:]
+                        break
+                held[i] = rest
         else:
-            heads.extend(blocks[i] for i in live)
-            blocks = [b.slice(0, 0) for b in blocks]
+            for i in live:
+                heads.extend(held[i])
+                held[i] = []
         parts = Parts(heads)
         order, keys = nc.merge_order_at(parts.column("start_ns"), parts.column(seq), parts.lens)
         n = _drop_duplicates(parts, order, keys)

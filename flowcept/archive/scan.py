@@ -7,6 +7,7 @@ memory does not grow with the store).
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -15,7 +16,7 @@ import numpy as np
 
 from flowcept.archive import ArchiveError
 from flowcept.archive.format import NAMES, SEQ, Block
-from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX
+from flowcept.record.layout import BATCH_HEADER_DTYPE, FLAG_WORKFLOW, NODE_PREFIX
 
 READ_AHEAD = 32 << 20      # bytes of a store asked for ahead of the index pass (cold stores)
 
@@ -321,6 +322,49 @@ def job_of_store(store_path: str, workflows: dict) -> str:
     return os.path.basename(os.path.abspath(store_path))
 
 
+# the batch header as struct fields, in BATCH_HEADER_DTYPE's order
+_HEADER = struct.Struct("<" + "".join({8: "Q", 4: "I", 2: "H"}[BATCH_HEADER_DTYPE.fields[n][0].itemsize]
+                                      for n in BATCH_HEADER_DTYPE.names))
+_H = {name: i for i, name in enumerate(BATCH_HEADER_DTYPE.names)}
+
+
+class _BatchFacts:
+    """What the index pass needs of a batch, in one C pass over its records
+    (fc_batch_summarize): (task records, their least and greatest start, whether all
+    records are tasks, the payload area, the string table's bytes)."""
+
+    def __init__(self):
+        from flowcept.native import ffi, lib
+        self.ffi, self.lib = ffi, lib
+        self.out = ffi.new("fc_batch_summary *")
+        self.wfs = ffi.new("uint64_t[]", 64)
+        self.acts = ffi.new("uint32_t[]", 1)
+
+    def of(self, frame):
+        h = _HEADER.unpack_from(frame)
+        mv = memoryview(frame).cast("B")
+        nstr = h[_H["string_count"]]
+        if len(self.acts) < nstr:
+            self.acts = self.ffi.new("uint32_t[]", nstr)
+        poff = h[_H["payload_off"]]
+        payload = mv[poff:poff + h[_H["payload_bytes"]]]
+        table = bytes(mv[h[_H["strings_off"]]:])
+        out = self.out
+        if self.lib.fc_batch_summarize(self.ffi.from_buffer(mv), len(mv), out, self.acts, self.wfs,
+                                       len(self.wfs)) == 0:
+            if not out.tasks:
+                return 0, 0, 0, True, payload, table
+            return out.tasks, out.t0, out.s1, out.workflows == 0, payload, table
+        # a batch the C pass leaves to numpy (an unknown activity id, many workflows)
+        from flowcept.native.batch import Batch
+        recs = Batch(frame, check=False).records
+        tasks = (recs["flags"] & FLAG_WORKFLOW) == 0
+        start = recs["start_ns"][tasks]
+        if not len(start):
+            return 0, 0, 0, True, payload, table
+        return len(start), int(start.min()), int(start.max()), bool(tasks.all()), payload, table
+
+
 class Index:
     """The index pass over the stores: the global string table, the workflows, the batch
     keys, and per batch of task records a BatchRef; ``seq`` and ``blob_end`` are where the
@@ -344,10 +388,11 @@ class Index:
         needs to read it again (its key, string map, payload offset, count and start-time
         range).  With ``runs`` (the run buffer, when everything fits) each batch's rows go
         there as it is read: there is no row pass."""
-        from flowcept.native.batch import Batch, unpack_batch_key
+        from flowcept.native.batch import unpack_batch_key
         strings, refs = self.strings, self.refs
         seq = self.seq
-        luts: Dict[bytes, np.ndarray] = {}
+        facts = _BatchFacts()
+        tables: Dict[bytes, Tuple[np.ndarray, int]] = {}   # a ring's batches share their table
         with open_store_at(sp) as st:
             store_wfs = st.workflows()
             job_name = self.job_override or job_of_store(sp, store_wfs)
@@ -368,27 +413,26 @@ class Index:
                     bar.update(1, 0)
                     continue
                 self.keys_out.append(k)
-                b = Batch(frame, check=False)
-                recs = b.records
-                tasks = (recs["flags"] & FLAG_WORKFLOW) == 0
-                only_tasks = bool(tasks.all())
-                start = recs["start_ns"] if only_tasks else recs["start_ns"][tasks]
-                m = len(start)
+                m, smin, smax, only_tasks, payload, table = facts.of(frame)
                 if not m:
                     bar.update(1, 0)
                     continue
-                names = b.strings
-                node = names[0][len(NODE_PREFIX):] if names and names[0].startswith(NODE_PREFIX) else ""
-                lut = np.array([strings.id(x) for x in names] + [strings.id("")], np.uint32)
-                lut = luts.setdefault(lut.tobytes(), lut)     # batches of a ring share their table
+                got = tables.get(table)
+                if got is None:
+                    from flowcept.native.batch import Batch
+                    names = Batch(frame, check=False).strings
+                    node = names[0][len(NODE_PREFIX):] if names and names[0].startswith(NODE_PREFIX) else ""
+                    lut = np.array([strings.id(x) for x in names] + [strings.id("")], np.uint32)
+                    got = tables[table] = (lut, strings.id(node))
+                lut, node_id = got
                 base = self.blob_end
-                self.blob_end += len(b.payload)
-                ref = BatchRef(si, bytes(key), m, int(start.min()), int(start.max()), seq,
-                                base, lut, strings.id(node), job_id, only_tasks)
+                self.blob_end += len(payload)
+                ref = BatchRef(si, bytes(key), m, smin, smax, seq, base, lut, node_id, job_id,
+                               only_tasks)
                 refs.append(ref)
                 if runs is not None:
                     runs.add(frame, ref)
-                if payloads.append(b.payload) != base:
+                if payloads.append(payload) != base:
                     raise ArchiveError("payload blob out of step with the index")
                 seq += m
                 self.seq = seq

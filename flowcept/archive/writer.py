@@ -24,12 +24,13 @@ from flowcept.archive.format import BLOB_CHUNK, COLS, Parts, address
 
 
 class Writer:
-    """Writes datasets with the chosen compression.  gzip: chunks are shuffled and
-    deflated in a thread pool and written raw (H5Dwrite_chunk); the output
-    is what HDF5's own shuffle+deflate filters would produce.  At most
-    ``4 x threads`` chunks are in flight, which bounds the memory they hold."""
+    """Writes datasets with the chosen compression.  gzip: chunks are made (gathered,
+    shuffled) and deflated in a thread pool and written raw (H5Dwrite_chunk), in the order
+    they were handed over; the output is what HDF5's own shuffle+deflate filters would
+    produce.  The chunks in flight hold at most ``inflight_bytes`` (uncompressed; at
+    least one job), which bounds their memory."""
 
-    def __init__(self, h5, compression: str, level: int, threads: int):
+    def __init__(self, h5, compression: str, level: int, threads: int, inflight_bytes: int):
         self.h5 = h5
         self.compression = compression
         self.level = level
@@ -37,7 +38,8 @@ class Writer:
         self.pool = ThreadPoolExecutor(max(threads, 1)) if self.direct else None
         self.owns_pool = True
         self.inflight: deque = deque()
-        self.max_inflight = 4 * max(threads, 1)
+        self.held = 0
+        self.max_bytes = inflight_bytes
 
     def sibling(self) -> "Writer":
         """A writer for another thread: the same file and compression pool, its own chunks
@@ -45,7 +47,7 @@ class Writer:
         w = Writer.__new__(Writer)
         w.h5, w.compression, w.level, w.direct = self.h5, self.compression, self.level, self.direct
         w.pool, w.owns_pool = self.pool, False
-        w.inflight, w.max_inflight = deque(), self.max_inflight
+        w.inflight, w.held, w.max_bytes = deque(), 0, self.max_bytes
         return w
 
     def create(self, name, dtype, n, chunk, shuffle=True):
@@ -62,28 +64,48 @@ class Writer:
         """Creates the /tasks column ``name`` (n rows to start with, grown as chunks come)."""
         return self.create(f"tasks/{name}", dtype, n, chunk)
 
-    def _drain(self, limit):
-        while len(self.inflight) > limit:
-            ds, off, fut = self.inflight.popleft()
-            ds.id.write_direct_chunk((off,), fut.result())
+    def _drain(self, limit_bytes: int):
+        while self.inflight and (self.held > limit_bytes or not limit_bytes):
+            if limit_bytes and len(self.inflight) == 1:
+                break
+            dss, off, size, fut = self.inflight.popleft()
+            for ds, raw in zip(dss, fut.result()):
+                ds.id.write_direct_chunk((off,), raw)
+            self.held -= size
 
-    def write_chunk(self, ds, off: int, make: Callable[[bool], np.ndarray]):
-        """Writes the chunk at element offset ``off``.  ``make(direct)`` returns its data:
-        direct (gzip, in the pool), the bytes HDF5's filters deflate -- the whole chunk,
-        zeros past the data (edge chunks are stored full size), in byte planes when the
-        dataset has the shuffle filter; else the rows themselves, for h5py to write."""
+    def write_chunks(self, dss: list, off: int, size: int, make: Callable[[bool], list],
+                     done: Optional[Callable[[list], None]] = None):
+        """Writes the chunk at element offset ``off`` of each dataset of ``dss`` (``size``:
+        their bytes, uncompressed).  ``make(direct)`` returns their data: direct (gzip, in
+        the pool), the bytes HDF5's filters deflate -- the whole chunk, zeros past the
+        data (edge chunks are stored full size), in byte planes when the dataset has the
+        shuffle filter; else the rows themselves, for h5py to write.  ``done(data)`` is
+        called once the data is no longer needed (its buffers can be used again)."""
         if not self.direct:
             data = make(False)
-            ds[off:off + len(data)] = data
+            for ds, d in zip(dss, data):
+                ds[off:off + len(d)] = d
+            if done is not None:
+                done(data)
             return
         level = self.level
         deflate = _isal.compress if _isal is not None and 1 <= level <= 3 else zlib.compress
 
         def job():
-            return deflate(make(True), level)
+            data = make(True)
+            out = [deflate(a, level) for a in data]
+            if done is not None:
+                done(data)
+            return out
 
-        self.inflight.append((ds, off, self.pool.submit(job)))
-        self._drain(self.max_inflight)
+        self.inflight.append((dss, off, size, self.pool.submit(job)))
+        self.held += size
+        self._drain(self.max_bytes)
+
+    def write_chunk(self, ds, off: int, size: int, make: Callable[[bool], np.ndarray],
+                    done: Optional[Callable[[list], None]] = None):
+        """write_chunks of one dataset."""
+        self.write_chunks([ds], off, size, lambda direct: [make(direct)], done)
 
     def flush(self):
         self._drain(0)
@@ -106,6 +128,7 @@ class Blob:
         self.ds = writer.create(name, np.uint8, 0, BLOB_CHUNK, shuffle=False)
         self.size = 0                  # logical length
         self.flushed = 0               # bytes written out (whole chunks until close)
+        self.spare: deque = deque()    # chunk buffers the pool is done with (no new pages)
         self.cur = np.empty(BLOB_CHUNK, np.uint8)
         self.fill = 0
 
@@ -133,9 +156,11 @@ class Blob:
         if self.fill < BLOB_CHUNK:
             self.cur[self.fill:] = 0
         data, fill = self.cur, self.fill
-        self.w.write_chunk(self.ds, self.flushed, lambda direct: data if direct else data[:fill])
+        self.w.write_chunk(self.ds, self.flushed, BLOB_CHUNK,
+                           lambda direct: data if direct else data[:fill],
+                           lambda _used: self.spare.append(data))
         self.flushed += BLOB_CHUNK
-        self.cur = np.empty(BLOB_CHUNK, np.uint8)
+        self.cur = self.spare.popleft() if self.spare else np.empty(BLOB_CHUNK, np.uint8)
         self.fill = 0
 
     def copy_raw_chunks(self, src_ds) -> bool:
@@ -177,6 +202,7 @@ class TaskColumns:
         self.start_min: List[int] = []
         self.start_max: List[int] = []
         self.end_max: List[Optional[int]] = []
+        self.spare: deque = deque()    # sets of chunk buffers the pool is done with
 
     def append(self, parts: Parts, order: np.ndarray, keys: np.ndarray):
         """Appends the rows ``order`` names in ``parts`` (a merged order: uint64, part <<
@@ -199,7 +225,7 @@ class TaskColumns:
         self.last_key = int(keys[n - 1])
 
     def _emit(self):
-        from flowcept.native.columns import PIECE_DTYPE, gather_at
+        from flowcept.native import columns as nc
         pieces, m = self.pending, self.fill
         self.pending, self.fill = [], 0
         off = self.n
@@ -210,30 +236,42 @@ class TaskColumns:
         self.start_max.append(self.last_key)
         slot = len(self.end_max)
         self.end_max.append(None)
-        ncols, k = len(self.ds), len(pieces)
-        plan = np.zeros((ncols, k), PIECE_DTYPE)
-        col_rows = np.arange(ncols, dtype=np.uint64)
-        for j, (parts, _order, oaddr, take) in enumerate(pieces):
-            plan["bases"][:, j] = parts.base + col_rows * np.uint64(parts.k * 8)
-            plan["lens"][:, j] = parts.lens_addr
-            plan["order"][:, j] = oaddr
-            plan["n"][:, j] = take
-            plan["nparts"][:, j] = parts.k
-        base = address(plan)
-        chunk, end_max = self.chunk, self.end_max
-        for c, (name, ds) in enumerate(self.ds.items()):
-            dtype = ds.dtype
-            want = name == "end_ns"
-            shuffle = bool(ds.shuffle)
+        # the rows: each piece's order and parts; the columns: each one's arrays in the
+        # parts, piece after piece
+        plan = np.zeros(len(pieces), nc.PIECE_DTYPE)
+        plan["lens"] = [p.lens_addr for p, _o, _a, _n in pieces]
+        plan["order"] = [a for _p, _o, a, _n in pieces]
+        plan["n"] = [n for _p, _o, _a, n in pieces]
+        plan["nparts"] = [p.k for p, _o, _a, _n in pieces]
+        ncols = len(self.ds)
+        table = np.ascontiguousarray(np.concatenate([p.table[:ncols] for p, _o, _a, _n in pieces], axis=1))
+        dss = list(self.ds.values())
+        items = np.array([ds.dtype.itemsize for ds in dss], np.uint32)
+        shuffle = np.array([nc.SHUFFLE if ds.shuffle else 0 for ds in dss], np.uint32)
+        end_col = list(self.ds).index("end_ns")
+        chunk, end_max, spare = self.chunk, self.end_max, self.spare
 
-            def make(direct, at=base + c * k * PIECE_DTYPE.itemsize, dtype=dtype, want=want,
-                     shuffle=shuffle, keep=(plan, pieces)):
-                out, mx = gather_at(at, k, dtype.itemsize, chunk if direct else m,
-                                    direct and shuffle, want_max=want)
-                if want:
-                    end_max[slot] = mx
-                return out if direct else out.view(dtype)
-            self.w.write_chunk(ds, off, make)
+        def make(direct, keep=pieces):
+            rows = chunk if direct else m
+            outs = None
+            if direct:
+                try:
+                    outs = spare.popleft()
+                except IndexError:
+                    pass
+            if outs is None:
+                outs = [np.empty(rows * int(isz), np.uint8) for isz in items]
+            cols = np.zeros(ncols, nc.COLUMN_DTYPE)
+            cols["bases"] = address(table) + np.arange(ncols, dtype=np.uint64) * np.uint64(table.shape[1] * 8)
+            cols["out"] = [address(o) for o in outs]
+            cols["itemsize"] = items
+            cols["flags"] = shuffle if direct else 0
+            cols["flags"][end_col] |= nc.MAX
+            nc.gather_at(plan, cols, rows)
+            end_max[slot] = int(cols["max"][end_col])
+            return outs if direct else [o.view(ds.dtype) for o, ds in zip(outs, dss)]
+        self.w.write_chunks(dss, off, m * int(items.sum()), make,
+                            lambda used: spare.append(used) if self.w.direct else None)
         self.n += m
 
     def close(self, h5):

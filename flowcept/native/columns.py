@@ -224,28 +224,28 @@ def drop_duplicates_numpy(order, keys, workflow_id, task_id, status, running) ->
 # --------------------------------------------------------------------------- gather
 
 
-# fc_gather_piece as a numpy record, so that the pieces of a chunk (of every column) are
-# made in a few array operations
+# fc_gather_piece and fc_gather_column as numpy records, so that the pieces and columns of
+# a chunk are made in a few array operations
 PIECE_DTYPE = np.dtype({
-    "names": ["bases", "lens", "order", "first", "n", "nparts"],
-    "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u4"],
-    "offsets": [ffi.offsetof("fc_gather_piece", f)
-                for f in ("bases", "lens", "order", "first", "n", "nparts")],
+    "names": ["lens", "order", "first", "n", "nparts"],
+    "formats": ["<u8", "<u8", "<u8", "<u8", "<u4"],
+    "offsets": [ffi.offsetof("fc_gather_piece", f) for f in ("lens", "order", "first", "n", "nparts")],
     "itemsize": ffi.sizeof("fc_gather_piece")})
+COLUMN_DTYPE = np.dtype({
+    "names": ["bases", "out", "itemsize", "flags", "max"],
+    "formats": ["<u8", "<u8", "<u4", "<u4", "<i8"],
+    "offsets": [ffi.offsetof("fc_gather_column", f) for f in ("bases", "out", "itemsize", "flags", "max")],
+    "itemsize": ffi.sizeof("fc_gather_column")})
+SHUFFLE, MAX = lib.FC_GATHER_SHUFFLE, lib.FC_GATHER_MAX
 
 
-def gather_at(pieces: int, npieces: int, itemsize: int, chunk: int, shuffle: bool,
-              want_max: bool = False, out: Optional[np.ndarray] = None):
-    """gather of pieces given by address (an array of npieces PIECE_DTYPE records), into
-    ``out`` (contiguous, chunk * itemsize bytes) or a new uint8 array."""
-    if out is None:
-        out = np.empty(chunk * itemsize, np.uint8)
-    elif not out.flags.c_contiguous or out.nbytes < chunk * itemsize or not out.flags.writeable:
-        raise ValueError("gather: out must be a writable contiguous array of the chunk's size")
-    mx = ffi.new("int64_t *") if want_max else ffi.NULL
-    _check(lib.fc_gather(ffi.cast("const fc_gather_piece *", pieces), npieces, itemsize, chunk,
-                         1 if shuffle else 0, ffi.cast("void *", address(out)), mx), "fc_gather")
-    return out, (int(mx[0]) if want_max and itemsize == 8 else None)
+def gather_at(pieces: np.ndarray, columns: np.ndarray, chunk: int) -> int:
+    """fc_gather: the rows of ``pieces`` (PIECE_DTYPE records) into each of ``columns``
+    (COLUMN_DTYPE records, whose ``out`` hold chunk elements; ``max`` is set in place);
+    returns the number of rows."""
+    return _check(lib.fc_gather(ffi.cast("const fc_gather_piece *", address(pieces)), len(pieces),
+                                ffi.cast("fc_gather_column *", address(columns)), len(columns),
+                                chunk), "fc_gather")
 
 
 def gather(pieces: Sequence[Tuple[Sequence[np.ndarray], Optional[np.ndarray], int, int]],
@@ -254,19 +254,26 @@ def gather(pieces: Sequence[Tuple[Sequence[np.ndarray], Optional[np.ndarray], in
     None; first; n) -- one after the other, as ``chunk`` elements (zeros past the rows), in
     HDF5's shuffled byte planes when ``shuffle``: (uint8 array, largest element as int64
     when ``want_max`` and 8-byte items, else None)."""
-    plan = np.zeros(max(len(pieces), 1), PIECE_DTYPE)
+    plan = np.zeros(len(pieces), PIECE_DTYPE)
     keep = []
-    for i, (bases, order, first, n) in enumerate(pieces):
-        table = _addresses(bases)
-        lens = np.array([len(b) for b in bases], np.uint64)
-        keep += [table, lens]
-        plan[i]["bases"], plan[i]["lens"] = address(table), address(lens)
+    bases = []
+    for i, (parts, order, first, n) in enumerate(pieces):
+        lens = np.array([len(b) for b in parts], np.uint64)
+        keep.append(lens)
+        bases += [address(b) for b in parts]
+        plan[i]["lens"] = address(lens)
         if order is not None:
             if order.dtype != np.uint64 or not order.flags.c_contiguous:
                 raise ValueError("an order is a contiguous uint64 array")
             plan[i]["order"] = address(order)
-        plan[i]["first"], plan[i]["n"], plan[i]["nparts"] = first, n, len(bases)
-    return gather_at(address(plan), len(pieces), itemsize, chunk, shuffle, want_max)
+        plan[i]["first"], plan[i]["n"], plan[i]["nparts"] = first, n, len(parts)
+    table = np.array(bases + [0], np.uint64)
+    out = np.empty(chunk * itemsize, np.uint8)
+    col = np.zeros(1, COLUMN_DTYPE)
+    col["bases"], col["out"], col["itemsize"] = address(table), address(out), itemsize
+    col["flags"] = (SHUFFLE if shuffle else 0) | (MAX if want_max else 0)
+    gather_at(plan, col, chunk)
+    return out, (int(col["max"][0]) if want_max and itemsize == 8 else None)
 
 
 def gather_numpy(pieces, itemsize: int, chunk: int, shuffle: bool, want_max: bool = False):
@@ -295,4 +302,4 @@ def gather_numpy(pieces, itemsize: int, chunk: int, shuffle: bool, want_max: boo
 __all__ = ["ROW_BITS", "ROW_MASK", "COPY", "LUT", "ADD", "CONST", "SEQ", "ColumnError", "address",
            "Decoder", "decode_numpy", "merge_order", "merge_order_at", "merge_order_numpy",
            "drop_duplicates", "drop_duplicates_at", "drop_duplicates_numpy", "PIECE_DTYPE",
-           "gather", "gather_at", "gather_numpy"]
+           "COLUMN_DTYPE", "SHUFFLE", "MAX", "gather", "gather_at", "gather_numpy"]
