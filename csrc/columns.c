@@ -179,38 +179,29 @@ int64_t fc_batch_columns(const void *frame, uint64_t len, const fc_column *cols,
 /* k-way merge                                                          */
 /* ------------------------------------------------------------------ */
 
-/* A part's head in the heap: its key and seq cached, so that comparisons
- * read no other memory. */
+/* A part's head: its key and seq cached, so that comparisons read no other
+ * memory.  A part with no rows left has the head (INT64_MAX, INT64_MAX) and
+ * is marked done, which decides a tie with a live head. */
 typedef struct head {
     int64_t key, seq;
-    uint32_t part;
 } head;
 
-static inline int head_less(const head *a, const head *b)
+/* part a's head sorts before part b's: (key, seq, live first, part) */
+static inline int beats(const head *h, const uint8_t *done, uint32_t a, uint32_t b)
 {
-    if (a->key != b->key)
-        return a->key < b->key;
-    if (a->seq != b->seq)
-        return a->seq < b->seq;
-    return a->part < b->part;
+    if (h[a].key != h[b].key)
+        return h[a].key < h[b].key;
+    if (h[a].seq != h[b].seq)
+        return h[a].seq < h[b].seq;
+    if (done[a] != done[b])
+        return done[b];
+    return a < b;
 }
 
-static void sift_down(head *heap, uint32_t n, uint32_t i)
-{
-    head x = heap[i];
-    for (;;) {
-        uint32_t l = 2 * i + 1;
-        if (l >= n)
-            break;
-        uint32_t s = (l + 1 < n && head_less(&heap[l + 1], &heap[l])) ? l + 1 : l;
-        if (!head_less(&heap[s], &x))
-            break;
-        heap[i] = heap[s];
-        i = s;
-    }
-    heap[i] = x;
-}
-
+/* A tournament (loser) tree over the parts: each internal node keeps the
+ * part that lost the match played there, so that after the winner's head
+ * moves, one walk from its leaf to the root (log2 k comparisons, no swaps
+ * of entries) finds the next winner. */
 int64_t fc_merge_order(uint32_t k, const int64_t *const *keys,
                        const int64_t *const *seqs, const uint64_t *lens,
                        uint64_t *order, int64_t *merged_keys)
@@ -229,56 +220,65 @@ int64_t fc_merge_order(uint32_t k, const int64_t *const *keys,
         return -EINVAL;
     if (total >= (1ull << 62))
         return -EINVAL;
-    head *heap = malloc((k ? k : 1) * sizeof *heap);
-    uint64_t *pos = calloc(k ? k : 1, sizeof *pos);
-    if (!heap || !pos) {
-        free(heap);
+    if (!total)
+        return 0;
+    uint32_t leaves = 1;
+    while (leaves < k)
+        leaves *= 2;
+    head *h = malloc(leaves * sizeof *h);
+    uint64_t *pos = calloc(leaves, sizeof *pos);
+    uint8_t *done = malloc(leaves);
+    uint32_t *win = malloc(2 * (size_t)leaves * sizeof *win);   /* while building */
+    uint32_t *loser = malloc((size_t)leaves * sizeof *loser);   /* nodes 1..leaves-1 */
+    if (!h || !pos || !done || !win || !loser) {
+        free(h);
         free(pos);
+        free(done);
+        free(win);
+        free(loser);
         return -ENOMEM;
     }
-    uint32_t n = 0;
-    for (uint32_t p = 0; p < k; p++)
-        if (lens[p])
-            heap[n++] = (head){ keys[p][0], seqs ? seqs[p][0] : 0, p };
-    for (uint32_t i = n / 2; i-- > 0;)
-        sift_down(heap, n, i);
-    uint64_t o = 0;
-    while (n) {
-        uint32_t p = heap[0].part;
-        const int64_t *kp = keys[p], *sp = seqs ? seqs[p] : NULL;
-        const uint64_t tag = (uint64_t)p << FC_ORDER_ROW_BITS;
-        uint64_t end = lens[p], i = pos[p];
-        if (n == 1) {             /* the last part: the rest of it */
-            for (; i < end; i++, o++) {
-                order[o] = tag | i;
-                if (merged_keys)
-                    merged_keys[o] = kp[i];
-            }
-            break;
-        }
-        /* the runner-up: the smaller child of the root; p's rows go out while
-         * they sort before it */
-        head q = (n > 2 && head_less(&heap[2], &heap[1])) ? heap[2] : heap[1];
-        head h = heap[0];
-        do {
-            order[o] = tag | i;
-            if (merged_keys)
-                merged_keys[o] = h.key;
-            o++;
-            if (++i == end)
-                break;
-            h.key = kp[i];
-            h.seq = sp ? sp[i] : 0;
-        } while (head_less(&h, &q));
-        pos[p] = i;
-        if (i == end)
-            heap[0] = heap[--n];
-        else
-            heap[0] = h;
-        sift_down(heap, n, 0);
+    for (uint32_t p = 0; p < leaves; p++) {
+        done[p] = !(p < k && lens[p]);
+        h[p] = done[p] ? (head){ INT64_MAX, INT64_MAX }
+                       : (head){ keys[p][0], seqs ? seqs[p][0] : 0 };
+        win[leaves + p] = p;
     }
-    free(heap);
+    for (uint32_t node = leaves - 1; node >= 1; node--) {
+        uint32_t a = win[2 * node], b = win[2 * node + 1];
+        int ab = beats(h, done, a, b);
+        win[node] = ab ? a : b;
+        loser[node] = ab ? b : a;
+    }
+    uint32_t w = leaves > 1 ? win[1] : 0;
+    free(win);
+    uint64_t o = 0;
+    while (!done[w]) {
+        uint64_t i = pos[w];
+        order[o] = ((uint64_t)w << FC_ORDER_ROW_BITS) | i;
+        if (merged_keys)
+            merged_keys[o] = h[w].key;
+        o++;
+        pos[w] = ++i;
+        if (i == lens[w]) {
+            done[w] = 1;
+            h[w] = (head){ INT64_MAX, INT64_MAX };
+        } else {
+            h[w].key = keys[w][i];
+            h[w].seq = seqs ? seqs[w][i] : 0;
+        }
+        for (uint32_t node = (w + leaves) >> 1; node >= 1; node >>= 1) {
+            uint32_t l = loser[node];
+            if (beats(h, done, l, w)) {
+                loser[node] = w;
+                w = l;
+            }
+        }
+    }
+    free(h);
     free(pos);
+    free(done);
+    free(loser);
     return (int64_t)o;
 }
 

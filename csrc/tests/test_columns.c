@@ -197,6 +197,16 @@ static void t_merge(void)
     }
     CHECK(merge_case(600, 30, 100, 0));
     CHECK(merge_case(3, 5000, 3, 0));           /* long runs of ties */
+    /* heads equal to a finished part's sentinel, beside empty parts */
+    int64_t big[3] = {INT64_MAX, INT64_MAX, INT64_MAX}, bigs[3] = {INT64_MAX - 2, INT64_MAX - 1, INT64_MAX};
+    const int64_t *kb[4] = {big, NULL, big, NULL}, *sb[4] = {bigs, NULL, bigs, NULL};
+    uint64_t lb[4] = {3, 0, 2, 0}, ob[5];
+    int64_t mb[5];
+    CHECK(fc_merge_order(4, kb, sb, lb, ob, mb) == 5);
+    CHECK(ob[0] == 0 && ob[1] == ((2ull << FC_ORDER_ROW_BITS) | 0) && ob[2] == 1 &&
+          ob[3] == ((2ull << FC_ORDER_ROW_BITS) | 1) && ob[4] == 2);
+    CHECK(fc_merge_order(4, kb, NULL, lb, ob, mb) == 5 && ob[0] == 0 && ob[2] == 2 &&
+          ob[3] == (2ull << FC_ORDER_ROW_BITS) && ob[4] == ((2ull << FC_ORDER_ROW_BITS) | 1));
     int64_t a[2] = {1, 2};
     const int64_t *ka[1] = {a};
     uint64_t l1[1] = {2}, o[2];
