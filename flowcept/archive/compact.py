@@ -4,43 +4,49 @@ An offline step: it reads stores and writes a file, nothing else (recovery of
 what a crashed job left behind is the caller's step before it: ``flowcept
 compact --recover`` and the epilog run flowcept.node.recovery first).
 
-Pipeline (numpy only, no per-record Python objects), in memory bounded by
-``memory_bytes`` (configuration key ``compact_memory_bytes``, default 256 MiB)
-whatever the number of records:
+Pipeline, in memory bounded by ``memory_bytes`` (configuration key
+``compact_memory_bytes``, default 256 MiB) whatever the number of records; the row
+work is in C (flowcept.native.columns), with no per-record Python objects:
 
 1. index pass: scan every batch of every store under the path (one store per
    node); batches already in the output archive (same batch key) are skipped.
    Per batch: its payload area is appended to the payload blob (records keep
    their offsets, moved by the blob position; the blob is compressed and
    written while the scan goes on), its strings go into the one global string
-   table, and what is needed to read its rows again is kept (key, string map,
-   payload offset, count, first and last start time).  The pages of the
-   store's memory map are let go once a batch is read, so resident memory
-   does not grow with the store.
+   table (once per distinct table: a ring's batches share theirs), and what is
+   needed to read its rows again is kept (key, string map, payload offset,
+   count, first and last start time, from one C pass over its records).  The
+   pages of the store's memory map are let go once a batch is read, so
+   resident memory does not grow with the store.
 2. the rows (the batch-local activity ids and the node name mapped to global
-   string ids) are read again from the stores and sorted by start_ns, ties in
-   scan order (the archive being merged into first), in one of three ways:
-   - everything fits in the run buffer and nothing is merged into: one sort in
-     memory, each chunk of each column gathered by the sort order in the pool;
+   string ids, each row's place in the scan order added) are decoded in C and
+   sorted by start_ns, ties in scan order (the archive being merged into
+   first), in one of three ways:
+   - everything fits in the run buffer and nothing is merged into: the rows are
+     decoded in the index pass itself, sorted in memory, and each chunk is
+     gathered by the sort order in the pool;
    - chains (the usual case past that): batches are nearly time-ordered, a
      ring's batches one after the other, so the batches are grouped into
      chains whose start times never go back from one batch to the next; each
      chain is a sorted run as it lies in the store, and the chains (and the
-     rows of the archive being merged into) are merged k-way reading one block
-     of whole batches per chain at a time, the next one read ahead in a
-     thread; nothing goes to a temporary file;
-   - when one block per chain does not fit in the bound (very many chains):
-     the run buffer, sorted when full and written as a sorted run to an
-     anonymous temporary file next to the output (deleted by the kernel even if
-     the process is killed), the runs merged k-way a bounded block each.
-   Duplicates by (workflow_id, task_id) are dropped on the way (a task's records
-   share its start time, so duplicates meet in the merged order; a finished
-   record is kept over a RUNNING one, else the first).
-3. the merged rows are cut into chunks; every column of a chunk is gathered,
-   shuffled and deflated in a thread pool (zlib, or ISA-L's faster deflate when
-   the optional ``isal`` package is installed; both release the GIL) and
-   written with H5Dwrite_chunk, so compaction scales with the cores; lzf goes
-   through h5py's filter pipeline.
+     rows of the archive being merged into) are merged k-way, two blocks of
+     whole batches held per chain and the next one read ahead in a thread;
+     nothing goes to a temporary file;
+   - when one block per chain does not fit in the bound (very many chains, or
+     more stores than stay open): the run buffer, sorted when full and written
+     as a sorted run to an anonymous temporary file next to the output
+     (deleted by the kernel even if the process is killed), the runs merged
+     k-way a bounded block each.
+   A merge round orders the rows of its blocks on a loser tree in C without
+   moving them: the order (part, row) goes to the writer.  Duplicates by
+   (workflow_id, task_id) are dropped on the way (a task's records share its
+   start time, so duplicates meet in the merged order; a finished record is
+   kept over a RUNNING one, else the first).
+3. the merged rows are cut into chunks; every column of a chunk is gathered by
+   the order and shuffled in one C pass, then deflated, in a thread pool
+   (zlib, or ISA-L's faster deflate when the optional ``isal`` package is
+   installed; both release the GIL) and written with H5Dwrite_chunk, so
+   compaction scales with the cores; lzf goes through h5py's filter pipeline.
 
 Everything is written to a temporary file next to the output, fsynced and
 renamed over the output: an interrupted compaction never leaves a

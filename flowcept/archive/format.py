@@ -21,10 +21,6 @@ COMPRESSIONS = ("gzip", "lzf", "none")
 # per column.
 COLS: List[Tuple[str, np.dtype]] = [(name, np.dtype(dt)) for name, _f, dt in columns()]
 ROW_BYTES = sum(dt.itemsize for _n, dt in COLS)
-# The columns read straight from a record field (the others are mapped -- activity,
-# payload_off -- or constant per batch -- node, job)
-FIELDS = [(name, fld) for name, fld, _dt in columns()
-          if fld is not None and fld not in ("activity_id", "payload_off")]
 
 
 # A row's place in the scan order (the archive merged into first, then the stores' rows as

@@ -201,10 +201,11 @@ def dedupe_run(run: MemRun) -> Tuple[Parts, np.ndarray, np.ndarray, int]:
     """The only run (everything fitted in memory) in order without its duplicates: (its
     rows as one part, the merged order, the start times in that order, how many dropped)."""
     rows = run.rows
+    # the permutation as a merged order of one part (its positions are the rows), and the
+    # start times in that order: both new arrays, compacted in place by the duplicate rule
     order = (np.arange(run.n, dtype=np.uint64) if run.order is None
-             else run.order.astype(np.uint64))
-    keys = rows["start_ns"] if run.order is None else np.take(rows["start_ns"], run.order)
-    keys = np.array(keys, np.int64)
+             else run.order.view(np.uint64))
+    keys = rows["start_ns"].copy() if run.order is None else np.take(rows["start_ns"], run.order)
     parts = Parts([rows])
     left = _drop_duplicates(parts, order, keys)
     return parts, order[:left], keys[:left], run.n - left

@@ -218,3 +218,38 @@ def test_columns_from_threads():
         t.join()
     assert all(np.array_equal(r, want) for r in results)
     assert np.array_equal(np.sort(np.concatenate(keys)), merged)
+
+
+def test_every_column_of_a_chunk_in_one_call():
+    """gather_at with several columns (the compaction's path: the order read once for all)
+    equals the numpy reference column by column, shuffled or not, with the max of one."""
+    rng = np.random.default_rng(21)
+    k, n = 5, 700
+    dtypes = [np.int64, np.uint32, np.uint16, np.uint8, np.uint64]
+    cols = [[rng.integers(0, 1 << 30, n).astype(dt) for _ in range(k)] for dt in dtypes]
+    order = ((rng.integers(0, k, 400).astype(np.uint64) << np.uint64(nc.ROW_BITS))
+             | rng.integers(0, n, 400).astype(np.uint64))
+    lens = np.full(k, n, np.uint64)
+    plan = np.zeros(3, nc.PIECE_DTYPE)
+    plan["lens"] = nc.address(lens)
+    plan["first"] = [123, 0, 0]
+    plan["n"] = [40, 300, 400]
+    plan["nparts"] = [1, 1, k]
+    plan["order"] = [0, 0, nc.address(order)]
+    chunk = 800
+    for shuffle in (False, True):
+        table = np.array([[nc.address(c[2]), nc.address(c[0])] + [nc.address(a) for a in c] for c in cols],
+                         np.uint64)
+        outs = [np.empty(chunk * np.dtype(dt).itemsize, np.uint8) for dt in dtypes]
+        spec = np.zeros(len(dtypes), nc.COLUMN_DTYPE)
+        spec["bases"] = [nc.address(table[i]) for i in range(len(dtypes))]
+        spec["out"] = [nc.address(o) for o in outs]
+        spec["itemsize"] = [np.dtype(dt).itemsize for dt in dtypes]
+        spec["flags"] = (nc.SHUFFLE if shuffle else 0) | np.array([nc.MAX, 0, 0, 0, 0])
+        assert nc.gather_at(plan, spec, chunk) == 740
+        for i, dt in enumerate(dtypes):
+            ref = [([cols[i][2]], None, 123, 40), ([cols[i][0]], None, 0, 300), (cols[i], order, 0, 400)]
+            want, mx = nc.gather_numpy(ref, np.dtype(dt).itemsize, chunk, shuffle, want_max=i == 0)
+            assert np.array_equal(outs[i], want), (dt, shuffle)
+            if i == 0:
+                assert spec["max"][0] == mx
