@@ -102,22 +102,6 @@ class Block:
             np.take(v, idx, out=out.cols[k])
         return out
 
-    def copy(self) -> "Block":
-        out = Block.empty(self.n, self.has_seq)
-        for k, v in self.cols.items():
-            out.cols[k][...] = v
-        return out
-
-    @staticmethod
-    def concat(blocks: List["Block"]) -> "Block":
-        out = Block.empty(sum(len(b) for b in blocks), blocks[0].has_seq)
-        at = 0
-        for b in blocks:
-            for k, v in out.cols.items():
-                v[at:at + len(b)] = b.cols[k]
-            at += len(b)
-        return out
-
 
 class Parts:
     """Blocks whose rows a merged order names (``part << ROW_BITS | row``, see
