@@ -325,24 +325,21 @@ def scale_one(args, hub_kind, n_keepers, frames, warm, work):
         for p in procs:
             assert p.stdout.readline().strip() == "ready"
         hub.load(warm)                   # warm: connections up, group joined, first commits
-        want = len(warm) * args.records_per_frame + (args.records_per_frame
-                                                     if hub_kind == "kafka" else 0)
+        want = len(warm) * args.records_per_frame     # warm[0] twice for Kafka: stored once
         deadline = time.monotonic() + 300
         while _status_records(dirs) < want:
             if time.monotonic() > deadline:
                 raise SystemExit(f"warm-up: {_status_records(dirs)} of {want} records stored")
             time.sleep(0.05)
         for p in procs:
-            p.stdin.write("pause
-")
+            p.stdin.write("pause\n")
             p.stdin.flush()
             assert p.stdout.readline().strip() == "paused"
         hub.load(frames)
         load0 = os.getloadavg()[0]
         hub_cpu0 = proc_cpu_s(hub.pid)
         for p in procs:
-            p.stdin.write("go
-")
+            p.stdin.write("go\n")
             p.stdin.flush()
         total = len(frames) * args.records_per_frame
         deadline = time.monotonic() + 600
@@ -353,8 +350,7 @@ def scale_one(args, hub_kind, n_keepers, frames, warm, work):
         hub_cpu = proc_cpu_s(hub.pid) - hub_cpu0
         outs = []
         for p in procs:
-            p.stdin.write("stop
-")
+            p.stdin.write("stop\n")
             p.stdin.flush()
             outs.append(json.loads(p.stdout.readline()))
             p.wait(timeout=60)

@@ -90,7 +90,7 @@ def _cmd_run(args) -> int:
                     count=args.count, status_interval=args.status_interval, stores=specs,
                     peers=peers, progress=progress, progress_interval=args.progress_interval)
     try:
-        rc = keeper.run(max_idle_s=args.exit_when_idle)
+        rc = keeper.run(max_idle_s=args.exit_when_idle, wait_s=args.wait)
     except TransportUnavailable as e:
         print(f"flowcept keeper run: error: {e}", file=sys.stderr)
         return 3
@@ -124,7 +124,7 @@ def _run_workers(args, cfg, specs, peers, progress) -> int:
                                     else None))
     workers = Workers(make_keeper, n, name, status_dirs, progress=progress,
                       progress_interval=args.progress_interval)
-    rc = workers.run(max_idle_s=args.exit_when_idle)
+    rc = workers.run(max_idle_s=args.exit_when_idle, wait_s=args.wait)
     c = workers.counts()
     print(_summary(f"{name} ({n} workers)", c), flush=True)
     if workers.failed:
@@ -228,7 +228,11 @@ def register(sub) -> None:
                    help="take over another keeper's pending batches after this idle time")
     r.add_argument("--status-interval", type=float, default=1.0)
     r.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
-                   help="exit after this long without input (batch use)")
+                   help="exit after this long without input (batch use); SIGUSR1 also makes it "
+                        "read what is left and exit (send it when the producers are done)")
+    r.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="at start, try an unreachable hub again for this long (a job script "
+                        "starting the hub beside the keeper); default: fail at once")
     r.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     r.set_defaults(func=_cmd_run)
 

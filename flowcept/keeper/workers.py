@@ -11,7 +11,7 @@ workers' directories, so a batch one worker committed before a crash is not
 stored again by the worker the source hands it to.
 
 The supervisor forwards SIGTERM/SIGINT to the workers (each commits and
-acknowledges what it holds), shows their summed progress on a terminal, and
+acknowledges what it holds) and SIGUSR1 (read what is left, then exit), shows their summed progress on a terminal, and
 when one worker dies the others are stopped and the command exits non-zero:
 start it again with the same ``--name`` and ``--store-dir`` and every worker
 resumes its own pending batches.
@@ -32,7 +32,7 @@ from flowcept.keeper.service import (COUNTERS, PROGRESS_INTERVAL_S, STATUS_PREFI
 
 log = logging.getLogger("flowcept.keeper.workers")
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 def worker_name(name: str, k: int) -> str:
@@ -60,19 +60,25 @@ class Workers:
         self.stopping = False
         self.failed: Optional[str] = None
 
-    def _child(self, k: int, max_idle_s: Optional[float]) -> None:
+    def _child(self, k: int, max_idle_s: Optional[float], wait_s: float) -> None:
         for sig in _SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
         keeper = self.make_keeper(k)
-        sys.exit(keeper.run(max_idle_s=max_idle_s))
+        sys.exit(keeper.run(max_idle_s=max_idle_s, wait_s=wait_s))
 
     def _stop(self, *_args) -> None:
         self.stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def _finish(self, *_args) -> None:
+        self._signal_all(signal.SIGUSR1)
+
+    def _signal_all(self, sig) -> None:
         for p in self.procs:
             if p.is_alive():
                 try:
-                    os.kill(p.pid, signal.SIGTERM)
+                    os.kill(p.pid, sig)
                 except ProcessLookupError:
                     pass
 
@@ -96,15 +102,16 @@ class Workers:
         total["lag"] = lag
         return total
 
-    def run(self, max_idle_s: Optional[float] = None) -> int:
+    def run(self, max_idle_s: Optional[float] = None, wait_s: float = 0.0) -> int:
         ctx = multiprocessing.get_context("fork")
-        old = {sig: signal.signal(sig, self._stop) for sig in _SIGNALS}
+        old = {sig: signal.signal(sig, self._finish if sig == signal.SIGUSR1 else self._stop)
+               for sig in _SIGNALS}
         # the workers start with these signals blocked, and unblock them once
         # their own handlers are in place (no window where a worker runs ours)
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             for k in range(self.n):
-                p = ctx.Process(target=self._child, args=(k, max_idle_s),
+                p = ctx.Process(target=self._child, args=(k, max_idle_s, wait_s),
                                 name=worker_name(self.name, k))
                 p.start()
                 self.procs.append(p)
