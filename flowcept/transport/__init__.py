@@ -59,7 +59,7 @@ from flowcept.errors import TransportUnavailable
 from flowcept.record.job import JobInfo
 
 __all__ = ["Entry", "JobInfo", "Source", "Transport", "TransportUnavailable", "open_sources",
-           "open_transport", "route", "transport_for_url", "transport_names", "source_names"]
+           "open_transport", "route", "RouteCache", "transport_for_url", "transport_names", "source_names"]
 
 _TRAILING_NUMBER = re.compile(r"([0-9]{1,18})$")
 
@@ -70,6 +70,29 @@ def _mix(*parts: str) -> int:
         h.update(p.encode("utf-8", "surrogateescape"))
         h.update(b"\0")
     return int.from_bytes(h.digest(), "little")
+
+
+class RouteCache:
+    """What a transport derives from a (job, node): its shard or partition and
+    its routing fields, made once per pair by ``make(job)``; bounded, since a
+    bridge forwards for any number of nodes."""
+    LIMIT = 1 << 16
+
+    def __init__(self, make):
+        self._make = make
+        self._memo: dict = {}
+
+    def __call__(self, job: JobInfo):
+        k = (job.job_name, job.node)
+        r = self._memo.get(k)
+        if r is None:
+            if len(self._memo) >= self.LIMIT:
+                self._memo.clear()
+            r = self._memo[k] = self._make(job)
+        return r
+
+    def clear(self) -> None:
+        self._memo.clear()
 
 
 def route(job: JobInfo, n: int) -> int:

@@ -39,7 +39,7 @@ import urllib.parse
 from typing import Dict, List, Optional, Tuple
 
 from flowcept.config import ConfigError, Option
-from flowcept.transport import Entry, Source, Transport, TransportUnavailable, route
+from flowcept.transport import Entry, RouteCache, Source, Transport, TransportUnavailable, route
 
 log = logging.getLogger("flowcept.transport.kafka")
 
@@ -190,7 +190,7 @@ class KafkaTransport(Transport):
     def __init__(self, config, job):
         super().__init__(config, job)
         self.bootstrap, self.topic = parse_url(config.transport_url, config.kafka_topic)
-        self._routes: Dict[Tuple[str, str], Tuple[int, list]] = {}   # (job, node) -> (partition, headers)
+        self._route = RouteCache(self._routing)     # (job, node) -> (partition, headers)
         # token -> (key, frame) until its delivery report (one token per
         # publish: the same batch may be published twice, e.g. spool replay)
         self._unconfirmed: Dict[int, Tuple[bytes, bytes]] = {}
@@ -209,7 +209,7 @@ class KafkaTransport(Transport):
     def _connect(self) -> None:
         ck = _kafka()
         self.partitions = ensure_topic(self.config, self.bootstrap, self.topic)
-        self._routes = {}
+        self._route.clear()
         problem = partitions_mismatch(self.config, self.topic, self.partitions)
         if problem and not self._warned:
             self._warned = True
@@ -242,17 +242,10 @@ class KafkaTransport(Transport):
     def destination(self) -> str:
         return f"kafka://{self.bootstrap}/{self.topic}"
 
-    def _route(self, job) -> Tuple[int, list]:
-        k = (job.job_name, job.node)
-        r = self._routes.get(k)
-        if r is None:
-            if len(self._routes) >= 1 << 16:      # a bridge over very many nodes
-                self._routes.clear()
-            r = self._routes[k] = (
-                route(job, max(1, self.partitions)),
+    def _routing(self, job) -> Tuple[int, list]:
+        return (route(job, max(1, self.partitions)),
                 [(HEADER_JOB, job.job_name.encode("utf-8", "surrogateescape")),
                  (HEADER_NODE, job.node.encode("utf-8", "surrogateescape"))])
-        return r
 
     def _check_up(self) -> None:
         if self._down_until and time.monotonic() < self._down_until:

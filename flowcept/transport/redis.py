@@ -33,7 +33,7 @@ from flowcept.config import Option
 from flowcept.errors import ConfigError
 from flowcept.osutil import redact_url as redact
 from flowcept.transport import Entry as _Entry
-from flowcept.transport import Source, Transport, TransportUnavailable, route
+from flowcept.transport import RouteCache, Source, Transport, TransportUnavailable, route
 
 log = logging.getLogger("flowcept.transport.redis")
 
@@ -147,7 +147,7 @@ class RedisTransport(Transport):
         self.stream = config.redis_stream
         self.maxlen = config.redis_maxlen or None
         self.depth = max(1, config.redis_pipeline)
-        self._routes = {}        # (job name, node) -> (url, routing fields)
+        self._route = RouteCache(self._routing)     # (job, node) -> (url, routing fields)
         # (url, key, frame, routing fields) published, not yet confirmed
         self._pending: List[Tuple[str, bytes, bytes, dict]] = []
         self._retry_s = config.spool_retry_ms / 1000
@@ -165,16 +165,10 @@ class RedisTransport(Transport):
     def destination(self) -> str:
         return f"{','.join(redact(u) for u in self.urls)} stream {self.stream!r}"
 
-    def _route(self, job) -> Tuple[str, dict]:
-        k = (job.job_name, job.node)
-        r = self._routes.get(k)
-        if r is None:
-            if len(self._routes) >= 1 << 16:      # a bridge over very many nodes
-                self._routes.clear()
-            r = self._routes[k] = (pick_url(self.urls, job),
-                                   {FIELD_JOB: job.job_name.encode("utf-8", "surrogateescape"),
-                                    FIELD_NODE: job.node.encode("utf-8", "surrogateescape")})
-        return r
+    def _routing(self, job) -> Tuple[str, dict]:
+        return (pick_url(self.urls, job),
+                {FIELD_JOB: job.job_name.encode("utf-8", "surrogateescape"),
+                 FIELD_NODE: job.node.encode("utf-8", "surrogateescape")})
 
     def _check_up(self) -> None:
         if self._down_until and time.monotonic() < self._down_until:

@@ -1,7 +1,6 @@
 """The Kafka transport and keeper source against a real Kafka-protocol broker
 (Tansu): delivery reports, partitioning by node, offsets committed after
 the store commit, keepers sharing a topic, a keeper SIGKILLed mid-ingest."""
-import os
 import signal
 import subprocess
 import sys

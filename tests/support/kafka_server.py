@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from typing import Optional
 
 try:   # imported as support.<name> or, with tests/support on the path, as <name>
-    from .server_process import ServerProcess, wait_listening
+    from .server_process import ServerProcess, free_port, wait_listening
 except ImportError:
-    from server_process import ServerProcess, wait_listening
+    from server_process import ServerProcess, free_port, wait_listening
 
 
 def tansu_binary() -> Optional[str]:
@@ -65,30 +64,15 @@ def _venv_bin(name: str) -> Optional[str]:
     return path if os.access(path, os.X_OK) else None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class S3Server(ServerProcess):
     """moto's S3 server on 127.0.0.1 (data in its memory, kept while it
     runs), with the bucket Tansu writes to."""
 
     def __init__(self, workdir, bucket: str = "tansu", port: Optional[int] = None,
                  start: bool = True):
-        self.workdir = os.fspath(workdir)
-        os.makedirs(self.workdir, exist_ok=True)
         self.bucket = bucket
-        self.port = port or free_port()
-        self.binary = _venv_bin("moto_server") or shutil.which("moto_server")
-        if self.binary is None:
-            raise RuntimeError(s3_available()[1])
-        self.proc: Optional[subprocess.Popen] = None
-        self._log = None
-        super().__init__()
-        if start:
-            self.start()
+        self._setup(workdir, port, _venv_bin("moto_server") or shutil.which("moto_server"),
+                    s3_available()[1], start)
 
     @property
     def endpoint(self) -> str:
@@ -127,18 +111,8 @@ class S3Server(ServerProcess):
 class KafkaServer(ServerProcess):
     def __init__(self, workdir, port: Optional[int] = None, start: bool = True,
                  s3: Optional[S3Server] = None):
-        self.workdir = os.fspath(workdir)
-        os.makedirs(self.workdir, exist_ok=True)
         self.s3 = s3
-        self.port = port or free_port()
-        self.binary = tansu_binary()
-        if self.binary is None:
-            raise RuntimeError(kafka_available()[1])
-        self.proc: Optional[subprocess.Popen] = None
-        self._log = None
-        super().__init__()
-        if start:
-            self.start()
+        self._setup(workdir, port, tansu_binary(), kafka_available()[1], start)
 
     @property
     def bootstrap(self) -> str:
