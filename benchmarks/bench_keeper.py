@@ -368,6 +368,7 @@ def scale_one(args, hub_kind, n_keepers, frames, warm, work):
             "records": total, "per_keeper": [o["records"] for o in outs],
             "seconds": round(secs, 3), "records_per_s": round(total / secs),
             "keeper_cpu_s_per_M": round(cpu / total * 1e6, 3),
+            "keeper_cores_used": round(cpu / secs, 2),
             "hub_cpu_s_per_M": round(hub_cpu / total * 1e6, 3),
             "load_avg_1m": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 

@@ -7,8 +7,11 @@ Transport to a central hub.  Per read:
   1. each entry's batch id is taken from the frame header (the routing key
      must agree, as in the keeper; entries without a frame are counted and
      acknowledged: there is nothing to forward);
-  2. the frames are published and the destination flushed (durable there);
-  3. only then are the entries acknowledged at the source.
+  2. the frames are published and the destination flushed (durable there),
+     and its count of confirmed batches (``Transport.delivered``) must have
+     risen by as many (a destination that does not count gets nothing
+     acknowledged);
+  3. only then are the entries acknowledged at the source (Redis deletes them).
 A crash or a destination outage before 3 leaves the entries pending at the
 source: they are delivered again (to the restarted bridge under the same
 name, or, for Redis, claimed by another bridge after keeper_claim_idle_ms)
@@ -103,8 +106,9 @@ class Bridge(SourceLoop):
                 pass
 
     def forward(self, src, entries) -> bool:
-        """Publishes, flushes, acknowledges; False if the destination failed."""
-        used = []
+        """Publishes, flushes, checks that the destination confirmed every
+        batch, acknowledges; False if the destination failed."""
+        used = {}       # id(transport) -> [transport, delivered before, published]
         try:
             for e in entries:
                 frame = e.frame
@@ -119,15 +123,24 @@ class Bridge(SourceLoop):
                 job = JobInfo(job_name=_text(e.job) or f"{job_id:016x}", job_id=job_id,
                               node=_text(e.node), run_dir="")
                 tr = self._transport(job)
+                if id(tr) not in used:
+                    used[id(tr)] = [tr, tr.delivered, 0]
                 if self._any_job:
                     tr.publish(key, frame, job=job)
                 else:
                     tr.publish(key, frame)
-                if tr not in used:
-                    used.append(tr)
+                used[id(tr)][2] += 1
                 self.counts["bytes"] += len(frame)
-            for tr in used:
+            for tr, before, sent in used.values():
                 tr.flush()
+                # the source deletes what is acknowledged: only what the
+                # destination counted as confirmed
+                if before is None or tr.delivered is None:
+                    raise TransportUnavailable(f"{tr.destination()} does not count confirmed "
+                                               "batches, so nothing is acknowledged at the source")
+                if tr.delivered - before < sent:
+                    raise TransportUnavailable(f"{tr.destination()} confirmed "
+                                               f"{tr.delivered - before} of {sent} batches")
         except TransportUnavailable as err:
             self.counts["dest_errors"] += 1
             log.warning("bridge %s: destination %s: %s; %d entries stay pending at the source",
