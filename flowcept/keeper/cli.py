@@ -218,7 +218,7 @@ def register(sub) -> None:
                         "directory when a replacement keeper gets a new one)")
     r.add_argument("--no-progress", action="store_true",
                    help="no progress line (default: on a terminal, one line with records, "
-                        "batches, rate and lag, renewed every --progress-interval seconds)")
+                        "batches, rate and lag, renewed every 5 seconds)")
     r.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS",
                    help=argparse.SUPPRESS)
     r.add_argument("--count", type=int, default=16, help="entries per read")
