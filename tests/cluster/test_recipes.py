@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "node_app.py")
-MARKER = "<!-- the script below is run as written by tests/cluster/test_recipes.py -->"
+MARKER = "<!-- not run: a SLURM job script; tests/cluster/test_recipes.py submits it as written to a real single-node SLURM -->"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.mpi, pytest.mark.redis, pytest.mark.slow]
 
