@@ -13,8 +13,10 @@ answer comes back with the tool calls that produced it (``AgentResult``).
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -60,10 +62,26 @@ def chat(base_url: str, payload: dict, api_key: Optional[str], timeout: float) -
         body = e.read(2000).decode("utf-8", "replace")
         raise AgentError(f"{url}: HTTP {e.code}: {body}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise AgentError(f"{url}: cannot reach the chat endpoint ({e}); check --base-url "
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, (TimeoutError, socket.timeout)) and _accepts_connections(url):
+            raise AgentError(f"{url}: the chat endpoint is up but did not answer within {timeout:g} s "
+                             "(timed out); raise --timeout, or use a smaller or less loaded model") from None
+        raise AgentError(f"{url}: cannot reach the chat endpoint ({reason}); check --base-url "
                          "(e.g. http://127.0.0.1:11434/v1 for Ollama)") from None
     except ValueError as e:
         raise AgentError(f"{url}: answer is not JSON: {e}") from None
+
+
+def _accepts_connections(url: str, timeout: float = 3.0) -> bool:
+    """Whether something listens at the URL's host and port (a timed-out call
+    to it was then slow, not unreachable)."""
+    u = urllib.parse.urlsplit(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def ask(question: str, call: Callable[[str, Dict[str, Any]], str], base_url: str, model: str,
@@ -113,3 +131,29 @@ def ask(question: str, call: Callable[[str, Dict[str, Any]], str], base_url: str
         res.stopped = "max_steps" if res.stopped == "answer" else res.stopped
     res.seconds = time.monotonic() - t0
     return res
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """Where ``flowcept serve`` sends questions (its ``--ask-*`` options; ``flowcept ask``'s)."""
+    base_url: str
+    model: str
+    api_key: Optional[str] = None
+    max_steps: int = 6
+    max_tool_calls: int = 8
+    timeout: float = 120.0
+    max_tokens: int = 512
+
+
+def answer(settings: AskSettings, question: str, call: Callable[[str, Dict[str, Any]], str],
+           source: Optional[str] = None) -> dict:
+    """One question answered as JSON: the answer, the tool calls it ran (name, arguments,
+    result text), steps, seconds and why it stopped.  ``source`` is given to every tool
+    call that names none."""
+    def run_tool(name: str, args: Dict[str, Any]) -> str:
+        return call(name, {**args, "source": args.get("source") or source} if source else args)
+    res = ask(question, run_tool, settings.base_url, settings.model, api_key=settings.api_key,
+              max_steps=settings.max_steps, max_tool_calls=settings.max_tool_calls,
+              timeout=settings.timeout, max_tokens=settings.max_tokens)
+    return {"question": question, "answer": res.answer, "calls": res.calls, "steps": res.steps,
+            "seconds": res.seconds, "stopped": res.stopped, "model": settings.model}

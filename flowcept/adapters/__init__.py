@@ -11,7 +11,31 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Mapping, Union
 
-__all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config"]
+__all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config", "flowcept_settings",
+           "current_workflow_ids"]
+
+
+def current_workflow_ids():
+    """(workflow id, campaign id) of the running workflow as Flowcept names
+    them (``Flowcept.current_workflow_id``, ``Flowcept.campaign_id``)."""
+    from flowcept.capture import workflow
+    run = getattr(workflow, "WorkflowRun", None) or workflow.Flowcept
+    return run.current_workflow_id, run.campaign_id
+
+
+def flowcept_settings() -> dict:
+    """Flowcept's settings (the settings YAML in use, ``flowcept.configs.settings``)
+    as a dict; {} without one.  Flowcept's way of configuring an adapter
+    (``adapters.mlflow.file_path``, ``telemetry_capture``,
+    ``instrumentation.torch``) is read from it."""
+    from flowcept import configs
+    try:
+        return dict(configs.settings or {})
+    except AttributeError:   # a configs module without the settings dict
+        import os
+        from flowcept import compat_settings
+        path = os.environ.get("FLOWCEPT_SETTINGS_PATH") or compat_settings.default_yaml_path()
+        return compat_settings._load(path) if path and compat_settings.is_yaml(path) else {}
 
 
 def adapter_from_config(name: str, session, **options: Any):

@@ -38,4 +38,22 @@ def assert_by_querying_tasks_until(filter: dict, condition_to_evaluate: Optional
     return False
 
 
-__all__ = ["ClassProperty", "replace_non_serializable", "assert_by_querying_tasks_until"]
+def evaluate_until(evaluation_condition: Callable[[], Any], max_trials: int = 30, max_time: float = 60,
+                   msg: str = "") -> bool:
+    """Calls evaluation_condition() once a second until it returns a true
+    value (True) or until max_trials calls or max_time seconds (False), as
+    Flowcept's own helper; msg names the condition in the debug log."""
+    import logging
+    start = time.monotonic()
+    trials = 0
+    while trials < max_trials and time.monotonic() - start < max_time:
+        if evaluation_condition():
+            return True
+        trials += 1
+        logging.getLogger("flowcept").debug("condition not met yet (%d/%d): %s", trials, max_trials, msg)
+        time.sleep(1)
+    return False
+
+
+__all__ = ["ClassProperty", "replace_non_serializable", "assert_by_querying_tasks_until",
+           "evaluate_until"]

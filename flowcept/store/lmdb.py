@@ -11,7 +11,15 @@ Per shard, three named databases:
              the index that lets queries skip whole batches
   workflows  workflow id (8 B big-endian) -> msgpack workflow document
 Writes are idempotent (put with overwrite=False) and committed before
-put_batches returns.  Env sync is left to the OS on commit (sync=False) and
+put_batches returns.
+
+Several writers (keepers, a keeper and a ``flowcept recover``) may share one
+store.  LMDB has one write lock per shard, so a writer holding shard 1 while
+waiting for shard 0 and another holding 0 while waiting for 1 would wait
+forever.  A writer therefore takes shard locks in ascending order only:
+``put_batches`` stages its items shard by shard, and a ``stage`` into a
+lower shard than one already open first commits what is open (commits were
+never atomic across shards; a batch is idempotent on its own).  Env sync is left to the OS on commit (sync=False) and
 forced at close: a killed process loses nothing committed; an OS crash may
 lose the last commits, which the ring/spool upstream still hold until the
 leader releases them.
@@ -65,6 +73,43 @@ def _stored_doc(raw, where: str) -> dict:
         return {}
 
 
+class _SharedEnvs:
+    """Read-only environments shared by every reader of a store in this
+    process: LMDB allows one environment per file per process (py-lmdb
+    refuses a second), and readers (queries, compaction, metrics) open the
+    same store side by side.  Counted; closed by the last reader."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.open: dict = {}   # real path -> [envs, count]
+
+    def get(self, path, make):
+        key = os.path.realpath(path)
+        with self.lock:
+            held = self.open.get(key)
+            if held is None:
+                held = self.open[key] = [make(), 0]
+            held[1] += 1
+            return held[0]
+
+    def release(self, path) -> bool:
+        """True when the caller was the last reader (it closes the environments)."""
+        key = os.path.realpath(path)
+        with self.lock:
+            held = self.open.get(key)
+            if held is None:
+                return True
+            held[1] -= 1
+            if held[1] > 0:
+                return False
+            del self.open[key]
+            return True
+
+
+_SHARED = _SharedEnvs()
+
+
 class LmdbStore(Store):
     name = "lmdb"
 
@@ -87,7 +132,17 @@ class LmdbStore(Store):
             write_meta(path, store=self.name, format=FORMAT, shards=shards)
         map_size = config.lmdb_map_size if config else 1 << 36
         self._txns = {}   # shard -> open write transaction (stage/commit_staged)
+        self.early_commits = 0   # commits forced by a stage into a lower shard
         self.envs = []
+        self._shared = False
+        if readonly:
+            self.envs = _SHARED.get(path, lambda: self._open_envs(path, shards, map_size, True))
+            self._shared = True
+        else:
+            self.envs = self._open_envs(path, shards, map_size, False)
+
+    def _open_envs(self, path, shards, map_size, readonly):
+        envs = []
         for i in range(shards):
             shard = os.path.join(path, f"shard-{i:03d}")
             if not readonly:
@@ -99,9 +154,11 @@ class LmdbStore(Store):
                 dbs = {n: env.open_db(n.encode(), create=not readonly)
                        for n in ("batches", "summaries", "workflows")}
             except lmdb.Error as e:
-                self.close()
+                for env, _ in envs:
+                    env.close()
                 raise self._error(f"open {shard}", e) from None
-            self.envs.append((env, dbs))
+            envs.append((env, dbs))
+        return envs
 
     def _shard(self, key: bytes) -> int:
         return zlib.crc32(key[:16]) % len(self.envs)
@@ -116,8 +173,13 @@ class LmdbStore(Store):
         write."""
         shard = self._shard(key)
         env, dbs = self.envs[shard]
+        txn = self._txns.get(shard)
+        if txn is None and self._txns and max(self._txns) > shard:
+            # taking a lower shard's lock while holding a higher one could
+            # deadlock against another writer: let the higher ones go first
+            self.commit_staged()
+            self.early_commits += 1
         try:
-            txn = self._txns.get(shard)
             if txn is None:
                 txn = self._txns[shard] = env.begin(write=True)
             if txn.get(key, db=dbs["batches"]) is not None:
@@ -153,6 +215,14 @@ class LmdbStore(Store):
             raise self._error("write", e) from None
         return 1
 
+    def put_batches(self, items) -> int:
+        """Stages shard by shard in ascending order (one commit per shard),
+        then commits: see the module docstring on lock order."""
+        items = list(items)
+        if len(self.envs) > 1:
+            items.sort(key=lambda item: self._shard(item[0]))
+        return super().put_batches(items)
+
     def _error(self, what: str, e: Exception) -> StoreError:
         """The StoreError for an LMDB failure: names the store and the fix."""
         text = str(e)
@@ -179,11 +249,12 @@ class LmdbStore(Store):
 
     def commit_staged(self) -> None:
         txns, self._txns = self._txns, {}
-        for i, txn in enumerate(txns.values()):
+        order = [txns[i] for i in sorted(txns)]
+        for i, txn in enumerate(order):
             try:
                 txn.commit()
             except lmdb.Error as e:
-                for rest in list(txns.values())[i + 1:]:
+                for rest in order[i + 1:]:
                     rest.abort()
                 raise self._error("commit", e) from None
 
@@ -241,11 +312,13 @@ class LmdbStore(Store):
 
     def close(self):
         self.abort_staged()   # never commit half a pass implicitly
-        for env, _ in self.envs:
+        envs, self.envs = self.envs, []
+        if not envs or (self._shared and not _SHARED.release(self.path)):
+            return
+        for env, _ in envs:
             if not self.readonly:
                 env.sync(True)
             env.close()
-        self.envs = []
 
 
 BACKEND = LmdbStore
