@@ -23,6 +23,7 @@ GROUPS = {
     "store": "flowcept.stores",           # where batches rest
     "adapter": "flowcept.adapters",       # capture from an external system
     "leader": "flowcept.leaders",         # who drains a capturing process's ring
+    "settings_reader": "flowcept.settings_readers",  # settings files by suffix (yaml: Flowcept's)
 }
 
 _loaded: Dict[Tuple[str, str], object] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from flowcept.compat import buffer, documents
 from flowcept.flowcept_api import db
 
 
@@ -28,17 +29,20 @@ def flowcept_messages(source: str, workflow_id: Optional[str] = None) -> List[di
             a.close()
     else:
         rows, workflows = db._raw([source])
-    msgs = [db.flowcept_workflow_doc(wf, d) for wf, d in workflows.items()
-            if d.get("save_workflow", True)]
+    workflows, _entities = documents.split_records(workflows)
+    msgs = [m for wf, d in workflows.items() if d.get("save_workflow", True)
+            for m in documents.workflow_messages(wf, d)]
     msgs.sort(key=lambda w: w.get("started_at") or 0)
-    msgs.extend(db.flowcept_task_docs(rows, workflows))
+    rows = sorted(rows, key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
+    msgs.extend(documents.task_documents(rows, workflows))
     if workflow_id is not None:
         msgs = [m for m in msgs if m.get("workflow_id") == workflow_id]
     return msgs
 
 
 def export_buffer_file(source: str, path: str, workflow_id: Optional[str] = None) -> str:
-    return db.write_jsonl(flowcept_messages(source, workflow_id), path)
+    buffer.delete(path)
+    return buffer.write(flowcept_messages(source, workflow_id), path) or path
 
 
 __all__ = ["flowcept_messages", "export_buffer_file"]

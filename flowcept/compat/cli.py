@@ -16,7 +16,7 @@ import os
 import sys
 
 TEMPLATE = """\
-# Flowcept settings read by this package (flowcept.compat_settings): the
+# Flowcept settings read by this package (flowcept.compat.settings): the
 # keys below map onto its configuration; docs/compatibility.md lists the rest.
 project:
   dump_buffer:
@@ -80,7 +80,7 @@ def run(args) -> int:
             f.write(TEMPLATE)
         print(f"wrote {path}; use it with FLOWCEPT_SETTINGS_PATH={path}", file=out)
         return 0
-    from flowcept.flowcept_api.db import DBAPI
+    from flowcept.compat.dbapi import DBAPI
     db = DBAPI([args.run_dir] if args.run_dir else ())
     if args.query is not None:
         try:
