@@ -1335,24 +1335,26 @@ static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
         if (!fc_mp_map_hdr(b, (size_t)w->n_extra))
             return 0;
     } else {
-        /* generated, as _generated(): kind 0 none, 1 {name: r},
+        /* generated, as capture.task._generated(): kind 0 none, 1 {name: r},
          * 2 dict(zip(names, r)), 3 r itself, 4 {"return": r} */
         int kind;
         Py_ssize_t nout = w->outnames ? PyTuple_GET_SIZE(w->outnames) : 0;
         PyTypeObject *rt = Py_TYPE(result);
         if (nout && !w->outnames_fast)
             return 0;
-        if (nout == 1)
-            kind = 1;
+        /* Flowcept's order: no result, a mapping, a sequence of the names'
+         * length, one name, else the value itself */
+        if (result == Py_None)
+            kind = 0;
+        else if (PyDict_Check(result))
+            kind = 3;
         else if (nout && (rt == &PyTuple_Type || rt == &PyList_Type) &&
                  Py_SIZE(result) == nout)
             kind = 2;
         else if (nout && (PyTuple_Check(result) || PyList_Check(result)))
             return 0;   /* a tuple/list subclass: Python zips it */
-        else if (result == Py_None)
-            kind = 0;
-        else if (PyDict_Check(result))
-            kind = 3;
+        else if (nout == 1)
+            kind = 1;
         else
             kind = 4;
         if (!fc_mp_map_hdr(b, (size_t)(1 + (kind != 0) + w->n_extra)))

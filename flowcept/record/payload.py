@@ -25,11 +25,13 @@ _settings = {"numpy_mode": "summary", "max_payload_bytes": 65536, "numpy_stats_m
 
 
 def configure(numpy_mode: str, max_payload_bytes: int, numpy_stats_max: int = 4096,
-              value_descriptions: str = "flowcept") -> None:
+              value_descriptions: Optional[str] = None) -> None:
+    """Sets how values are encoded (value_descriptions None: as it was)."""
     _settings["numpy_mode"] = numpy_mode
     _settings["max_payload_bytes"] = max_payload_bytes
     _settings["numpy_stats_max"] = numpy_stats_max
-    _settings["rich"] = value_descriptions == "rich"
+    if value_descriptions is not None:
+        _settings["rich"] = value_descriptions == "rich"
 
 
 def flowcept_text(obj: Any) -> Any:
@@ -43,6 +45,8 @@ def flowcept_text(obj: Any) -> Any:
             pass
     if cls.__name__ == "Namespace" and cls.__module__ == "argparse":
         return dict(vars(obj))
+    if cls is int:   # past 64 bits: JSON holds it, msgpack does not; its digits
+        return str(obj)
     return f"{_safe_text(getattr(cls, '__name__', 'object'))}_instance_id_{id(obj)}"
 
 

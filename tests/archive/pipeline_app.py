@@ -38,5 +38,5 @@ if __name__ == "__main__":
     with Flowcept(workflow_name="pipeline", campaign_id="tests"):
         for name in ("a", "b", "c"):
             pipeline(name)
-        with FlowceptTask("report", used={"score_of": "model-a.csv.clean"}) as t:
+        with FlowceptTask(activity_id="report", used={"score_of": "model-a.csv.clean"}) as t:
             t.end(generated={"ok": True})
