@@ -24,11 +24,8 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import os
-import random
-import threading
-from time import time, time_ns
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence
+from time import time_ns
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from flowcept.capture import session as runtime
 from flowcept.record.layout import (FLAG_PAYLOAD_MSGPACK, STATUS_ERROR, STATUS_FINISHED,
@@ -626,8 +623,8 @@ class FlowceptLoop:
             ...
             loop.end_iter({"loss": loss})     # the iteration's generated
 
-    ``items``: a sized iterable, an int (a range) or an iterator (give
-    ``items_length``, or it is read into a list first).  Each iteration is a
+    ``items``: a sized iterable, an int (a range) or an iterator, iterated as
+    it comes (``items_length`` gives ``len()`` of an iterator).  Each iteration is a
     task ``{loop_name}_iteration`` with ``used`` = ``{"i": index, item_name:
     item}``, child of ``parent_task_id`` (default: the enclosing task).  The
     iteration that a ``break`` leaves is recorded too.  With ``loop_task``
@@ -656,10 +653,7 @@ class FlowceptLoop:
         length = _length(items)
         if length is None and items_length:
             length = int(items_length)
-        elif length is None and isinstance(items, Iterator) and self.enabled:
-            items = list(items)   # Flowcept's rule: an iterator of unknown length is read first
-            length = len(items)
-        self.items = items
+        self.items = items   # an iterator is iterated as it comes (it may never end)
         self._max = length
         cfg = _settings()
         self.loop_task = (bool(cfg is not None and cfg.loop_task) if loop_task is None

@@ -272,25 +272,29 @@ def _no_telemetry_parts() -> dict:
 
 
 def _telemetry_source():
-    """The telemetry snapshot function when the settings turn telemetry on:
-    the parts ``telemetry_capture`` selects (none selected: an empty
-    snapshot, as Flowcept records then)."""
+    """What a task records as telemetry when it captures telemetry: the parts
+    Flowcept's ``telemetry_capture`` selects (none selected: an empty
+    snapshot, as Flowcept records then); without telemetry in the settings,
+    CPU, memory and process figures for the tasks that ask for telemetry
+    themselves (``capture_telemetry=True``).  Built at the first snapshot."""
     from flowcept.config import ConfigError, process_config
+    from flowcept.flowceptor.telemetry_capture import selected_parts
     try:
-        if not process_config().telemetry:
-            return None
+        on = process_config().telemetry
     except ConfigError:
         return None
-    from flowcept.flowceptor.telemetry_capture import selected_parts
-    parts = selected_parts(_constants()["TELEMETRY_CAPTURE"])
+    parts = selected_parts(_constants()["TELEMETRY_CAPTURE"]) if on else ["cpu", "memory", "process"]
     if not parts:
         return _no_telemetry_parts
-    try:
-        from flowcept.adapters.telemetry import Telemetry
-        return Telemetry(what=parts).capture
-    except Exception as e:   # psutil missing: tasks go without telemetry
-        log.warning("flowcept: telemetry is on but cannot be captured: %s", e)
-        return None
+    made: list = []
+
+    def snapshot() -> dict:
+        if not made:
+            from flowcept.adapters.telemetry import Telemetry
+            made.append(Telemetry(what=parts))
+        return made[0].capture()
+
+    return snapshot
 
 
 def _df(msgs, normalize: bool = True):

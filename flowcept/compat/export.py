@@ -29,14 +29,18 @@ def flowcept_messages(source: str, workflow_id: Optional[str] = None) -> List[di
             a.close()
     else:
         rows, workflows = db._raw([source])
-    workflows, _entities = documents.split_records(workflows)
-    msgs = [m for wf, d in workflows.items() if d.get("save_workflow", True)
-            for m in documents.workflow_messages(wf, d)]
-    msgs.sort(key=lambda w: w.get("started_at") or 0)
     rows = sorted(rows, key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
-    msgs.extend(documents.task_documents(rows, workflows))
+    wfs, _entities = documents.split_records(workflows)
+    ids = [documents.workflow_document(wf, d)["workflow_id"] for wf, d in
+           sorted(wfs.items(), key=lambda kv: kv[1].get("started_at") or 0)]
+    for t in documents.task_documents(rows, wfs):
+        if t["workflow_id"] not in ids:
+            ids.append(t["workflow_id"])
     if workflow_id is not None:
-        msgs = [m for m in msgs if m.get("workflow_id") == workflow_id]
+        ids = [i for i in ids if i == workflow_id]
+    msgs: List[dict] = []
+    for wf in ids:   # per workflow, as its buffer held them: start, tasks, end
+        msgs.extend(documents.buffer_messages(wf, rows, workflows))
     return msgs
 
 

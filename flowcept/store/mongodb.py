@@ -1,8 +1,10 @@
 """MongoDB store (pymongo), in Flowcept's own collections and field names so
 that existing Flowcept Mongo queries and dashboards keep working.
 
-Database: the URL's path (``mongodb://host:27017/flowcept``; default
-``mongodb_database``).  Collections:
+Server: the location a keeper names, else ``mongodb_url`` (Flowcept's
+``databases.mongodb`` uri, or host and port, become it), else
+127.0.0.1:27017.  Database: the URL's path (``mongodb://host:27017/flowcept``;
+default ``mongodb_database``, Flowcept's ``databases.mongodb.db``).  Collections:
   tasks      one document per task record: task_id, workflow_id,
              campaign_id, activity_id, used, generated, started_at,
              ended_at (seconds), status, hostname, parent_task_id, tags,
@@ -54,7 +56,10 @@ log = logging.getLogger("flowcept.store.mongodb")
 MAX_FRAME = 15 << 20        # below MongoDB's 16 MiB document limit
 
 OPTIONS = (
-    Option("database", str, "flowcept", "database when store_url names none"),
+    Option("url", str, "", "the server: mongodb://[user:password@]host:port[/database] "
+           "(\"\" = mongodb://127.0.0.1:27017); Flowcept's databases.mongodb uri, or host "
+           "and port"),
+    Option("database", str, "flowcept", "database when the URL names none"),
     Option("keep_frames", bool, True, "also keep each batch frame (scan, archive compaction)"),
     Option("timeout_ms", int, 5000, "server selection / connect timeout", range=(100, 600_000)),
     Option("write_concern", str, "majority", "w of every write: majority | 1 | 0 ...",
@@ -147,7 +152,7 @@ class MongoStore(Store):
     def __init__(self, url, config=None, readonly=False):
         super().__init__(url, config, readonly)
         pymongo = _pymongo()
-        self.url = url or "mongodb://127.0.0.1:27017/flowcept"
+        self.url = url or (config.mongodb_url if config else "") or "mongodb://127.0.0.1:27017"
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("mongodb", "mongodb+srv"):
             raise StoreError(f"store_url {redact(self.url)!r}: not a MongoDB URL; use "
