@@ -12,8 +12,9 @@ default ``mongodb_database``, Flowcept's ``databases.mongodb.db``).  Collections
              node and job (the batch's job id, 16 hex digits); ``_id`` is
              deterministic (batch key + record index), so a redelivered
              batch inserts nothing new
-  workflows  one document per workflow (``_id`` = workflow_id, 16 hex
-             digits), the workflow records merged as in LMDB
+  workflows  one document per workflow (``_id``: its 16 hex digits;
+             ``workflow_id``: the id the caller gave, e.g. Flowcept's uuid,
+             else the same hex), the workflow records merged as in LMDB
   batches    one document per stored batch frame (``_id`` = batch key
              hex): the commit marker that ``has()`` reads, its summary
              (the same index LMDB keeps) and, with ``mongodb_keep_frames``,
@@ -229,8 +230,13 @@ class MongoStore(Store):
                 wf_docs.setdefault(f"{wf:016x}", {}).update(doc)
         try:
             for hx, doc in wf_docs.items():
-                self.workflows_c.update_one(
-                    {"_id": hx}, {"$set": {**_mongo_safe(doc), "workflow_id": hx}}, upsert=True)
+                fields = _mongo_safe(doc)
+                if not isinstance(fields.get("workflow_id"), str):
+                    fields.pop("workflow_id", None)
+                self.workflows_c.update_one({"_id": hx}, {"$set": fields}, upsert=True)
+                # the caller's id (Flowcept's uuid) once given, else the hex form
+                self.workflows_c.update_one({"_id": hx, "workflow_id": {"$exists": False}},
+                                            {"$set": {"workflow_id": hx}})
                 if doc.get("campaign_id") is not None:
                     self._campaigns[hx] = doc["campaign_id"]
             docs, asked = [], set()
@@ -292,7 +298,8 @@ class MongoStore(Store):
         out = {}
         for doc in self.workflows_c.find({}):
             hx = doc.pop("_id")
-            doc.pop("workflow_id", None)
+            if doc.get("workflow_id") == hx:
+                doc.pop("workflow_id")
             out[int(hx, 16)] = doc
         return out
 
