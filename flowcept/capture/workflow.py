@@ -152,7 +152,9 @@ class WorkflowRun:
         WorkflowRun.campaign_id = self.campaign_id
         self._started_ns = time.time_ns()
         doc = self._workflow_fields()
-        doc.update(started_at=self._started_ns, status="RUNNING")
+        doc.update(started_at=self._started_ns, status="RUNNING",
+                   interceptor_ids=["instrumentation"] + [str(getattr(i, "name", i)) for i in
+                                                          interceptors])
         if not self.save_workflow:
             doc["save_workflow"] = False   # Flowcept's buffer leaves its messages out
         self.session.push_workflow(doc)

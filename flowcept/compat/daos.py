@@ -15,7 +15,6 @@ import logging
 from typing import Any, Dict, List, Optional
 
 from flowcept.compat import dbapi
-from flowcept.query import filters as F
 
 log = logging.getLogger("flowcept")
 
@@ -253,7 +252,3 @@ class MQDao:
 
 
 __all__ = ["DocumentDBDAO", "LMDBDAO", "MongoDBDAO", "MQDao"]
-
-
-def _matches(doc: dict, flt: Optional[dict]) -> bool:
-    return F.matches(doc, flt or {})

@@ -120,10 +120,6 @@ def record_described(kind: str, entity_id: str, doc: Dict[str, Any]) -> bool:
     return True
 
 
-def _jsonable(doc):
-    return reading._jsonable(doc)
-
-
 class DBAPI:
     """Flowcept's ``DBAPI`` (``Flowcept.db``).  ``paths``: read only the stores
     under these directories."""
@@ -163,7 +159,7 @@ class DBAPI:
             docs = docs[:limit]
         docs = reading.project(docs, projection)
         if remove_json_unserializables:
-            docs = [_jsonable(d) for d in docs]
+            docs = [reading._jsonable(d) for d in docs]
         return docs
 
     def task_query(self, filter: Optional[dict] = None, projection=None, limit: int = 0,

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import List, Optional, Sequence, Tuple
 
 log = logging.getLogger("flowcept")
@@ -82,11 +83,9 @@ class Persistence:
         self._thread = threading.Thread(target=self._run, name=f"flowcept-keeper-{self.name}",
                                         daemon=True)
         self._thread.start()
-        while not opened.wait(0.05):
-            if not self._thread.is_alive():
-                break
-            if self._opened_timed_out():
-                break
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not opened.wait(0.05) and self._thread.is_alive() and time.monotonic() < deadline:
+            pass
         if not opened.is_set():
             keeper.stop()
             self._thread.join(5)
@@ -98,10 +97,6 @@ class Persistence:
         with _lock:
             _running.append(self)
         return self
-
-    def _opened_timed_out(self) -> bool:
-        self._waited = getattr(self, "_waited", 0.0) + 0.05
-        return self._waited > START_TIMEOUT_S
 
     def _run(self) -> None:
         try:
