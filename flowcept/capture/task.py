@@ -710,6 +710,7 @@ class FlowceptLoop:
                     activity_id=iter_name, used=used, parent_task_id=parent,
                     workflow_id=self.workflow_id, group_id=self._group_id,
                     capture_telemetry=False if light else None)
+                task.begin()   # the tasks of the iteration's body are its children
                 self._iter_generated = None
                 try:
                     yield item
