@@ -22,6 +22,9 @@ def test_wheel_has_extensions_and_fresh_venv_imports_them(tmp_path):
     assert any(n.startswith("flowcept/_flowcept_c") and n.endswith(".so") for n in names), names
     assert any(n.startswith("flowcept/_fastcapture") and n.endswith(".so") for n in names), names
     assert "flowcept/_build_ext.py" in names and "flowcept/mpi/__init__.py" in names
+    # the browser UI of `flowcept serve`: its pages ship as package data
+    for asset in ("index.html", "app.js", "app.css", "favicon.svg"):
+        assert f"flowcept/access/ui/{asset}" in names, names
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -37,6 +40,8 @@ def test_wheel_has_extensions_and_fresh_venv_imports_them(tmp_path):
         "with Flowcept(run_dir='runs', shm_dir='shm'):\n"
         "    f(1)\n"
         "(t,) = read_tasks('runs')\n"
+        "from flowcept.access.ui import assets\n"
+        "assert b'app.js' in assets()['index.html'][0]\n"
         "assert t['used'] == {'x': 1} and t['generated'] == {'return': 2}, t\n"
         "print('ok')\n" % str(venv))
     (tmp_path / "shm").mkdir(exist_ok=True)   # the autouse fixture may have made it

@@ -113,3 +113,29 @@ def ask(question: str, call: Callable[[str, Dict[str, Any]], str], base_url: str
         res.stopped = "max_steps" if res.stopped == "answer" else res.stopped
     res.seconds = time.monotonic() - t0
     return res
+
+
+@dataclass(frozen=True)
+class AskSettings:
+    """Where ``flowcept serve`` sends questions (its ``--ask-*`` options; ``flowcept ask``'s)."""
+    base_url: str
+    model: str
+    api_key: Optional[str] = None
+    max_steps: int = 6
+    max_tool_calls: int = 8
+    timeout: float = 120.0
+    max_tokens: int = 512
+
+
+def answer(settings: AskSettings, question: str, call: Callable[[str, Dict[str, Any]], str],
+           source: Optional[str] = None) -> dict:
+    """One question answered as JSON: the answer, the tool calls it ran (name, arguments,
+    result text), steps, seconds and why it stopped.  ``source`` is given to every tool
+    call that names none."""
+    def run_tool(name: str, args: Dict[str, Any]) -> str:
+        return call(name, {**args, "source": args.get("source") or source} if source else args)
+    res = ask(question, run_tool, settings.base_url, settings.model, api_key=settings.api_key,
+              max_steps=settings.max_steps, max_tool_calls=settings.max_tool_calls,
+              timeout=settings.timeout, max_tokens=settings.max_tokens)
+    return {"question": question, "answer": res.answer, "calls": res.calls, "steps": res.steps,
+            "seconds": res.seconds, "stopped": res.stopped, "model": settings.model}

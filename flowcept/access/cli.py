@@ -6,8 +6,6 @@ import csv
 import json
 import sys
 
-TABLE_COLUMNS = ("task_id", "activity_id", "status", "rank", "hostname", "started_at", "duration_s")
-
 SPEC_HELP = ("what to read: run/job/store directories, .h5 archives (flowcept compact), a directory "
              "of archives, or a store URL (a store backend registered for its scheme)")
 
@@ -36,70 +34,84 @@ def _read_secret(path):
 def _cmd_serve(args) -> int:
     from flowcept.access.service import serve
     token = _read_secret(args.token_file)
+    ask = None
+    if args.ask_base_url or args.ask_model:
+        from flowcept.access.agent import AskSettings
+        if not (args.ask_base_url and args.ask_model):
+            raise ValueError("the Ask box needs both --ask-base-url URL and --ask-model NAME")
+        ask = AskSettings(args.ask_base_url, args.ask_model, _read_secret(args.ask_api_key_file),
+                          max_steps=args.ask_max_steps, max_tokens=args.ask_max_tokens,
+                          timeout=args.ask_timeout)
     access = _access(args.specs, args)
     collector = None
     if args.metrics:
         from flowcept.access.metrics import FlowceptCollector
         collector = FlowceptCollector(stores=[s for s in args.specs if "://" not in s and not s.endswith(".h5")])
     print(f"flowcept serve: {', '.join(access.sources)} on http://{args.host}:{args.port} "
-          f"(OpenAPI: /openapi.json, docs: /docs)", file=sys.stderr, flush=True)
+          f"(browser UI: /ui/, OpenAPI: /openapi.json, docs: /docs)", file=sys.stderr, flush=True)
     try:
         serve(access, args.host, args.port, token=token, max_concurrency=args.max_concurrency,
-              metrics_collector=collector)
+              metrics_collector=collector, ask=ask)
     finally:
         access.close()
     return 0
 
 
 # -- query -------------------------------------------------------------------------------------
-def _row(doc, columns):
-    from flowcept.query.filters import MISSING, get_path
-    out = []
-    for c in columns:
-        if c == "duration_s" and "start_ns" in doc:
-            v = (doc["end_ns"] - doc["start_ns"]) / 1e9
-        else:
-            v = get_path(doc, c)
-        out.append("" if v is MISSING or v is None else v if isinstance(v, (str, int, float)) else
-                   json.dumps(v, default=str))
-    return out
-
-
 def _cmd_query(args) -> int:
+    """Pages are answered whole; ``--all`` streams: documents are written
+    block by block as the engine hands them out, never held all at once."""
+    from flowcept.query.documents import dumps_lines
     access = _access(args.specs, args)
+    out = sys.stdout
     try:
         if args.all:
-            items = list(access.iter_tasks(args.source, args.filter, args.projection, args.sort, None))
-            total = len(items)
+            parts = access.iter_pages(args.source, args.filter, args.projection, args.sort, None,
+                                      max_stream=None)
+            total = None
         else:
             page = access.tasks(args.source, args.filter, args.projection, args.sort, args.limit)
-            items, total = page["items"], page["total"]
+            parts, total = [page["items"]], page["total"]
+        if args.format == "jsonl":
+            out.flush()
+            raw = out.buffer
+            for part in parts:
+                raw.write(dumps_lines(part))
+            raw.flush()
+        elif args.format == "json":
+            out.write("[")
+            first = True
+            for part in parts:
+                for d in part:
+                    out.write(("\n" if first else ",\n") + json.dumps(jsonable(d)))
+                    first = False
+            out.write("\n]\n" if not first else "]\n")
+        else:
+            from flowcept.access.core import TABLE_COLUMNS, parse_projection, table_row
+            cols = parse_projection(args.projection) or list(TABLE_COLUMNS)
+            if args.format == "csv":
+                w = csv.writer(out)
+                w.writerow(cols)
+                for part in parts:
+                    w.writerows(table_row(jsonable(d), cols) for d in part)
+            else:
+                items = [jsonable(d) for part in parts for d in part]
+                rows = [table_row(d, cols) for d in items]
+                text = [[str(x) if not isinstance(x, float) else f"{x:.6f}" for x in r] for r in rows]
+                widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
+                out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+                for r in text:
+                    out.write("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() + "\n")
+                if total is not None and total > len(items):
+                    print(f"({len(items)} of {total} shown; --limit N or --all for more)", file=sys.stderr)
     finally:
         access.close()
-    out = sys.stdout
-    if args.format == "jsonl":
-        for d in items:
-            out.write(json.dumps(d, sort_keys=False) + "\n")
-    elif args.format == "json":
-        json.dump(items, out, indent=1)
-        out.write("\n")
-    else:
-        from flowcept.access.core import parse_projection
-        cols = parse_projection(args.projection) or list(TABLE_COLUMNS)
-        rows = [_row(d, cols) for d in items]
-        if args.format == "csv":
-            w = csv.writer(out)
-            w.writerow(cols)
-            w.writerows(rows)
-        else:
-            text = [[str(x) if not isinstance(x, float) else f"{x:.6f}" for x in r] for r in rows]
-            widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
-            out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
-            for r in text:
-                out.write("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() + "\n")
-            if total > len(items):
-                print(f"({len(items)} of {total} shown; --limit N or --all for more)", file=sys.stderr)
     return 0
+
+
+def jsonable(d):
+    from flowcept.query.documents import jsonable as _j
+    return _j(d)
 
 
 # -- mcp, ask ------------------------------------------------------------------------------------
@@ -137,23 +149,23 @@ def _cmd_ask(args) -> int:
 
 # -- export, metrics -----------------------------------------------------------------------------
 def _cmd_export(args) -> int:
+    budget = args.query_timeout or None
     if args.format == "perfetto":
         from flowcept.access.perfetto import export_perfetto
-        out = export_perfetto(args.path, args.output)
+        out = export_perfetto(args.path, args.output, budget=budget)
         print(f"wrote {out} (open it in https://ui.perfetto.dev)")
         return 0
-    access = _access([args.path], args)
-    try:
-        fmt = args.format.split("-", 1)[1]
-        _media, text = access.prov(None, args.workflow, fmt)
-    finally:
-        access.close()
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-        print(f"wrote {args.output}")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.format == "parquet":
+        from flowcept.access.parquet import export_parquet
+        out = export_parquet(args.path, args.output, payload=args.payload, budget=budget)
+        print(f"wrote {out} (pandas.read_parquet, polars.read_parquet, duckdb: SELECT * FROM '{out}')")
+        return 0
+    fmt = args.format.split("-", 1)[1]
+    from flowcept.access.prov_export import export_prov
+    out = export_prov(args.path, args.output, fmt, workflow=args.workflow, budget=budget,
+                      cache_dir=args.cache_dir)
+    if out is not None:
+        print(f"wrote {out}")
     return 0
 
 
@@ -177,7 +189,8 @@ def _cmd_metrics(args) -> int:
 # -- registration ----------------------------------------------------------------------------------
 def _limits(p):
     p.add_argument("--query-timeout", type=float, default=10.0, metavar="S",
-                   help="time budget of one query in seconds (default 10)")
+                   help="time budget of one query in seconds, wall clock and CPU (default 10; 0: "
+                        "none, e.g. for a large --all or export)")
     p.add_argument("--cache-dir", default=None,
                    help="where PROV export of a store keeps its compacted archive (default: none; "
                         "PROV then needs an archive)")
@@ -188,7 +201,8 @@ def register(sub) -> None:
     p = sub.add_parser("serve", help="HTTP JSON query service over stores and archives",
                        formatter_class=F,
                        description="Serves tasks (Mongo-style filter, projection, sort, limit, cursor), "
-                                   "workflows, lineage, statistics and PROV over HTTP, read-only.\n"
+                                   "workflows, lineage, statistics and PROV over HTTP, read-only, and a "
+                                   "browser UI over them at /ui/ (runs, timelines, tasks, lineage).\n"
                                    "OpenAPI document at /openapi.json.  Binds 127.0.0.1 unless --host; any "
                                    "other address needs --token-file.\n\n"
                                    "  flowcept serve ./flowcept-runs/12345 job.h5 --port 8008\n"
@@ -201,6 +215,16 @@ def register(sub) -> None:
     p.add_argument("--max-limit", type=int, default=10_000, help="largest page size (default 10000)")
     p.add_argument("--max-concurrency", type=int, default=4, help="queries run at once (default 4)")
     p.add_argument("--metrics", action="store_true", help="also serve Prometheus /metrics of the stores")
+    p.add_argument("--ask-base-url", default=None, metavar="URL",
+                   help="OpenAI-compatible chat endpoint for the UI's Ask box and POST /api/v1/ask, as "
+                        "flowcept ask --base-url (e.g. http://127.0.0.1:11434/v1); without it there is no "
+                        "Ask box")
+    p.add_argument("--ask-model", default=None, metavar="NAME", help="model name the endpoint knows")
+    p.add_argument("--ask-api-key-file", default=None, metavar="FILE",
+                   help="file holding the endpoint's API key, if any")
+    p.add_argument("--ask-max-steps", type=int, default=6, help="model calls per question at most (default 6)")
+    p.add_argument("--ask-max-tokens", type=int, default=512, help="tokens per model answer (default 512)")
+    p.add_argument("--ask-timeout", type=float, default=120.0, help="seconds per model call (default 120)")
     _limits(p)
     p.set_defaults(func=_cmd_serve)
 
@@ -256,18 +280,33 @@ def register(sub) -> None:
     _limits(p)
     p.set_defaults(func=_cmd_ask)
 
-    p = sub.add_parser("export", help="export an archive as a Perfetto trace or a PROV document",
-                       description="perfetto: Chrome/Perfetto trace JSON, one track per rank and "
-                                   "thread (open in https://ui.perfetto.dev; name the output .gz to "
-                                   "gzip it).  prov-json / prov-provn / prov-xml / prov-rdf: W3C PROV "
-                                   "(all but JSON need the prov extra).")
-    p.add_argument("path", help="archive (.h5) or run/store directory")
+    p = sub.add_parser("export", help="export a run as Parquet, a Perfetto trace or a PROV document",
+                       formatter_class=F,
+                       description="parquet: one row per task with the task documents' field names "
+                                   "(payload fields as JSON text), for pandas, Polars and DuckDB "
+                                   "(needs the parquet extra).  perfetto: Chrome/Perfetto trace JSON, "
+                                   "one track per rank and thread (open in https://ui.perfetto.dev; "
+                                   "name the output .gz to gzip it).  prov-json / prov-provn / "
+                                   "prov-xml / prov-rdf: W3C PROV (all but JSON need the prov extra).\n"
+                                   "Streamed, with a progress bar on a terminal.\n\n"
+                                   "  flowcept export --format parquet job.h5 -o job.parquet\n"
+                                   "  flowcept export --format perfetto job.h5 -o job.trace.json.gz")
+    p.add_argument("path", help="archive (.h5), run/store directory or store URL")
     p.add_argument("--format", required=True,
-                   choices=("perfetto", "prov-json", "prov-provn", "prov-xml", "prov-rdf"))
-    p.add_argument("-o", "--output", default=None, help="output file (perfetto default: NAME.trace.json; "
+                   choices=("parquet", "perfetto", "prov-json", "prov-provn", "prov-xml", "prov-rdf"))
+    p.add_argument("-o", "--output", default=None, help="output file (parquet default: NAME.parquet; "
+                                                        "perfetto default: NAME.trace.json; "
                                                         "PROV default: stdout)")
     p.add_argument("--workflow", default=None, help="PROV of one workflow id only")
-    _limits(p)
+    p.add_argument("--payload", choices=("json", "none"), default="json",
+                   help="parquet: used/generated/tags/custom_metadata/error as JSON text (default) "
+                        "or left out")
+    p.add_argument("--query-timeout", type=float, default=0.0, metavar="S",
+                   help="stop an export that takes longer than S seconds, wall clock or CPU "
+                        "(default 0: no limit)")
+    p.add_argument("--cache-dir", default=None,
+                   help="where PROV export of a store keeps its compacted archive (default: a "
+                        "temporary directory)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("metrics", help="Prometheus exporter of stores, keepers, rings and spools",
@@ -293,11 +332,15 @@ def main(argv=None) -> int:
     register(sub)
     args = ap.parse_args(argv)
     from flowcept.config import ConfigError
+    from flowcept.query.limits import QueryTimeout
     try:
         return args.func(args) or 0
     except (ConfigError, FileNotFoundError, PermissionError, ValueError, ImportError) as e:
         print(f"flowcept {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except QueryTimeout as e:
+        print(f"flowcept {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

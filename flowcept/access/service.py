@@ -17,6 +17,14 @@ POST /api/v1/tasks/query                        the same, the request as a JSON 
 /api/v1/stats?by=activity|rank|hostname|status  durations and error counts per group
 /api/v1/failures                                tasks with status ERROR
 /api/v1/prov?format=json|provn|xml|rdf          W3C PROV document
+/api/v1/runs?q=&sort=&limit=&offset=            every workflow served, with counts and span
+/api/v1/timeline?filter=&t0=&t1=&bins=          tasks per rank over time (binned past ``bins``)
+/api/v1/failures/groups?filter=                 failures grouped by error type
+/api/v1/tasks/{task_id}/graph                   nearest lineage as nodes and edges
+/api/v1/tasks/export?format=csv|jsonl|parquet   every match as a file download
+/api/v1/capabilities                            what this server offers (ask, export formats)
+POST /api/v1/ask                                a question to the LLM agent (when configured)
+/ and /ui/                                      the browser UI (flowcept.access.ui)
 /metrics                                        Prometheus text (with the metrics extra)
 ==============================================  =============================================
 
@@ -27,10 +35,10 @@ its time budget or a service at its concurrency bound answers 503.  Bound to
 
 import hmac
 import ipaddress
-import json
 import threading
 from typing import Any, List, Optional, Union
 
+from flowcept.access import core, ui
 from flowcept.access.core import Access, BadRequest, NotFound
 from flowcept.access.sources import QueryTimeout
 
@@ -48,15 +56,17 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(access: Access, token: Optional[str] = None, max_concurrency: int = 4,
-               metrics_collector=None):
+               metrics_collector=None, ask=None):
     """The FastAPI application over ``access``.  ``token``: every request except
-    /health must carry ``Authorization: Bearer <token>``."""
+    /health and the UI's static pages must carry ``Authorization: Bearer <token>``.
+    ``ask``: a :class:`flowcept.access.agent.AskSettings` enables POST /api/v1/ask."""
     from fastapi import Body, FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field
 
     from flowcept import __version__
+    from flowcept.access.tools import call_tool
 
     app = FastAPI(title="flowcept query service", version=__version__,
                   description="Read-only access to captured workflow provenance: tasks (Mongo-style "
@@ -68,7 +78,7 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        if token and request.url.path not in ("/health",):
+        if token and request.url.path not in ("/health",) and not ui.is_public(request.url.path):
             got = request.headers.get("authorization", "")
             if not hmac.compare_digest(got.encode(), f"Bearer {token}".encode()):
                 return JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer ...)"},
@@ -145,21 +155,71 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     def tasks_query(q: TaskQuery = Body(...)):
         return run(access.tasks, q.source, q.filter, q.projection, q.sort, q.limit, q.cursor)
 
+    @app.get("/api/v1/tasks/export", response_class=StreamingResponse,
+             responses={200: {"content": {m: {} for m in core.EXPORT_FORMATS.values()}}})
+    def tasks_export(format: str = Query("csv", description="csv, jsonl or parquet (needs pyarrow)"),
+                     filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
+                     sort: Optional[str] = SortQ, limit: Optional[int] = None,
+                     source: Optional[str] = SourceQ):
+        # like /tasks/stream: checked and begun inside the request (errors are 4xx/503), then
+        # streamed under the query's budget, holding a concurrency slot until the end
+        if not gate.acquire(timeout=access.query_timeout):
+            raise QueryTimeout("the service is busy with other queries; retry shortly")
+        try:
+            media, name, chunks = core.export_tasks(access, source, filter, projection, sort, limit, format)
+            first = next(chunks, b"")
+        except BaseException:
+            gate.release()
+            raise
+
+        def body():
+            try:
+                yield first
+                yield from chunks
+            finally:
+                chunks.close()
+                gate.release()
+        return StreamingResponse(body(), media_type=media,
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
     @app.get("/api/v1/tasks/stream", response_class=StreamingResponse,
              responses={200: {"content": {"application/x-ndjson": {}}}})
     def tasks_stream(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                      sort: Optional[str] = SortQ, limit: Optional[int] = None,
                      source: Optional[str] = SourceQ):
-        docs = run(lambda: list(access.iter_tasks(source, filter, projection, sort, limit)))
+        # checked, and its first block found, before the answer starts (errors are 4xx/503);
+        # then streamed block by block under the query's budget and a concurrency slot
+        from flowcept.query.documents import dumps, dumps_lines
+        if not gate.acquire(timeout=access.query_timeout):
+            raise QueryTimeout("the service is busy with other queries; retry shortly")
+        try:
+            parts = access.iter_pages(source, filter, projection, sort, limit)
+            first = next(parts, None)
+        except BaseException:
+            gate.release()
+            raise
 
         def lines():
-            for k in range(0, len(docs), 256):
-                yield "".join(json.dumps(d) + "\n" for d in docs[k:k + 256])
+            try:
+                if first:
+                    yield dumps_lines(first)
+                for part in parts:
+                    yield dumps_lines(part)
+            except QueryTimeout as e:   # the answer has begun: its last line says why it stops
+                yield dumps({"error": str(e)}) + b"\n"
+            finally:
+                parts.close()
+                gate.release()
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get("/api/v1/tasks/{task_id}")
     def task(task_id: str, source: Optional[str] = SourceQ):
         return run(access.task, task_id, source)
+
+    @app.get("/api/v1/tasks/{task_id}/graph")
+    def task_graph(task_id: str, source: Optional[str] = SourceQ,
+                   max_nodes: Optional[int] = Query(None, description="ancestors and descendants each (1-200)")):
+        return run(core.lineage_graph, access, task_id, source, max_nodes)
 
     @app.get("/api/v1/tasks/{task_id}/ancestors")
     def ancestors(task_id: str, source: Optional[str] = SourceQ, projection: Optional[str] = ProjQ):
@@ -193,6 +253,57 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
         media, text = run(access.prov, source, workflow_id, format)
         return Response(text, media_type=media)
 
+    @app.get("/api/v1/runs")
+    def runs(q: Optional[str] = Query(None, description="keep runs whose name, campaign, user, job, "
+                                                        "source or workflow id contains this"),
+             sort: Optional[str] = Query(None, description="e.g. -started_at, tasks, -failures"),
+             limit: Optional[int] = None, offset: Optional[int] = None):
+        return run(core.runs, access, q, sort, limit, offset)
+
+    @app.get("/api/v1/timeline")
+    def timeline(filter: Optional[str] = FilterQ, source: Optional[str] = SourceQ,
+                 t0: Optional[float] = Query(None, description="window start, epoch seconds"),
+                 t1: Optional[float] = Query(None, description="window end, epoch seconds"),
+                 bins: int = Query(800, description="time bins (the pixels across the picture)"),
+                 max_rows: int = Query(64, description="rows at most; ranks are grouped past it"),
+                 max_tasks: Optional[int] = Query(None, description="tasks sent one by one at most "
+                                                                     "(default: bins)")):
+        return run(core.timeline, access, source, filter, t0, t1, bins, max_rows, max_tasks)
+
+    @app.get("/api/v1/failures/groups")
+    def failure_groups(filter: Optional[str] = FilterQ, limit: Optional[int] = None,
+                       source: Optional[str] = SourceQ):
+        return run(core.failure_groups, access, source, filter, limit)
+
+    @app.get("/api/v1/capabilities")
+    def capabilities():
+        return {"version": __version__, "export_formats": core.export_formats(),
+                "ask": {"enabled": ask is not None, "model": ask.model if ask is not None else None}}
+
+    asking = threading.BoundedSemaphore(1)
+
+    class AskQuery(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        question: str = Field(..., min_length=1, max_length=2000)
+        source: Optional[str] = None
+
+    @app.post("/api/v1/ask")
+    def ask_question(q: AskQuery = Body(...)):
+        from flowcept.access.agent import AgentError, answer
+        if ask is None:
+            return err(404, "no LLM endpoint is configured: start flowcept serve with --ask-base-url URL "
+                            "--ask-model NAME")
+        if not asking.acquire(blocking=False):
+            return err(503, "another question is being answered; retry when it is done")
+        try:
+            return answer(ask, q.question, lambda name, a: run(call_tool, access, name, a), q.source)
+        except AgentError as e:
+            return err(502, str(e))
+        finally:
+            asking.release()
+
+    ui.mount(app)
+
     if metrics_collector is not None:
         @app.get("/metrics", response_class=PlainTextResponse)
         def metrics():
@@ -203,7 +314,7 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
 
 
 def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Optional[str] = None,
-          max_concurrency: int = 4, metrics_collector=None, ready=None) -> None:
+          max_concurrency: int = 4, metrics_collector=None, ready=None, ask=None) -> None:
     """Runs the service until SIGINT/SIGTERM.  Refuses a non-loopback address without a token."""
     if not is_loopback(host) and not token:
         raise ValueError(f"binding {host} exposes the service beyond this machine: pass --token-file "
@@ -213,7 +324,7 @@ def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Opti
     except ImportError:
         raise ImportError("flowcept serve needs FastAPI and uvicorn: pip install 'flowcept[serve]'") from None
     app = create_app(access, token=token, max_concurrency=max_concurrency,
-                     metrics_collector=metrics_collector)
+                     metrics_collector=metrics_collector, ask=ask)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=5,
                             limit_concurrency=64, access_log=False)
     server = uvicorn.Server(config)

@@ -6,11 +6,13 @@
   so a MongoDB store plugs in by registering itself);
 * :class:`ArchiveSource` -- one HDF5 archive (``flowcept.archive.open``).
 
-Every source answers the same few questions with Flowcept-style task dicts
-(``flowcept.query.tasks.task_dict``), so what sits above (core, service, MCP,
-CLI) gives the same answers whatever the backend.  Filters are matched by the
-one filter engine, ``flowcept.query.filters.matches``, after whatever index
-the backend has (batch summaries, archive columns) narrowed the candidates.
+Every source is a read-path table (``flowcept.query.engine.Table``: the
+stores' batches, or the archive's blocks), so what sits above (core,
+service, MCP, CLI) asks the same engine the same questions whatever the
+backend: filters on columns in blocks, documents only for the rows handed
+out.  Sources keep their stores and archive open and take no lock while a
+query runs (LMDB and MongoDB reads are per query; h5py serialises its own
+calls), so a slow query never holds up another.
 
 ``open_source(spec)`` picks the kind from what ``spec`` is (a file with the
 HDF5 signature, a directory, a URL); no backend is named here.
@@ -18,47 +20,58 @@ HDF5 signature, a directory, a URL); no backend is named here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
-import time
-from typing import Callable, Dict, List, Optional
+from collections import OrderedDict
+from typing import Dict, List, Optional
 
-from flowcept.query.filters import matches
+from flowcept.query import engine
+from flowcept.query.limits import Budget, QueryTimeout  # noqa: F401 (part of this module's API)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
-
-class QueryTimeout(Exception):
-    """A query ran past its time budget (the service answers 503)."""
-
-
-class Deadline:
-    def __init__(self, seconds: Optional[float]):
-        self.at = None if seconds is None else time.monotonic() + seconds
-        self.seconds = seconds
-
-    def check(self) -> None:
-        if self.at is not None and time.monotonic() > self.at:
-            raise QueryTimeout(f"query took longer than {self.seconds:g} s; narrow the filter "
-                               "(activity, rank, workflow_id, started_at) or raise --query-timeout")
+# Older name of the budget (wall clock and CPU seconds of one query).
+Deadline = Budget
 
 
 class Source:
-    """What the access layer needs of a backend.  Subclasses fill in the methods."""
+    """What the access layer needs of a backend: a read-path ``table`` plus
+    workflows, lineage and PROV.  Subclasses fill in ``table`` and the rest."""
     kind = "base"
 
     def __init__(self, name: str, location: str):
         self.name = name
         self.location = location
-        self.lock = threading.RLock()   # h5py and LMDB handles are shared across request threads
+        self._counts: "OrderedDict[tuple, int]" = OrderedDict()
+        self._count_lock = threading.Lock()   # the cache's bookkeeping only
 
-    def find(self, cond: dict, deadline: Deadline) -> List[dict]:
-        """Task dicts matching the (validated) filter, in no particular order."""
+    @property
+    def table(self) -> engine.Table:
         raise NotImplementedError
+
+    def find(self, cond: dict, deadline: Budget) -> List[dict]:
+        """Task dicts matching the (validated) filter, in table order."""
+        return engine.find(self.table, cond, deadline)
+
+    def count(self, cond: dict, deadline: Budget) -> int:
+        """How many tasks match; remembered per filter until the data change."""
+        key = (self.table.generation(), json.dumps(cond, sort_keys=True, default=str))
+        with self._count_lock:
+            n = self._counts.get(key)
+            if n is not None:
+                self._counts.move_to_end(key)
+                return n
+        n = engine.count(self.table, cond, deadline)
+        with self._count_lock:
+            self._counts[key] = n
+            while len(self._counts) > 256:
+                self._counts.popitem(last=False)
+        return n
 
     def task(self, task_id: str) -> dict:
         """One task; KeyError when absent."""
-        docs = self.find({"task_id": task_id}, Deadline(None))
+        docs, _ = engine.page(self.table, {"task_id": task_id}, engine_order(), 1)
         if not docs:
             raise KeyError(f"no task {task_id} in {self.name}")
         return docs[0]
@@ -66,7 +79,7 @@ class Source:
     def workflows(self) -> Dict[str, dict]:
         raise NotImplementedError
 
-    def lineage(self, task_id: str, up: bool, deadline: Deadline) -> List[dict]:
+    def lineage(self, task_id: str, up: bool, deadline: Budget) -> List[dict]:
         return dict_lineage(self.find({}, deadline), task_id, up)
 
     def prov(self, workflow: Optional[str] = None) -> dict:
@@ -79,16 +92,50 @@ class Source:
         pass
 
 
+def engine_order():
+    from flowcept.query.documents import DEFAULT_SORT
+    return DEFAULT_SORT
+
+
 # -- stores ------------------------------------------------------------------------------
+class _CachedStoreTable(engine.StoreTable):
+    """A StoreTable whose summaries are read once per change of the stores
+    (a committed batch never changes; new ones change ``generation``)."""
+
+    def __init__(self, stores):
+        super().__init__(stores)
+        self._refs = None
+        self._gen = None
+        self._lock = threading.Lock()
+
+    def generation(self):
+        return tuple(json.dumps(s.stats(), sort_keys=True, default=str) for s in self.stores)
+
+    def refs(self, cond=None):
+        gen = self.generation()
+        with self._lock:
+            refs, known = self._refs, self._gen
+        if refs is None or known != gen:
+            refs = super().refs(None)
+            with self._lock:
+                self._refs, self._gen = refs, gen
+        if not cond:
+            return list(refs)
+        return [r for r in refs if engine.batch_may_match(r.summary, cond)]
+
+
 class StoreSource(Source):
     kind = "store"
 
-    def __init__(self, name: str, location: str, openers: List[Callable], cache_dir: Optional[str] = None):
+    def __init__(self, name: str, location: str, openers: List, cache_dir: Optional[str] = None):
         super().__init__(name, location)
         self.openers = openers
         self.cache_dir = cache_dir
         self._prov_archive = None
         self._prov_key = None
+        self._table = None
+        self._open_lock = threading.Lock()   # opening the stores once
+        self._prov_lock = threading.Lock()   # building the PROV archive once
 
     @classmethod
     def at_dir(cls, name: str, path: str, cache_dir: Optional[str] = None) -> "StoreSource":
@@ -110,49 +157,27 @@ class StoreSource(Source):
             raise ValueError(f"the {scheme} store is opened by directory, not by URL")
         return cls(name, url, [lambda: store_cls(url, None, readonly=True)])
 
-    def find(self, cond: dict, deadline: Deadline) -> List[dict]:
-        import numpy as np
-        from flowcept.native.batch import Batch
-        from flowcept.query.search import _Cols, batch_may_match, record_mask
-        from flowcept.query.tasks import task_dict
-        from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX
-        out: List[dict] = []
-        with self.lock:
-            for opener in self.openers:
-                with opener() as store:
-                    keys = [bytes(k) for k, s in store.summaries() if _may(batch_may_match, _summary(s), cond)]
-                    for _key, frame in store.scan(keys=keys):
-                        deadline.check()
-                        b = Batch(frame, check=False)
-                        recs = b.records
-                        rows = np.flatnonzero((recs["flags"] & FLAG_WORKFLOW) == 0)
-                        r = recs[rows]
-                        strings = b.strings
-                        table = np.array(strings + [""], dtype=object)
-                        acts = table[np.minimum(r["activity_id"], len(table) - 1)]
-                        mask = None
-                        if cond:
-                            try:
-                                mask = record_mask(_Cols(r, lambda acts=acts: acts), cond, len(r))
-                            except (TypeError, ValueError):
-                                mask = None   # values the index cannot compare: the engine decides
-                        if mask is None:
-                            mask = np.ones(len(r), bool)
-                        node = strings[0][len(NODE_PREFIX):] if strings and \
-                            strings[0].startswith(NODE_PREFIX) else ""
-                        for i in np.flatnonzero(mask).tolist():
-                            doc = task_dict(r[i], acts[i], node, b.payload_of(int(rows[i])))
-                            if not cond or matches(doc, cond):
-                                out.append(doc)
-        return out
+    @property
+    def table(self) -> engine.Table:
+        if self._table is None:
+            with self._open_lock:
+                if self._table is None:
+                    stores = []
+                    try:
+                        for opener in self.openers:
+                            stores.append(opener())
+                    except BaseException:
+                        for s in stores:
+                            s.close()
+                        raise
+                    self._table = _CachedStoreTable(stores)
+        return self._table
 
     def workflows(self) -> Dict[str, dict]:
         out: Dict[str, dict] = {}
-        with self.lock:
-            for opener in self.openers:
-                with opener() as store:
-                    for wf, doc in store.workflows().items():
-                        out.setdefault(f"{wf:016x}", {}).update(doc)
+        for store in self.table.stores:
+            for wf, doc in store.workflows().items():
+                out.setdefault(f"{wf:016x}", {}).update(doc)
         return out
 
     def _fingerprint(self) -> str:
@@ -170,11 +195,14 @@ class StoreSource(Source):
     def prov(self, workflow: Optional[str] = None) -> dict:
         """PROV-JSON of a store: the store is compacted once into a cached archive
         (redone when the store changes), whose exporter writes the document."""
+        return self.prov_archive().prov(workflow)
+
+    def prov_archive(self) -> "ArchiveSource":
         if "://" in self.location or not self.cache_dir:
             raise ValueError(f"PROV export of {self.name} needs an archive: run "
                              f"`flowcept compact {self.location}` and serve the .h5")
-        from flowcept.archive.compact import compact
-        with self.lock:
+        from flowcept.archive import compact
+        with self._prov_lock:
             key = self._fingerprint()
             if self._prov_key != key:
                 os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
@@ -186,36 +214,15 @@ class StoreSource(Source):
                     self._prov_archive.close()
                 self._prov_archive = ArchiveSource(self.name, out)
                 self._prov_key = key
-            return self._prov_archive.prov(workflow)
+            return self._prov_archive
 
     def close(self) -> None:
         if self._prov_archive is not None:
             self._prov_archive.close()
             self._prov_archive = None
-
-
-def _may(test, summary, cond) -> bool:
-    """The summary index's verdict, or "maybe" where it cannot compare the values
-    (the filter engine then decides on the decoded tasks)."""
-    try:
-        return test(summary, cond)
-    except (TypeError, ValueError):
-        return True
-
-
-def _summary(s: dict) -> dict:
-    """A batch summary with its 64-bit unsigned values as ints: stores whose integers
-    are signed 64-bit (MongoDB) keep larger ones, such as workflow ids, as text."""
-    def num(v):
-        return int(v) if isinstance(v, str) and v.isdigit() else v
-    if any(isinstance(v, str) and v.isdigit() for v in s.get("wf", ())) or \
-            any(isinstance(s.get(k), str) for k in ("t0", "t1", "id0", "id1", "s1", "e0")):
-        s = dict(s)
-        s["wf"] = [num(v) for v in s.get("wf", ())]
-        for k in ("t0", "t1", "id0", "id1", "s1", "e0", "r0", "r1"):
-            if k in s:
-                s[k] = num(s[k])
-    return s
+        if self._table is not None:
+            self._table.close()
+            self._table = None
 
 
 # -- archives ----------------------------------------------------------------------------
@@ -226,86 +233,38 @@ class ArchiveSource(Source):
         super().__init__(name, path)
         import flowcept.archive
         self.archive = flowcept.archive.open(path)
+        self._table = self.archive.table()
+
+    @property
+    def table(self) -> engine.Table:
+        return self._table
 
     def _docs(self, selection) -> List[dict]:
         import numpy as np
-        return [self.archive.task(int(i)) for i in np.asarray(selection).tolist()]
-
-    def find(self, cond: dict, deadline: Deadline) -> List[dict]:
-        import numpy as np
-        with self.lock:
-            rows = None
-            if cond and _indexable(cond):
-                try:   # the columns narrow it down; the filter engine decides
-                    rows = np.asarray(self.archive.query(cond))
-                except (ValueError, TypeError, KeyError):
-                    rows = None
-            if rows is None:
-                rows = np.arange(len(self.archive))
-            out = []
-            for k, i in enumerate(rows.tolist()):
-                if k % 512 == 0:
-                    deadline.check()
-                doc = self.archive.task(i)
-                if not cond or matches(doc, cond):
-                    out.append(doc)
-            return out
+        from flowcept.query.documents import documents
+        rows = np.asarray(selection, np.int64)
+        out = []
+        for i in rows.tolist():
+            out.extend(documents(self.archive.block(i, i + 1), [0]))
+        return out
 
     def task(self, task_id: str) -> dict:
         from flowcept.record.layout import parse_task_id
         parse_task_id(task_id)   # ValueError on a malformed id
-        with self.lock:
-            return self.archive.task(task_id)
+        return self.archive.task(task_id)
 
     def workflows(self) -> Dict[str, dict]:
-        with self.lock:
-            return self.archive.workflows
+        return self.archive.workflows
 
-    def lineage(self, task_id: str, up: bool, deadline: Deadline) -> List[dict]:
-        with self.lock:
-            sel = self.archive.ancestors(task_id) if up else self.archive.descendants(task_id)
-            return self._docs(sel)
+    def lineage(self, task_id: str, up: bool, deadline: Budget) -> List[dict]:
+        sel = self.archive.ancestors(task_id) if up else self.archive.descendants(task_id)
+        return self._docs(sel)
 
     def prov(self, workflow: Optional[str] = None) -> dict:
-        with self.lock:
-            return self.archive.to_prov(workflow=workflow)
+        return self.archive.to_prov(workflow=workflow)
 
     def close(self) -> None:
         self.archive.close()
-
-
-_COLUMN_FIELDS = {"activity_id", "rank", "status", "workflow_id", "task_id", "hostname",
-                  "thread_id", "start_ns", "end_ns"}
-_COLUMN_OPS = {"$eq", "$in", "$gt", "$gte", "$lt", "$lte"}
-
-
-def _indexable(cond: dict) -> bool:
-    """Whether the archive's column query treats every term exactly as the filter
-    engine does (plain fields and value-kind operators), so narrowing by it
-    cannot drop a match; anything else is matched task by task."""
-    from flowcept.query.filters import field_ops
-    for key, spec in cond.items():
-        if key == "$and":
-            if not all(isinstance(c, dict) and _indexable(c) for c in spec):
-                return False
-            continue
-        if key not in _COLUMN_FIELDS:
-            return False
-        for op, arg in field_ops(spec).items():
-            if op not in _COLUMN_OPS:
-                return False
-            vals = arg if op == "$in" else [arg]
-            if not isinstance(vals, list) or any(isinstance(v, bool) or v is None for v in vals):
-                return False
-            if key in ("rank", "thread_id", "start_ns", "end_ns") and \
-                    not all(isinstance(v, int) for v in vals):
-                return False
-            if key in ("activity_id", "hostname", "workflow_id", "task_id", "status") and \
-                    not all(isinstance(v, str) for v in vals):
-                return False
-            if key in ("workflow_id", "task_id", "status") and op != "$eq" and op != "$in":
-                return False
-    return True
 
 
 # -- lineage over task dicts (stores; the same rule as flowcept.archive.lineage) ----------

@@ -42,8 +42,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
+from flowcept.query.documents import documents
+from flowcept.query.engine import Ref, Table
 from flowcept.query.filters import MISSING, Columns, as_list, is_number, mask, match_value
+from flowcept.query.frames import BLOCK_COLUMNS, Block, LazyColumns
+from flowcept.query.prune import batch_may_match
 from flowcept.record.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
+from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, NAME_MAX
 
 STATUS_CODES = {v: k for k, v in STATUS_NAMES.items()}
 _OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
@@ -152,6 +157,84 @@ def read_dataset(ds) -> np.ndarray:
     return out
 
 
+class PayloadChunks:
+    """The /payloads blob read by chunk: each 1 MiB chunk a row needs is
+    read and inflated once and kept (least recently used first out, at most
+    ``cache_bytes``), so the payloads of a block of rows cost one read per
+    chunk, not one per row."""
+
+    def __init__(self, ds, cache_bytes: int = 256 << 20, whole: Optional[np.ndarray] = None):
+        import threading
+        from collections import OrderedDict
+        self.ds = ds
+        self.whole = whole
+        self.size = ds.shape[0]
+        self.chunk = (ds.chunks or (self.size or 1,))[0]
+        self.cap = max(1, cache_bytes // max(1, self.chunk))
+        self.cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self.lock = threading.Lock()   # the cache only: held for bookkeeping, never for a read
+        plist = ds.id.get_create_plist() if ds.chunks else None
+        self.pipeline = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())] if plist else None
+        self.raw_ok = bool(ds.chunks) and all(f in (_FILTER_DEFLATE, _FILTER_SHUFFLE)
+                                              for f in (self.pipeline or []))
+
+    def _chunk(self, k: int) -> np.ndarray:
+        with self.lock:
+            c = self.cache.get(k)
+            if c is not None:
+                self.cache.move_to_end(k)
+                return c
+        lo = k * self.chunk
+        hi = min(self.size, lo + self.chunk)
+        if self.raw_ok:
+            mask, raw = self.ds.id.read_direct_chunk((lo,))
+            data = raw
+            for j in range(len(self.pipeline) - 1, -1, -1):
+                if not mask >> j & 1 and self.pipeline[j] == _FILTER_DEFLATE:
+                    data = _inflate(data)
+            c = np.frombuffer(data, np.uint8, count=hi - lo)
+        else:
+            c = self.ds[lo:hi]
+        with self.lock:
+            self.cache[k] = c
+            while len(self.cache) > self.cap:
+                self.cache.popitem(last=False)
+        return c
+
+    def read(self, offs, lens) -> List[bytes]:
+        """Bytes [off, off + len) of each row."""
+        offs = np.asarray(offs, np.int64)
+        lens = np.asarray(lens, np.int64)
+        if self.whole is not None:
+            w = self.whole
+            return [w[o:o + n].tobytes() if n else b"" for o, n in zip(offs.tolist(), lens.tolist())]
+        out: List[bytes] = [b""] * len(offs)
+        C = self.chunk
+        first = offs // C
+        order = np.argsort(first, kind="stable")
+        for j in order.tolist():
+            o, n = int(offs[j]), int(lens[j])
+            if not n:
+                continue
+            k0, k1 = o // C, (o + n - 1) // C
+            if k0 == k1:
+                c = self._chunk(k0)
+                out[j] = c[o - k0 * C:o - k0 * C + n].tobytes()
+            else:
+                parts = [self._chunk(k) for k in range(k0, k1 + 1)]
+                blob = np.concatenate(parts)
+                out[j] = blob[o - k0 * C:o - k0 * C + n].tobytes()
+        return out
+
+
+def _inflate(data: bytes) -> bytes:
+    try:
+        from isal import isal_zlib as z
+    except ImportError:  # pragma: no cover - optional accelerator
+        import zlib as z
+    return z.decompress(data)
+
+
 class Selection:
     """Tasks picked from an archive: ``indices`` (archive rows), ``tasks`` (the
     sub-table), iteration and ``[k]`` give Flowcept-style task dicts."""
@@ -228,6 +311,10 @@ class Archive:
         self._cols: Dict[str, np.ndarray] = {}
         self._tasks = None
         self._payload_cache: Optional[np.ndarray] = None
+        self._payload_chunks: Optional[PayloadChunks] = None
+        self._named = None            # rows whose names ride in their payloads (resolved once)
+        self._str_array = None
+        self.column_cache_bytes = 2 << 30   # whole columns kept in memory up to this
         self._decoded: Dict[int, Any] = {}
         # payloads flagged msgpack that do not decode (kept as raw bytes)
         self.payload_errors = 0
@@ -338,41 +425,156 @@ class Archive:
             self._tasks = t
         return self._tasks
 
-    def to_pandas(self, indices=None):
-        """The tasks (or the given rows) as a pandas DataFrame, with started_at /
-        ended_at as UTC timestamps and task ids as strings."""
-        try:
-            import pandas as pd
-        except ImportError:
-            raise ImportError("Archive.to_pandas() needs pandas: pip install pandas "
-                              "(or use Archive.tasks, a numpy structured array)") from None
-        t = self.tasks if indices is None else self.tasks[np.asarray(indices)]
-        df = pd.DataFrame({name: t[name] for name in t.dtype.names})
-        df.insert(0, "task", [format_task_id(w, i) for w, i in zip(t["workflow_id"].tolist(),
-                                                                    t["task_id"].tolist())])
-        df["status_name"] = [STATUS_NAMES.get(s, str(s)) for s in t["status"].tolist()]
-        df["started_at"] = pd.to_datetime(t["start_ns"], unit="ns", utc=True)
-        df["ended_at"] = pd.to_datetime(t["end_ns"], unit="ns", utc=True)
-        return df
+    def to_pandas(self, indices=None, payload: bool = True):
+        """The tasks (or the given rows) as a pandas DataFrame with the task
+        documents' field names (task_id, workflow_id, parent_task_id,
+        activity_id, status, started_at, ended_at, start_ns, end_ns, rank,
+        thread_id, hostname, then used, generated, tags, custom_metadata,
+        error unless ``payload`` is False), as ``flowcept.read_tasks`` and
+        ``Flowcept.db.to_df`` name them.  The archive's own integer columns
+        are in ``Archive.tasks``."""
+        from flowcept.query.documents import columns as doc_columns, concat_columns, dataframe
+        rows = np.arange(self.n) if indices is None else np.asarray(indices, np.int64)
+        mode = "objects" if payload else "none"
+        parts = []
+        B = 1 << 16
+        for k in range(0, len(rows), B):
+            part = rows[k:k + B]
+            if not len(part):
+                continue
+            lo, hi = int(part.min()), int(part.max()) + 1
+            parts.append(doc_columns(self.block(lo, hi), part - lo, mode))
+        return dataframe(concat_columns(parts, mode))
 
     # -- payloads and task dicts -----------------------------------------------------------
 
+    def payload_chunks(self) -> PayloadChunks:
+        """The payload blob, read by chunk (whole when already loaded)."""
+        if self._payload_chunks is None:
+            try:
+                self._payload_chunks = PayloadChunks(self._h5["payloads"], whole=self._payload_cache)
+            except (OSError, KeyError, RuntimeError) as e:
+                raise ArchiveError(f"{self.path}: cannot read the payloads: {e}") from None
+        return self._payload_chunks
+
     def payload_bytes(self, i: int) -> bytes:
+        """The stored payload bytes of row i (as written: a name prefix, if any, included)."""
         off = int(self._column("payload_off")[i])
         n = int(self._column("payload_len")[i])
         if not n:
             return b""
-        if self._payload_cache is not None:
-            return self._payload_cache[off:off + n].tobytes()
         try:
-            return self._h5["payloads"][off:off + n].tobytes()
+            return self.payload_chunks().read([off], [n])[0]
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise ArchiveError(f"{self.path}: cannot read payload of task {i}: {e}") from None
 
     def _load_payloads(self):
         if self._payload_cache is None:
             self._payload_cache = self._read("payloads")
+            self._payload_chunks = None
         return self._payload_cache
+
+    # -- blocks: the read path's view of the archive ----------------------------------------
+
+    def _range(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) of a /tasks column: a slice of the whole column when it
+        is in memory or fits the column cache (read once, chunks inflated in
+        parallel), else read by chunk from the file."""
+        c = self._cols.get(name)
+        if c is None:
+            ds = self._h5[f"tasks/{name}"]
+            held = sum(v.nbytes for v in self._cols.values())
+            if held + ds.shape[0] * ds.dtype.itemsize <= self.column_cache_bytes:
+                c = self._column(name)
+            else:
+                try:
+                    return ds[lo:hi]
+                except Exception as e:
+                    raise ArchiveError(f"{self.path}: cannot read dataset tasks/{name} (corrupt?): "
+                                       f"{e}") from None
+        return c[lo:hi]
+
+    def _named_rows(self):
+        """(rows, activity codes, payload offsets, lengths) of the rows whose
+        activity name rides in front of their payload (their ring's name table
+        was full): the names join the string table (``read_strings``)."""
+        if self._named is None:
+            flags = self._column("flags")
+            rows = np.flatnonzero(flags & FLAG_NAME_IN_PAYLOAD)
+            strings = self.strings.tolist()
+            index = {x: i for i, x in enumerate(strings)}
+            act = self._column("activity")[rows].astype(np.uint32)
+            offs = self._column("payload_off")[rows].astype(np.uint64)
+            lens = self._column("payload_len")[rows].astype(np.uint32)
+            if len(rows):
+                for j, data in enumerate(self.payload_chunks().read(offs, lens)):
+                    if len(data) < 2:
+                        continue
+                    k = data[0] | data[1] << 8
+                    if k > NAME_MAX or 2 + k > len(data):
+                        continue
+                    name = data[2:2 + k].decode("utf-8", "replace")
+                    code = index.get(name)
+                    if code is None:
+                        code = index[name] = len(strings)
+                        strings.append(name)
+                    act[j] = code
+                    offs[j] += 2 + k
+                    lens[j] -= 2 + k
+            self._named = (rows, act, offs, lens, strings)
+            self._str_array = None
+        return self._named
+
+    def activity_codes(self) -> np.ndarray:
+        """The activity column with the names that rode in payloads resolved
+        (codes into ``read_strings``)."""
+        rows, act, _o, _l, _s = self._named_rows()
+        col = self._column("activity")
+        if len(rows):
+            col = col.copy()
+            col[rows] = act
+        return col
+
+    @property
+    def read_strings(self) -> list:
+        """The string table with the names that rode in payloads appended."""
+        return self._named_rows()[4]
+
+    def _string_array(self) -> np.ndarray:
+        if self._str_array is None:
+            strs = self.read_strings
+            self._str_array = np.array(strs + [""], dtype=object)[:-1]
+        return self._str_array
+
+    def block(self, lo: int, hi: int) -> Block:
+        """Rows [lo, hi) as a read-path block (columns read on first use)."""
+        lo, hi = max(0, int(lo)), min(self.n, int(hi))
+        rows, act, offs, lens, strings = self._named_rows()
+        a, b = np.searchsorted(rows, [lo, hi])
+        sub = rows[a:b] - lo
+
+        def load(name):
+            if name == "node":
+                return self._range("node", lo, hi)
+            src = "activity" if name == "activity" else name
+            col = self._range(src, lo, hi)
+            if len(sub) and name in ("activity", "payload_off", "payload_len", "flags"):
+                col = col.copy()
+                if name == "activity":
+                    col[sub] = act[a:b]
+                elif name == "payload_off":
+                    col[sub] = offs[a:b]
+                elif name == "payload_len":
+                    col[sub] = lens[a:b]
+                else:
+                    col[sub] &= ~np.uint16(FLAG_NAME_IN_PAYLOAD)
+            return col
+        return Block(LazyColumns(load, BLOCK_COLUMNS), strings, self.payload_chunks(),
+                     key=("rows", lo, hi), base=lo, n=hi - lo, str_array=self._string_array())
+
+    def table(self, block_rows: Optional[int] = None) -> "ArchiveTable":
+        """The archive as a read-path table (``flowcept.query.engine``)."""
+        return ArchiveTable(self, block_rows)
 
     def _flags(self, i: int) -> int:
         from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK
@@ -409,16 +611,14 @@ class Archive:
     def decoded_payloads(self, rows=None) -> List[Any]:
         """Payloads of many rows at once (the blob is read once), as payload()."""
         rows = np.arange(self.n) if rows is None else np.asarray(rows, np.int64)
-        blob = self._load_payloads()
-        offs = self._column("payload_off")[rows].tolist()
-        lens = self._column("payload_len")[rows].tolist()
-        out = []
-        for i, o, n in zip(rows.tolist(), offs, lens):
-            d = self._decoded.get(i, MISSING)
-            if d is MISSING:
-                d = self._decoded[i] = self._decode_payload(i, blob[o:o + n].tobytes()) if n else {}
-            out.append(d)
-        return out
+        want = [i for i in rows.tolist() if i not in self._decoded]
+        reader = self.payload_chunks()
+        for k in range(0, len(want), 65536):
+            part = np.array(want[k:k + 65536], np.int64)
+            data = reader.read(self._column("payload_off")[part], self._column("payload_len")[part])
+            for i, raw in zip(part.tolist(), data):
+                self._decoded[i] = self._decode_payload(i, raw) if raw else {}
+        return [self._decoded[i] for i in rows.tolist()]
 
     def used(self, i) -> dict:
         p = self.payload(i)
@@ -446,18 +646,10 @@ class Archive:
         raise TypeError(f"a task is a row number, a task id string or a task dict, not {task!r}")
 
     def task(self, task) -> dict:
-        """A Flowcept-style task dict (same keys as flowcept.query.tasks.read_tasks)."""
-        from flowcept.query.tasks import task_dict
+        """A Flowcept-style task dict (the read path's documents, as read_tasks gives them)."""
         i = self._index(task)
-        from flowcept.record.payload import split_name
-        rec = {name: self._column(name)[i] for name in
-               ("task_id", "parent_id", "workflow_id", "start_ns", "end_ns", "rank", "thread_id", "status")}
-        rec["flags"] = self._flags(i)
-        activity = self.strings[self._column("activity")[i]]
-        name, payload = split_name(self.payload_bytes(i), rec["flags"])
-        st = {}
-        doc = task_dict(rec, activity if name is None else name,
-                        self.strings[self._column("node")[i]], bytes(payload), stats=st)
+        st: dict = {}
+        doc = documents(self.block(i, i + 1), [0], stats=st)[0]
         self.payload_errors += st.get("payload_errors", 0)
         return doc
 
@@ -690,3 +882,54 @@ class _ArchiveColumns(Columns):
 
     def cost(self, field):
         return 1 if self.archive._is_payload_field(field) else 0
+
+
+class ArchiveTable(Table):
+    """An archive as a read-path table: blocks of ``block_rows`` rows (the
+    column chunk, one /index block each), each with the index's bounds as
+    its summary (t0/s1 smallest/largest start, t1 largest end), so that a
+    time condition or a time order skips blocks without reading them."""
+
+    def __init__(self, archive: Archive, block_rows: Optional[int] = None):
+        self.archive = archive
+        a = archive
+        B = block_rows
+        idx = None
+        h = a._h5
+        if "index" in h:
+            ig = h["index"]
+            B0 = int(ig.attrs.get("block_rows", 0) or 0)
+            if B0 and all(k in ig for k in ("start_min", "start_max", "end_max")):
+                if B is None or B == B0:
+                    B = B0
+                    idx = (ig["start_min"][()], ig["start_max"][()], ig["end_max"][()])
+        if not B:
+            chunks = h["tasks/start_ns"].chunks
+            B = int(chunks[0]) if chunks else 1 << 16
+        self.block_rows = B
+        nb = -(-a.n // B) if a.n else 0
+        if idx is not None and all(len(x) == nb for x in idx):
+            self.bounds = idx
+        else:
+            self.bounds = None
+
+    def refs(self, cond: Optional[dict] = None) -> List[Ref]:
+        a, B = self.archive, self.block_rows
+        out = []
+        for k in range(-(-a.n // B) if a.n else 0):
+            lo, hi = k * B, min(a.n, (k + 1) * B)
+            summary = {"n": hi - lo}
+            if self.bounds is not None:
+                summary.update(t0=int(self.bounds[0][k]), s1=int(self.bounds[1][k]),
+                               t1=int(self.bounds[2][k]))
+            if cond and not batch_may_match(summary, cond):
+                continue
+            out.append(Ref((lo, hi), hi - lo, summary))
+        return out
+
+    def blocks(self, refs: Sequence[Ref]):
+        for r in refs:
+            yield r, self.archive.block(*r.id)
+
+    def generation(self):
+        return (self.archive.path, self.archive.n)

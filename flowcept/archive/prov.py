@@ -59,8 +59,20 @@ def _local(text) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", str(text)) or "_"
 
 
+SECTIONS = ("prefix", "entity", "activity", "agent", "used", "wasGeneratedBy", "wasInformedBy",
+            "wasStartedBy", "wasAssociatedWith", "wasAttributedTo", "actedOnBehalfOf")
+CHUNK = 1 << 16
+
+
 def to_prov(archive, workflow=None, tasks=None) -> Dict[str, Any]:
-    a = archive
+    """The PROV-JSON document as a dict (see prov_items; write_prov_json streams it)."""
+    doc: Dict[str, Any] = {k: {} for k in SECTIONS}
+    for section, key, value in prov_items(archive, workflow, tasks):
+        doc[section][key] = value
+    return {k: v for k, v in doc.items() if v or k == "prefix"}
+
+
+def _rows(a, workflow, tasks) -> np.ndarray:
     if tasks is not None:
         rows = np.array(sorted({a._index(t) for t in (tasks.indices.tolist()
                                                       if hasattr(tasks, "indices") else tasks)}),
@@ -70,30 +82,41 @@ def to_prov(archive, workflow=None, tasks=None) -> Dict[str, Any]:
     if workflow is not None:
         wf_id = int(workflow, 16) if isinstance(workflow, str) else int(workflow)
         rows = rows[a._column("workflow_id")[rows] == wf_id]
+    return rows
+
+
+def prov_items(archive, workflow=None, tasks=None, budget=None, progress=None):
+    """(section, key, value) of the PROV-JSON document, section by section as
+    they are found (each key once), reading payloads a block of rows at a
+    time.  ``budget`` (flowcept.query.limits.Budget) is checked per block;
+    ``progress`` (flowcept.progress.Progress) counts tasks, twice over."""
+    a = archive
+    rows = _rows(a, workflow, tasks)
     lin = a._lineage_index()
     in_set = set(rows.tolist())
     wf_col, tid_col, pid_col = a._column("workflow_id"), a._column("task_id"), a._column("parent_id")
     start, end = a._column("start_ns"), a._column("end_ns")
     rank, status, thread = a._column("rank"), a._column("status"), a._column("thread_id")
-    act, node = a._column("activity"), a._column("node")
-    names = a.strings.tolist()
+    act, node = a.activity_codes(), a._column("node")
+    names = a.read_strings
     workflows = a.workflows_by_id()
-
-    doc: Dict[str, Any] = {
-        "prefix": {"flowcept": NAMESPACE},   # prov: and xsd: are predefined
-        "entity": {}, "activity": {}, "agent": {}, "used": {}, "wasGeneratedBy": {},
-        "wasInformedBy": {}, "wasStartedBy": {}, "wasAssociatedWith": {}, "wasAttributedTo": {},
-        "actedOnBehalfOf": {},
-    }
+    if progress is not None:
+        progress.total = max(1, 2 * len(rows))
     counter = [0]
+    agents = set()
 
     def rel(kind: str, body: dict):
         counter[0] += 1
-        doc[kind][f"_:{kind}{counter[0]}"] = body
+        return kind, f"_:{kind}{counter[0]}", body
 
     def task_qn(i: int) -> str:
         return f"flowcept:task/{format_task_id(int(wf_col[i]), int(tid_col[i]))}"
 
+    def check():
+        if budget is not None:
+            budget.check()
+
+    yield "prefix", "flowcept", NAMESPACE   # prov: and xsd: are predefined
     users = {}
     for w in sorted(set(wf_col[rows].tolist())):
         d = workflows.get(w, {})
@@ -107,80 +130,131 @@ def to_prov(archive, workflow=None, tasks=None) -> Dict[str, Any]:
             ent["flowcept:started_at"] = iso(int(d["started_at"]))
         if "ended_at" in d:
             ent["flowcept:ended_at"] = iso(int(d["ended_at"]))
-        doc["entity"][wqn] = ent
+        yield "entity", wqn, ent
         user = str(d.get("user", "unknown"))
         users[w] = f"flowcept:user/{_local(user)}"
-        doc["agent"].setdefault(users[w], {"prov:type": {"$": "prov:Person", "type": "prov:QUALIFIED_NAME"},
-                                           "prov:label": user})
+        if users[w] not in agents:
+            agents.add(users[w])
+            yield "agent", users[w], {"prov:type": {"$": "prov:Person", "type": "prov:QUALIFIED_NAME"},
+                                      "prov:label": user}
 
-    docs = a.decoded_payloads(rows)
     gen_entity: Dict[int, Dict[Any, list]] = {}   # row -> scalar value -> entity ids
-    for j, i in enumerate(rows.tolist()):
-        d = docs[j] if isinstance(docs[j], dict) else {}
-        qn = task_qn(i)
-        w = int(wf_col[i])
-        agent = f"flowcept:rank/{_local(names[node[i]])}/{int(rank[i])}"
-        if agent not in doc["agent"]:
-            doc["agent"][agent] = {"prov:type": {"$": "prov:SoftwareAgent", "type": "prov:QUALIFIED_NAME"},
-                                   "prov:label": f"rank {int(rank[i])} on {names[node[i]]}"}
-            rel("actedOnBehalfOf", {"prov:delegate": agent, "prov:responsible": users[w]})
-        body = {"prov:startTime": iso(int(start[i])), "prov:endTime": iso(int(end[i])),
-                "prov:type": {"$": "flowcept:Task", "type": "prov:QUALIFIED_NAME"},
-                "prov:label": names[act[i]],
-                "flowcept:status": STATUS_NAMES.get(int(status[i]), str(int(status[i]))),
-                "flowcept:rank": int(rank[i]), "flowcept:thread_id": int(thread[i]),
-                "flowcept:hostname": names[node[i]]}
-        if pid_col[i]:
-            body["flowcept:parent_task_id"] = format_task_id(w, int(pid_col[i]))
-        if "tags" in d:
-            body["flowcept:tags"] = _literal(d["tags"])
-        if "error" in d:
-            body["flowcept:error"] = _literal(d["error"])
-        doc["activity"][qn] = body
-        rel("wasAssociatedWith", {"prov:activity": qn, "prov:agent": agent,
-                                  "prov:plan": f"flowcept:workflow/{w:016x}"})
-        ents = gen_entity.setdefault(i, {})
-        gen = d.get("generated")
-        if isinstance(gen, dict):
-            for k, v in gen.items():
-                eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/{_local(k)}"
-                doc["entity"][eqn] = {"prov:label": str(k), "prov:value": _literal(v)}
-                rel("wasGeneratedBy", {"prov:entity": eqn, "prov:activity": qn, "prov:time": body["prov:endTime"]})
-                rel("wasAttributedTo", {"prov:entity": eqn, "prov:agent": agent})
-                for s in scalar_values({k: v}):
-                    ents.setdefault(s, []).append(eqn)
+    start_time: Dict[int, str] = {}
+    for k in range(0, len(rows), CHUNK):
+        check()
+        part = rows[k:k + CHUNK]
+        docs = a.decoded_payloads(part)
+        for j, i in enumerate(part.tolist()):
+            d = docs[j] if isinstance(docs[j], dict) else {}
+            qn = task_qn(i)
+            w = int(wf_col[i])
+            agent = f"flowcept:rank/{_local(names[node[i]])}/{int(rank[i])}"
+            if agent not in agents:
+                agents.add(agent)
+                yield "agent", agent, {"prov:type": {"$": "prov:SoftwareAgent",
+                                                     "type": "prov:QUALIFIED_NAME"},
+                                       "prov:label": f"rank {int(rank[i])} on {names[node[i]]}"}
+                yield rel("actedOnBehalfOf", {"prov:delegate": agent, "prov:responsible": users[w]})
+            body = {"prov:startTime": iso(int(start[i])), "prov:endTime": iso(int(end[i])),
+                    "prov:type": {"$": "flowcept:Task", "type": "prov:QUALIFIED_NAME"},
+                    "prov:label": names[act[i]],
+                    "flowcept:status": STATUS_NAMES.get(int(status[i]), str(int(status[i]))),
+                    "flowcept:rank": int(rank[i]), "flowcept:thread_id": int(thread[i]),
+                    "flowcept:hostname": names[node[i]]}
+            if pid_col[i]:
+                body["flowcept:parent_task_id"] = format_task_id(w, int(pid_col[i]))
+            if "tags" in d:
+                body["flowcept:tags"] = _literal(d["tags"])
+            if "error" in d:
+                body["flowcept:error"] = _literal(d["error"])
+            start_time[i] = body["prov:startTime"]
+            yield "activity", qn, body
+            yield rel("wasAssociatedWith", {"prov:activity": qn, "prov:agent": agent,
+                                            "prov:plan": f"flowcept:workflow/{w:016x}"})
+            ents = gen_entity.setdefault(i, {})
+            gen = d.get("generated")
+            if isinstance(gen, dict):
+                for key, v in gen.items():
+                    eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/{_local(key)}"
+                    yield "entity", eqn, {"prov:label": str(key), "prov:value": _literal(v)}
+                    yield rel("wasGeneratedBy", {"prov:entity": eqn, "prov:activity": qn,
+                                                 "prov:time": body["prov:endTime"]})
+                    yield rel("wasAttributedTo", {"prov:entity": eqn, "prov:agent": agent})
+                    for sv in scalar_values({key: v}):
+                        ents.setdefault(sv, []).append(eqn)
+        if progress is not None:
+            progress.update(len(part), len(part))
 
     # used values: entities of the producers (lineage rule), or a fresh entity
     producers_of = {}
     for b, p, v in lin.data_edges(rows):
         producers_of.setdefault(b, {}).setdefault(v, []).append(p)
     informed = set()
-    for j, i in enumerate(rows.tolist()):
-        d = docs[j] if isinstance(docs[j], dict) else {}
-        qn = task_qn(i)
-        used = d.get("used")
-        if not isinstance(used, dict):
-            continue
-        deps = producers_of.get(i, {})
-        for k, v in used.items():
-            targets = []
-            for s in scalar_values({k: v}):
-                for p in deps.get(s, []):
-                    targets.extend(gen_entity.get(p, {}).get(s, []))
-                    if (i, p) not in informed:
-                        informed.add((i, p))
-                        rel("wasInformedBy", {"prov:informed": qn, "prov:informant": task_qn(p)})
-            if not targets:
-                eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/used/{_local(k)}"
-                doc["entity"][eqn] = {"prov:label": str(k), "prov:value": _literal(v)}
-                targets = [eqn]
-            for eqn in dict.fromkeys(targets):
-                rel("used", {"prov:activity": qn, "prov:entity": eqn, "prov:role": str(k),
-                             "prov:time": doc["activity"][qn]["prov:startTime"]})
+    for k in range(0, len(rows), CHUNK):
+        check()
+        part = rows[k:k + CHUNK]
+        docs = a.decoded_payloads(part)
+        for j, i in enumerate(part.tolist()):
+            d = docs[j] if isinstance(docs[j], dict) else {}
+            used = d.get("used")
+            if not isinstance(used, dict):
+                continue
+            qn = task_qn(i)
+            deps = producers_of.get(i, {})
+            for key, v in used.items():
+                targets = []
+                for sv in scalar_values({key: v}):
+                    for p in deps.get(sv, []):
+                        targets.extend(gen_entity.get(p, {}).get(sv, []))
+                        if (i, p) not in informed:
+                            informed.add((i, p))
+                            yield rel("wasInformedBy", {"prov:informed": qn,
+                                                        "prov:informant": task_qn(p)})
+                if not targets:
+                    eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/used/{_local(key)}"
+                    yield "entity", eqn, {"prov:label": str(key), "prov:value": _literal(v)}
+                    targets = [eqn]
+                for eqn in dict.fromkeys(targets):
+                    yield rel("used", {"prov:activity": qn, "prov:entity": eqn, "prov:role": str(key),
+                                       "prov:time": start_time[i]})
+        if progress is not None:
+            progress.update(len(part), len(part))
     # parent -> child
     for i in rows.tolist():
         p = int(lin.parent[i])
         if p >= 0 and p in in_set:
-            rel("wasStartedBy", {"prov:activity": task_qn(i), "prov:starter": task_qn(p),
-                                 "prov:time": doc["activity"][task_qn(i)]["prov:startTime"]})
-    return {k: v for k, v in doc.items() if v or k == "prefix"}
+            yield rel("wasStartedBy", {"prov:activity": task_qn(i), "prov:starter": task_qn(p),
+                                       "prov:time": start_time[i]})
+
+
+def write_prov_json(archive, f, workflow=None, tasks=None, budget=None, progress=None) -> None:
+    """Writes the PROV-JSON document to the binary file ``f`` without holding
+    it: each section is spooled to a temporary file as its items come, then
+    the sections are copied out in order."""
+    import shutil
+    import tempfile
+    from flowcept.query.documents import dumps
+    spools = {}
+    try:
+        for section, key, value in prov_items(archive, workflow, tasks, budget, progress):
+            sp = spools.get(section)
+            if sp is None:
+                sp = spools[section] = tempfile.TemporaryFile()
+            else:
+                sp.write(b",")
+            sp.write(dumps(key) + b":" + dumps(value))
+        f.write(b"{")
+        first = True
+        for section in SECTIONS:
+            sp = spools.get(section)
+            if sp is None:
+                continue
+            f.write((b"" if first else b",") + dumps(section) + b":{")
+            first = False
+            sp.seek(0)
+            shutil.copyfileobj(sp, f, 1 << 20)
+            f.write(b"}")
+        f.write(b"}")
+    finally:
+        for sp in spools.values():
+            sp.close()

@@ -37,7 +37,7 @@ def messages_of_frame(frame) -> List[dict]:
     merged: Dict[int, dict] = {}
     for wf, doc in workflow_docs(batch):
         merged.setdefault(wf, {}).update(doc)
-    rows = list(reading._rows(reading._records_of_frames([bytes(frame)])))
+    rows, _ = reading.read_stores([reading.frames_store([bytes(frame)])])
     wfs, entities = D.split_records(merged)
     out: List[dict] = [D.workflow_document(wf, d) for wf, d in wfs.items()]
     out += [dict(a, type="agent") for a in entities["agents"].values()]

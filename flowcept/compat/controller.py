@@ -131,7 +131,7 @@ class Flowcept(WorkflowRun):
             flush_session(s)
             live_path, frames, wfs = reading._live_frames()
             if live_path:
-                rows = list(reading._rows(reading._records_of_frames(frames)))
+                rows, _ = reading.read_stores([reading.frames_store(frames)])
                 return D.buffer_messages(self.current_workflow_id, rows, wfs)
         if not os.path.isdir(self._local_store):
             return []

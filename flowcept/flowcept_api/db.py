@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from flowcept.query import filters as F
 
@@ -52,6 +52,7 @@ def _live_frames() -> Tuple[Optional[str], List[bytes], Dict[int, dict]]:
 
 
 def _store_paths(extra_paths: Sequence[str] = ()) -> List[str]:
+    """Store directories (and archives, when named) to read."""
     from flowcept.config import ConfigError, process_config
     from flowcept.query.tasks import find_stores
     roots = list(extra_paths)
@@ -65,10 +66,13 @@ def _store_paths(extra_paths: Sequence[str] = ()) -> List[str]:
     for root in roots:
         if not root or not os.path.exists(root):
             continue
-        try:
-            found = find_stores(root)
-        except FileNotFoundError:
-            continue
+        if os.path.isfile(root) and _is_archive(root):
+            found = [root]
+        else:
+            try:
+                found = find_stores(root)
+            except FileNotFoundError:
+                continue
         for p in found:
             ap = os.path.abspath(p)
             if ap not in seen:
@@ -77,152 +81,125 @@ def _store_paths(extra_paths: Sequence[str] = ()) -> List[str]:
     return out
 
 
+def _is_archive(path: str) -> bool:
+    from flowcept.access.sources import is_archive
+    return is_archive(path)
+
+
+class _FramesStore:
+    """Frames in memory (the live session's) as a read-only store for the read path."""
+
+    def __init__(self, frames):
+        from flowcept.query.frames import frame_key
+        self.frames = {frame_key(f): f for f in frames}
+
+    def summaries(self):
+        from flowcept.native.batch import Batch
+        from flowcept.store.summary import summarize_columns
+        for key, f in self.frames.items():
+            yield key, summarize_columns(Batch(f, check=False))
+
+    def scan(self, keys=None, zero_copy=False):
+        for key in (self.frames if keys is None else keys):
+            f = self.frames.get(bytes(key))
+            if f is not None:
+                yield bytes(key), f
+
+    def close(self):
+        pass
+
+
 def _raw(paths: Sequence[str] = ()):
-    """(task rows, workflows by int id): task rows are (doc, body) where doc
-    is the reader's document (flowcept.query.tasks.task_dict) and body the
-    decoded payload (for the Flowcept fields the reader leaves out)."""
-    from flowcept.query.tasks import read_records
+    """(task rows, workflows by int id): task rows are (doc, body) in start
+    order (then task id), read through the one read path
+    (flowcept.query.engine): doc is the reader's document and body the
+    decoded payload (for the Flowcept fields the reader leaves out).  A batch
+    in several stores is read once."""
+    from flowcept.query.documents import DEFAULT_SORT
+    from flowcept.query.engine import StoreTable, stream
     from flowcept.store import open_store_at
     live_path, live_frames, live_wfs = _live_frames() if not paths else (None, [], {})
     workflows: Dict[int, dict] = {}
     rows: List[Tuple[dict, Any]] = []
-    for sp in _store_paths(paths):
-        if live_path and (sp == live_path or sp.startswith(live_path + os.sep)
-                          or live_path.startswith(sp + os.sep)):
-            continue   # the open store is read through its own handle
-        rows.extend(_rows(read_records(sp)))
-        with open_store_at(sp) as st:
+    stores = []
+    try:
+        for sp in _store_paths(paths):
+            if live_path and (sp == live_path or sp.startswith(live_path + os.sep)
+                              or live_path.startswith(sp + os.sep)):
+                continue   # the open store is read through its own handle
+            if os.path.isfile(sp):
+                rows.extend(_archive_rows(sp, workflows))
+                continue
+            st = open_store_at(sp)
+            stores.append(st)
             for wf, doc in st.workflows().items():
                 workflows.setdefault(wf, {}).update(doc)
-    if live_frames:
-        rows.extend(_rows(_records_of_frames(live_frames)))
+        if live_frames:
+            stores.append(_FramesStore(live_frames))
+        table = StoreTable(stores)
+        for part in stream(table, None, DEFAULT_SORT, bodies=True):
+            rows.extend(part)
+    finally:
+        for st in stores:
+            st.close()
     for wf, doc in live_wfs.items():
         workflows.setdefault(wf, {}).update(doc)
+    if any(os.path.isfile(p) for p in paths):
+        rows.sort(key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
     return rows, workflows
-
-
-def _records_of_frames(frames):
-    """What read_records gives for a store path, for frames in memory."""
-    import numpy as np
-    from flowcept.native.batch import Batch
-    from flowcept.query import tasks as T
-    from flowcept.record.layout import FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE
-    named_payload = getattr(T, "named_payload", None)
-    name_flag = getattr(__import__("flowcept.record.payload", fromlist=["x"]),
-                        "FLAG_NAME_IN_PAYLOAD", 0)
-    recs, acts, nodes, pays = [], [], [], []
-    for frame in frames:
-        b = Batch(frame, check=False)
-        strings = list(b.strings) + [""]
-        node = strings[0][len(NODE_PREFIX):] if strings[0].startswith(NODE_PREFIX) else ""
-        r = b.records
-        for i in np.flatnonzero((r["flags"] & FLAG_WORKFLOW) == 0).tolist():
-            act = strings[min(int(r["activity_id"][i]), len(strings) - 1)]
-            payload = b.payload_of(i)
-            flags = int(r["flags"][i])
-            if named_payload is not None and name_flag and flags & name_flag:
-                act, payload = named_payload(payload, flags, act)
-            recs.append(r[i])
-            acts.append(act)
-            nodes.append(node)
-            pays.append(payload)
-    records = np.array(recs, dtype=RECORD_DTYPE) if recs else np.zeros(0, RECORD_DTYPE)
-    return T.Records(records, np.array(acts, dtype=object), np.array(nodes, dtype=object), pays)
 
 
 def read_stores(stores) -> Tuple[List[Tuple[dict, Any]], Dict[int, dict]]:
-    """(task rows in start order, workflows by int id) of open stores; a
-    batch in several of them is read once."""
-    frames, seen = [], set()
+    """(task rows in start order, workflows by int id) of open stores (or
+    frames: ``frames_store``), through the one read path; a batch in several
+    of them is read once."""
+    from flowcept.query.documents import DEFAULT_SORT
+    from flowcept.query.engine import StoreTable, stream
     workflows: Dict[int, dict] = {}
     for st in stores:
-        for key, frame in st.scan():
-            if bytes(key) not in seen:
-                seen.add(bytes(key))
-                frames.append(bytes(frame))
-        for wf, doc in st.workflows().items():
+        for wf, doc in (st.workflows() if hasattr(st, "workflows") else {}).items():
             workflows.setdefault(wf, {}).update(doc)
-    rows = list(_rows(_records_of_frames(frames)))
-    rows.sort(key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
+    rows: List[Tuple[dict, Any]] = []
+    for part in stream(StoreTable(list(stores)), None, DEFAULT_SORT, bodies=True):
+        rows.extend(part)
     return rows, workflows
 
 
-def _rows(r) -> Iterator[Tuple[dict, Any]]:
-    from flowcept.query.tasks import task_dict
-    from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK
-    from flowcept.record.payload import decode
-    for i in range(len(r)):
-        rec, payload = r.records[i], r.payloads[i]
-        doc = task_dict(rec, r.activity[i], r.node[i], payload)
-        body: Any = {}
-        if payload and int(rec["flags"]) & FLAG_PAYLOAD_MSGPACK:
-            try:
-                body = decode(payload)
-            except Exception:   # the reader's document already says what is wrong
-                body = {}
-        yield doc, body
+def frames_store(frames) -> "_FramesStore":
+    """Batch frames in memory as a read-only store of the read path."""
+    return _FramesStore(frames)
 
 
-# -- query operations -------------------------------------------------------
-def _set_path(doc: dict, path: str, value) -> None:
-    parts = path.split(".")
-    cur = doc
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = value
-
-
-def project(docs: List[dict], projection) -> List[dict]:
-    """Mongo-style projection: a list of fields, or {field: 1|0}."""
-    if not projection:
-        return docs
-    if isinstance(projection, dict):
-        include = [k for k, v in projection.items() if v]
-        exclude = [k for k, v in projection.items() if not v]
-    else:
-        include, exclude = list(projection), []
-    out = []
-    for d in docs:
-        if include:
-            nd: dict = {}
-            for f in include:
-                v = F.get_path(d, f)
-                if v is not F.MISSING:
-                    _set_path(nd, f, v)
-        else:
-            nd = json.loads(json.dumps(d, default=str))
-        for f in exclude:
-            parts = f.split(".")
-            cur = nd
-            for p in parts[:-1]:
-                cur = cur.get(p) if isinstance(cur, dict) else None
-            if isinstance(cur, dict):
-                cur.pop(parts[-1], None)
-        out.append(nd)
+def _archive_rows(path: str, workflows: Dict[int, dict]):
+    import flowcept.archive
+    from flowcept.query.documents import DEFAULT_SORT
+    from flowcept.query.engine import stream
+    with flowcept.archive.open(path) as a:
+        for wf, doc in a.workflows_by_id().items():
+            workflows.setdefault(wf, {}).update(doc)
+        out = []
+        for part in stream(a.table(), None, DEFAULT_SORT, bodies=True):
+            out.extend(part)
     return out
 
 
-def _sort_key(value):
-    if value is F.MISSING or value is None:
-        return (0, 0)
-    if F.is_number(value):
-        return (1, value)
-    if isinstance(value, str):
-        return (2, value)
-    return (3, str(value))
+# -- query operations -------------------------------------------------------
+def project(docs: List[dict], projection) -> List[dict]:
+    """Mongo-style projection: a list of fields, or {field: 1|0}
+    (flowcept.query.documents.project, document by document)."""
+    if not projection:
+        return docs
+    from flowcept.query.documents import project as project_one
+    return [project_one(d, projection) for d in docs]
 
 
 def sort_docs(docs: List[dict], sort) -> List[dict]:
-    """sort: [(field, ASCENDING|DESCENDING), ...] (or one field name)."""
+    """sort: [(field, ASCENDING|DESCENDING), ...] (or one field name), in the
+    one order every way in sorts by (flowcept.query.documents.sort_docs)."""
     if not sort:
         return docs
-    if isinstance(sort, str):
-        sort = [(sort, ASCENDING)]
-    if isinstance(sort, tuple) and len(sort) == 2 and isinstance(sort[0], str):
-        sort = [sort]
-    for field, order in reversed(list(sort)):
-        docs = sorted(docs, key=lambda d: _sort_key(F.get_path(d, field)), reverse=order == DESCENDING)
-    return docs
+    from flowcept.query.documents import sort_docs as sort_in_place
+    return sort_in_place(list(docs), sort)
 
 
 _AGG = ("avg", "sum", "min", "max", "count")

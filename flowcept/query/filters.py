@@ -10,9 +10,12 @@ works).  An absent field equals None and fails every ordering.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 from typing import Any, Dict, Iterable
+
+from flowcept.query.limits import BadRequest
 
 OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$regex")
 MISSING = object()   # the value of an absent field
@@ -88,8 +91,9 @@ def match_value(value, op: str, arg) -> bool:
     if op == "$exists":
         return (value is not MISSING) == bool(arg)
     if op == "$regex":
+        pattern = compile_regex(arg)
         values = value if isinstance(value, list) else [value]
-        return any(isinstance(v, str) and re.search(arg, v) is not None for v in values)
+        return any(isinstance(v, str) and pattern.search(v) is not None for v in values)
     if op not in ("$gt", "$gte", "$lt", "$lte"):
         raise ValueError(f"unknown operator {op!r}; supported: {', '.join(OPERATORS)}")
     if value is MISSING:
@@ -97,6 +101,44 @@ def match_value(value, op: str, arg) -> bool:
     if isinstance(value, list):
         return any(_ordered(x, op, arg) for x in value)
     return _ordered(value, op, arg)
+
+
+MAX_REGEX = 256
+# what RE2 (linear time) refuses, by the text of the pattern: named for the user
+_REGEX_FEATURES = (
+    (re.compile(r"\(\?<?[=!]"), "lookaround ((?=...), (?!...), (?<=...), (?<!...))"),
+    (re.compile(r"\\[1-9]|\(\?P=|\\k<"), "backreferences (\\1, (?P=name))"),
+    (re.compile(r"\(\?>"), "atomic groups ((?>...))"),
+    (re.compile(r"\(\?\("), "conditionals ((?(...)...))"),
+    (re.compile(r"[*+?}][+]"), "possessive quantifiers (*+, ++, ?+)"),
+)
+
+
+def compile_regex(pattern):
+    """A compiled $regex pattern (RE2: matching time linear in the text, so
+    no pattern can stall a query); BadRequest naming what RE2 refuses
+    (backreferences, lookaround, ...) or why the pattern is bad."""
+    if not isinstance(pattern, str):
+        raise BadRequest(f"$regex takes a pattern string, got {pattern!r}"[:300])
+    return _compile_regex(pattern)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_regex(pattern: str):
+    if len(pattern) > MAX_REGEX:
+        raise BadRequest(f"$regex pattern is {len(pattern)} characters; at most {MAX_REGEX}")
+    try:
+        import re2
+    except ImportError:  # pragma: no cover - google-re2 is a dependency
+        raise BadRequest("$regex needs the linear-time RE2 engine: pip install google-re2") from None
+    try:
+        return re2.compile(pattern)
+    except Exception as e:   # re2.error: name the feature when we can
+        for probe, feature in _REGEX_FEATURES:
+            if probe.search(pattern):
+                raise BadRequest(f"$regex: {feature} are not supported (patterns run in linear "
+                                 f"time with RE2); rewrite {pattern!r} without them") from None
+        raise BadRequest(f"$regex: bad pattern {pattern!r}: {e}") from None
 
 
 def get_path(doc, path: str):

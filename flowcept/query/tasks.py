@@ -1,4 +1,6 @@
-"""Reading records back from stores (LMDB) as numpy arrays or dicts.
+"""Reading records back from stores (LMDB, MongoDB, ...) as numpy arrays or
+dicts, through the one read path (``flowcept.query.frames`` decodes,
+``flowcept.query.engine`` reads, ``flowcept.query.documents`` shapes).
 
 A payload is decoded only when its record's flags say msgpack; C API
 payloads are opaque and come back as bytes (``doc["payload"]``).  A payload
@@ -6,7 +8,8 @@ flagged msgpack that does not decode never stops a read: the task keeps its
 raw bytes (``payload``) and ``payload_error``, and it is counted
 (``stats["payload_errors"]``).  A record whose activity name did not fit in
 its ring's string table carries the name in front of its payload: it is
-named from there and the prefix is stripped."""
+named from there and the prefix is stripped.  A batch found in several
+store directories under the path is read once."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +21,7 @@ import numpy as np
 
 from flowcept.native.batch import Batch
 from flowcept.record.document import task_document
-from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, FLAG_WORKFLOW, NODE_PREFIX, RECORD_DTYPE
+from flowcept.record.layout import FLAG_PAYLOAD_MSGPACK, RECORD_DTYPE
 from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, split_name
 
 log = logging.getLogger("flowcept.query")
@@ -47,11 +50,37 @@ def find_stores(path: str) -> List[str]:
     return found
 
 
-def iter_batches(path: str) -> Iterator[Batch]:
+def open_stores(path: str) -> list:
+    """Every store at or below path, opened read-only (close them, or the table)."""
     from flowcept.store import open_store_at
+    stores = []
+    try:
+        for sp in find_stores(path):
+            stores.append(open_store_at(sp))
+    except BaseException:
+        for st in stores:
+            st.close()
+        raise
+    return stores
+
+
+def store_table(path: str):
+    """The read path's table (``flowcept.query.engine.StoreTable``) of every
+    store at or below path: a batch in several stores is read once."""
+    from flowcept.query.engine import StoreTable
+    return StoreTable(open_stores(path))
+
+
+def iter_batches(path: str) -> Iterator[Batch]:
+    """Every batch under path once (a batch id in several stores: the first)."""
+    from flowcept.store import open_store_at
+    seen = set()
     for sp in find_stores(path):
         with open_store_at(sp) as st:
-            for _key, frame in st.scan():
+            for key, frame in st.scan():
+                if bytes(key) in seen:
+                    continue
+                seen.add(bytes(key))
                 yield Batch(frame, check=False)
 
 
@@ -59,9 +88,8 @@ def iter_batches(path: str) -> Iterator[Batch]:
 class Records:
     """Task records of a store, columnar: ``records`` (RECORD_DTYPE) plus
     per-record activity name, node and payload bytes.  A record that carried
-    its activity name in its payload (activity_id FC_ACTIVITY_OVERFLOW) is
-    named from it, and its payload here is its own, without the prefix
-    (FLAG_NAME_IN_PAYLOAD cleared)."""
+    its activity name in its payload is named from it, and its payload here
+    is its own, without the prefix (FLAG_NAME_IN_PAYLOAD cleared)."""
     records: np.ndarray
     activity: np.ndarray
     node: np.ndarray
@@ -71,31 +99,36 @@ class Records:
         return len(self.records)
 
 
-def read_records(path: str, include_workflow_records: bool = False) -> Records:
+def records_of_blocks(blocks) -> Records:
+    """Records of blocks (``flowcept.query.frames.Block``), concatenated."""
     recs, acts, nodes, pays = [], [], [], []
-    for b in iter_batches(path):
-        strings = np.array(b.strings + [""], dtype=object)
-        node = strings[0][len(NODE_PREFIX):] if strings[0].startswith(NODE_PREFIX) else ""
-        r = b.records
-        keep = np.ones(len(r), bool) if include_workflow_records else (r["flags"] & FLAG_WORKFLOW) == 0
-        idx = np.flatnonzero(keep)
-        ids = np.minimum(r["activity_id"][idx], len(strings) - 1)
-        names = strings[ids]
-        payloads = [b.payload_of(i) for i in idx.tolist()]
-        named = np.flatnonzero(r["flags"][idx] & FLAG_NAME_IN_PAYLOAD)
-        sel = r[idx]
-        if len(named):
-            names = names.copy()
-            for j in named.tolist():
-                names[j], payloads[j] = named_payload(payloads[j], int(r["flags"][idx[j]]), names[j])
-            sel["flags"][named] &= ~np.uint16(FLAG_NAME_IN_PAYLOAD)   # the prefix is gone
-        recs.append(sel)
-        acts.append(names)
-        nodes.append(np.full(len(idx), node, dtype=object))
-        pays.extend(payloads)
+    for block in blocks:
+        c = block.cols
+        r = np.zeros(block.n, RECORD_DTYPE)
+        for f in ("task_id", "parent_id", "workflow_id", "start_ns", "end_ns", "rank",
+                  "thread_id", "status", "flags", "payload_len"):
+            r[f] = c[f]
+        raw = c.get("activity_id")
+        r["activity_id"] = c["activity"] if raw is None else raw
+        r["payload_off"] = 0
+        recs.append(r)
+        acts.append(block.names("activity"))
+        nodes.append(block.names("node"))
+        pays.extend(block.payloads(np.arange(block.n)))
     if not recs:
         return Records(np.zeros(0, RECORD_DTYPE), np.zeros(0, object), np.zeros(0, object), [])
     return Records(np.concatenate(recs), np.concatenate(acts), np.concatenate(nodes), pays)
+
+
+def read_records(path: str) -> Records:
+    """Every task record under path (a batch in several stores read once), in
+    store order.  ``activity_id`` of a record here is its code in its batch's
+    table; use ``activity`` for names."""
+    table = store_table(path)
+    try:
+        return records_of_blocks(b for _r, b in table.blocks(table.refs()))
+    finally:
+        table.close()
 
 
 def named_payload(payload: bytes, flags: int, activity: str):
@@ -129,14 +162,18 @@ def task_dict(rec, activity: str, node: str, payload: bytes, job: Optional[str] 
 
 
 def read_tasks(path: str, stats: Optional[dict] = None) -> List[dict]:
-    """Every task record under path as a Flowcept-style dict, in start order.
-    ``stats`` (optional dict) receives ``payload_errors``: payloads flagged
-    msgpack that did not decode (those tasks keep their raw bytes)."""
-    r = read_records(path)
-    order = np.argsort(r.records["start_ns"], kind="stable")
+    """Every task record under path as a Flowcept-style dict, in start order
+    (then task id).  ``stats`` (optional dict) receives ``payload_errors``:
+    payloads flagged msgpack that did not decode (those tasks keep their raw
+    bytes)."""
+    from flowcept.query.documents import DEFAULT_SORT
+    from flowcept.query.engine import stream
     st = {"payload_errors": 0}
-    out = [task_dict(r.records[i], r.activity[i], r.node[i], r.payloads[i], stats=st)
-           for i in order.tolist()]
+    table = store_table(path)
+    try:
+        out = [d for part in stream(table, None, DEFAULT_SORT, stats=st) for d in part]
+    finally:
+        table.close()
     if st["payload_errors"]:
         log.warning("%s: %d task payload(s) flagged msgpack do not decode; kept as raw bytes "
                     "(field 'payload')", path, st["payload_errors"])

@@ -65,6 +65,43 @@ def _stored_doc(raw, where: str) -> dict:
         return {}
 
 
+class _SharedEnvs:
+    """Read-only environments shared by every reader of a store in this
+    process: LMDB allows one environment per file per process (py-lmdb
+    refuses a second), and readers (queries, compaction, metrics) open the
+    same store side by side.  Counted; closed by the last reader."""
+
+    def __init__(self):
+        import threading
+        self.lock = threading.Lock()
+        self.open: dict = {}   # real path -> [envs, count]
+
+    def get(self, path, make):
+        key = os.path.realpath(path)
+        with self.lock:
+            held = self.open.get(key)
+            if held is None:
+                held = self.open[key] = [make(), 0]
+            held[1] += 1
+            return held[0]
+
+    def release(self, path) -> bool:
+        """True when the caller was the last reader (it closes the environments)."""
+        key = os.path.realpath(path)
+        with self.lock:
+            held = self.open.get(key)
+            if held is None:
+                return True
+            held[1] -= 1
+            if held[1] > 0:
+                return False
+            del self.open[key]
+            return True
+
+
+_SHARED = _SharedEnvs()
+
+
 class LmdbStore(Store):
     name = "lmdb"
 
@@ -88,6 +125,15 @@ class LmdbStore(Store):
         map_size = config.lmdb_map_size if config else 1 << 36
         self._txns = {}   # shard -> open write transaction (stage/commit_staged)
         self.envs = []
+        self._shared = False
+        if readonly:
+            self.envs = _SHARED.get(path, lambda: self._open_envs(path, shards, map_size, True))
+            self._shared = True
+        else:
+            self.envs = self._open_envs(path, shards, map_size, False)
+
+    def _open_envs(self, path, shards, map_size, readonly):
+        envs = []
         for i in range(shards):
             shard = os.path.join(path, f"shard-{i:03d}")
             if not readonly:
@@ -99,9 +145,11 @@ class LmdbStore(Store):
                 dbs = {n: env.open_db(n.encode(), create=not readonly)
                        for n in ("batches", "summaries", "workflows")}
             except lmdb.Error as e:
-                self.close()
+                for env, _ in envs:
+                    env.close()
                 raise self._error(f"open {shard}", e) from None
-            self.envs.append((env, dbs))
+            envs.append((env, dbs))
+        return envs
 
     def _shard(self, key: bytes) -> int:
         return zlib.crc32(key[:16]) % len(self.envs)
@@ -241,11 +289,13 @@ class LmdbStore(Store):
 
     def close(self):
         self.abort_staged()   # never commit half a pass implicitly
-        for env, _ in self.envs:
+        envs, self.envs = self.envs, []
+        if not envs or (self._shared and not _SHARED.release(self.path)):
+            return
+        for env, _ in envs:
             if not self.readonly:
                 env.sync(True)
             env.close()
-        self.envs = []
 
 
 BACKEND = LmdbStore

@@ -142,3 +142,19 @@ def service(run_data, tmp_path_factory):
     proc, base = start_server([run_data["runs"], run_data["h5"], "--cache-dir", cache])
     yield base
     stop(proc)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """A real small model (SmolLM2-135M) behind an OpenAI-compatible endpoint on a free port."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
+    from llm_endpoint import Endpoint, ensure_shim, model_path
+    model, why = model_path()
+    if model is None:
+        pytest.skip(why)
+    shim, why = ensure_shim()
+    if shim is None:
+        pytest.skip(why)
+    ep = Endpoint(shim, model, free_port())
+    yield ep
+    ep.stop()

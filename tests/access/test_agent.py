@@ -3,30 +3,13 @@ OpenAI-compatible HTTP endpoint): the plumbing, not the answer quality -- the mo
 tool call is run read-only against the run, its result goes back, an answer comes out,
 and the loop's bounds hold."""
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from access_support import CLI, ROOT, clean_env
+from access_support import CLI, clean_env
 
-sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    from llm_endpoint import Endpoint, ensure_shim, free_port, model_path
-    model, why = model_path()
-    if model is None:
-        pytest.skip(why)
-    shim, why = ensure_shim()
-    if shim is None:
-        pytest.skip(why)
-    ep = Endpoint(shim, model, free_port())
-    yield ep
-    ep.stop()
 
 
 def test_ask_runs_the_models_tool_calls(endpoint, run_data):

@@ -252,9 +252,17 @@ def test_to_pandas_or_clear_error(arch):
         with pytest.raises(ImportError, match="pip install pandas"):
             a.to_pandas()
         return
+    from flowcept.query.documents import PAYLOAD_COLUMNS, TABLE_FIELDS
     df = a.to_pandas()
-    assert len(df) == len(a) and list(df["task"]) == [d["task_id"] for d in docs]
-    assert list(a.query(activity="make").to_pandas()["activity"]) == ["make"] * 3
+    # the documents' field names and values: one set of column names everywhere
+    assert list(df.columns) == list(TABLE_FIELDS) + list(PAYLOAD_COLUMNS)
+    assert len(df) == len(a) and list(df["task_id"]) == [d["task_id"] for d in docs]
+    def values(col):   # pandas shows an absent string as NaN
+        return [None if isinstance(v, float) and v != v else v for v in df[col].tolist()]
+    for col in TABLE_FIELDS + PAYLOAD_COLUMNS:
+        assert values(col) == [d.get(col) for d in docs], col
+    assert list(a.query(activity="make").to_pandas()["activity_id"]) == ["make"] * 3
+    assert list(a.to_pandas(payload=False).columns) == list(TABLE_FIELDS)
 
 
 # -- lineage ---------------------------------------------------------------------------------

@@ -1,0 +1,416 @@
+"""Rows into Flowcept task documents: the one place for projection, sort
+order and cursors.
+
+* :func:`documents` -- the documents of some rows of a block
+  (``flowcept.query.frames.Block``), built by ``flowcept.record.document``;
+  payloads are read and decoded only when a payload field is wanted.
+* :func:`project` -- Mongo-style projection (a list of fields, dotted
+  fields nested; or ``{field: 1|0}`` to include or exclude).
+* :func:`sort_key` / :func:`sort_docs` -- one order of values for every
+  way in, as MongoDB orders the kinds: missing and None, numbers, strings,
+  objects, arrays, binary, booleans.
+* :func:`parse_sort`, :func:`parse_projection` -- the forms requests give.
+* :func:`encode_cursor` / :func:`decode_cursor` -- a position in a sorted
+  answer: the sort key of the last row handed out (so the next page resumes
+  after it without counting the rows before) and its offset.
+* :func:`jsonable`, :func:`dumps` -- documents as JSON can carry them.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from flowcept.query.filters import MISSING, get_path, is_number
+from flowcept.query.limits import BadRequest, json_depth
+from flowcept.record.document import PAYLOAD_ROOTS, task_documents
+
+DEFAULT_SORT = (("start_ns", 1), ("task_id", 1))
+MAX_SORT_FIELDS = 8
+MAX_CURSOR_CHARS = 4096
+FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,127}$")
+
+
+# -- documents of rows -----------------------------------------------------------------------
+def roots_of(fields: Optional[Sequence[str]]) -> Optional[set]:
+    """The top-level fields a projection needs (None: all)."""
+    if fields is None:
+        return None
+    return {f.split(".", 1)[0] for f in fields}
+
+
+def wants_payload(fields: Optional[Sequence[str]]) -> bool:
+    roots = roots_of(fields)
+    return roots is None or any(r in PAYLOAD_ROOTS for r in roots)
+
+
+def documents(block, rows, fields: Optional[Sequence[str]] = None, stats: Optional[dict] = None,
+              bodies: Optional[list] = None) -> List[dict]:
+    """The task documents of ``rows`` of ``block``, projected to ``fields``
+    (None: whole documents).  ``bodies`` receives the decoded payloads."""
+    rows = np.asarray(rows, np.int64)
+    c = block.cols
+    need = bodies is not None or wants_payload(fields)
+    docs = task_documents(
+        workflow_id=c["workflow_id"][rows].tolist(), task_id=c["task_id"][rows].tolist(),
+        parent_id=c["parent_id"][rows].tolist(), status=c["status"][rows].tolist(),
+        start_ns=c["start_ns"][rows].tolist(), end_ns=c["end_ns"][rows].tolist(),
+        rank=c["rank"][rows].tolist(), thread_id=c["thread_id"][rows].tolist(),
+        activity=block.names("activity", rows).tolist(), hostname=block.names("node", rows).tolist(),
+        payloads=block.payloads(rows) if need else None, flags=c["flags"][rows].tolist(),
+        stats=stats, bodies=bodies)
+    if fields is not None:
+        docs = [project(d, fields) for d in docs]
+    return docs
+
+
+# -- projection ------------------------------------------------------------------------------
+def _set_path(doc: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    cur = doc
+    for p in parents:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            nxt = cur[p] = {}
+        cur = nxt
+    cur[leaf] = value
+
+
+def _copy_along(doc: dict, path: List[str]) -> dict:
+    """doc with the dicts along path copied (so popping a leaf changes no one else's)."""
+    out = dict(doc)
+    cur = out
+    for p in path[:-1]:
+        nxt = cur.get(p)
+        if not isinstance(nxt, dict):
+            break
+        nxt = cur[p] = dict(nxt)
+        cur = nxt
+    return out
+
+
+def project(doc: dict, spec) -> dict:
+    """Mongo-style projection of one document: ``spec`` a list of fields to
+    keep (dotted fields come back nested), or a dict ``{field: 1|0}``
+    (fields given 1 are kept; given 0, dropped from the rest)."""
+    if not spec:
+        return doc
+    if isinstance(spec, dict):
+        include = [k for k, v in spec.items() if v]
+        exclude = [k for k, v in spec.items() if not v]
+    else:
+        include, exclude = list(spec), []
+    if include:
+        out: Dict[str, Any] = {}
+        for f in include:
+            v = get_path(doc, f)
+            if v is not MISSING:
+                _set_path(out, f, v)
+    else:
+        out = doc
+    for f in exclude:
+        parts = f.split(".")
+        out = _copy_along(out, parts)
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.get(p) if isinstance(cur, dict) else None
+        if isinstance(cur, dict):
+            cur.pop(parts[-1], None)
+    return out
+
+
+def parse_projection(spec) -> Optional[List[str]]:
+    """"a,b.c", ["a", "b.c"] or {"a": 1} -> ["a", "b.c"] (None: whole documents)."""
+    if spec is None or spec == "" or spec == [] or spec == {}:
+        return None
+    if isinstance(spec, str):
+        fields = [p.strip() for p in spec.split(",") if p.strip()]
+    elif isinstance(spec, dict):
+        fields = [k for k, v in spec.items() if v]
+    elif isinstance(spec, (list, tuple)):
+        fields = [str(p) for p in spec]
+    else:
+        raise BadRequest("projection is \"field,field\" or a list of fields")
+    if len(fields) > 128:
+        raise BadRequest("project at most 128 fields")
+    for f in fields:
+        if not FIELD_RE.match(f):
+            raise BadRequest(f"cannot project {f!r}: not a field name")
+    return fields
+
+
+# -- order -----------------------------------------------------------------------------------
+def sort_key(value):
+    """The place of a value in the one order every way in sorts by (MongoDB's
+    order of kinds): missing/None < numbers < strings < objects < arrays <
+    binary < booleans; within a kind, by value (objects and arrays by their
+    JSON text)."""
+    if value is None or value is MISSING:
+        return (0, 0)
+    if is_number(value):
+        return (1, value)
+    if isinstance(value, str):
+        return (2, value)
+    if isinstance(value, dict):
+        return (3, json.dumps(value, sort_keys=True, default=str))
+    if isinstance(value, (list, tuple)):
+        return (4, json.dumps(value, sort_keys=True, default=str))
+    if isinstance(value, (bytes, bytearray)):
+        return (5, bytes(value))
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return (6, bool(value))
+    return (7, str(value))
+
+
+def sort_docs(docs: List[dict], order) -> List[dict]:
+    """docs sorted in place by ``order``, ((field, 1|-1), ...) (a field name
+    alone means ascending); stable."""
+    if not order:
+        return docs
+    if isinstance(order, str):
+        order = [(order, 1)]
+    elif isinstance(order, tuple) and len(order) == 2 and isinstance(order[0], str):
+        order = [order]
+    for field, direction in reversed(list(order)):
+        docs.sort(key=lambda d, f=field: sort_key(get_path(d, f)), reverse=direction < 0)
+    return docs
+
+
+def parse_sort(spec, total: bool = True) -> Tuple[Tuple[str, int], ...]:
+    """"-started_at,task_id" or [["started_at", -1], ...] -> ((field, ±1), ...).
+    ``total``: task_id is added last when missing, so the order is total and
+    pages never overlap."""
+    if spec is None or spec == "" or spec == []:
+        return DEFAULT_SORT
+    items: List[Tuple[str, int]] = []
+    if isinstance(spec, str):
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            items.append((part[1:], -1) if part.startswith("-") else (part.lstrip("+"), 1))
+    elif isinstance(spec, (list, tuple)):
+        for it in spec:
+            if isinstance(it, str):
+                items.extend(parse_sort(it, total=False))
+            elif isinstance(it, (list, tuple)) and len(it) == 2 and it[1] in (1, -1) \
+                    and not isinstance(it[1], bool):
+                items.append((str(it[0]), int(it[1])))
+            else:
+                raise BadRequest(f"sort items are \"field\", \"-field\" or [field, 1|-1], not {it!r}")
+    else:
+        raise BadRequest("sort is \"field,-field\" or a list of [field, 1|-1]")
+    if len(items) > MAX_SORT_FIELDS:
+        raise BadRequest(f"sort by at most {MAX_SORT_FIELDS} fields")
+    for f, _d in items:
+        if not FIELD_RE.match(f):
+            raise BadRequest(f"cannot sort by {f!r}: not a field name")
+    if total and not any(f == "task_id" for f, _ in items):
+        items.append(("task_id", 1))
+    return tuple(items)
+
+
+# -- cursors -----------------------------------------------------------------------------------
+def _cursor_value_ok(v) -> bool:
+    if v is None or isinstance(v, bool):
+        return True
+    if isinstance(v, int):
+        return -(1 << 64) < v < (1 << 64)
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, str):
+        return len(v) <= 1024
+    return False
+
+
+def encode_cursor(offset: int, qhash: str, after: Optional[Sequence] = None) -> str:
+    """A cursor: the next page starts at ``offset`` and, when ``after`` (the
+    sort values of the last row handed out) is given, right after that row."""
+    body: Dict[str, Any] = {"o": int(offset), "q": qhash}
+    if after is not None:
+        body["k"] = list(after)
+    text = json.dumps(body, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: Optional[str], qhash: str, keys: int = 0) -> Tuple[int, Optional[list]]:
+    """(offset, after) of a cursor this query handed out ((0, None) for none);
+    BadRequest for anything else (foreign, damaged, out of range)."""
+    if not cursor:
+        return 0, None
+    bad = "cursor is not one this service gave out; start without it"
+    if not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_CHARS:
+        raise BadRequest(bad)
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if json_depth(raw) > 2:
+            raise ValueError
+        d = json.loads(raw)
+        offset, q = d["o"], d["q"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise BadRequest(bad) from None
+    if not isinstance(d, dict) or q != qhash:
+        raise BadRequest("cursor belongs to a different query (filter/sort/source changed)")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= (1 << 53):
+        raise BadRequest("bad cursor offset")
+    after = d.get("k")
+    if after is not None:
+        if not isinstance(after, list) or (keys and len(after) != keys) or \
+                not all(_cursor_value_ok(v) for v in after):
+            raise BadRequest(bad)
+    return offset, after
+
+
+# -- JSON --------------------------------------------------------------------------------------
+def jsonable(v):
+    """Document values as JSON can carry them (bytes as hex, NaN as None, numpy to Python)."""
+    if isinstance(v, dict):
+        return {str(k): jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [jsonable(x) for x in v]
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, (str, int, bool)) or v is None:
+        return v
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if hasattr(v, "tolist"):
+        return jsonable(v.tolist())
+    return str(v)
+
+
+def _orjson():
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        return None
+    return orjson
+
+
+def dumps(doc) -> bytes:
+    """One document as compact JSON bytes (jsonable's rules), fast."""
+    oj = _orjson()
+    if oj is not None:
+        try:
+            return oj.dumps(doc, default=_oj_default)
+        except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
+            pass
+    return json.dumps(jsonable(doc), separators=(",", ":")).encode()
+
+
+def _oj_default(v):
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError
+
+
+def dumps_lines(docs) -> bytes:
+    """JSON lines of documents."""
+    oj = _orjson()
+    if oj is None:
+        return b"".join(dumps(d) + b"\n" for d in docs)
+    opt = oj.OPT_APPEND_NEWLINE
+    out = []
+    for d in docs:
+        try:
+            out.append(oj.dumps(d, option=opt, default=_oj_default))
+        except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
+            out.append(dumps(d) + b"\n")
+    return b"".join(out)
+
+
+
+# -- columns: the DataFrame / Parquet shape of documents ---------------------------------------
+# One set of column names everywhere (Flowcept's document fields): read_tasks as a DataFrame,
+# Archive.to_pandas, Flowcept.db.to_df and Parquet exports.
+TABLE_FIELDS = ("task_id", "workflow_id", "parent_task_id", "activity_id", "status", "started_at",
+                "ended_at", "start_ns", "end_ns", "rank", "thread_id", "hostname")
+PAYLOAD_COLUMNS = ("used", "generated", "tags", "custom_metadata", "error")
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
+
+
+def _hex16(a: np.ndarray) -> np.ndarray:
+    """uint64 values as 16 lowercase hex digits, (n, 16) uint8, without a Python loop."""
+    b = np.ascontiguousarray(np.asarray(a, np.uint64).astype(">u8")).view(np.uint8).reshape(-1, 8)
+    out = np.empty((len(b), 16), np.uint8)
+    out[:, 0::2] = _HEX[b >> 4]
+    out[:, 1::2] = _HEX[b & 15]
+    return out
+
+
+def hex_ids(workflow_id: np.ndarray, ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """"<workflow hex>" (ids None) or "<workflow hex>-<id hex>" of each row, as a
+    numpy unicode array, vectorised (the same text as the documents)."""
+    w = _hex16(workflow_id)
+    if ids is None:
+        return w.view("S16").reshape(-1).astype("U16")
+    dash = np.full((len(w), 1), ord("-"), np.uint8)
+    return np.concatenate([w, dash, _hex16(ids)], axis=1).view("S33").reshape(-1).astype("U33")
+
+
+def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None) -> Dict[str, Any]:
+    """Rows of a block as columns named like the documents' fields
+    (TABLE_FIELDS, then PAYLOAD_COLUMNS unless ``payload`` is "none"):
+    ``payload`` "objects" gives the values (dicts, lists; None when absent),
+    "json" their JSON text (None when absent).  Fixed fields are built
+    vectorised; payloads are decoded only when asked for."""
+    from flowcept.record.document import status_name
+    rows = np.asarray(rows, np.int64)
+    c = block.cols
+    wf = c["workflow_id"][rows]
+    pid = c["parent_id"][rows]
+    parent = hex_ids(wf, pid).astype(object)
+    parent[pid == 0] = None
+    st = c["status"][rows]
+    uniq, inv = np.unique(st, return_inverse=True)
+    start = c["start_ns"][rows].astype(np.int64)
+    end = c["end_ns"][rows].astype(np.int64)
+    out: Dict[str, Any] = {
+        "task_id": hex_ids(wf, c["task_id"][rows]).astype(object),
+        "workflow_id": hex_ids(wf).astype(object),
+        "parent_task_id": parent,
+        "activity_id": block.names("activity", rows),
+        "status": np.array([status_name(u) for u in uniq.tolist()] + [""], dtype=object)[
+            inv.reshape(-1)] if len(rows) else np.zeros(0, object),
+        "started_at": start / 1e9,
+        "ended_at": end / 1e9,
+        "start_ns": start,
+        "end_ns": end,
+        "rank": c["rank"][rows].astype(np.int64),
+        "thread_id": c["thread_id"][rows].astype(np.int64),
+        "hostname": block.names("node", rows),
+    }
+    if payload == "none":
+        return out
+    docs = documents(block, rows, list(PAYLOAD_COLUMNS), stats=stats)
+    for f in PAYLOAD_COLUMNS:
+        vals = [d.get(f) for d in docs]
+        if payload == "json":
+            vals = [None if v is None else dumps(v).decode() for v in vals]
+        col = np.empty(len(vals), object)
+        col[:] = vals
+        out[f] = col
+    return out
+
+
+def dataframe(cols: Dict[str, Any]):
+    """A pandas DataFrame of ``columns()`` output (needs pandas)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("a DataFrame needs pandas: pip install pandas") from None
+    return pd.DataFrame(cols, columns=list(cols))
+
+
+def concat_columns(parts: List[Dict[str, Any]], payload: str = "objects") -> Dict[str, Any]:
+    """One set of columns of several."""
+    names = list(TABLE_FIELDS) + ([] if payload == "none" else list(PAYLOAD_COLUMNS))
+    if not parts:
+        return {n: np.zeros(0, object) for n in names}
+    return {n: np.concatenate([p[n] for p in parts]) for n in names}
