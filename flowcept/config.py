@@ -91,6 +91,14 @@ def _known(kind: str) -> Callable[[str], Optional[str]]:
     return check
 
 
+TELEMETRY_PARTS = ("cpu", "memory", "process", "gpu")
+
+
+def _parts_problem(v: str) -> Optional[str]:
+    bad = [p for p in v.split(",") if p.strip() and p.strip() not in TELEMETRY_PARTS]
+    return f"unknown part(s) {', '.join(bad)}: use {', '.join(TELEMETRY_PARTS)}" if bad else None
+
+
 # The core keys (backends declare theirs in their modules).
 CORE = (
     Option("enabled", bool, True, "capture on or off"),
@@ -144,6 +152,9 @@ CORE = (
            "consumes the transport)"),
     Option("telemetry", bool, False, "record telemetry_at_start/telemetry_at_end (CPU, memory, "
            "process) for each task of @flowcept_task and FlowceptTask"),
+    Option("telemetry_parts", str, "cpu,memory,process", "what a telemetry snapshot holds: "
+           "cpu, memory, process, gpu, comma-separated (empty: empty snapshots)",
+           check=lambda v: _parts_problem(v)),
     Option("loop_task", bool, False, "FlowceptLoop also records one task for the whole loop "
            "(subtype whole_loop), the parent of its iterations"),
     Option("value_descriptions", str, "flowcept", "values JSON cannot hold: flowcept (the text "
@@ -196,6 +207,7 @@ class Config:
     pure_python: bool = False
     local_copy: bool = False
     telemetry: bool = False
+    telemetry_parts: str = "cpu,memory,process"
     loop_task: bool = False
     value_descriptions: str = "flowcept"
     log_level: str = "warning"

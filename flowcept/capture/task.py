@@ -98,6 +98,13 @@ def _telemetry_default() -> bool:
     return bool(cfg is not None and cfg.telemetry)
 
 
+def _telemetry_is_empty() -> bool:
+    """Telemetry of no part: every snapshot is {} (Flowcept's settings with every
+    telemetry_capture part off), a constant the compiled wrapper can write."""
+    cfg = _settings()
+    return cfg is not None and not cfg.telemetry_parts.replace(",", "").strip()
+
+
 def _output_names(output_names: Any) -> Optional[list]:
     if output_names is None:
         return None
@@ -226,6 +233,10 @@ def flowcept_task(func: Optional[Callable] = None, *, activity_id: Optional[str]
         if agents.get(key) is not None:
             extra[key] = str(agents[key])
     telemetry = _telemetry_default() if capture_telemetry is None else bool(capture_telemetry)
+    if telemetry and _telemetry_is_empty():
+        extra["telemetry_at_start"] = {}
+        extra["telemetry_at_end"] = {}
+        telemetry = False
 
     def used_of(args, kwargs):
         if not args and simple:

@@ -153,8 +153,7 @@ class WorkflowRun:
         self._started_ns = time.time_ns()
         doc = self._workflow_fields()
         doc.update(started_at=self._started_ns, status="RUNNING",
-                   interceptor_ids=["instrumentation"] + [str(getattr(i, "name", i)) for i in
-                                                          interceptors])
+                   interceptor_ids=self._interceptor_names())
         if not self.save_workflow:
             doc["save_workflow"] = False   # Flowcept's buffer leaves its messages out
         self.session.push_workflow(doc)
@@ -200,6 +199,20 @@ class WorkflowRun:
         except (TypeError, ValueError):
             return {}
         return {k: v for k, v in self.kwargs.items() if k in params}
+
+    def _interceptor_names(self) -> List[str]:
+        """The workflow's interceptors by name, instrumentation first."""
+        items = self.interceptors
+        if items is None:
+            items = []
+        elif isinstance(items, str) or not isinstance(items, (list, tuple, set)):
+            items = [items]
+        names = ["instrumentation"]
+        for item in items:
+            name = item if isinstance(item, str) else getattr(item, "name", type(item).__name__)
+            if name not in names:
+                names.append(str(name))
+        return names
 
     def _resolve_interceptors(self) -> list:
         """Flowcept's ``interceptors``: adapters by name (registry group

@@ -273,17 +273,13 @@ def _no_telemetry_parts() -> dict:
 
 def _telemetry_source():
     """What a task records as telemetry when it captures telemetry: the parts
-    Flowcept's ``telemetry_capture`` selects (none selected: an empty
-    snapshot, as Flowcept records then); without telemetry in the settings,
-    CPU, memory and process figures for the tasks that ask for telemetry
-    themselves (``capture_telemetry=True``).  Built at the first snapshot."""
+    of ``telemetry_parts`` (Flowcept's ``telemetry_capture`` parts; none:
+    empty snapshots, as Flowcept writes).  Built at the first snapshot."""
     from flowcept.config import ConfigError, process_config
-    from flowcept.flowceptor.telemetry_capture import selected_parts
     try:
-        on = process_config().telemetry
+        parts = [p.strip() for p in process_config().telemetry_parts.split(",") if p.strip()]
     except ConfigError:
         return None
-    parts = selected_parts(_constants()["TELEMETRY_CAPTURE"]) if on else ["cpu", "memory", "process"]
     if not parts:
         return _no_telemetry_parts
     made: list = []

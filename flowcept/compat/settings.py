@@ -56,6 +56,18 @@ ENV_NAMES = ("FLOWCEPT_USE_DEFAULT", "FLOWCEPT_SETTINGS_PATH", "MQ_ENABLED", "MQ
              "WEBSERVER_MAX_LABEL_LENGTH", "AGENT_API_KEY", "AGENT_AUDIO", "AGENT_HOST",
              "AGENT_PORT", "AGENT_MODE", "MCP_ALLOWED_HOSTS", "MCP_ALLOWED_ORIGINS", "HOME")
 
+# Flowcept's telemetry_capture parts -> the engine's telemetry parts (disk and
+# network are not captured here).
+TELEMETRY_PARTS = {"cpu": "cpu", "per_cpu": "cpu", "mem": "memory", "process_info": "process",
+                   "gpu": "gpu"}
+
+
+def telemetry_parts(conf: Optional[Mapping[str, Any]]) -> list:
+    """The engine's parts of Flowcept's ``telemetry_capture`` settings."""
+    return sorted({TELEMETRY_PARTS[k] for k, v in (conf or {}).items()
+                   if v and k in TELEMETRY_PARTS})
+
+
 # Flowcept MQ types that name a transport of ours.
 _MQ_SCHEMES = {"redis": "redis", "kafka": "kafka", "mofka": "mofka"}
 
@@ -281,6 +293,8 @@ class FlowceptSettings:
         c = self.constants()
         ours: Dict[str, Any] = {"enabled": bool(c["INSTRUMENTATION_ENABLED"]),
                                 "telemetry": bool(c["TELEMETRY_ENABLED"])}
+        if c["TELEMETRY_ENABLED"]:
+            ours["telemetry_parts"] = ",".join(telemetry_parts(c["TELEMETRY_CAPTURE"]))
         if c["MQ_ENABLED"]:
             kind = str(c["MQ_TYPE"]).lower()
             if kind not in _MQ_SCHEMES:

@@ -8,12 +8,7 @@ import platform
 import socket
 from typing import Any, Dict, Optional
 
-# Flowcept's telemetry_capture parts -> the engine's telemetry parts.
-PARTS = {"cpu": "cpu", "per_cpu": "cpu", "mem": "memory", "process_info": "process", "gpu": "gpu"}
-
-
-def selected_parts(conf: Optional[Dict[str, Any]]) -> list:
-    return sorted({PARTS[k] for k, v in (conf or {}).items() if v and k in PARTS})
+from flowcept.compat.settings import telemetry_parts as selected_parts  # noqa: E402
 
 
 class TelemetryCapture:

@@ -550,3 +550,71 @@ def test_insert_or_update_task():
         Flowcept.db.insert_or_update_task(t)
     (t,) = tasks_of("ins")
     assert t["task_id"] == "t-1" and t["used"] == {"a": 1} and t["generated"] == {"b": 2}
+
+
+def test_interceptor_names_resolve_through_the_registry_with_their_keywords():
+    """Flowcept("dask", dask_client=client, workflow_name=...): the name is
+    looked up among the registered adapters, and the keywords its constructor
+    takes are passed to it."""
+    from flowcept import registry
+
+    class Recorder:
+        made = []
+
+        def __init__(self, session, dask_client=None):
+            self.session, self.dask_client, self.running = session, dask_client, False
+
+        @classmethod
+        def from_session(cls, session, **kw):
+            obj = cls(session, **kw)
+            cls.made.append(obj)
+            return obj
+
+        def start(self, background=False):
+            self.running = True
+            return self
+
+        def stop(self):
+            self.running = False
+
+    registry.register("adapter", "test-dask", Recorder)
+    client = object()
+    with Flowcept("test-dask", dask_client=client, workflow_name="x") as fc:
+        (a,) = Recorder.made
+        assert a.dask_client is client and a.running and fc._interceptor_instances == [a]
+    assert not a.running
+    (w,) = Flowcept.db.workflow_query({"workflow_id": Flowcept.current_workflow_id})
+    assert w["name"] == "x" and w["interceptor_ids"] == ["instrumentation", "test-dask"]
+
+
+def test_workflow_card_of_a_campaign_as_markdown_and_pdf(tmp_path):
+    @flowcept_task
+    def step(x):
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    for name in ("first", "second"):
+        with Flowcept(workflow_name=name, campaign_id="camp-1"):
+            for x in range(3):
+                try:
+                    step(x)
+                except ValueError:
+                    pass
+    md = Flowcept.generate_report(campaign_id="camp-1", output_path=str(tmp_path / "card.md"))
+    text = (tmp_path / "card.md").read_text()
+    assert md["workflows"] == 2 and md["tasks"] == 6 and md["input_mode"] == "db"
+    assert md["activities"]["step"] == {"count": 6, "FINISHED": 4, "ERROR": 2,
+                                        "total_s": md["activities"]["step"]["total_s"]}
+    assert "first" in text and "second" in text and "| step | 6 | 4 | 2 |" in text
+    pdf = Flowcept.generate_report(format="pdf", campaign_id="camp-1",
+                                   output_path=str(tmp_path / "card.pdf"))
+    data = (tmp_path / "card.pdf").read_bytes()
+    assert pdf["format"] == "pdf" and data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF")
+    assert b"(| step | 6 | 4 | 2 |" in data   # the card's lines, as text in the page
+    xref = int(data.rsplit(b"startxref", 1)[1].split()[0])   # every object where xref says
+    rows = data[xref:].split(b"\n")[3:]
+    for n, row in enumerate(rows[:int(data[xref:].split(b"\n")[1].split()[1]) - 1], 1):
+        assert data[int(row[:10]):].startswith(b"%d 0 obj" % n)
+    with pytest.raises(ValueError, match="workflow_card supports format"):
+        Flowcept.generate_report(format="docx", campaign_id="camp-1")

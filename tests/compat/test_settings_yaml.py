@@ -58,7 +58,8 @@ def test_engine_keys_of_flowcept_settings(tmp_path):
     assert cfg.transport == "redis" and cfg.transport_url == "redis://10.0.0.5:6380"
     assert cfg.local_copy is True                      # the buffer beside the MQ
     assert cfg.store == "lmdb" and cfg.store_dir == "my_lmdb"   # the keeper writes there
-    assert cfg.telemetry is True and cfg.log_level == "info" and cfg.enabled is True
+    assert cfg.telemetry is True and cfg.telemetry_parts == "cpu"
+    assert cfg.log_level == "info" and cfg.enabled is True
     assert cfg.origins["transport"] == path
 
 
