@@ -62,7 +62,7 @@ class Persistence:
                        + consumer_store_specs(consumers))
         self._status_dir = (status_dir(config) if database else
                             os.path.abspath(os.path.join(config.run_dir, "keeper")))
-        self.name = name or f"{socket.gethostname().split('.')[0]}-{os.getpid()}-{id(self):x}"
+        self.name = name or _free_name()
         self.keeper = None
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
@@ -143,6 +143,19 @@ class Persistence:
                             "consumer", self.name, timeout)
                 self.keeper.stop()
                 self._thread.join(10)
+
+
+def _free_name() -> str:
+    """``<host>-<pid>``, or with ``-<n>`` while other keepers of this process
+    run: one consumer name (and one status file) per keeper running at once."""
+    base = f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+    taken = {p.name for p in running()}
+    n = 0
+    name = base
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def running() -> List[Persistence]:

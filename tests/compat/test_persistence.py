@@ -148,3 +148,29 @@ def test_mongodb_host_port_and_database_from_the_settings(online, redis_server, 
     dao.delete_task_keys("myid", ["k"])
     assert dao.count_tasks() == n
     dao.close()
+
+
+def test_consumption_services_from_the_command_line(online, redis_server, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    where = online()
+    with Flowcept(workflow_name="cli", start_persistence=False):
+        for i in range(3):
+            square(i)
+    wf = Flowcept.current_workflow_id
+    proc = subprocess.Popen([sys.executable, "-m", "flowcept", "compat",
+                             "--start-consumption-services"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while _stream_len(redis_server) and time.monotonic() < deadline:
+            time.sleep(0.2)   # the keeper acknowledges (and deletes) after commit
+        assert _stream_len(redis_server) == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert os.path.isfile(where / "flowcept_lmdb" / "store.json")
+    assert len(Flowcept.db.task_query({"workflow_id": wf})) == 3
