@@ -136,6 +136,7 @@ def test_dump_buffer_settings_write_the_buffer_file_at_stop(tmp_path, monkeypatc
     path.write_text(f"project:\n  dump_buffer:\n    enabled: true\n    path: {buf}\n"
                     "    delete_previous_file: false\n")
     monkeypatch.setenv("FLOWCEPT_SETTINGS_PATH", str(path))
+    monkeypatch.delenv("DUMP_BUFFER")   # the settings say
     from flowcept import Flowcept, configs, flowcept_task
     assert configs.DUMP_BUFFER_ENABLED is True and configs.DUMP_BUFFER_PATH == str(buf)
 
