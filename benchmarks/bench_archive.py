@@ -4,6 +4,14 @@ archive size per record vs flowcept 1.0.3's JSON-lines buffer.
     python benchmarks/bench_archive.py                 # 2,000,000 records
     python benchmarks/bench_archive.py 10000000 --compression gzip
     python benchmarks/bench_archive.py 10000000 --dir D --keep --cache cold   # store not in the page cache
+    python benchmarks/bench_archive.py 10000000 --dir D --keep --baseline OLD  # side by side with OLD
+    python benchmarks/bench_archive.py 10000000 --dir D --keep --profile       # where the CPU goes
+
+``--baseline OLD`` compacts with another flowcept source tree as well, alternating with this
+one in every repeat (e.g. OLD from ``git archive REV | tar -x -C OLD`` and
+``python setup.py build_ext --inplace`` there), and prints the ratios.  ``--profile`` runs one
+compaction in this process with its thread pools run inline, under cProfile on process time,
+and prints the functions that take the CPU (C calls and deflate included).
 
 The synthetic store is written through the real write path
 (flowcept.native.batch.build_frame + LmdbStore.put_batches): ranks x steps of a
@@ -178,6 +186,7 @@ threading.Thread(target=sample, daemon=True).start()
 c0 = sum(os.times()[:2])
 rep = fa.compact(run, out, overwrite=True, compression=comp, progress=False, **kw)
 done.set()
+assert os.path.dirname(fa.__file__).startswith(sys.argv[5]), (fa.__file__, sys.argv[5])
 print(json.dumps({"records": rep.records, "seconds": rep.seconds, "bytes": rep.bytes,
                   "runs": getattr(rep, "runs", 0), "chains": getattr(rep, "chains", 0),
                   "base_rss": base, "peak_rss": rss("VmHWM:"), "cpu_s": sum(os.times()[:2]) - c0,
@@ -209,22 +218,87 @@ def warm_store(run: str):
                     pass
 
 
-def compact_in_child(run: str, out: str, compression: str, memory: int, cache: str = "warm") -> dict:
+def compact_in_child(run: str, out: str, compression: str, memory: int, cache: str = "warm",
+                     tree: str = None) -> dict:
     """One compaction in a fresh interpreter, so that its peak RSS (VmHWM, minus the RSS
     after the imports) is the compaction's own and not the store builder's.  ``cache``:
-    "warm" reads the store into the page cache first, "cold" drops it from there."""
+    "warm" reads the store into the page cache first, "cold" drops it from there.  ``tree``:
+    the flowcept source tree to run (default: this one)."""
     import subprocess
     if cache == "cold":
         evict_store(run)
     elif cache == "warm":
         warm_store(run)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(HERE), env.get("PYTHONPATH", "")])
-    res = subprocess.run([sys.executable, "-c", _CHILD, run, out, compression, str(memory or 0)],
-                         capture_output=True, text=True, timeout=3600, env=env)
+    env["PYTHONPATH"] = os.pathsep.join([tree or os.path.dirname(HERE), env.get("PYTHONPATH", "")])
+    # cwd: not this checkout, whose flowcept/ would shadow ``tree`` ("" leads sys.path for -c)
+    res = subprocess.run([sys.executable, "-c", _CHILD, run, out, compression, str(memory or 0),
+                          os.path.realpath(tree or os.path.dirname(HERE))],
+                         capture_output=True, text=True, timeout=3600, env=env,
+                         cwd=os.path.dirname(os.path.abspath(out)))
     if res.returncode:
         raise RuntimeError(f"compaction failed: {res.stderr.strip()[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _stats(values):
+    vals = sorted(values)
+    return vals[0], vals[len(vals) // 2]
+
+
+def profile_compaction(run: str, out: str, compression: str, memory: int, top: int = 20) -> dict:
+    """One compaction with its thread pools run inline (so that cProfile sees every call)
+    under cProfile on process time: the functions that take the CPU, by own time."""
+    import cProfile
+    import importlib
+    import importlib.util
+    import pstats
+    from concurrent.futures import Future
+
+    class InlinePool:
+        def __init__(self, *a, **k):
+            pass
+
+        def submit(self, fn, *a, **k):
+            f = Future()
+            try:
+                f.set_result(fn(*a, **k))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller as the pool would
+                f.set_exception(e)
+            return f
+
+        def shutdown(self, wait=True):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    import flowcept.archive as fa
+    mods = [importlib.import_module(m) for m in ("flowcept.archive.writer", "flowcept.archive.compact")
+            if importlib.util.find_spec(m)]
+    saved = [(m, m.ThreadPoolExecutor) for m in mods if hasattr(m, "ThreadPoolExecutor")]
+    for m, _ in saved:
+        m.ThreadPoolExecutor = InlinePool
+    prof = cProfile.Profile(time.process_time)
+    c0 = time.process_time()
+    try:
+        prof.enable()
+        fa.compact(run, out, overwrite=True, compression=compression, progress=False,
+                   **({"memory_bytes": memory} if memory else {}))
+        prof.disable()
+    finally:
+        for m, pool in saved:
+            m.ThreadPoolExecutor = pool
+    cpu = time.process_time() - c0
+    st = pstats.Stats(prof)
+    rows = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return {"bench": "profile", "cpu_s": round(cpu, 2), "top": [
+        {"own_s": round(v[2], 3), "calls": v[1],
+         "function": (k[2] if k[0] == "~" else f"{os.path.basename(k[0])}:{k[1]} {k[2]}")}
+        for k, v in rows]}
 
 
 def main(argv=None) -> int:
@@ -241,6 +315,13 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", choices=("warm", "cold"), default="warm",
                     help="store in the page cache before each compaction (warm, default) or dropped "
                          "from it (cold)")
+    ap.add_argument("--baseline", default=None, metavar="TREE",
+                    help="another flowcept source tree (with its extension built) to compact with "
+                         "too, alternating with this one")
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile one compaction (thread pools inline, cProfile on process time)")
+    ap.add_argument("--compaction-only", action="store_true",
+                    help="skip the statistics scan and the size comparison")
     args = ap.parse_args(argv)
     import flowcept.archive as fa
 
@@ -262,27 +343,48 @@ def main(argv=None) -> int:
                           "lmdb_bytes_per_record": round(store_bytes / n, 1)}), flush=True)
         out = os.path.join(work, "bench.h5")
         kinds = ("gzip", "lzf", "none") if args.all_compressions else (args.compression,)
+        trees = [("current", None)] + ([("baseline", os.path.abspath(args.baseline))] if args.baseline else [])
         for comp in kinds:
-            times, peaks, anons = [], [], []
+            results = {name: [] for name, _t in trees}
+            load_before = os.getloadavg()
             for _ in range(args.repeats):
-                rep = compact_in_child(run, out, comp, args.memory, args.cache)
-                assert rep["records"] == n, rep
-                times.append(rep["seconds"])
-                peaks.append(rep["peak_rss"] - rep["base_rss"])
-                anons.append(rep["peak_anon"])
-            print(json.dumps({"bench": "compact", "compression": comp, "records": n,
-                              "best_s": round(min(times), 3), "median_s": round(sorted(times)[len(times) // 2], 3),
-                              "records_per_s": round(n / min(times)),
-                              "median_records_per_s": round(n / sorted(times)[len(times) // 2]),
-                              "bytes_per_record": round(rep["bytes"] / n, 2),
-                              "peak_rss_mib": round(max(peaks) / 2**20, 1),
-                              "peak_anon_mib": round(max(anons) / 2**20, 1),
-                              "base_rss_mib": round(rep["base_rss"] / 2**20, 1),
-                              "cpu_s": round(rep["cpu_s"], 2),
-                              "memory_bound_mib": rep["memory_bound_mib"],
-                              "cache": args.cache, "sorted_runs": rep.get("runs"),
-                              "chains": rep.get("chains"),
-                              "isal": _has_isal()}), flush=True)
+                for name, tree in trees:      # alternated, so that both see the same load
+                    rep = compact_in_child(run, out, comp, args.memory, args.cache, tree)
+                    assert rep["records"] == n, rep
+                    results[name].append(rep)
+            load_after = os.getloadavg()
+            line = {}
+            for name, _t in trees:
+                reps = results[name]
+                best, median = _stats([r["seconds"] for r in reps])
+                cpu_best, cpu_median = _stats([r["cpu_s"] for r in reps])
+                rep = reps[-1]
+                line[name] = {
+                    "best_s": round(best, 3), "median_s": round(median, 3),
+                    "records_per_s": round(n / best), "median_records_per_s": round(n / median),
+                    "cpu_s_best": round(cpu_best, 2), "cpu_s_median": round(cpu_median, 2),
+                    "records_per_cpu_s": round(n / cpu_best),
+                    "bytes_per_record": round(rep["bytes"] / n, 2),
+                    "peak_rss_mib": round(max(r["peak_rss"] - r["base_rss"] for r in reps) / 2**20, 1),
+                    "peak_anon_mib": round(max(r["peak_anon"] for r in reps) / 2**20, 1),
+                    "base_rss_mib": round(rep["base_rss"] / 2**20, 1),
+                    "sorted_runs": rep.get("runs"), "chains": rep.get("chains")}
+            out_line = {"bench": "compact", "compression": comp, "records": n, "repeats": args.repeats,
+                        "memory_bound_mib": results["current"][-1]["memory_bound_mib"],
+                        "cache": args.cache, "isal": _has_isal(),
+                        "loadavg_before": [round(x, 2) for x in load_before],
+                        "loadavg_after": [round(x, 2) for x in load_after], **line["current"]}
+            if args.baseline:
+                b = line["baseline"]
+                out_line["baseline"] = b
+                out_line["cpu_ratio_baseline_over_current"] = round(b["cpu_s_median"] / line["current"]["cpu_s_median"], 2)
+                out_line["wall_ratio_baseline_over_current"] = round(b["median_s"] / line["current"]["median_s"], 2)
+            print(json.dumps(out_line), flush=True)
+        if args.profile:
+            warm_store(run)
+            print(json.dumps(profile_compaction(run, out, args.compression, args.memory)), flush=True)
+        if args.compaction_only:
+            return 0
         if args.compression not in kinds[-1:]:
             fa.compact(run, out, overwrite=True, compression=args.compression, progress=False)
         archive_bytes = os.path.getsize(out)

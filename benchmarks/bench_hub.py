@@ -4,18 +4,27 @@
     python benchmarks/bench_hub.py e2e --ranks 4 --records 2000000
     python benchmarks/bench_hub.py publish ingest mongo bridge --frames 60
 
-publish: KafkaTransport alone (idempotent producer, acks=all) sends
-``--frames`` real frames (C-packed, ``--records-per-frame`` records of 64 B
-+ 21 B payload) and flushes; records/s until every delivery report is in.
-ingest: the same frames pre-loaded into Kafka; one keeper (this process)
-reads, validates, writes LMDB, commits offsets; the clock starts when the
-keeper has joined its group (a join costs seconds that are not ingest).
+Every figure is taken warm (connections up, topic created, group joined,
+producer buffers allocated, the first batches through), Redis and Kafka
+side by side in one run; a cold first publish is shown apart.  CPU-s per
+million records are given for the client (this process) and for the
+broker (from /proc), which do not depend on how many cores there are.
+
+publish: each transport (RedisTransport: XADD pipelined; KafkaTransport:
+idempotent producer, acks=all) first publishes ``--warm-frames`` frames
+(the cold figure), then ``--frames`` real frames (C-packed,
+``--records-per-frame`` records of 64 B + 21 B payload) and flushes, best
+of ``--repeat``; records/s until every XADD reply or delivery report is in.
+ingest: one keeper process per hub, warm (bench_keeper.py scale with 1
+keeper): the frames loaded while it is paused, then read, validated,
+written to LMDB and acknowledged.
 mongo: the frames written by a MongoStore into nx-27017 (``put_batches`` of
 8 frames per commit), records/s; and, for scale, a keeper into LMDB and
 MongoDB at once would be bounded by this figure.
-bridge: the frames pre-loaded into a Redis hub; a Bridge (this process)
-forwards them to Kafka; the clock stops when the last one is acknowledged
-at the source.
+bridge: a Bridge (this process) from a Redis hub to Kafka and, side by
+side, to another Redis; warm (``--warm-frames`` forwarded first), then
+paused while the frames are loaded into the source; the clock stops when
+the last one is acknowledged at the source.
 e2e: ``mpiexec -n R`` ranks pushing ``--records`` in total (``--mode``:
 ``decorated`` @flowcept_task calls, or ``raw`` cffi ring pushes) -> node leader -> Redis or Kafka -> keeper (thread of this
 process) -> LMDB; clock from the ranks' barrier to the last record
@@ -40,7 +49,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from bench_keeper import real_frames, wait_count  # noqa: E402
+from bench_keeper import proc_cpu_s, real_frames, scale_one, wait_count  # noqa: E402
 
 
 def emit(out):
@@ -55,26 +64,64 @@ def _kafka_cfg(srv, work, topic, **kw):
                        kafka_group=f"g-{uuid.uuid4().hex[:6]}", **kw)
 
 
-def _publish(cfg, frames):
+def _cpu() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _publish_all(tr, frames) -> float:
     from flowcept.native.batch import Batch
-    from flowcept.record.job import JobInfo
-    from flowcept.transport import open_transport
-    tr = open_transport("kafka", cfg, JobInfo("bench", 7, "n0", ""))
     t0 = time.perf_counter()
     for f in frames:
         tr.publish(Batch(f, check=False).key, f)
     tr.flush()
-    t = time.perf_counter() - t0
-    tr.close()
-    return t
+    return time.perf_counter() - t0
 
 
 def bench_publish(args, frames, work, ks):
+    """Warm producers, Redis and Kafka side by side (see the module docstring)."""
+    from support.redis_server import RedisServer
+    from flowcept.config import load_config
+    from flowcept.record.job import JobInfo
+    from flowcept.transport import open_transport
     records = len(frames) * args.records_per_frame
-    t = _publish(_kafka_cfg(ks, work, "pub", kafka_partitions=args.partitions), frames)
-    return emit({"bench": "kafka_publish", "frames": len(frames), "records": records,
-                 "seconds": round(t, 3), "records_per_s": round(records / t),
-                 "MB_per_s": round(sum(map(len, frames)) / t / 1e6, 1)})
+    size = sum(map(len, frames))
+    warm = frames[:args.warm_frames]
+    out = {}
+    with RedisServer(os.path.join(work, "redis-pub")) as rs:
+        for hub in ("redis", "kafka"):
+            if hub == "redis":
+                cfg = load_config(env={}, transport="redis", transport_url=rs.url)
+                pid = rs.proc.pid
+            else:
+                cfg = _kafka_cfg(ks, work, f"pub-{uuid.uuid4().hex[:6]}",
+                                 kafka_partitions=args.partitions)
+                pid = ks.proc.pid
+            t_open = time.perf_counter()
+            tr = open_transport(hub, cfg, JobInfo("bench", 7, "n0", ""))
+            cold = _publish_all(tr, warm) + (time.perf_counter() - t_open)
+            best = None
+            for _ in range(args.repeat):
+                if hub == "redis":
+                    rs.client().xtrim("flowcept", maxlen=0)   # bound the server's memory
+                cpu0, bcpu0 = _cpu(), proc_cpu_s(pid)
+                t = _publish_all(tr, frames)
+                cpu, bcpu = _cpu() - cpu0, proc_cpu_s(pid) - bcpu0
+                if best is None or t < best[0]:
+                    best = (t, cpu, bcpu)
+            tr.close()
+            t, cpu, bcpu = best
+            out[hub] = emit({"bench": f"{hub}_publish_warm", "frames": len(frames),
+                             "records": records, "seconds": round(t, 3),
+                             "records_per_s": round(records / t), "MB_per_s": round(size / t / 1e6, 1),
+                             "client_cpu_s_per_M": round(cpu / records * 1e6, 3),
+                             "broker_cpu_s_per_M": round(bcpu / records * 1e6, 3),
+                             "cold_first_frames": len(warm),
+                             "cold_records_per_s": round(len(warm) * args.records_per_frame / cold),
+                             "load_avg_1m": round(os.getloadavg()[0], 2)})
+    return emit({"bench": "publish_kafka_over_redis",
+                 "ratio": round(out["kafka"]["records_per_s"] / out["redis"]["records_per_s"], 2)})
 
 
 def _joined_keeper(cfg, stores=None):
@@ -97,18 +144,14 @@ args_count = [8]
 
 
 def bench_ingest(args, frames, work, ks):
-    records = len(frames) * args.records_per_frame
-    cfg = _kafka_cfg(ks, work, "ing", kafka_partitions=1)
-    _publish(cfg, frames)
-    k, th = _joined_keeper(cfg)     # the clock starts once the group is joined
-    t0 = time.perf_counter()
-    ok = wait_count(k, records, 600)
-    t = time.perf_counter() - t0
-    k.stop()
-    th.join()
-    return emit({"bench": "kafka_keeper_ingest_lmdb", "frames": len(frames), "records": records,
-                 "ok": ok, "seconds": round(t, 3), "records_per_s": round(records / t),
-                 "note": "clock from the group join: includes the backlog present at join"})
+    """One warm keeper process per hub, side by side (bench_keeper.py scale)."""
+    out = {}
+    for hub in ("redis", "kafka"):
+        warm = real_frames(args.warm_frames, args.records_per_frame, work)
+        fresh = real_frames(len(frames), args.records_per_frame, work)
+        out[hub] = emit({**scale_one(args, hub, 1, fresh, warm, work), "bench": f"{hub}_keeper_ingest_warm"})
+    return emit({"bench": "ingest_kafka_over_redis",
+                 "ratio": round(out["kafka"]["records_per_s"] / out["redis"]["records_per_s"], 2)})
 
 
 def bench_mongo(args, frames, work):
@@ -130,35 +173,71 @@ def bench_mongo(args, frames, work):
 
 
 def bench_bridge(args, frames, work, ks):
+    """A warm bridge from Redis to Kafka and to another Redis, side by side."""
     from support.redis_server import RedisServer
     from flowcept.config import load_config
     from flowcept.keeper.bridge import Bridge
-    from flowcept.native.batch import Batch
     records = len(frames) * args.records_per_frame
-    with RedisServer(os.path.join(work, "redis-b")) as rs:
-        c = rs.client()
-        pipe = c.pipeline(transaction=False)
-        for i, f in enumerate(frames):
-            pipe.xadd("flowcept", {b"f": f, b"key": Batch(f, check=False).key, b"job": b"bench",
-                                   b"node": b"n0"})
-            if i % 16 == 15:
-                pipe.execute()
-        pipe.execute()
-        cfg = load_config(env={})
-        b = Bridge(cfg, rs.url, ks.url("bridged"), name="bench-bridge", count=8)
-        th = threading.Thread(target=b.run)
-        t0 = time.perf_counter()
-        th.start()
-        deadline = time.monotonic() + 600
-        while c.xlen("flowcept") > 0 and time.monotonic() < deadline:
-            time.sleep(0.002)
-        t = time.perf_counter() - t0
-        b.stop()
-        th.join()
-    return emit({"bench": "bridge_redis_to_kafka", "frames": len(frames), "records": records,
-                 "forwarded": b.counts["batches"], "seconds": round(t, 3),
-                 "records_per_s": round(records / t),
-                 "MB_per_s": round(sum(map(len, frames)) / t / 1e6, 1)})
+    out = {}
+    with RedisServer(os.path.join(work, "redis-src")) as src, \
+            RedisServer(os.path.join(work, "redis-dst")) as dst:
+        c = src.client()
+        for to in ("kafka", "redis"):
+            to_url = ks.url(f"bridged-{uuid.uuid4().hex[:6]}") if to == "kafka" else dst.url
+            to_pid = ks.proc.pid if to == "kafka" else dst.proc.pid
+            gate = threading.Event()
+            gate.set()
+            mark = {}
+
+            class GatedBridge(Bridge):
+                def handle(self, s, entries):
+                    gate.wait()
+                    ok = super().handle(s, entries)
+                    mark["t"], mark["cpu"] = time.perf_counter(), _cpu()
+                    return ok
+            b = GatedBridge(load_config(env={}, kafka_partitions=args.partitions), src.url,
+                            to_url, name=f"bench-{to}", count=8)
+            th = threading.Thread(target=b.run)
+            th.start()
+            _xadd_all(c, real_frames(args.warm_frames, args.records_per_frame, work))
+            _wait_empty(c)
+            gate.clear()
+            time.sleep(0.3)                    # a read in flight ends
+            _xadd_all(c, frames)
+            cpu0, dcpu0, t0 = _cpu(), proc_cpu_s(to_pid), time.perf_counter()
+            gate.set()
+            _wait_empty(c)
+            t, cpu, dcpu = mark["t"] - t0, mark["cpu"] - cpu0, proc_cpu_s(to_pid) - dcpu0
+            b.stop()
+            th.join()
+            out[to] = emit({"bench": f"bridge_redis_to_{to}_warm", "frames": len(frames),
+                            "records": records, "seconds": round(t, 3),
+                            "records_per_s": round(records / t),
+                            "MB_per_s": round(sum(map(len, frames)) / t / 1e6, 1),
+                            "bridge_cpu_s_per_M": round(cpu / records * 1e6, 3),
+                            "destination_cpu_s_per_M": round(dcpu / records * 1e6, 3),
+                            "load_avg_1m": round(os.getloadavg()[0], 2)})
+    return emit({"bench": "bridge_kafka_over_redis",
+                 "ratio": round(out["kafka"]["records_per_s"] / out["redis"]["records_per_s"], 2)})
+
+
+def _xadd_all(c, frames):
+    from flowcept.native.batch import Batch
+    pipe = c.pipeline(transaction=False)
+    for i, f in enumerate(frames):
+        pipe.xadd("flowcept", {b"f": f, b"key": Batch(f, check=False).key, b"job": b"bench",
+                               b"node": f"nid{i % 8:06d}".encode()})
+        if i % 16 == 15:
+            pipe.execute()
+    pipe.execute()
+
+
+def _wait_empty(c, timeout=600):
+    deadline = time.monotonic() + timeout
+    while c.xlen("flowcept") > 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("the bridge did not forward everything in time")
+        time.sleep(0.002)
 
 
 def bench_e2e(args, hub, ks=None):
@@ -221,6 +300,8 @@ def main():
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--records-per-frame", type=int, default=16384)
     ap.add_argument("--mongo-frames", type=int, default=4, help="frames for the MongoDB ingest")
+    ap.add_argument("--warm-frames", type=int, default=8, help="frames through before the clock")
+    ap.add_argument("--repeat", type=int, default=3, help="publish: best of this many")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--count", type=int, default=8, help="keeper entries per read")
     ap.add_argument("--ranks", type=int, default=4)

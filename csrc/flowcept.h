@@ -190,6 +190,18 @@ typedef struct fc_ring_stats {
 } fc_ring_stats;
 void fc_ring_get_stats(const fc_ring *ring, fc_ring_stats *out);
 
+/* Reads the record reserved at absolute position *pos, for a producer that
+ * recovers after its own crash: it noted the head before pushing (into a
+ * ring it alone produces into) and walks its records from there to learn
+ * which were committed before it died.  A consumer's release does not erase
+ * a slot, so the answer holds for drained records too, as long as no
+ * producer wrote a later lap over them.  A committed padding slot at the
+ * end of the data area is stepped over.  Returns 1 for a committed record:
+ * its task id in *task_id (may be NULL) and *pos moved past it; 0 when no
+ * committed record is there (reserved and torn, or not reserved yet);
+ * -EINVAL when *pos is not 8-aligned or lies more than a lap below head. */
+int fc_ring_slot_task(const fc_ring *ring, uint64_t *pos, uint64_t *task_id);
+
 /* Spill file path of the ring (for the leader/epilog to replay). */
 const char *fc_ring_spill_path(const fc_ring *ring);
 

@@ -612,6 +612,36 @@ void fc_ring_get_stats(const fc_ring *r, fc_ring_stats *o)
     o->string_count = fc__string_count(r);
 }
 
+int fc_ring_slot_task(const fc_ring *r, uint64_t *pos, uint64_t *task_id)
+{
+    if (!r || !pos || (*pos & 7))
+        return -EINVAL;
+    uint64_t p = *pos;
+    uint64_t hd = atomic_load_explicit(&r->shm->head, memory_order_acquire);
+    for (int step = 0; step < 2; step++) {   /* a padding slot, then the record */
+        if (p >= hd)
+            return 0;
+        if (hd - p > r->cap)
+            return -EINVAL;
+        uint64_t off = p & r->mask, rem = r->cap - off;
+        const fc_ring_slot *s = (const fc_ring_slot *)(r->data + off);
+        if (atomic_load_explicit(&s->stamp, memory_order_acquire) != fc__stamp(r, p))
+            return 0;
+        if (rem < FC_RING_SLOT_HDR || s->type == FC_RING_SLOT_PAD) {
+            p += rem;
+            continue;
+        }
+        if (s->type != FC_RING_SLOT_RECORD || s->len < FC_RECORD_SIZE ||
+            s->len > rem - FC_RING_SLOT_HDR)
+            return 0;
+        if (task_id)
+            *task_id = ((const fc_task_record *)(s + 1))->task_id;
+        *pos = p + FC_RING_SLOT_HDR + FC__ALIGN8((uint64_t)s->len);
+        return 1;
+    }
+    return 0;
+}
+
 const char *fc_ring_spill_path(const fc_ring *r)
 {
     return r ? r->spill_path : NULL;

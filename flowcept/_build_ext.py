@@ -14,8 +14,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CSRC = os.path.join(ROOT, "csrc")
-SOURCES = ["crc32c.c", "batch.c", "spill.c", "ring.c", "capture.c", "jobid.c"]
-CDEF_HEADERS = ["fc_format.h", "flowcept.h"]   # in this order: the API uses the formats
+SOURCES = ["crc32c.c", "batch.c", "spill.c", "ring.c", "capture.c", "jobid.c", "columns.c"]
+CDEF_HEADERS = ["fc_format.h", "flowcept.h", "fc_columns.h"]   # in this order: the APIs use the formats
 
 
 def read_cdef(header_path):
@@ -46,7 +46,7 @@ def make_builder():
         link += [f"-fsanitize={sanitize}"]
     ffi.set_source(
         "flowcept._flowcept_c",
-        '#include "flowcept.h"',
+        '#include "flowcept.h"\n#include "fc_columns.h"',
         sources=[os.path.relpath(os.path.join(CSRC, s), ROOT) for s in SOURCES],
         include_dirs=[os.path.relpath(CSRC, ROOT)],
         extra_compile_args=flags,

@@ -371,7 +371,7 @@ def read_settings_file(path: str, env: Optional[Mapping[str, str]] = None) -> di
     ``flowcept.settings_readers``: ``yaml`` reads Flowcept's settings.yaml);
     a reader gets the environment for the overrides its format defines."""
     suffix = os.path.splitext(path)[1].lstrip(".").lower()
-    if suffix not in ("toml", "json", ""):
+    if suffix not in ("toml", "json", "", "flowcept"):   # "flowcept": the settings in effect
         from flowcept import registry
         try:
             reader = registry.load("settings_reader", suffix)

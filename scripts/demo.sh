@@ -23,4 +23,4 @@ flowcept compact "$RUN_DIR/$JOB" -o "$RUN_DIR/$JOB.h5"
 
 echo
 echo "== 3. report"
-flowcept report "$RUN_DIR/$JOB.h5" -o "$RUN_DIR/$JOB-report"
+flowcept report "$RUN_DIR/$JOB.h5"          # writes $RUN_DIR/$JOB.report.html

@@ -1061,6 +1061,65 @@ static void t_sigkill(void)
     munmap((void *)shared, 4096);
 }
 
+/* ---- fc_ring_slot_task: which reserved slots were committed ---- */
+
+static void t_slot_task(void)
+{
+    const uint64_t cap = 4096;
+    fc_ring *r = mkring("slot", cap, FC_FULL_DROP, 0);
+    CHECK(r);
+    CHECK(fc_ring_intern(r, "a", 1) == 0);
+    uint8_t *buf = malloc(1 << 16);
+    uint64_t consumed, id = 0, pos[121];
+    fc_ring_stats st;
+    const int n = 120, torn = n - 1;   /* the last slot: reserved, never committed */
+    for (int s = 0; s < n; s++) {
+        fc_ring_get_stats(r, &st);
+        pos[s] = st.head;   /* the head before the push: a walk starts there */
+        if (s == torn)
+            CHECK(fc__test_reserve_torn(r, 16) != UINT64_MAX);
+        else
+            CHECK(push_seq(r, 2, (uint64_t)s, 0) == 0);
+        if (s % 4 == 3 && s != torn) {   /* a consumer drains and releases: slots stay readable */
+            int64_t m = fc_ring_pack(r, buf, 1 << 16, 1000, &consumed);
+            CHECK(m > 0 && fc_ring_release(r, ((fc_batch_header *)buf)->seq + consumed) == 0);
+        }
+    }
+    fc_ring_get_stats(r, &st);
+    pos[n] = st.head;
+    CHECK(st.head > 2 * cap);   /* the records wrapped: early ones are overwritten */
+    int found = 0, padded = 0;
+    for (int s = 0; s < n; s++) {
+        uint64_t p = pos[s];
+        int rc = fc_ring_slot_task(r, &p, &id);
+        if (st.head - pos[s] > cap) {
+            CHECK(rc == -EINVAL);
+        } else if (s == torn) {
+            CHECK(rc == 0 && p == pos[s]);
+        } else {
+            CHECK(rc == 1 && id == ((2ull << 32) | (uint64_t)s) && p == pos[s + 1]);
+            padded += (pos[s] & (cap - 1)) > ((p - 1) & (cap - 1));   /* crossed the end */
+            found++;
+        }
+    }
+    CHECK(found >= 20 && padded >= 1);
+    uint64_t p = st.head;
+    CHECK(fc_ring_slot_task(r, &p, &id) == 0);   /* not reserved yet */
+    p = pos[n - 2] + 4;
+    CHECK(fc_ring_slot_task(r, &p, &id) == -EINVAL);   /* not aligned */
+    CHECK(fc_ring_slot_task(NULL, &p, &id) == -EINVAL);
+    CHECK(fc_ring_slot_task(r, NULL, &id) == -EINVAL);
+    fc_ring_close(r);
+    /* the view of another process (a consumer mapping) answers the same */
+    fc_ring *c;
+    CHECK(fc_ring_open(tpath("slot"), &c) == 0);
+    p = pos[n - 2];
+    CHECK(fc_ring_slot_task(c, &p, &id) == 1 && id == ((2ull << 32) | (uint64_t)(n - 2)));
+    CHECK(fc_ring_slot_task(c, &p, NULL) == 0 && p == pos[torn]);
+    fc_ring_close(c);
+    free(buf);
+}
+
 int main(void)
 {
     snprintf(g_dir, sizeof g_dir, "%s/fc_test_ring_XXXXXX",
@@ -1086,6 +1145,7 @@ int main(void)
         { "long_names", t_long_names },
         { "overflow_records", t_overflow_records },
         { "sigkill", t_sigkill },
+        { "slot_task", t_slot_task },
     };
     int rc = FC_RUN_TESTS(tests);
     char cmd[512];

@@ -13,8 +13,10 @@ answer comes back with the tool calls that produced it (``AgentResult``).
 from __future__ import annotations
 
 import json
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -60,10 +62,26 @@ def chat(base_url: str, payload: dict, api_key: Optional[str], timeout: float) -
         body = e.read(2000).decode("utf-8", "replace")
         raise AgentError(f"{url}: HTTP {e.code}: {body}") from None
     except (urllib.error.URLError, TimeoutError, OSError) as e:
-        raise AgentError(f"{url}: cannot reach the chat endpoint ({e}); check --base-url "
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, (TimeoutError, socket.timeout)) and _accepts_connections(url):
+            raise AgentError(f"{url}: the chat endpoint is up but did not answer within {timeout:g} s "
+                             "(timed out); raise --timeout, or use a smaller or less loaded model") from None
+        raise AgentError(f"{url}: cannot reach the chat endpoint ({reason}); check --base-url "
                          "(e.g. http://127.0.0.1:11434/v1 for Ollama)") from None
     except ValueError as e:
         raise AgentError(f"{url}: answer is not JSON: {e}") from None
+
+
+def _accepts_connections(url: str, timeout: float = 3.0) -> bool:
+    """Whether something listens at the URL's host and port (a timed-out call
+    to it was then slow, not unreachable)."""
+    u = urllib.parse.urlsplit(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((u.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def ask(question: str, call: Callable[[str, Dict[str, Any]], str], base_url: str, model: str,

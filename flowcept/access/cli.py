@@ -206,7 +206,9 @@ def register(sub) -> None:
                                    "OpenAPI document at /openapi.json.  Binds 127.0.0.1 unless --host; any "
                                    "other address needs --token-file.\n\n"
                                    "  flowcept serve ./flowcept-runs/12345 job.h5 --port 8008\n"
-                                   "  curl 'http://127.0.0.1:8008/api/v1/tasks?filter={\"status\":\"ERROR\"}'")
+                                   "  curl -g 'http://127.0.0.1:8008/api/v1/tasks?source=job&filter={\"status\":\"ERROR\"}'\n\n"
+                                   "(curl -g: the filter's braces are not URL globs; source= picks one of "
+                                   "several PATHs, named as /api/v1/sources lists them)")
     p.add_argument("specs", nargs="*", metavar="PATH", help=SPEC_HELP + " (default: config run_dir)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8008, help="port (default 8008)")

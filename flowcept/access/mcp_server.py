@@ -8,7 +8,7 @@ get_task, workflow_summary, lineage, statistics, failures.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from flowcept.access.tools import BY_NAME, call_tool
 
@@ -26,47 +26,64 @@ def _server_class():
         raise ImportError("flowcept mcp needs the MCP SDK: pip install 'flowcept[mcp]'") from None
 
 
+INSTRUCTIONS = ("Read-only provenance of captured workflow runs. Start with workflow_summary, then "
+                "find_tasks / failures.")
+MAX_RUNNING = 4   # tool calls answered at once; the others wait their turn
+
+
 def build_server(access, host: str = "127.0.0.1", port: int = 8009):
+    """The MCP server with the tools of flowcept.access.tools.  Tools run in
+    worker threads (at most MAX_RUNNING at once) under the query budget, so a
+    slow call never holds the protocol loop: other calls, pings and
+    cancellations are still answered."""
+    import anyio
+    from flowcept import __version__
     cls = _server_class()
+    kw = dict(instructions=INSTRUCTIONS)
     try:
-        server = cls("flowcept", instructions="Read-only provenance of captured workflow runs. Start "
-                                              "with workflow_summary, then find_tasks / failures.",
-                     host=host, port=port)
-    except TypeError:   # 2.x takes host/port at run()
-        server = cls("flowcept", instructions="Read-only provenance of captured workflow runs. Start "
-                                              "with workflow_summary, then find_tasks / failures.")
+        server = cls("flowcept", version=__version__, **kw)        # 2.x
+    except TypeError:                                               # 1.x: host/port here
+        server = cls("flowcept", host=host, port=port, **kw)
+        low = getattr(server, "_mcp_server", None)
+        if low is not None:   # what the server reports as serverInfo.version
+            low.version = __version__
+    limiter = anyio.CapacityLimiter(MAX_RUNNING)
+
+    async def call(name: str, args: Dict[str, Any]) -> str:
+        return await anyio.to_thread.run_sync(call_tool, access, name, args, limiter=limiter)
 
     def doc(name):
         return BY_NAME[name]["description"]
 
     @server.tool(description=doc("find_tasks"))
-    def find_tasks(filter: Optional[Dict[str, Any]] = None, projection: Optional[List[str]] = None,
-                   sort: Optional[str] = None, limit: Optional[int] = None,
-                   source: Optional[str] = None) -> str:
-        return call_tool(access, "find_tasks", dict(filter=filter, projection=projection, sort=sort,
-                                                    limit=limit, source=source))
+    async def find_tasks(filter: Optional[Dict[str, Any]] = None,
+                         projection: Optional[Union[str, List[str]]] = None,
+                         sort: Optional[str] = None, limit: Optional[int] = None,
+                         cursor: Optional[str] = None, source: Optional[str] = None) -> str:
+        return await call("find_tasks", dict(filter=filter, projection=projection, sort=sort, limit=limit,
+                                             cursor=cursor, source=source))
 
     @server.tool(description=doc("get_task"))
-    def get_task(task_id: str, source: Optional[str] = None) -> str:
-        return call_tool(access, "get_task", dict(task_id=task_id, source=source))
+    async def get_task(task_id: str, source: Optional[str] = None) -> str:
+        return await call("get_task", dict(task_id=task_id, source=source))
 
     @server.tool(description=doc("workflow_summary"))
-    def workflow_summary(workflow_id: Optional[str] = None, source: Optional[str] = None) -> str:
-        return call_tool(access, "workflow_summary", dict(workflow_id=workflow_id, source=source))
+    async def workflow_summary(workflow_id: Optional[str] = None, source: Optional[str] = None) -> str:
+        return await call("workflow_summary", dict(workflow_id=workflow_id, source=source))
 
     @server.tool(description=doc("lineage"))
-    def lineage(task_id: str, direction: str = "ancestors", source: Optional[str] = None) -> str:
-        return call_tool(access, "lineage", dict(task_id=task_id, direction=direction, source=source))
+    async def lineage(task_id: str, direction: str = "ancestors", source: Optional[str] = None) -> str:
+        return await call("lineage", dict(task_id=task_id, direction=direction, source=source))
 
     @server.tool(description=doc("statistics"))
-    def statistics(by: str = "activity", filter: Optional[Dict[str, Any]] = None,
-                   source: Optional[str] = None) -> str:
-        return call_tool(access, "statistics", dict(by=by, filter=filter, source=source))
+    async def statistics(by: str = "activity", filter: Optional[Dict[str, Any]] = None,
+                         source: Optional[str] = None) -> str:
+        return await call("statistics", dict(by=by, filter=filter, source=source))
 
     @server.tool(description=doc("failures"))
-    def failures(filter: Optional[Dict[str, Any]] = None, limit: Optional[int] = None,
-                 source: Optional[str] = None) -> str:
-        return call_tool(access, "failures", dict(filter=filter, limit=limit, source=source))
+    async def failures(filter: Optional[Dict[str, Any]] = None, limit: Optional[int] = None,
+                       source: Optional[str] = None) -> str:
+        return await call("failures", dict(filter=filter, limit=limit, source=source))
 
     return server
 

@@ -3,7 +3,9 @@
 Writes the Trace Event Format (JSON; opens in https://ui.perfetto.dev and
 chrome://tracing): one process track per (host, rank), one thread track per
 thread id in it, one complete ("X") event per task, named by its activity,
-with task id, parent, status and workflow in ``args``.  Failed tasks carry
+with task id, parent, status and workflow in ``args``, and what the task
+used and generated (bounded: ARG_KEYS names, each value at most ARG_CHARS of
+JSON, so clicking a slice shows its inputs).  Failed tasks carry
 category ``ERROR``.  Times are microseconds since the first task started,
 so the trace opens at zero; the absolute start is in ``metadata``.
 
@@ -25,7 +27,25 @@ from flowcept.query.documents import DEFAULT_SORT, dumps
 from flowcept.query.limits import UNBOUNDED, Budget
 
 _FIELDS = ["task_id", "workflow_id", "status", "parent_task_id", "tags", "activity_id", "start_ns",
-           "end_ns", "rank", "thread_id", "hostname"]
+           "end_ns", "rank", "thread_id", "hostname", "used", "generated"]
+ARG_KEYS = 16      # names of used/generated shown per slice
+ARG_CHARS = 200    # JSON characters per value shown
+
+
+def bounded(value):
+    """A used/generated value as a slice argument: small values as they are,
+    larger ones cut to ARG_CHARS characters of JSON (with "…")."""
+    if isinstance(value, dict):
+        out = {}
+        for k in list(value)[:ARG_KEYS]:
+            out[str(k)] = bounded(value[k])
+        if len(value) > ARG_KEYS:
+            out["…"] = f"{len(value) - ARG_KEYS} more"
+        return out
+    text = dumps(value).decode("utf-8", "replace")
+    if len(text) <= ARG_CHARS:
+        return value
+    return text[:ARG_CHARS] + "…"
 
 
 def _tracks(table: engine.Table, budget: Budget):
@@ -69,6 +89,9 @@ def _event(d: dict, t0: int, pids, tids) -> dict:
         args["parent_task_id"] = d["parent_task_id"]
     if d.get("tags"):
         args["tags"] = d["tags"]
+    for k in ("used", "generated"):
+        if d.get(k) not in (None, {}):
+            args[k] = bounded(d[k])
     return {"name": d["activity_id"], "cat": d["status"], "ph": "X", "pid": pid, "tid": tid,
             "ts": (d["start_ns"] - t0) / 1e3, "dur": max(0, d["end_ns"] - d["start_ns"]) / 1e3,
             "args": args}

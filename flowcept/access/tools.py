@@ -40,13 +40,17 @@ TOOLS: List[Dict[str, Any]] = [
                     "next_cursor.",
      "parameters": {"type": "object", "properties": {
          "filter": _FILTER,
-         "projection": {"type": "array", "items": {"type": "string"},
-                        "description": "fields to return, e.g. [\"task_id\", \"activity_id\", \"used\"]"},
+         "projection": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+                        "description": "fields to return, comma-separated as in HTTP and the CLI "
+                                       "(\"task_id,activity_id,used\") or a list of names"},
          "sort": {"type": "string", "description": "e.g. \"-ended_at\" (- for descending)"},
          "limit": {"type": "integer", "description": f"at most this many items (1-{TOOL_LIMIT * 4})"},
+         "cursor": {"type": "string", "description": "next_cursor of the previous answer, for the next "
+                                                     "page of the same question"},
          "source": _SOURCE}},
-     "call": lambda a, filter=None, projection=None, sort=None, limit=None, source=None:
-         a.tasks(source, filter or {}, projection, sort, min(int(limit or TOOL_LIMIT), TOOL_LIMIT * 4))},
+     "call": lambda a, filter=None, projection=None, sort=None, limit=None, cursor=None, source=None:
+         a.tasks(source, filter or {}, projection, sort, min(int(limit or TOOL_LIMIT), TOOL_LIMIT * 4),
+                 cursor)},
     {"name": "get_task",
      "description": "One task record by its task id (used, generated, status, timing, rank, host).",
      "parameters": {"type": "object", "properties": {"task_id": _TASK, "source": _SOURCE},
@@ -108,6 +112,8 @@ def call_tool(access, name: str, args: Dict[str, Any]) -> str:
         return _cut(tool["call"](access, **{k: v for k, v in args.items() if v is not None}))
     except (BadRequest, NotFound, QueryTimeout, ValueError, TypeError, KeyError) as e:
         return json.dumps({"error": str(e)})
+    except Exception as e:   # the model reads an error, never a dropped call
+        return json.dumps({"error": f"internal error ({type(e).__name__}: {e}); try another question"})
 
 
 def openai_tools() -> List[dict]:

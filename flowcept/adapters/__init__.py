@@ -11,7 +11,31 @@ from __future__ import annotations
 
 from typing import Any, Iterable, List, Mapping, Union
 
-__all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config"]
+__all__ = ["start_interceptors", "stop_interceptors", "adapter_from_config", "flowcept_settings",
+           "current_workflow_ids"]
+
+
+def current_workflow_ids():
+    """(workflow id, campaign id) of the running workflow as Flowcept names
+    them (``Flowcept.current_workflow_id``, ``Flowcept.campaign_id``)."""
+    from flowcept.capture import workflow
+    run = getattr(workflow, "WorkflowRun", None) or workflow.Flowcept
+    return run.current_workflow_id, run.campaign_id
+
+
+def flowcept_settings() -> dict:
+    """Flowcept's settings (the settings YAML in use, ``flowcept.configs.settings``)
+    as a dict; {} without one.  Flowcept's way of configuring an adapter
+    (``adapters.mlflow.file_path``, ``telemetry_capture``,
+    ``instrumentation.torch``) is read from it.  They come from the registry
+    (``settings_reader`` named ``flowcept``: the Flowcept translation
+    provides them), so this layer imports nothing above it."""
+    from flowcept import registry
+    try:
+        current = registry.load("settings_reader", "flowcept")
+    except LookupError:   # the translation is not installed: Flowcept's defaults
+        return {}
+    return dict(current() or {})
 
 
 def adapter_from_config(name: str, session, **options: Any):

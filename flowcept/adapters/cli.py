@@ -119,6 +119,9 @@ def _run(args) -> int:
                                "adapter": args.adapter, "source": adapter.source_key()})
         print(f"flowcept observe {args.adapter}: {adapter.source_key()}; checkpoint "
               f"{adapter.checkpoint_path}; SIGTERM or Ctrl-C stops it", file=sys.stderr, flush=True)
+        if adapter.settled or adapter.reemitted:
+            print(f"flowcept observe {args.adapter}: after a crash, {adapter.settled} record(s) found "
+                  f"stored, {adapter.reemitted} emitted again", file=sys.stderr, flush=True)
         if args.exit_after is not None:
             threading.Timer(args.exit_after, stop.set).start()
         if args.once:

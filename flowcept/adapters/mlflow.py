@@ -17,15 +17,28 @@ this process) or the server's sqlite backend file
 (``tracking_uri="sqlite:///path/mlflow.db"``, opened with ``mode=ro``).
 Runs still RUNNING are emitted once they end.  Position: the ids of the
 runs emitted, so a run is never emitted twice, however late it ends.
+
+Flowcept's way: ``Flowcept("mlflow")`` without a configured tracking URI
+watches the sqlite file named by the settings key
+``adapters.mlflow.file_path`` (every ``watch_interval_sec``), waiting for
+it to appear, and records each run as Flowcept 1.0.3 does: ``task_id`` the
+run id, ``used`` the params, ``generated`` the metrics, ``status`` (and the
+run's name as activity, its times, the workflow's ids), without our
+``tags`` and ``custom_metadata`` (``details``, on by default for
+``flowcept observe mlflow``).  The object also answers Flowcept's
+interceptor API: ``settings`` (``file_path``, ``watch_interval_sec``, ...),
+``dao`` (``get_finished_run_uuids()``, ``get_run_data(run_id)``) and
+``state_manager`` (the set of runs seen; ``reset()`` empties that set, never
+the adapter's checkpoint, so no run is emitted twice).
 """
 from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.parse
 import urllib.request
-from typing import Dict, Iterator, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional
 
 from flowcept.adapters.base import Adapter, Item
 from flowcept.errors import ConfigError
@@ -38,6 +51,7 @@ OPTIONS = (
     Option("tracking_uri", str, "", "http(s)://host:port of a tracking server, or sqlite:///path/mlflow.db"),
     Option("poll_interval", float, 2.0, "seconds between passes", range=(0, 86400)),
     Option("checkpoint", str, "", "checkpoint file (\"\" = <run_dir>/adapters/mlflow-<hash>.json)"),
+    Option("details", bool, True, "tags and custom_metadata (metric history, artifacts) besides Flowcept's fields"),
 )
 
 _ENDED = {"FINISHED": STATUS_FINISHED, "FAILED": STATUS_ERROR, "KILLED": STATUS_ERROR}
@@ -48,8 +62,11 @@ class MlflowAdapter(Adapter):
     default_poll_interval = 2.0
 
     def __init__(self, session=None, *, tracking_uri: str, experiment_ids: Optional[List[str]] = None,
-                 timeout_s: float = 10.0, **kw):
+                 timeout_s: float = 30.0, details: bool = True, wait_for_store: bool = False,
+                 settings: Optional["MLFlowSettings"] = None, **kw):
         super().__init__(session, **kw)
+        self.details = bool(details)
+        self.wait_for_store = wait_for_store
         if tracking_uri.startswith("sqlite:///"):
             self.kind = "sqlite"
             self.db_path = os.path.abspath(tracking_uri[len("sqlite:///"):])
@@ -63,21 +80,48 @@ class MlflowAdapter(Adapter):
         self.experiment_ids = [str(e) for e in experiment_ids] if experiment_ids else None
         self.timeout_s = timeout_s
         self._conn = None
+        self.settings = settings or MLFlowSettings(file_path=self.db_path or self.tracking_uri,
+                                                   watch_interval_sec=self.poll_interval)
+        self.dao = MLFlowDAO(self.db_path) if self.db_path else None
+        self.state_manager = RunStateManager(self)
+
+    @classmethod
+    def from_session(cls, session, **options: Any) -> "MlflowAdapter":
+        """Options from the configuration (``mlflow_*`` keys); without a
+        tracking URI, Flowcept's settings key ``adapters.mlflow.file_path``."""
+        config = getattr(session, "config", None)
+        if not options.get("tracking_uri") and not getattr(config, "mlflow_tracking_uri", ""):
+            from flowcept.adapters import flowcept_settings
+            section = (flowcept_settings().get("adapters") or {}).get("mlflow") or {}
+            if not section.get("file_path"):
+                raise ConfigError("mlflow adapter: no tracking store: set mlflow_tracking_uri "
+                                  "(FLOWCEPT_MLFLOW_TRACKING_URI), or adapters.mlflow.file_path in "
+                                  "Flowcept's settings.yaml")
+            st = MLFlowSettings(**{k: v for k, v in section.items()
+                                   if k in MLFlowSettings.__dataclass_fields__})
+            options = {"tracking_uri": f"sqlite:///{os.path.abspath(st.file_path)}",
+                       "poll_interval": float(st.watch_interval_sec), "details": False,
+                       "wait_for_store": True, "settings": st, **options}
+        return super().from_session(session, **options)
 
     def source_key(self) -> str:
         return f"mlflow:{self.db_path or self.tracking_uri}"
 
     def open(self) -> None:
         self.position.setdefault("runs", [])
-        self._done = set(self.position["runs"])
         if self.kind == "sqlite":
-            import sqlite3
             if not os.path.exists(self.db_path):
-                raise ConfigError(f"mlflow adapter: no tracking database at {self.db_path}")
-            self._conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=1.0,
-                                         isolation_level=None, check_same_thread=False)
+                if not self.wait_for_store:
+                    raise ConfigError(f"mlflow adapter: no tracking database at {self.db_path}")
+                return   # Flowcept's way: it appears when mlflow first writes
+            self._connect()
         else:
             self._get("/api/2.0/mlflow/experiments/search?max_results=1")   # fail fast: reachable?
+
+    def _connect(self) -> None:
+        import sqlite3
+        self._conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=1.0,
+                                     isolation_level=None, check_same_thread=False)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -176,6 +220,13 @@ class MlflowAdapter(Adapter):
 
     # -- records ----------------------------------------------------------
     def read_new(self) -> Iterator[Item]:
+        self._done = set(self.position["runs"])
+        if self.kind == "sqlite" and self._conn is None:
+            if not os.path.exists(self.db_path):
+                return
+            self._connect()
+        if self.kind == "sqlite" and self.wait_for_store and not _has_runs_table(self._conn):
+            return   # mlflow has not created its schema yet
         runs = self._sql_runs() if self.kind == "sqlite" else self._rest_runs()
         for run in list(runs):
             latest = {k: max(v, key=lambda x: (x[0], x[1]))[2] for k, v in run["history"].items() if v}
@@ -188,11 +239,112 @@ class MlflowAdapter(Adapter):
             end = (run["end"] or run["start"]) * 1_000_000
             yield Item(source_id=run["run_id"], activity=run["name"] or f"mlflow:{run['experiment']}",
                        start_ns=start, end_ns=end, status=_ENDED[run["status"]],
-                       used=run["params"], generated=latest, tags=run["tags"],
-                       custom_metadata=meta)
-            # advanced only once the record is in the ring
-            self._done.add(run["run_id"])
-            self.position["runs"].append(run["run_id"])
+                       used=run["params"], generated=latest,
+                       tags=run["tags"] if self.details else None,
+                       custom_metadata=meta if self.details else {},
+                       fields={"task_id": run["run_id"]},
+                       advance=[["add", ["runs"], run["run_id"]]])
+
+
+def _has_runs_table(conn) -> bool:
+    try:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone() \
+            is not None
+    except Exception:   # a file mlflow is still creating
+        return False
+
+
+@dataclass
+class MLFlowSettings:
+    """Flowcept's ``adapters.mlflow`` settings."""
+    key: str = "mlflow"
+    kind: str = "mlflow"
+    file_path: str = "mlflow.db"
+    log_params: List[str] = field(default_factory=lambda: ["*"])
+    log_metrics: List[str] = field(default_factory=lambda: ["*"])
+    watch_interval_sec: float = 1
+    observer_type: str = "file"
+    observer_subtype: str = "sqlite"
+
+
+@dataclass
+class RunData:
+    """Flowcept's ``RunData``: one finished run."""
+    task_id: str
+    start_time: int
+    end_time: int
+    used: dict
+    generated: dict
+    status: str
+
+
+class MLFlowDAO:
+    """Flowcept's MLflow DAO: read-only queries of a sqlite tracking store."""
+
+    def __init__(self, db_path: str, limit: int = 10):
+        self.db_path = db_path
+        self.limit = limit
+
+    def _query(self, sql: str, args=()) -> list:
+        import sqlite3
+        if not os.path.exists(self.db_path):
+            return []
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.Error:   # no schema yet
+            return []
+        finally:
+            conn.close()
+
+    def get_finished_run_uuids(self) -> List[tuple]:
+        """The last finished runs (newest first), as 1-tuples (run id,)."""
+        return self._query("SELECT run_uuid FROM runs WHERE status = 'FINISHED' "
+                           "ORDER BY end_time DESC LIMIT ?", (self.limit,))
+
+    def get_run_data(self, run_uuid: str) -> Optional[RunData]:
+        """A finished run's params (used) and latest metrics (generated); None if it
+        is not finished."""
+        rows = self._query("SELECT start_time, end_time, status FROM runs WHERE run_uuid = ? "
+                           "AND status = 'FINISHED'", (run_uuid,))
+        if not rows:
+            return None
+        start, end, status = rows[0]
+        used = dict(self._query("SELECT key, value FROM params WHERE run_uuid = ?", (run_uuid,)))
+        generated = {}
+        for key, value in self._query("SELECT key, value FROM metrics WHERE run_uuid = ? "
+                                      "ORDER BY key, step, timestamp", (run_uuid,)):
+            generated[key] = value
+        return RunData(task_id=run_uuid, start_time=start, end_time=end, used=used,
+                       generated=generated, status=status)
+
+
+class RunStateManager:
+    """Flowcept's interceptor state: the run ids seen (the ones the adapter
+    emitted, and any added).  ``reset()`` forgets them here only: the
+    adapter's checkpoint is its own, so no run is emitted twice."""
+
+    def __init__(self, adapter: "MlflowAdapter"):
+        self._adapter = adapter
+        self._added: set = set()
+        self._since = 0   # runs of the adapter's position before a reset() are not counted
+
+    def _ids(self) -> set:
+        runs = self._adapter.position.get("runs") or []
+        return set(runs[self._since:]) | self._added
+
+    def reset(self) -> None:
+        self._added.clear()
+        self._since = len(self._adapter.position.get("runs") or [])
+
+    def count(self) -> int:
+        return len(self._ids())
+
+    def add_element_id(self, element_id: str) -> None:
+        self._added.add(element_id)
+
+    def has_element_id(self, element_id: str) -> bool:
+        return element_id in self._ids()
 
 
 def _local_artifacts(uri: Optional[str]) -> List[dict]:

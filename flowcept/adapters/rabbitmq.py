@@ -9,9 +9,11 @@ timestamp and a bounded summary of the body (its size, a sha256, and the
 first ``body_preview_bytes`` as text when it decodes) in ``used``.
 
 The position is the broker's: a message is acknowledged only after its
-record is in the ring, so messages published while the adapter is down wait
-in its queue and are emitted on restart, and nothing acknowledged is
-emitted again.  Record ids come from the message id when the producer set
+record is in the ring (and its id is in the checkpoint), so messages
+published while the adapter is down wait in its queue and are emitted on
+restart, nothing acknowledged is emitted again, and a message the broker
+redelivers after a crash that came between the push and the
+acknowledgement is acknowledged without a second record.  Record ids come from the message id when the producer set
 one, else from a hash of routing key, headers, timestamp and body, so a
 redelivery after a crash carries the same id.  The observed exchange and
 its other queues are not affected: a fanout or topic exchange copies each
@@ -42,6 +44,7 @@ OPTIONS = (
 class RabbitmqAdapter(Adapter):
     name = "rabbitmq"
     default_poll_interval = 0.5
+    acknowledges_at_source = True
 
     def __init__(self, session=None, *, url: str, exchange: str, binding_key: str = "#",
                  queue: Optional[str] = None, exchange_type: Optional[str] = None,
@@ -102,9 +105,9 @@ class RabbitmqAdapter(Adapter):
                 method, props, body = self._ch.basic_get(self.queue, auto_ack=False)
                 if method is None:
                     return
-                yield self._item(method, props, body)
-                # acknowledged only once the record is in the ring
-                self._ch.basic_ack(method.delivery_tag)
+                item = self._item(method, props, body)
+                item.on_emitted = self._acker(method.delivery_tag)
+                yield item
                 n += 1
         except pika.exceptions.AMQPError:
             # a broker restart or network cut: reconnect on the next pass; what was
@@ -114,6 +117,13 @@ class RabbitmqAdapter(Adapter):
             except Exception:
                 self._conn = self._ch = None
             raise
+
+    def _acker(self, tag):
+        ch = self._ch
+
+        def ack() -> None:   # the base class calls it once the record is in the ring
+            ch.basic_ack(tag)
+        return ack
 
     def _item(self, method, props, body: bytes) -> Item:
         headers = dict(props.headers or {})

@@ -13,6 +13,9 @@ rollback-journal mode a read holds a SHARED lock only for one chunk, so a
 writer with a busy timeout waits at most that long.  SQLite has no
 cross-process change hook, so polling is the only non-intrusive way.
 
+TEXT values that are not UTF-8 are recorded with each undecodable byte as
+``\\xNN``.
+
 Position: ``rowid`` of the last emitted row (new rows), or, with
 ``updated_column``, the pair (last updated value, last rowid), so a row
 updated again is emitted again with the new value (its source id includes
@@ -72,52 +75,55 @@ class SqliteAdapter(Adapter):
         self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=1.0,
                                      isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
+        # a TEXT value that is not UTF-8 must not stop the adapter: its bytes as \xNN
+        self._conn.text_factory = lambda b: b.decode("utf-8", "backslashreplace")
         self._data_version = None
+        self._seen_version = None
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _changed(self) -> bool:
-        v = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        changed = v != self._data_version
-        self._data_version = v
-        return changed
-
     def read_new(self) -> Iterator[Item]:
-        if self._conn is None or not self._changed():
+        if self._conn is None:
             return
+        v = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if v == self._data_version:   # no other connection committed since the last full pass
+            return
+        self._seen_version = v
+        last = int(self.position.get("rowid", 0))
+        upd = self.position.get("updated")
+        has_upd = "updated" in self.position
         while True:
-            rows = self._chunk()
-            if not rows:
-                return
+            rows = self._chunk(last, upd, has_upd)
             now = time.time_ns()
             for row in rows:
                 d = dict(row)
                 rowid = d.pop("__rowid")
                 src = f"{self.table}:{rowid}"
                 meta = {"table": self.table, "rowid": rowid, "database": self.path}
-                upd = d.get(self.updated_column) if self.updated_column else None
+                advance = [["set", ["rowid"], rowid]]
                 if self.updated_column:
+                    upd, has_upd = d.get(self.updated_column), True
                     src = f"{src}@{upd}"
+                    advance.append(["set", ["updated"], upd])
+                last = rowid
                 yield Item(source_id=src, activity=f"sqlite:{self.table}", start_ns=now,
-                           end_ns=now, generated=d, custom_metadata=meta)
-                # advanced only once the record is in the ring
-                if self.updated_column:
-                    self.position["updated"] = upd
-                self.position["rowid"] = rowid
+                           end_ns=now, generated=d, custom_metadata=meta, advance=advance)
             if len(rows) < self.chunk_rows:
                 return
 
-    def _chunk(self):
-        last = int(self.position.get("rowid", 0))
+    def pass_done(self) -> None:
+        self._data_version = self._seen_version   # everything committed before it is emitted
+
+    def _chunk(self, last: int, upd, has_upd: bool):
         if self.updated_column:
             u = self.updated_column
-            if "updated" in self.position:
+            if has_upd:
                 sql = (f"SELECT rowid AS __rowid, * FROM {self.table} WHERE ({u} > ?) OR "
                        f"({u} = ? AND rowid > ?) ORDER BY {u}, rowid LIMIT ?")
-                args = (self.position["updated"], self.position["updated"], last, self.chunk_rows)
+                args = (upd, upd, last, self.chunk_rows)
             else:
                 sql = (f"SELECT rowid AS __rowid, * FROM {self.table} WHERE {u} IS NOT NULL "
                        f"ORDER BY {u}, rowid LIMIT ?")

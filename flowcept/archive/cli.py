@@ -67,13 +67,14 @@ def _cmd_report(args) -> int:
               f"the run directory with `flowcept summary {args.archive}`", file=sys.stderr)
         return 2
     try:
-        text, pngs, note = report(args.archive, args.output, plots=not args.no_plots, top=args.top)
+        text, written, note = report(args.archive, args.output, plots=not args.no_plots, top=args.top,
+                                     write_html=not args.text_only)
     except ArchiveError as e:
         print(f"flowcept report: error: {_one_line(e)}", file=sys.stderr)
         return 2
     print(text)
-    if pngs:
-        print("\nwrote " + ", ".join(pngs))
+    if written:
+        print("\nwrote " + ", ".join(written))
     if note:
         print(note, file=sys.stderr)
     return 0
@@ -129,16 +130,26 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_compact)
 
     p = sub.add_parser(
-        "report", help="summary, timeline.png and durations.png of an archive",
+        "report", help="summary of an archive and a one-file HTML job report beside it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prints a summary of an archive written by `flowcept compact` (tasks per "
                     "activity with duration percentiles, busy time per rank and imbalance, "
-                    "throughput, slowest and failed tasks) and draws timeline.png (one lane per "
-                    "rank, bars coloured by activity, nested tasks thinner) and durations.png "
-                    "(duration histogram per activity, log scale).  The pictures need matplotlib "
-                    "(pip install 'flowcept[report]').")
+                    "throughput, slowest and failed tasks) and writes one self-contained HTML file "
+                    "(pictures inline, nothing fetched): the summary tables, the timeline (one lane "
+                    "per rank, aggregated to the pixel when tasks outnumber pixels, failures as a "
+                    "strip of failure share per lane), durations per activity, tasks finished and "
+                    "failed over time, load per rank, failures grouped by error, the slowest tasks "
+                    "and the slowest chain of data dependencies.  The pictures need matplotlib "
+                    "(pip install 'flowcept[report]').",
+        epilog="examples:\n"
+               "  flowcept report job1234.h5                 # writes job1234.report.html beside it\n"
+               "  flowcept report job1234.h5 -o ~/www/       # into a directory\n"
+               "  flowcept report job1234.h5 --text-only     # the summary alone")
     p.add_argument("archive", help="HDF5 archive (from flowcept compact)")
-    p.add_argument("-o", "--output", metavar="OUTDIR",
-                   help="directory for the pictures (default: the archive's directory)")
-    p.add_argument("--top", type=int, default=5, help="how many slowest/failed tasks to list")
-    p.add_argument("--no-plots", action="store_true", help="text summary only")
+    p.add_argument("-o", "--output", metavar="FILE|DIR",
+                   help="the HTML file, or a directory for it (default: <archive>.report.html beside "
+                        "the archive, wherever the command runs)")
+    p.add_argument("--top", type=int, default=5, help="how many slowest/failed tasks to list (default 5)")
+    p.add_argument("--no-plots", action="store_true", help="HTML with the tables only (no matplotlib)")
+    p.add_argument("--text-only", action="store_true", help="print the summary, write no HTML")
     p.set_defaults(func=_cmd_report)

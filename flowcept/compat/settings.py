@@ -384,6 +384,14 @@ def load(env: Optional[Mapping[str, str]] = None) -> FlowceptSettings:
     return value
 
 
+def current_settings() -> Dict[str, Any]:
+    """Flowcept's settings in effect as a dict (``flowcept.configs.settings``):
+    registered as ``settings_reader`` ``flowcept``, where the engine's
+    adapters read Flowcept's own sections (``adapters.*``, ``telemetry_capture``,
+    ``instrumentation.torch``) without importing this package."""
+    return load().settings()
+
+
 def read_settings(path: str, env: Mapping[str, str]) -> Dict[str, Any]:
     """Our configuration keys from Flowcept's settings file at ``path``
     (the reader ``flowcept.config`` calls for a YAML path).  Sections that

@@ -56,14 +56,18 @@ def assert_by_querying_tasks_until(filter: dict, condition_to_evaluate: Optional
 
 def evaluate_until(evaluation_condition: Callable, max_trials: int = 30, max_time: float = 60,
                    msg: str = "") -> bool:
-    """Calls evaluation_condition() until it is true (once a second); False
-    after max_trials or max_time."""
+    """Calls evaluation_condition() once a second until it is true (True);
+    False after max_trials calls or max_time seconds; msg names the condition
+    in the debug log."""
+    import logging
     start = time.monotonic()
     trials = 0
     while trials < max_trials and time.monotonic() - start < max_time:
         if evaluation_condition():
             return True
         trials += 1
+        logging.getLogger("flowcept").debug("condition not met yet (%d/%d): %s", trials,
+                                            max_trials, msg)
         time.sleep(1)
     return False
 

@@ -8,6 +8,6 @@
                            store_dir="/path/store", lmdb_shards=4), name="k1")
     k.run()          # until k.stop(), SIGTERM or SIGINT
 """
-from flowcept.keeper.service import Keeper, format_status, read_status
+from flowcept.keeper.service import COUNTERS, Keeper, format_status, read_status
 
-__all__ = ["Keeper", "read_status", "format_status"]
+__all__ = ["COUNTERS", "Keeper", "read_status", "format_status"]

@@ -7,17 +7,24 @@ Transport to a central hub.  Per read:
   1. each entry's batch id is taken from the frame header (the routing key
      must agree, as in the keeper; entries without a frame are counted and
      acknowledged: there is nothing to forward);
-  2. the frames are published and the destination flushed (durable there);
-  3. only then are the entries acknowledged at the source.
+  2. the frames are published and the destination flushed (durable there),
+     and its count of confirmed batches (``Transport.delivered``) must have
+     risen by as many (a destination that does not count gets nothing
+     acknowledged);
+  3. only then are the entries acknowledged at the source (Redis deletes them).
 A crash or a destination outage before 3 leaves the entries pending at the
 source: they are delivered again (to the restarted bridge under the same
 name, or, for Redis, claimed by another bridge after keeper_claim_idle_ms)
 and forwarded again.  That is at-least-once; the keepers behind the central
 hub store each batch id once, so nothing is stored twice.
 
-Order: a destination transport is opened per (job, node) of the entries, so
-a Kafka destination keeps each node's batches in its own partition, in order
-(a Redis destination picks its shard by node).  The frames are not validated
+Order: each entry is published under its own (job, node), so a Kafka
+destination keeps each node's batches in its partition, in order (a Redis
+destination picks its shard by node).  Redis and Kafka destinations route
+any (job, node) through one transport (one producer, one connection per
+Redis instance), however many nodes the site has; a destination transport
+without that (``any_job`` false) gets one transport per (job, node), the
+``max_transports`` most recent kept open.  The frames are not validated
 here (the keepers do, and quarantine with the reason); the bridge only reads
 the 24-byte batch id from the header.
 
@@ -29,32 +36,15 @@ import logging
 import struct
 from collections import OrderedDict
 
+from flowcept import registry
 from flowcept.errors import TransportUnavailable
 from flowcept.keeper.loop import SourceLoop
+from flowcept.record.job import JobInfo
+from flowcept.transport import transport_for_url
 
 log = logging.getLogger("flowcept.keeper.bridge")
 
 HEADER_MIN = 56     # through record_count (the batch id sits at offsets 16..40)
-
-
-def transport_for_url(url: str, want_source: bool = False) -> str:
-    """The registered transport whose ``url_schemes`` include the URL's scheme."""
-    from flowcept import registry
-    from flowcept.errors import ConfigError
-    if "://" not in (url or ""):
-        raise ConfigError(f"{url!r} is not a URL; e.g. redis://host:6379/0 or kafka://host:9092/topic")
-    scheme = url.split("://", 1)[0]
-    names = registry.names("source") if want_source else registry.names("transport")
-    for name in names:
-        try:
-            cls = registry.load("transport", name)
-        except Exception:
-            continue
-        if scheme in getattr(cls, "url_schemes", ()):
-            return name
-    side = "a keeper side (source)" if want_source else "a transport"
-    raise ConfigError(f"no installed transport with {side} speaks {scheme}:// URLs; installed: "
-                      f"{', '.join(names)} (pip install 'flowcept[kafka]' etc.)")
 
 
 def _text(v) -> str:
@@ -81,20 +71,20 @@ class Bridge(SourceLoop):
         self.block_ms = block_ms
         self.max_transports = max(1, max_transports)
         self._dest: "OrderedDict[tuple, object]" = OrderedDict()
+        self._any_job = bool(getattr(registry.load("transport", self.to_name), "any_job", False))
         self.counts = {"batches": 0, "bytes": 0, "reads": 0, "no_frame": 0, "redelivered": 0,
                        "dest_errors": 0, "source_errors": 0}
 
     # -- destination --------------------------------------------------------
-    def _transport(self, job_name: str, job_id: int, node: str):
-        from flowcept.record.job import JobInfo
+    def _transport(self, job):
+        """The destination transport for a (job, node)."""
         from flowcept.transport import open_transport
-        k = (job_name, job_id, node)
+        k = None if self._any_job else (job.job_name, job.job_id, job.node)
         tr = self._dest.get(k)
         if tr is not None:
             self._dest.move_to_end(k)
             return tr
-        tr = open_transport(self.to_name, self.dst_config,
-                            JobInfo(job_name=job_name, job_id=job_id, node=node, run_dir=""))
+        tr = open_transport(self.to_name, self.dst_config, job)
         self._dest[k] = tr
         while len(self._dest) > self.max_transports:    # many nodes: keep the recent ones
             _, old = self._dest.popitem(last=False)
@@ -116,8 +106,9 @@ class Bridge(SourceLoop):
                 pass
 
     def forward(self, src, entries) -> bool:
-        """Publishes, flushes, acknowledges; False if the destination failed."""
-        used = []
+        """Publishes, flushes, checks that the destination confirmed every
+        batch, acknowledges; False if the destination failed."""
+        used = {}       # id(transport) -> [transport, delivered before, published]
         try:
             for e in entries:
                 frame = e.frame
@@ -129,13 +120,27 @@ class Bridge(SourceLoop):
                 if e.key is not None and bytes(e.key) != key:
                     log.warning("bridge %s: routing key %s != frame key %s: forwarded under the "
                                 "frame's (the keeper decides)", self.name, bytes(e.key).hex(), key.hex())
-                tr = self._transport(_text(e.job) or f"{job_id:016x}", job_id, _text(e.node))
-                tr.publish(key, frame)
-                if tr not in used:
-                    used.append(tr)
+                job = JobInfo(job_name=_text(e.job) or f"{job_id:016x}", job_id=job_id,
+                              node=_text(e.node), run_dir="")
+                tr = self._transport(job)
+                if id(tr) not in used:
+                    used[id(tr)] = [tr, tr.delivered, 0]
+                if self._any_job:
+                    tr.publish(key, frame, job=job)
+                else:
+                    tr.publish(key, frame)
+                used[id(tr)][2] += 1
                 self.counts["bytes"] += len(frame)
-            for tr in used:
+            for tr, before, sent in used.values():
                 tr.flush()
+                # the source deletes what is acknowledged: only what the
+                # destination counted as confirmed
+                if before is None or tr.delivered is None:
+                    raise TransportUnavailable(f"{tr.destination()} does not count confirmed "
+                                               "batches, so nothing is acknowledged at the source")
+                if tr.delivered - before < sent:
+                    raise TransportUnavailable(f"{tr.destination()} confirmed "
+                                               f"{tr.delivered - before} of {sent} batches")
         except TransportUnavailable as err:
             self.counts["dest_errors"] += 1
             log.warning("bridge %s: destination %s: %s; %d entries stay pending at the source",

@@ -1,6 +1,9 @@
 """The read loop the keeper and the bridge share: read each source in turn,
 hand what came to ``handle``, back off while the transport is down, stop on
 ``stop()``, SIGTERM or SIGINT (or when idle, for tools and tests).
+``finish()`` or SIGUSR1 means "the producers are done": read on until the
+sources have had nothing for FINISH_IDLE_S, then stop (a job script sends
+it after its application step, so nothing left in the hub is abandoned).
 
 What is done with the entries (check and store, or forward), and when they
 are acknowledged, is the subclass's: ``handle`` acknowledges or redelivers
@@ -16,6 +19,7 @@ from flowcept.errors import TransportUnavailable
 
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
+FINISH_IDLE_S = 1.0
 
 
 class SourceLoop:
@@ -32,6 +36,7 @@ class SourceLoop:
 
     def __init__(self):
         self._stop = threading.Event()
+        self._finish_at: Optional[float] = None
         self.sources: List = []
         # rounds over the sources, and the last one in which every read came
         # back empty: an in-process consumer waits on them to know that what was
@@ -83,6 +88,11 @@ class SourceLoop:
         with self._rounds:
             self._finish_from = self._round + 1
 
+    def finish(self, *_args) -> None:
+        """Read what is left, then stop (see the module docstring)."""
+        if self._finish_at is None:
+            self._finish_at = time.monotonic()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
@@ -93,13 +103,26 @@ class SourceLoop:
         old = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             old[sig] = signal.signal(sig, self.stop)
+        old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self.finish)
         return old
 
-    def run(self, max_idle_s: Optional[float] = None) -> int:
-        """Reads until stopped (or idle for max_idle_s).  Returns 0."""
+    def run(self, max_idle_s: Optional[float] = None, wait_s: float = 0.0) -> int:
+        """Reads until stopped (or idle for max_idle_s).  Returns 0.
+        ``wait_s``: a source that cannot be reached at start is tried again
+        for this long (a job script starting the hub beside the keeper)
+        before TransportUnavailable is raised."""
         old = self._install_signals()
         try:
-            self.open()
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    self.open()
+                    break
+                except TransportUnavailable:
+                    self.close()
+                    if self._stop.is_set() or time.monotonic() >= deadline:
+                        raise
+                    self._stop.wait(0.5)
             self._read_until_stopped(max_idle_s)
             return 0
         finally:
@@ -149,6 +172,10 @@ class SourceLoop:
                 idle_since = time.monotonic()
             elif len(self.sources) > 1:
                 self._stop.wait(self.block_ms / 1000 / len(self.sources))
-            if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+            limit, since = max_idle_s, idle_since
+            if self._finish_at is not None:
+                limit = FINISH_IDLE_S if limit is None else min(limit, FINISH_IDLE_S)
+                since = max(idle_since, self._finish_at)
+            if limit is not None and time.monotonic() - since > limit:
                 break
             self.after_round()

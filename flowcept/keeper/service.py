@@ -18,7 +18,21 @@ Per read (up to ``count`` entries):
   4. only then, when every store committed, are the entries acknowledged.
 A crash anywhere before 4 leaves the entries pending: they are delivered
 again (to this keeper after a restart under the same name, or to another
-one through XAUTOCLAIM) and the store skips what it already has.
+one through XAUTOCLAIM or a Kafka rebalance) and the store skips what it
+already has.
+
+Peers: a keeper that replaces another one with another directory (or runs
+beside others, ``flowcept keeper run --workers N``) is given the other
+directories as ``peers`` (read-only): a batch already committed in a peer
+is acknowledged without being written to this keeper's directory stores
+again (URL stores, shared by all keepers, still get it: they skip what
+they hold).  So a batch committed by a keeper killed before its
+acknowledgement is not stored in two directories.  What peers cannot cover
+(a replacement that cannot see the old directory, or two keepers handed
+the same batch at the same moment) readers drop by batch id.
+
+Counters (``COUNTERS``, in ``counts``, the status file and
+``read_status``): see the table below; the metrics exporter reads them.
 
 Bad input never stops it: every failure of one entry is a rejection with a
 reason.  Failures of the store (``StoreError``, ``OSError``, LMDB errors:
@@ -36,8 +50,9 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from flowcept.errors import StoreError, TransportUnavailable
 from flowcept.keeper.loop import SourceLoop
@@ -55,6 +70,24 @@ except ImportError:   # pragma: no cover - lmdb is a dependency
 STATUS_PREFIX = "keeper-"
 STATUS_SUFFIX = ".status.json"
 
+# (name, what it counts): every keeper counter, in ``Keeper.counts``, in
+# each keeper's status file and summed in ``read_status()["totals"]``.
+COUNTERS = (
+    ("batches_in", "new batches stored"),
+    ("records_in", "new records stored"),
+    ("duplicates", "batches skipped: already in this keeper's store (redeliveries)"),
+    ("peer_duplicates", "batches skipped: already committed in a peer keeper's directory"),
+    ("rejected", "batches quarantined"),
+    ("acked", "entries acknowledged at the source"),
+    ("reads", "non-empty reads from the sources"),
+    ("store_errors", "failed store commits (the entries were delivered again)"),
+    ("transport_errors", "failed reads or acknowledgements"),
+)
+# gauges in the status file: records_per_s (over the last status interval),
+# lag (entries the keepers' group has not read yet, summed over the
+# sources; null until measured: on a terminal, or with lag_interval set)
+PROGRESS_INTERVAL_S = 5.0
+
 
 def default_name() -> str:
     return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
@@ -67,10 +100,17 @@ class Keeper(SourceLoop):
     def __init__(self, config, store_dir: Optional[str] = None, name: Optional[str] = None,
                  url: Optional[str] = None, transport: Optional[str] = None, count: int = 16,
                  block_ms: int = 200, status_interval: float = 1.0,
-                 stores: Optional[List[tuple]] = None):
+                 stores: Optional[List[tuple]] = None, peers: Sequence[str] = (),
+                 progress: Optional[bool] = False, lag_interval: Optional[float] = None,
+                 progress_interval: float = PROGRESS_INTERVAL_S):
         """``stores``: ``[(backend, location), ...]`` to write to (default: the
         configured store at ``store_dir``).  The first store's directory (or
-        ``store_dir``) holds the quarantine and the status files."""
+        ``store_dir``) holds the quarantine and the status files.
+        ``peers``: other keepers' store directories (or directories holding
+        them), read only (see the module docstring).  ``progress``: a
+        one-line progress on stderr every few seconds (None: when stderr is
+        a terminal).  ``lag_interval``: ask the sources for the group's lag
+        this often (default: with the progress line only)."""
         super().__init__()
         overrides = {}
         if url:
@@ -88,14 +128,24 @@ class Keeper(SourceLoop):
         self.block_ms = block_ms
         self.status_interval = status_interval
         self.max_frame = config.keeper_max_frame_bytes
-        self.counts = {"batches_in": 0, "records_in": 0, "duplicates": 0, "rejected": 0,
-                       "acked": 0, "reads": 0, "store_errors": 0, "transport_errors": 0}
+        self.counts = {name: 0 for name, _ in COUNTERS}
         self.rejected: Dict[str, int] = {}
         self.started = time.time()
         self.stores = []
         self.quarantine = None
         self._last_status = 0.0
-        self._source_info: List[dict] = []
+        self.peer_paths = [os.path.abspath(p) for p in peers]
+        self._peers: Dict[str, object] = {}      # store dir -> read-only store
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress_interval = progress_interval
+        self.lag_interval = lag_interval if lag_interval is not None else (
+            progress_interval if self.progress else None)
+        self.lag: Optional[int] = None
+        self.records_per_s = 0.0
+        self._rate_mark = (time.monotonic(), 0)
+        self._last_lag = 0.0
+        self._last_progress = time.monotonic()
+        self._progress_shown = False
 
     # -- the loop's parts -----------------------------------------------------
     def open(self) -> None:
@@ -107,6 +157,7 @@ class Keeper(SourceLoop):
         for backend, location in self.store_specs:
             self.stores.append(open_store(backend, location, self.config))
         self.quarantine = Quarantine(self.store_dir)
+        self._open_peers()
         self.sources = open_sources(self.config.transport, self.config, self.name)
         self.write_status()
 
@@ -119,8 +170,70 @@ class Keeper(SourceLoop):
         return True     # a store failure waits in process(), it does not back off
 
     def after_round(self) -> None:
-        if time.monotonic() - self._last_status >= self.status_interval:
+        now = time.monotonic()
+        if self.lag_interval is not None and now - self._last_lag >= self.lag_interval:
+            self._last_lag = now
+            self.lag = self.measure_lag()
+        if now - self._last_status >= self.status_interval:
+            self._open_peers()
             self.write_status()
+        if self.progress and now - self._last_progress >= self.progress_interval:
+            self._last_progress = now
+            self._show_progress()
+
+    # -- peers ----------------------------------------------------------------
+    def _open_peers(self) -> None:
+        """Opens (read-only) the peer store directories that exist by now."""
+        from flowcept.store import open_store_at, store_dirs_at
+        own = {os.path.abspath(loc) for b, loc in self.store_specs if isinstance(loc, str)}
+        for top in self.peer_paths:
+            for path in store_dirs_at(top):
+                if path in own or path in self._peers:
+                    continue
+                try:
+                    self._peers[path] = open_store_at(path, self.config)
+                except (OSError, ValueError, LookupError) + STORE_ERRORS as e:
+                    log.info("keeper %s: peer store %s not readable yet (%s)", self.name, path, e)
+
+    def _in_peer(self, key: bytes) -> bool:
+        for path, st in list(self._peers.items()):
+            try:
+                if st.has(key):
+                    return True
+            except STORE_ERRORS as e:   # a peer going away must not stop this keeper
+                log.warning("keeper %s: peer store %s: %s; not asked any more", self.name, path, e)
+                self._peers.pop(path, None)
+                st.close()
+        return False
+
+    # -- progress and lag -------------------------------------------------------
+    def measure_lag(self) -> Optional[int]:
+        """Entries of the keepers' group not read yet, over every source."""
+        total, known = 0, False
+        for src in self.sources:
+            try:
+                info = src.info()
+            except Exception:      # a status probe never stops the keeper
+                continue
+            for g in info.get("groups") or ():
+                if "lag" in g:
+                    total += int(g["lag"])
+                    known = True
+        return total if known else None
+
+    def _update_rate(self) -> None:
+        now, rec = time.monotonic(), self.counts["records_in"]
+        t0, r0 = self._rate_mark
+        if now - t0 >= 0.5:
+            self.records_per_s = (rec - r0) / (now - t0)
+            self._rate_mark = (now, rec)
+
+    def _show_progress(self) -> None:
+        self._update_rate()
+        sys.stderr.write("\r" + progress_line(self.name, self.counts, self.records_per_s, self.lag)
+                         + "  ")
+        sys.stderr.flush()
+        self._progress_shown = True
 
     # -- one read -------------------------------------------------------------
     def check(self, entry):
@@ -167,9 +280,14 @@ class Keeper(SourceLoop):
         first = self.stores[0]
         try:
             fresh = {key for key, _ in accepted if not first.has(key)}
+            in_peer = {key for key in fresh if self._peers and self._in_peer(key)}
+            fresh -= in_peer
             new = 0
             for i, store in enumerate(self.stores):
-                n, refused = self._put(store, accepted) if accepted else (0, [])
+                items = accepted
+                if in_peer and getattr(store, "location_kind", "dir") == "dir":
+                    items = [item for item in accepted if item[0] not in in_peer]
+                n, refused = self._put(store, items) if items else (0, [])
                 if i == 0:
                     new = n
                 if refused:
@@ -200,7 +318,9 @@ class Keeper(SourceLoop):
             seen.add(key)
         self.counts["batches_in"] += new
         self.counts["records_in"] += new_records
-        self.counts["duplicates"] += max(0, len(accepted) - new)
+        skipped = len({key for key, _ in accepted if key in in_peer})
+        self.counts["peer_duplicates"] += skipped
+        self.counts["duplicates"] += max(0, len(accepted) - new - skipped)
         self.counts["rejected"] += len(rejected)
         for r in rejected:
             self.rejected[r["reason"]] = self.rejected.get(r["reason"], 0) + 1
@@ -235,11 +355,14 @@ class Keeper(SourceLoop):
                 "host": socket.gethostname(), "transport": self.config.transport,
                 "sources": [s.name for s in self.sources], "store_dir": self.store_dir,
                 "stores": [f"{b}:{loc}" for b, loc in self.store_specs],
+                "peers": sorted(self._peers),
                 "started": self.started, "updated": time.time(),
                 "running": not self._stop.is_set(),
+                "records_per_s": round(self.records_per_s, 1), "lag": self.lag,
                 **self.counts, "rejected_by_reason": dict(self.rejected)}
 
     def write_status(self, running: Optional[bool] = None) -> None:
+        self._update_rate()
         doc = self.status()
         if running is not None:
             doc["running"] = running
@@ -255,8 +378,15 @@ class Keeper(SourceLoop):
         self._last_status = time.monotonic()
 
     def close(self) -> None:
+        if self._progress_shown:
+            self._show_progress()
+            sys.stderr.write("\n")
+            self._progress_shown = False
         if self.stores:
             self.write_status(running=False)
+        for st in self._peers.values():
+            st.close()
+        self._peers = {}
         for src in self.sources:
             src.close()
         if self.quarantine is not None:
@@ -313,11 +443,16 @@ def read_status(store_dir: str, config=None) -> dict:
                 keepers.append(json.load(f))
         except (OSError, ValueError):
             continue
-    total = {"batches_in": 0, "records_in": 0, "duplicates": 0, "rejected": 0}
+    total = {name: 0 for name, _ in COUNTERS}
+    total["records_per_s"] = 0.0
     reasons: Dict[str, int] = {}
     for k in keepers:
         for key in total:
-            total[key] += int(k.get(key, 0))
+            if key == "records_per_s":
+                if k.get("running"):
+                    total[key] += float(k.get(key) or 0)
+            else:
+                total[key] += int(k.get(key) or 0)
         for r, n in (k.get("rejected_by_reason") or {}).items():
             reasons[r] = reasons.get(r, 0) + int(n)
     out = {"store_dir": store_dir, "keepers": keepers, "totals": total,
@@ -343,6 +478,19 @@ def read_status(store_dir: str, config=None) -> dict:
             sources.append({"name": config.transport, "error": str(e)})
         out["sources"] = sources
     return out
+
+
+def progress_line(name: str, counts: dict, records_per_s: float, lag: Optional[int]) -> str:
+    """The keeper's one-line progress: records, batches, rate, lag."""
+    lag_text = "lag ?" if lag is None else f"lag {lag:,} entries"
+    extra = ""
+    if counts.get("rejected"):
+        extra += f", {counts['rejected']:,} rejected"
+    if counts.get("store_errors") or counts.get("transport_errors"):
+        extra += f", {counts.get('store_errors', 0) + counts.get('transport_errors', 0):,} errors"
+    return (f"keeper {name}: {counts.get('records_in', 0):,} records, "
+            f"{counts.get('batches_in', 0):,} batches, {records_per_s / 1e3:,.1f} k records/s, "
+            f"{lag_text}{extra}")
 
 
 def format_status(st: dict) -> str:

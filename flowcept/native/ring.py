@@ -111,6 +111,14 @@ class Ring:
                                              "torn", "job_id", "workflow_id", "ring_uid", "rank",
                                              "producer_pid", "closed")}
 
+    def slot_task(self, pos: int) -> Optional[tuple]:
+        """(task id, position after it) of the committed record reserved at
+        absolute position pos (a padding slot before it is stepped over), or
+        None: torn, not reserved, or overwritten by a later lap."""
+        p = ffi.new("uint64_t *", pos)
+        out = ffi.new("uint64_t *")
+        return (out[0], p[0]) if lib.fc_ring_slot_task(self.handle, p, out) == 1 else None
+
     @property
     def spill_path(self) -> str:
         return ffi.string(lib.fc_ring_spill_path(self.handle)).decode()

@@ -21,6 +21,7 @@ from typing import Dict, Optional
 from flowcept.native import ffi, lib
 from flowcept.native.ring import Ring, RingError
 from flowcept.errors import TransportUnavailable
+from flowcept.node.status import STATUS_EVERY_S, status_path, write_status
 from flowcept.osutil import process_alive
 from flowcept.progress import Progress
 
@@ -75,6 +76,11 @@ class Drainer:
         self.due_share = 4   # a lazy pass takes a ring once 1/due_share of it is full
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._status_path = None   # flowcept.node.status: counters for `flowcept metrics`
+        self._status_at = 0.0
+        job = getattr(transport, "job", None)
+        if job is not None and getattr(job, "job_name", None):
+            self._status_path = status_path(config, job.job_name, job.node)
 
     # -- ring set -------------------------------------------------------
     def adopt(self, path: str) -> Ring:
@@ -185,7 +191,24 @@ class Drainer:
                 now = time.monotonic()
                 rings = [r for r in rings if self._due(r, now, latency)]
         self.records += total
+        if self._status_path is not None and now - self._status_at >= STATUS_EVERY_S:
+            self.write_status(True)
         return total
+
+    def write_status(self, running: bool) -> None:
+        """Publishes records/batches drained (flowcept.node.status); a failure
+        to write is logged once and never stops the drain."""
+        first = self._status_at == 0.0
+        self._status_at = time.monotonic()
+        job = self.transport.job
+        doc = {"job": job.job_name, "node": job.node, "pid": os.getpid(), "records": self.records,
+               "batches": self.batches, "running": running, "updated": time.time()}
+        try:
+            write_status(self._status_path, doc, prune=first)
+        except OSError as e:
+            if first:
+                log.warning("flowcept leader: cannot write its status %s (%s); flowcept metrics "
+                            "will not show its counters", self._status_path, e)
 
     def _due(self, ring: Ring, now: float, latency: float) -> bool:
         lib.fc_ring_get_stats(ring.handle, self._stats)
@@ -287,7 +310,10 @@ class Drainer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        return self.drain_all()
+        n = self.drain_all()
+        if self._status_path is not None:
+            self.write_status(False)
+        return n
 
     def wait_rings(self, timeout_s: float) -> list:
         """Waits (at most ``timeout_s``) until every ring is closed by its

@@ -6,8 +6,11 @@ published.  Writing is crash-safe: temp name (O_EXCL, O_NOFOLLOW) -> write
 -> fsync -> rename -> fsync of the directory; ``put`` returns only then, so
 the leader may release the ring space of a spooled batch.
 
-Replay publishes the files in key order, flushes the transport, and only
-then removes the files it flushed (and fsyncs the directory).  A crash
+Replay publishes the files in key order, flushes the transport, checks
+that the destination confirmed every one of them (the transport's
+``delivered`` count rose by as many: a transport that does not count, or
+counts fewer, gets nothing deleted), and only then removes the files it
+flushed (and fsyncs the directory).  A crash
 mid-replay leaves the files in place: they are published again on the next
 replay, and the keeper's store skips the batch keys it already has, so
 nothing is lost and nothing is stored twice.
@@ -61,6 +64,7 @@ class Spool:
         self.corrupt = 0        # files that failed validation on replay (renamed *.corrupt)
         self._next_try = 0.0
         self._ready = False
+        self.last_error = ""    # why the last replay stopped early
 
     @classmethod
     def for_job(cls, config, job) -> "Spool":
@@ -131,6 +135,7 @@ class Spool:
             return 0, 0
         group = group or REPLAY_GROUP
         done = records = 0
+        where = transport.destination() if hasattr(transport, "destination") else "?"
         bar = Progress(len(keys), progress, "replaying the spool")
         try:
             for i in range(0, len(keys), group):
@@ -146,10 +151,21 @@ class Spool:
                     except BatchError as e:
                         self._set_aside(key, e)
                         continue
+                    if not sent:
+                        before = getattr(transport, "delivered", None)
                     transport.publish(key, frame)
                     sent.append(key)
                     recs += len(batch)
                 transport.flush()
+                if sent:
+                    after = getattr(transport, "delivered", None)
+                    if before is None or after is None:
+                        raise TransportUnavailable(
+                            f"{where} does not count confirmed batches (transport "
+                            f"{getattr(transport, 'name', '?')}), so nothing is deleted")
+                    if after - before < len(sent):
+                        raise TransportUnavailable(
+                            f"{where} confirmed {after - before} of {len(sent)} batches")
                 for key in sent:
                     try:
                         os.unlink(self.path_of(key))
@@ -166,8 +182,9 @@ class Spool:
             drop = getattr(transport, "take_unflushed", None)
             if drop is not None:
                 drop()              # still in the spool files: nothing to re-spool
-            log.info("flowcept spool: transport still unavailable (%s); %d batch(es) wait in %s",
-                     e, len(self.keys()), self.dir)
+            self.last_error = str(e)
+            log.info("flowcept spool: not replayed to %s (%s); %d batch(es) wait in %s",
+                     where, e, len(self.keys()), self.dir)
         else:
             self._next_try = 0.0
         finally:
@@ -197,4 +214,7 @@ def replay_dir(directory: str, transport) -> Tuple[int, int, int]:
             batches += b
             records += r
             left += len(sp.keys())
+            if sp.last_error and sp.keys():
+                log.warning("flowcept spool: %d batch(es) kept in %s: %s", len(sp.keys()), root,
+                            sp.last_error)
     return batches, records, left

@@ -82,8 +82,9 @@ def preload(config, settings: EpilogSettings) -> None:
              "flowcept.store.summary", "flowcept.store.quarantine", "numpy", "numpy.ma"]
     if settings.compact:
         names += ["flowcept.archive", "flowcept.archive.compact", "flowcept.archive.hdf5",
-                  "flowcept.query.tasks", "h5py", "numpy", "zlib", "concurrent.futures",
-                  "datetime", "secrets", "numpy.ma", "tempfile", "ctypes", "mmap"]
+                  "flowcept.native.columns", "flowcept.query.tasks", "h5py", "numpy", "zlib",
+                  "concurrent.futures", "datetime", "secrets", "numpy.ma", "tempfile", "ctypes",
+                  "mmap"]
     for name in names:
         try:
             importlib.import_module(name)

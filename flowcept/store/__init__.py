@@ -109,6 +109,20 @@ def backend_at(path: str) -> str:
     return name
 
 
+def store_dirs_at(path: str) -> List[str]:
+    """The store directories at ``path``: itself when it holds a store, else
+    its direct subdirectories that do (absolute paths; none if missing)."""
+    path = os.path.abspath(path)
+    if os.path.isfile(os.path.join(path, META)):
+        return [path]
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return []
+    return [os.path.join(path, n) for n in names
+            if os.path.isfile(os.path.join(path, n, META))]
+
+
 def open_store_at(path: str, config=None, readonly: bool = True) -> Store:
     """Opens a store directory with the backend that wrote it."""
     return open_store(backend_at(path), path, config, readonly=readonly)

@@ -11,7 +11,15 @@ Per shard, three named databases:
              the index that lets queries skip whole batches
   workflows  workflow id (8 B big-endian) -> msgpack workflow document
 Writes are idempotent (put with overwrite=False) and committed before
-put_batches returns.  Env sync is left to the OS on commit (sync=False) and
+put_batches returns.
+
+Several writers (keepers, a keeper and a ``flowcept recover``) may share one
+store.  LMDB has one write lock per shard, so a writer holding shard 1 while
+waiting for shard 0 and another holding 0 while waiting for 1 would wait
+forever.  A writer therefore takes shard locks in ascending order only:
+``put_batches`` stages its items shard by shard, and a ``stage`` into a
+lower shard than one already open first commits what is open (commits were
+never atomic across shards; a batch is idempotent on its own).  Env sync is left to the OS on commit (sync=False) and
 forced at close: a killed process loses nothing committed; an OS crash may
 lose the last commits, which the ring/spool upstream still hold until the
 leader releases them.
@@ -124,6 +132,7 @@ class LmdbStore(Store):
             write_meta(path, store=self.name, format=FORMAT, shards=shards)
         map_size = config.lmdb_map_size if config else 1 << 36
         self._txns = {}   # shard -> open write transaction (stage/commit_staged)
+        self.early_commits = 0   # commits forced by a stage into a lower shard
         self.envs = []
         self._shared = False
         if readonly:
@@ -164,8 +173,13 @@ class LmdbStore(Store):
         write."""
         shard = self._shard(key)
         env, dbs = self.envs[shard]
+        txn = self._txns.get(shard)
+        if txn is None and self._txns and max(self._txns) > shard:
+            # taking a lower shard's lock while holding a higher one could
+            # deadlock against another writer: let the higher ones go first
+            self.commit_staged()
+            self.early_commits += 1
         try:
-            txn = self._txns.get(shard)
             if txn is None:
                 txn = self._txns[shard] = env.begin(write=True)
             if txn.get(key, db=dbs["batches"]) is not None:
@@ -201,6 +215,14 @@ class LmdbStore(Store):
             raise self._error("write", e) from None
         return 1
 
+    def put_batches(self, items) -> int:
+        """Stages shard by shard in ascending order (one commit per shard),
+        then commits: see the module docstring on lock order."""
+        items = list(items)
+        if len(self.envs) > 1:
+            items.sort(key=lambda item: self._shard(item[0]))
+        return super().put_batches(items)
+
     def _error(self, what: str, e: Exception) -> StoreError:
         """The StoreError for an LMDB failure: names the store and the fix."""
         text = str(e)
@@ -227,11 +249,12 @@ class LmdbStore(Store):
 
     def commit_staged(self) -> None:
         txns, self._txns = self._txns, {}
-        for i, txn in enumerate(txns.values()):
+        order = [txns[i] for i in sorted(txns)]
+        for i, txn in enumerate(order):
             try:
                 txn.commit()
             except lmdb.Error as e:
-                for rest in list(txns.values())[i + 1:]:
+                for rest in order[i + 1:]:
                     rest.abort()
                 raise self._error("commit", e) from None
 

@@ -18,6 +18,12 @@ Transport lifecycle (leader side; every backend follows it):
      transport that can go down sets ``spool_fallback = True``: the leader
      then gives it the job's node-local spool.
   5. ``close()`` flushes and frees resources; idempotent.
+  6. ``delivered`` counts the batches the destination confirmed (XADD
+     replies, delivery reports, committed keys), ``destination()`` names
+     where they went (no password).  Whatever deletes the other copy of a
+     batch (spool replay) checks that ``delivered`` rose by what it
+     published; a transport that cannot tell leaves it None, and nothing is
+     deleted behind it.
 
 Source lifecycle (keeper side, exported beside its transport):
   1. ``Source.open_all(config, consumer)`` returns the sources a keeper reads
@@ -31,9 +37,21 @@ Source lifecycle (keeper side, exported beside its transport):
   4. ``redeliver(entries)``: these were not committed; deliver them again
      (to this consumer or, after it died, to another one).
   5. ``close()`` is idempotent; ``info()`` describes the source for status.
+
+Routing: a transport with several destinations (Redis shards, Kafka
+partitions) sends a (job, node) to ``route(job, n)``: node names that end in
+a number (``nid001000``, ``node17``, ``cn-0042``) go round-robin by that
+number, from an offset that a hash of (job, name prefix) picks, so the
+consecutive nodes of a job fill the destinations evenly; other names go by a
+hash of (job, node).  The same (job, node) always goes to the same place.
+A transport that can route any (job, node) through one connection (the
+bridge forwards many nodes) sets ``any_job = True`` and takes ``job=`` in
+``publish``.
 """
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import List, Optional, Tuple
 
 from flowcept import registry
@@ -41,7 +59,50 @@ from flowcept.errors import TransportUnavailable
 from flowcept.record.job import JobInfo
 
 __all__ = ["Entry", "JobInfo", "Source", "Transport", "TransportUnavailable", "open_sources",
-           "open_transport", "transport_names", "source_names"]
+           "open_transport", "route", "RouteCache", "transport_for_url", "transport_names", "source_names"]
+
+_TRAILING_NUMBER = re.compile(r"([0-9]{1,18})$")
+
+
+def _mix(*parts: str) -> int:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return int.from_bytes(h.digest(), "little")
+
+
+class RouteCache:
+    """What a transport derives from a (job, node): its shard or partition and
+    its routing fields, made once per pair by ``make(job)``; bounded, since a
+    bridge forwards for any number of nodes."""
+    LIMIT = 1 << 16
+
+    def __init__(self, make):
+        self._make = make
+        self._memo: dict = {}
+
+    def __call__(self, job: JobInfo):
+        k = (job.job_name, job.node)
+        r = self._memo.get(k)
+        if r is None:
+            if len(self._memo) >= self.LIMIT:
+                self._memo.clear()
+            r = self._memo[k] = self._make(job)
+        return r
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+
+def route(job: JobInfo, n: int) -> int:
+    """The destination (0..n-1) of a job's node: see the module docstring."""
+    if n <= 1:
+        return 0
+    m = _TRAILING_NUMBER.search(job.node)
+    if m:
+        return (int(m.group(1)) + _mix(job.job_name, job.node[:m.start()])) % n
+    return _mix(job.job_name, job.node) % n
 
 
 class Transport:
@@ -50,10 +111,15 @@ class Transport:
     name = "base"
     spool_fallback = False   # True: the leader spools batches while this is down
     url_schemes = ()         # transport_url schemes this backend speaks (e.g. "redis")
+    any_job = False          # True: publish(..., job=JobInfo) routes any (job, node)
+    delivered: Optional[int] = None   # batches the destination confirmed (rule 6)
 
     def __init__(self, config, job: JobInfo):
         self.config = config
         self.job = job
+
+    def destination(self) -> str:
+        return self.name
 
     def publish(self, key: bytes, frame) -> None:
         raise NotImplementedError
@@ -112,6 +178,29 @@ class Source:
 
     def close(self) -> None:
         pass
+
+
+def transport_for_url(url: str, want_source: bool = False, prefer: Optional[str] = None) -> str:
+    """The registered transport whose ``url_schemes`` include the URL's scheme
+    (``prefer`` first, when it speaks it); ``want_source``: only transports
+    with a keeper side.  One-line ConfigError when none does."""
+    from flowcept.errors import ConfigError
+    if "://" not in (url or ""):
+        raise ConfigError(f"{url!r} is not a URL; e.g. redis://host:6379/0 or kafka://host:9092/topic")
+    scheme = url.split("://", 1)[0]
+    names = source_names() if want_source else transport_names()
+    if prefer in names:
+        names = [prefer] + [n for n in names if n != prefer]
+    for name in names:
+        try:
+            cls = registry.load("transport", name)
+        except Exception:
+            continue
+        if scheme in getattr(cls, "url_schemes", ()):
+            return name
+    side = "a keeper side (source)" if want_source else "a transport"
+    raise ConfigError(f"no installed transport with {side} speaks {scheme}:// URLs; installed: "
+                      f"{', '.join(names)} (pip install 'flowcept[kafka]' etc.)")
 
 
 def transport_names() -> List[str]:

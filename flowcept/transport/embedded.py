@@ -22,15 +22,22 @@ class EmbeddedTransport(Transport):
         self.location = os.path.join(path, job.node)
         self.store = open_store(config.store, self.location, config)
         self.refused = 0
+        self.delivered = 0
+        self._staged = []          # keys since the last commit: checked in the store after it
         self._quarantine = None
+
+    def destination(self) -> str:
+        return f"store {self.location}"
 
     def publish(self, key, frame):
         # LMDB copies straight from the caller's buffer into the open write
         # transaction; flush() commits every batch of the pass at once.
         try:
             self.store.stage(bytes(key), frame)
+            self._staged.append(bytes(key))
         except ValueError as e:
             self._refuse(bytes(key), frame, e)
+            self.delivered += 1     # durable in the quarantine
 
     def _refuse(self, key: bytes, frame, err: ValueError) -> None:
         from flowcept.store.quarantine import Quarantine
@@ -45,9 +52,11 @@ class EmbeddedTransport(Transport):
 
     def flush(self):
         self.store.commit_staged()
+        staged, self._staged = self._staged, []
+        self.delivered += sum(1 for k in staged if self.store.has(k))
 
     def close(self):
-        self.store.commit_staged()
+        self.flush()
         self.store.close()
         if self._quarantine is not None:
             self._quarantine.close()

@@ -2,8 +2,10 @@
 with confluent-kafka (librdkafka).
 
 Leader: each batch frame is one Kafka message, key = the 24-byte batch id,
-headers ``job`` and ``node``, sent to partition ``crc32(node) % partitions``
-so that one node's batches keep their order.  The producer is idempotent
+headers ``job`` and ``node``, sent to partition ``route(job, partitions)``
+(flowcept.transport: a job's consecutive node names fill the partitions
+evenly) so that one node's batches keep their order.  One transport routes
+any (job, node) through one producer (``publish(..., job=)``: the bridge).  The producer is idempotent
 (``enable.idempotence``, ``acks=all``): a retry inside librdkafka never
 writes a message twice.  ``publish`` only hands the frame to librdkafka
 (which copies it); ``flush`` waits for every delivery report and raises
@@ -22,7 +24,11 @@ at the last committed offset and the stores skip what they already hold
 
 URL: ``kafka://host:port[,host:port...]/topic`` in ``transport_url`` (the
 topic defaults to ``kafka_topic``).  The topic is created with
-``kafka_partitions`` partitions if it does not exist.
+``kafka_partitions`` partitions if it does not exist; whoever connects first
+creates it.  A process whose ``kafka_partitions`` was set explicitly (file,
+environment, ``-o``) and differs from the existing topic's is told: a
+keeper fails with a one-line fix, a job's leader logs a warning and goes
+on (it must not stop the science).
 """
 from __future__ import annotations
 
@@ -30,11 +36,10 @@ import functools
 import logging
 import time
 import urllib.parse
-import zlib
 from typing import Dict, List, Optional, Tuple
 
 from flowcept.config import ConfigError, Option
-from flowcept.transport import Entry, Source, Transport, TransportUnavailable
+from flowcept.transport import Entry, RouteCache, Source, Transport, TransportUnavailable, route
 
 log = logging.getLogger("flowcept.transport.kafka")
 
@@ -125,6 +130,19 @@ def _quiet_logger(settings: dict) -> dict:
     return settings
 
 
+def partitions_mismatch(config, topic: str, partitions: int) -> Optional[str]:
+    """The one-line message when ``kafka_partitions`` was set explicitly and
+    the existing topic has another count (else None)."""
+    origin = config.origins.get("kafka_partitions")
+    want = config.kafka_partitions
+    if origin is None or want == partitions:
+        return None
+    return (f"topic {topic!r} already has {partitions} partitions, not kafka_partitions={want} "
+            f"(from {origin}): the process that connects first creates the topic; use "
+            f"kafka_partitions={partitions}, or a new topic in transport_url, or add partitions "
+            f"on the broker (kafka-topics.sh --alter --topic {topic} --partitions {want})")
+
+
 def ensure_topic(config, bootstrap: str, topic: str, timeout: float = 5.0) -> int:
     """The topic's partition count; creates the topic when it is missing."""
     ck = _kafka()
@@ -172,8 +190,7 @@ class KafkaTransport(Transport):
     def __init__(self, config, job):
         super().__init__(config, job)
         self.bootstrap, self.topic = parse_url(config.transport_url, config.kafka_topic)
-        self._headers = [(HEADER_JOB, job.job_name.encode()), (HEADER_NODE, job.node.encode())]
-        self._node_hash = zlib.crc32(job.node.encode())
+        self._route = RouteCache(self._routing)     # (job, node) -> (partition, headers)
         # token -> (key, frame) until its delivery report (one token per
         # publish: the same batch may be published twice, e.g. spool replay)
         self._unconfirmed: Dict[int, Tuple[bytes, bytes]] = {}
@@ -183,6 +200,7 @@ class KafkaTransport(Transport):
         self._down_until = 0.0
         self._down_reason = ""
         self._producer = None
+        self._warned = False
         self.partitions = 1
         self.batches = 0
         self.bytes = 0
@@ -191,6 +209,11 @@ class KafkaTransport(Transport):
     def _connect(self) -> None:
         ck = _kafka()
         self.partitions = ensure_topic(self.config, self.bootstrap, self.topic)
+        self._route.clear()
+        problem = partitions_mismatch(self.config, self.topic, self.partitions)
+        if problem and not self._warned:
+            self._warned = True
+            log.warning("flowcept: %s", problem)
         size = max(1 << 20, self.config.batch_bytes + (64 << 10))
         settings = _base_settings(self.config, self.bootstrap)
         settings.update({
@@ -205,9 +228,24 @@ class KafkaTransport(Transport):
         except ck.KafkaException as e:
             raise TransportUnavailable(f"Kafka producer for {self.bootstrap}: {e}") from None
 
+    any_job = True
+
     @property
     def partition(self) -> int:
-        return self._node_hash % max(1, self.partitions)
+        """The partition of this transport's own (job, node)."""
+        return self._route(self.job)[0]
+
+    @property
+    def delivered(self) -> int:
+        return self.batches
+
+    def destination(self) -> str:
+        return f"kafka://{self.bootstrap}/{self.topic}"
+
+    def _routing(self, job) -> Tuple[int, list]:
+        return (route(job, max(1, self.partitions)),
+                [(HEADER_JOB, job.job_name.encode("utf-8", "surrogateescape")),
+                 (HEADER_NODE, job.node.encode("utf-8", "surrogateescape"))])
 
     def _check_up(self) -> None:
         if self._down_until and time.monotonic() < self._down_until:
@@ -245,8 +283,9 @@ class KafkaTransport(Transport):
         else:
             self._errors.append(err.str() if hasattr(err, "str") else str(err))
 
-    def publish(self, key, frame) -> None:
+    def publish(self, key, frame, job=None) -> None:
         self._check_up()
+        partition, headers = self._route(job or self.job)
         key, frame = bytes(key), bytes(frame)
         self._token += 1
         token = self._token
@@ -254,8 +293,8 @@ class KafkaTransport(Transport):
         report = functools.partial(self._report, token)
         while True:
             try:
-                self._producer.produce(self.topic, value=frame, key=key, partition=self.partition,
-                                       headers=self._headers, on_delivery=report)
+                self._producer.produce(self.topic, value=frame, key=key, partition=partition,
+                                       headers=headers, on_delivery=report)
                 break
             except BufferError:           # librdkafka's queue is full: wait for reports
                 self._producer.poll(0.1)
@@ -320,6 +359,7 @@ class KafkaSource(Source):
         self._subscribed = False
         self._broken = ""
         self.rebalances = 0
+        self.partitions = 0
 
     def _on_error(self, err) -> None:
         # every broker gone (e.g. restarted without its data): the next read
@@ -349,7 +389,11 @@ class KafkaSource(Source):
         return self._consumer
 
     def _subscribe(self) -> None:
-        ensure_topic(self.config, self.bootstrap, self.topic)
+        n = ensure_topic(self.config, self.bootstrap, self.topic)
+        problem = partitions_mismatch(self.config, self.topic, n)
+        if problem:
+            raise ConfigError(problem)
+        self.partitions = n
 
         def on_change(_consumer, _partitions):
             self.rebalances += 1

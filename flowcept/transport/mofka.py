@@ -445,6 +445,10 @@ class MofkaTransport(Transport):
         self.batches = 0
         self._broken = False       # a push or flush failed: the producer may be wedged
 
+    @property
+    def delivered(self) -> int:
+        return self.batches
+
     def _open_producer(self):
         name = f"flowcept_{self.job.node}"
         try:

@@ -18,22 +18,22 @@ keeper that died for good are taken over with XAUTOCLAIM after
 
 URLs: ``redis://[:password@]host[:port][/db]`` or ``rediss://`` (TLS), in
 ``transport_url``.  A comma-separated list shards the leaders over several
-Redis instances: a node picks ``urls[crc32(node) % len(urls)]`` (stable over
-runs); a keeper reads them all.  Passwords never appear in messages.
+Redis instances: a job's node picks ``urls[route(job, len(urls))]``
+(consecutive node names spread evenly; stable over runs; see
+flowcept.transport); a keeper reads them all.  Passwords never appear in messages.
 """
 from __future__ import annotations
 
 import logging
 import time
 import urllib.parse
-import zlib
 from typing import List, Optional, Tuple
 
 from flowcept.config import Option
 from flowcept.errors import ConfigError
 from flowcept.osutil import redact_url as redact
 from flowcept.transport import Entry as _Entry
-from flowcept.transport import Source, Transport, TransportUnavailable
+from flowcept.transport import RouteCache, Source, Transport, TransportUnavailable, route
 
 log = logging.getLogger("flowcept.transport.redis")
 
@@ -73,9 +73,9 @@ def split_urls(text: str) -> List[str]:
     return urls
 
 
-def pick_url(urls: List[str], node: str) -> str:
-    """The Redis instance of a node: stable hash of the node name."""
-    return urls[zlib.crc32(node.encode()) % len(urls)]
+def pick_url(urls: List[str], job) -> str:
+    """The Redis instance of a job's node (see flowcept.transport.route)."""
+    return urls[route(job, len(urls))]
 
 
 def _import_redis():
@@ -138,23 +138,37 @@ class RedisTransport(Transport):
     name = "redis"
     url_schemes = ("redis", "rediss", "unix")
     spool_fallback = True        # the Drainer gives it the node's spool
+    any_job = True               # one transport routes every (job, node): the bridge's
 
     def __init__(self, config, job):
         super().__init__(config, job)
         self.urls = split_urls(config.transport_url)
-        self.url = pick_url(self.urls, job.node)
+        self.url = pick_url(self.urls, job)
         self.stream = config.redis_stream
         self.maxlen = config.redis_maxlen or None
         self.depth = max(1, config.redis_pipeline)
-        self._routing = {FIELD_JOB: job.job_name.encode(), FIELD_NODE: job.node.encode()}
-        self._pending: List[Tuple[bytes, bytes]] = []
+        self._route = RouteCache(self._routing)     # (job, node) -> (url, routing fields)
+        # (url, key, frame, routing fields) published, not yet confirmed
+        self._pending: List[Tuple[str, bytes, bytes, dict]] = []
         self._retry_s = config.spool_retry_ms / 1000
         self._down_until = 0.0
         self._down_reason = ""
         self.batches = 0
         self.bytes = 0
         self.round_trips = 0
-        self._client = connect(self.url)    # rule 1: connect now or say why not
+        self._clients = {self.url: connect(self.url)}    # rule 1: connect now or say why not
+
+    @property
+    def delivered(self) -> int:
+        return self.batches
+
+    def destination(self) -> str:
+        return f"{','.join(redact(u) for u in self.urls)} stream {self.stream!r}"
+
+    def _routing(self, job) -> Tuple[str, dict]:
+        return (pick_url(self.urls, job),
+                {FIELD_JOB: job.job_name.encode("utf-8", "surrogateescape"),
+                 FIELD_NODE: job.node.encode("utf-8", "surrogateescape")})
 
     def _check_up(self) -> None:
         if self._down_until and time.monotonic() < self._down_until:
@@ -165,54 +179,72 @@ class RedisTransport(Transport):
         self._down_until = time.monotonic() + self._retry_s
         log.warning("flowcept: %s; batches go to the spool, retry in %.1f s", reason, self._retry_s)
 
-    def publish(self, key, frame) -> None:
+    def publish(self, key, frame, job=None) -> None:
         self._check_up()
-        self._pending.append((bytes(key), bytes(frame)))
+        url, routing = self._route(job or self.job)
+        self._pending.append((url, bytes(key), bytes(frame), routing))
         if len(self._pending) >= self.depth:
             self.flush()
 
+    def _client(self, url: str):
+        c = self._clients.get(url)
+        if c is None:
+            c = self._clients[url] = connect(url)
+        return c
+
     def flush(self) -> None:
+        """One pipeline per Redis instance; what an instance confirmed leaves
+        the pending list even when another instance fails."""
         if not self._pending:
             return
         self._check_up()
+        for url in list(dict.fromkeys(u for u, _, _, _ in self._pending)):
+            self._flush_one(url)
+        self._down_until = 0.0
+
+    def _flush_one(self, url: str) -> None:
         redis = _import_redis()
+        mine = [p for p in self._pending if p[0] == url]
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for key, frame in self._pending:
-                fields = {FIELD_FRAME: frame, FIELD_KEY: key, **self._routing}
+            pipe = self._client(url).pipeline(transaction=False)
+            for _, key, frame, routing in mine:
+                fields = {FIELD_FRAME: frame, FIELD_KEY: key, **routing}
                 pipe.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
             replies = pipe.execute(raise_on_error=False)
+        except TransportUnavailable as e:
+            self._mark_down(str(e))
+            raise
         except redis.RedisError as e:
-            msg = describe_error(self.url, e)
+            msg = describe_error(url, e)
             self._mark_down(msg)
             raise TransportUnavailable(msg) from None
         errors = [r for r in replies if isinstance(r, Exception)]
         if errors:   # e.g. OOM (maxmemory), NOPERM: nothing is confirmed
-            msg = f"Redis at {redact(self.url)} refused XADD: {errors[0]}"
+            msg = f"Redis at {redact(url)} refused XADD: {errors[0]}"
             self._mark_down(msg)
             raise TransportUnavailable(msg)
         self.round_trips += 1
-        self.batches += len(self._pending)
-        self.bytes += sum(len(f) for _, f in self._pending)
-        self._pending = []
-        self._down_until = 0.0
+        self.batches += len(mine)
+        self.bytes += sum(len(p[2]) for p in mine)
+        self._pending = [p for p in self._pending if p[0] != url]
 
     def take_unflushed(self) -> List[Tuple[bytes, bytes]]:
         """The batches published but not confirmed (after a failed flush)."""
-        out, self._pending = self._pending, []
+        out, self._pending = [(k, f) for _, k, f, _ in self._pending], []
         return out
 
     def close(self) -> None:
-        if self._client is None:
+        if not self._clients:
             return
         try:
             self.flush()
         finally:
-            try:
-                self._client.close()
-            except Exception:
-                pass
-            self._client = None
+            clients, self._clients = self._clients, {}
+            for c in clients.values():
+                try:
+                    c.close()
+                except Exception:
+                    pass
 
 
 BACKEND = RedisTransport
@@ -333,8 +365,15 @@ class RedisSource(Source):
         self._own_pending = True
 
     def info(self) -> dict:
-        """Stream length, group pending/lag, consumers (XINFO)."""
-        return stream_info(self.client, self.stream, self.group)
+        """Stream length, group pending/lag, consumers (XINFO).  Redis < 7
+        reports no lag; with acknowledged entries deleted (the default) it
+        is the stream's length less the group's pending entries."""
+        out = stream_info(self.client, self.stream, self.group)
+        if self.delete_acked:
+            for g in out.get("groups", []):
+                if g["name"] == self.group and "lag" not in g:
+                    g["lag"] = max(0, out.get("length", 0) - g["pending"])
+        return out
 
     def close(self) -> None:
         if self.client is not None:

@@ -58,3 +58,37 @@ def test_unreachable_endpoint_is_a_one_line_error(run_data):
                               f"http://127.0.0.1:{free_port()}/v1", "--timeout", "5"],
                        capture_output=True, text=True, timeout=60, env=clean_env())
     assert r.returncode == 2 and "cannot reach the chat endpoint" in r.stderr and "--base-url" in r.stderr
+
+
+def test_slow_endpoint_is_told_apart_from_an_unreachable_one(run_data):
+    """A server that accepts the connection and never answers: "up but did not
+    answer within N s", not "cannot reach"."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])   # read nothing, answer nothing
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        r = subprocess.run(CLI + ["ask", "anything", "--run", run_data["h5"], "--base-url",
+                                  f"http://127.0.0.1:{srv.getsockname()[1]}/v1", "--timeout", "2"],
+                           capture_output=True, text=True, timeout=60, env=clean_env())
+    finally:
+        stop.set()
+        t.join(5)
+        for c in held:
+            c.close()
+        srv.close()
+    assert r.returncode == 2, r.stderr
+    assert "is up but did not answer within 2 s (timed out)" in r.stderr and "cannot reach" not in r.stderr

@@ -77,6 +77,9 @@ def test_perfetto_export_one_track_per_rank_and_thread(run_data, tmp_path):
     assert len(ranks) == 4
     err = [e for e in spans if e["cat"] == "ERROR"]
     assert [e["name"] for e in err] == ["evaluate"]
+    assert err[0]["args"]["used"] == {"model": "model-b.csv.clean"}   # a slice shows its inputs
+    train = [e for e in spans if e["name"] == "train"]
+    assert train and all(e["args"]["generated"] for e in train)
     assert min(e["ts"] for e in spans) == 0 and all(e["dur"] >= 0 for e in spans)
     gz = str(tmp_path / "job.trace.json.gz")
     assert cli("export", "--format", "perfetto", run_data["runs"], "-o", gz).returncode == 0
@@ -89,6 +92,12 @@ def test_prov_export_cli(run_data, tmp_path):
     r = cli("export", "--format", "prov-provn", run_data["h5"], "-o", out)
     assert r.returncode == 0, r.stderr
     assert open(out).read().startswith("document")
+    xml = str(tmp_path / "p.xml")   # PROV-XML: the prov extra brings prov[xml] (lxml)
+    r = cli("export", "--format", "prov-xml", run_data["h5"], "-o", xml)
+    assert r.returncode == 0, r.stderr
+    from prov.model import ProvDocument
+    doc = ProvDocument.deserialize(xml, format="xml")
+    assert len(list(doc.get_records())) > 148
 
 
 async def _mcp_session(run_data, transport):
@@ -178,3 +187,12 @@ def test_top_level_flowcept_cli_has_the_commands(run_data):
         h = subprocess.run([sys.executable, "-m", "flowcept", cmd, "--help"], capture_output=True, text=True,
                            timeout=60, env=clean_env())
         assert h.returncode == 0 and "usage: flowcept " + cmd in h.stdout
+
+
+def test_perfetto_slice_args_are_bounded():
+    from flowcept.access.perfetto import ARG_CHARS, ARG_KEYS, bounded
+    big = {"x": "a" * 1000, **{f"k{i}": i for i in range(30)}}
+    b = bounded(big)
+    assert len(b) == ARG_KEYS + 1 and b["…"] == f"{len(big) - ARG_KEYS} more"
+    assert b["x"].endswith("…") and len(b["x"]) == ARG_CHARS + 1
+    assert bounded({"n": 3, "path": "/data/a.csv"}) == {"n": 3, "path": "/data/a.csv"}

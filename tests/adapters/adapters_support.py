@@ -34,3 +34,45 @@ def run_py(code, *args, timeout=120, env=None):
     if p.returncode != 0:
         raise AssertionError(f"child failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p.stdout
+
+
+def stored_bodies(run_dir):
+    """Every task record under run_dir as the adapter stored it: the decoded
+    payload map plus activity, status, ids and times (the fields a Flowcept
+    document is made of, before any read-side shaping)."""
+    from flowcept.query.tasks import read_records
+    from flowcept.record.layout import STATUS_NAMES
+    from flowcept.record.payload import decode
+    r = read_records(run_dir)
+    out = []
+    for i in range(len(r)):
+        rec = r.records[i]
+        body = decode(r.payloads[i]) if r.payloads[i] else {}
+        out.append({"activity": r.activity[i], "status": STATUS_NAMES[int(rec["status"])],
+                    "workflow": int(rec["workflow_id"]), "task": int(rec["task_id"]),
+                    "parent": int(rec["parent_id"]), "start_ns": int(rec["start_ns"]),
+                    "end_ns": int(rec["end_ns"]), "body": body})
+    return out
+
+
+def flowcept_yaml(path, **sections):
+    """A Flowcept settings file holding only the given sections (the rest
+    takes Flowcept's defaults); returns its path."""
+    import yaml
+    with open(path, "w") as f:
+        yaml.safe_dump(sections, f)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A real RabbitMQ broker for the module's tests (installed with apt-get when root)."""
+    from support.rabbitmq_server import RabbitServer, ensure_installed
+    ok, why = ensure_installed()
+    if not ok:
+        pytest.skip(why)
+    srv = RabbitServer(tmp_path_factory.mktemp("rabbit"))
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -26,7 +26,7 @@ def _db(path, first, n):
 
 
 def test_registry_lists_every_adapter():
-    assert {"null", "mlflow", "sqlite", "files", "rabbitmq"} <= set(registry.names("adapter"))
+    assert {"null", "mlflow", "sqlite", "files", "rabbitmq", "dask"} <= set(registry.names("adapter"))
     assert issubclass(registry.load("adapter", "sqlite"), Adapter)
 
 
@@ -97,21 +97,3 @@ def test_observe_command_resumes_without_duplicates(run_dir, tmp_path):
                         "--once"], capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "is not a directory" in p.stderr
     assert len(p.stderr.strip().splitlines()) <= 2
-
-
-def test_telemetry_snapshot_and_clean_gpu_degradation():
-    pytest.importorskip("psutil")
-    from flowcept.adapters.telemetry import Telemetry
-    t = Telemetry()
-    snap = t.capture()
-    assert snap["process"]["pid"] == os.getpid() and snap["process"]["rss"] > 0
-    assert snap["memory"]["total"] > 0 and snap["cpu"]["count"] >= 1
-    try:
-        import pynvml  # noqa: F401
-        has_nvml = True
-    except ImportError:
-        has_nvml = False
-    if not has_nvml:
-        assert "gpu" not in snap and "not installed" in t.gpu_error
-    with pytest.raises(ConfigError):
-        Telemetry(what=("cpu", "disk"))

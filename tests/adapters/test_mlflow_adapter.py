@@ -13,6 +13,7 @@ import pytest
 from adapters_support import read_back, run_py
 
 from flowcept.adapters.mlflow import MlflowAdapter
+from flowcept.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("mlflow", reason="mlflow not installed: pip install 'flowcept[test-adapters]'")
@@ -142,3 +143,72 @@ def test_runs_through_rest_and_sqlite_store_exactly_once(run_dir, session, tmp_p
     assert arts["models"]["is_dir"] and arts["models/model1.txt"]["size"] == 11
     assert t1["custom_metadata"]["experiment"] == "heat"
     assert t1["end_ns"] >= t1["start_ns"] > 0
+
+
+FLOWCEPT_RUN = r"""
+import sys, mlflow
+mlflow.set_tracking_uri(f"sqlite:///{sys.argv[1]}")
+eid = mlflow.create_experiment(sys.argv[2])
+with mlflow.start_run(experiment_id=eid) as run:
+    mlflow.log_params({"number_epochs": 10})
+    mlflow.log_params({"batch_size": 64})
+    mlflow.log_metric("loss", 0.25)
+print(run.info.run_id)
+"""
+
+
+def _mlflow_settings(tmp_path, db):
+    from adapters_support import flowcept_yaml
+    return flowcept_yaml(tmp_path / "settings.yaml", adapters={"mlflow": {
+        "kind": "mlflow", "file_path": str(db), "log_params": ["*"], "log_metrics": ["*"],
+        "watch_interval_sec": 0.2}})
+
+
+def test_flowcept_way_watches_the_settings_file_path(run_dir, tmp_path, monkeypatch):
+    """Flowcept('mlflow') with adapters.mlflow.file_path: the file does not
+    exist yet when it starts; the run is stored as 1.0.3 stores it."""
+    from adapters_support import stored_bodies
+    from flowcept import Flowcept
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("FLOWCEPT_SETTINGS_PATH", _mlflow_settings(tmp_path, db))
+    with Flowcept("mlflow"):
+        run_id = run_py(FLOWCEPT_RUN, db, "LinearRegression").strip().splitlines()[-1]
+    (r,) = [r for r in stored_bodies(run_dir) if r["body"].get("task_id") == run_id]
+    assert r["status"] == "FINISHED"
+    # field by field: Flowcept 1.0.3 stores task_id, used (params, as text), generated (metrics)
+    assert r["body"] == {"task_id": run_id, "used": {"number_epochs": "10", "batch_size": "64"},
+                         "generated": {"loss": 0.25}}
+    assert 0 < r["start_ns"] <= r["end_ns"]
+    doc = Flowcept.db.query({"task_id": run_id})[0]
+    assert doc["used"] == {"number_epochs": "10", "batch_size": "64"} and doc["status"] == "FINISHED"
+
+
+def test_flowcept_interceptor_api(run_dir, session, tmp_path, monkeypatch):
+    """settings, dao and state_manager, as Flowcept's own tests use them;
+    reset() never makes the adapter emit a run twice."""
+    from flowcept.adapters.mlflow import MlflowAdapter, RunData
+    from flowcept.flowceptor.adapters.mlflow.mlflow_dataclasses import RunData as FlowceptRunData
+    from flowcept.flowceptor.adapters.mlflow.mlflow_interceptor import MLFlowInterceptor
+    assert FlowceptRunData is RunData and MLFlowInterceptor is MlflowAdapter
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("FLOWCEPT_SETTINGS_PATH", _mlflow_settings(tmp_path, db))
+    a = MlflowAdapter.from_session(session, checkpoint=str(tmp_path / "ck.json")).start()
+    assert a.settings.file_path == str(db) and a.poll_interval == 0.2 and a.details is False
+    assert a.dao.get_finished_run_uuids() == [] and a.poll() == 0   # no file yet: nothing, no error
+    run_id = run_py(FLOWCEPT_RUN, db, "e1").strip().splitlines()[-1]
+    assert a.poll() == 1 and a.errors == 0
+    assert a.dao.get_finished_run_uuids() == [(run_id,)]
+    data = a.dao.get_run_data(run_id)
+    assert (data.task_id, data.used, data.generated, data.status) == (
+        run_id, {"number_epochs": "10", "batch_size": "64"}, {"loss": 0.25}, "FINISHED")
+    assert a.dao.get_run_data("no-such-run") is None
+    sm = a.state_manager
+    assert sm.has_element_id(run_id) and sm.count() == 1
+    sm.reset()
+    sm.add_element_id("dummy-value")
+    assert not sm.has_element_id(run_id) and sm.has_element_id("dummy-value")
+    assert a.poll() == 0                                              # nothing emitted twice
+    a.stop()
+    with pytest.raises(ConfigError, match="adapters.mlflow.file_path"):
+        monkeypatch.delenv("FLOWCEPT_SETTINGS_PATH")
+        MlflowAdapter.from_session(session)

@@ -9,19 +9,6 @@ pika = pytest.importorskip("pika", reason="pika not installed: pip install 'flow
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    from support.rabbitmq_server import RabbitServer, ensure_installed
-    ok, why = ensure_installed()
-    if not ok:
-        pytest.skip(why)
-    srv = RabbitServer(tmp_path_factory.mktemp("rabbit"))
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
 def _publish(url, n, first=0, big=False):
     c = pika.BlockingConnection(pika.URLParameters(url))
     ch = c.channel()

@@ -420,16 +420,15 @@ def test_statistics_match_numpy(arch):
 
 # -- report and CLI --------------------------------------------------------------------------
 
-def test_report_writes_pngs(arch, tmp_path, capsys):
+def test_report_writes_one_html_page(arch, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     a, _, _, _ = arch
-    rc = cli_main(["report", a.path, "-o", str(tmp_path / "rep")])
+    rc = cli_main(["report", a.path, "-o", str(tmp_path / "rep.html")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "diffuse" in out and "load imbalance" in out and "failed tasks (1)" in out
-    for name in ("timeline.png", "durations.png"):
-        data = (tmp_path / "rep" / name).read_bytes()
-        assert len(data) > 10_000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "rep.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 4 and "Slowest chain" in page
 
 
 def test_cli_compact_and_errors(arch, tmp_path, capsys):

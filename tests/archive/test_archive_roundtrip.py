@@ -21,7 +21,7 @@ from flowcept.query.tasks import read_records, read_tasks, read_workflows
 from archive_helpers import ROOT, run_heat2d, synth, write_store
 
 pytestmark = pytest.mark.mpi
-cmod = importlib.import_module("flowcept.archive.compact")
+writer_mod = importlib.import_module("flowcept.archive.writer")
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_interrupted_compaction_leaves_no_file(heat, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt("interrupted mid-write")
 
-    real_column = cmod._Writer.column
+    real_column = writer_mod.Writer.column
     calls = []
 
     def column_then_boom(self, *a, **k):
@@ -150,16 +150,16 @@ def test_interrupted_compaction_leaves_no_file(heat, tmp_path, monkeypatch):
             boom()
         return real_column(self, *a, **k)
 
-    monkeypatch.setattr(cmod._Writer, "column", column_then_boom)
+    monkeypatch.setattr(writer_mod.Writer, "column", column_then_boom)
     with pytest.raises(KeyboardInterrupt):
         fa.compact(run_dir, target)
     assert os.listdir(tmp_path) == []
     # an existing archive is left intact when merging into it is interrupted
-    monkeypatch.setattr(cmod._Writer, "column", real_column)
+    monkeypatch.setattr(writer_mod.Writer, "column", real_column)
     fa.compact(run_dir, target)
     before = open(target, "rb").read()
     calls.clear()
-    monkeypatch.setattr(cmod._Writer, "column", column_then_boom)
+    monkeypatch.setattr(writer_mod.Writer, "column", column_then_boom)
     with pytest.raises(KeyboardInterrupt):
         fa.compact(run_dir, target, overwrite=True)
     assert open(target, "rb").read() == before and os.listdir(tmp_path) == ["int.h5"]

@@ -1,13 +1,11 @@
 """The Kafka transport and keeper source against a real Kafka-protocol broker
 (Tansu): delivery reports, partitioning by node, offsets committed after
 the store commit, keepers sharing a topic, a keeper SIGKILLed mid-ingest."""
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-import zlib
 
 import pytest
 
@@ -16,6 +14,7 @@ from flowcept.errors import TransportUnavailable
 from flowcept.keeper import Keeper, read_status
 from flowcept.record.job import JobInfo
 from flowcept.store import open_store
+from flowcept.transport import route
 from support.framegen import frame_key, make_frame
 
 pytestmark = pytest.mark.kafka
@@ -56,7 +55,7 @@ def test_delivery_partitioning_and_offsets_after_commit(kafka_server, tmp_path):
     n_a, part_a = publish(cfg, a, "node-a")
     n_b, part_b = publish(cfg, b + [b[0]], "node-b")          # b[0] twice: a redelivery
     assert (n_a, n_b) == (10, 11)                               # every delivery report seen
-    assert part_a == zlib.crc32(b"node-a") % 4 and part_b == zlib.crc32(b"node-b") % 4
+    assert part_a == route(job("node-a"), 4) and part_b == route(job("node-b"), 4)
     # a node's batches are in its partition, in publish order, keyed by batch id
     c = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": "peek-" + uuid.uuid4().hex,
                   "enable.auto.commit": False, "session.timeout.ms": 6000})
@@ -118,7 +117,7 @@ def test_two_keepers_share_the_partitions_and_store_each_batch_once(kafka_server
     assert st["totals"]["batches_in"] == len(want)
     per = {k["name"]: k["batches_in"] for k in st["keepers"]}
     assert set(per) == {"k0", "k1"}
-    if len({zlib.crc32(n.encode()) % 4 for n in nodes}) > 1:
+    if len({route(job(n), 4) for n in nodes}) > 1:
         # both took part: the group split the partitions between them
         assert all(k["acked"] > 0 for k in st["keepers"]), st["keepers"]
 
@@ -227,3 +226,31 @@ def test_rebalance_while_keepers_come_and_go_loses_and_doubles_nothing(kafka_ser
     per = {k["name"]: k["batches_in"] for k in st["keepers"]}
     assert set(per) == {"k-a", "k-b", "k-c"}
     assert per["k-a"] >= 10 and per["k-b"] + per["k-c"] > 0, per
+
+
+def test_kafka_partitions_of_an_existing_topic_is_checked(kafka_server, tmp_path, caplog):
+    """Whoever connects first creates the topic: a keeper whose explicit
+    kafka_partitions differs fails with the fix; a job's leader warns and goes on."""
+    cfg = kcfg(kafka_server, tmp_path, kafka_partitions=2)
+    publish(cfg, [make_frame(0, 5)[0]])                     # creates the topic: 2 partitions
+    r = subprocess.run([sys.executable, "-m", "flowcept", "keeper", "run", "--url",
+                        cfg.transport_url, "--store-dir", str(tmp_path / "k"), "-o",
+                        "kafka_partitions=8", "--exit-when-idle", "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert "already has 2 partitions, not kafka_partitions=8" in line and "--partitions 8" in line
+    # the leader: a warning, and its batches still go
+    import logging
+    from flowcept.transport.kafka import KafkaTransport
+    with caplog.at_level(logging.WARNING, logger="flowcept.transport.kafka"):
+        tr = KafkaTransport(cfg.replace(kafka_partitions=8), job("n1"))
+        f = make_frame(1, 5)[0]
+        tr.publish(frame_key(f), f)
+        tr.flush()
+        assert tr.delivered == 1 and tr.partitions == 2
+        tr.close()
+    assert any("already has 2 partitions" in m for m in caplog.messages)
+    # the default (not set anywhere) is not a mismatch
+    from flowcept.transport.kafka import partitions_mismatch
+    assert partitions_mismatch(load_config(env={}), "t", 2) is None

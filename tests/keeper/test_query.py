@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowcept.config import load_config
-from flowcept.query.search import last_stats, matches, query
+from flowcept.query.filters import matches
+from flowcept.query.search import last_stats, query
 from flowcept.query.tasks import read_tasks
 from flowcept.store import open_store
 from support.framegen import ACTIVITIES, make_frame

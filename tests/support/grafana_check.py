@@ -47,3 +47,42 @@ def typecheck(dashboards: dict, workdir: str):
     r = subprocess.run(["node", tsc, "-p", os.path.join(workdir, "tsconfig.json")], cwd=CACHE,
                        capture_output=True, text=True, timeout=300)
     return r.returncode, r.stdout + r.stderr
+
+
+# -- PromQL of the dashboards ---------------------------------------------------------------------
+TEMPLATE_VALUES = {"$job": ".*", "$store": ".*", "$__rate_interval": "1m", "$__interval": "15s"}
+
+
+def panel_expressions(dashboard: dict):
+    """(panel title, PromQL) of every Prometheus target and query variable, with
+    the template variables expanded as Grafana would for "All"."""
+    out = []
+    for p in dashboard.get("panels", []):
+        for t in p.get("targets", []):
+            if "expr" in t:
+                out.append((p.get("title", "?"), expand(t["expr"])))
+    for v in dashboard.get("templating", {}).get("list", []):
+        q = v.get("query")
+        if isinstance(q, str) and q.startswith("label_values("):
+            inner = q[len("label_values("):-1].rsplit(",", 1)[0]   # the series selector it reads
+            out.append((f"variable {v['name']}", expand(inner)))
+    return out
+
+
+def expand(expr: str) -> str:
+    for k, v in TEMPLATE_VALUES.items():
+        expr = expr.replace(k, v)
+    return expr
+
+
+def promtool_check(exprs, workdir: str, promtool: str = "promtool"):
+    """Runs `promtool check rules` on a rules file holding each expression as a
+    recording rule; (returncode, output)."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "panels.rules.yml")
+    with open(path, "w") as f:
+        f.write("groups:\n  - name: dashboard_panels\n    rules:\n")
+        for k, e in enumerate(exprs):
+            f.write(f"      - record: flowcept:panel_{k}\n        expr: {json.dumps(e)}\n")
+    r = subprocess.run([promtool, "check", "rules", path], capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout + r.stderr

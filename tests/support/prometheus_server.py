@@ -33,7 +33,7 @@ class Prometheus:
         cfg = os.path.join(directory, "prometheus.yml")
         with open(cfg, "w") as f:
             f.write("global:\n  scrape_interval: %s\n  evaluation_interval: %s\n"
-                    "scrape_configs:\n  - job_name: flowcept\n    static_configs:\n"
+                    "scrape_configs:\n  - job_name: flowcept\n    honor_labels: true\n    static_configs:\n"
                     "      - targets: [%s]\n" % (interval, interval, ", ".join(f"'{t}'" for t in targets)))
         self.log = open(os.path.join(directory, "prometheus.log"), "w")
         self.proc = subprocess.Popen([exe, f"--config.file={cfg}", f"--storage.tsdb.path={directory}/data",

@@ -4,6 +4,7 @@ context manager, and an atexit sweep of servers still running."""
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import socket
 import subprocess
@@ -11,6 +12,12 @@ import time
 import weakref
 
 _LIVE: "weakref.WeakSet[ServerProcess]" = weakref.WeakSet()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_listening(server, name: str, timeout: float, probe=None):
@@ -38,6 +45,22 @@ class ServerProcess:
 
     def __init__(self):
         _LIVE.add(self)
+
+    def _setup(self, workdir, port, binary, why_missing: str, start: bool) -> None:
+        """The common start of a server's __init__: its work directory, a
+        port (free if none), its binary (RuntimeError with why_missing if
+        None), registered for the atexit sweep, started if asked."""
+        self.workdir = os.fspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.port = port or free_port()
+        self.binary = binary
+        if self.binary is None:
+            raise RuntimeError(why_missing)
+        self.proc = None
+        self._log = None
+        ServerProcess.__init__(self)
+        if start:
+            self.start()
 
     @property
     def running(self) -> bool:

@@ -26,8 +26,12 @@ def test_url_helpers():
     assert redact("redis://h:1/0") == "redis://h:1/0"
     urls = [f"redis://h{i}:1/0" for i in range(4)]
     # stable: the same node always picks the same instance; nodes spread over all
-    assert all(pick_url(urls, "node17") == pick_url(urls, "node17") for _ in range(3))
-    assert len({pick_url(urls, f"node{i}") for i in range(64)}) == 4
+    def on(node):
+        return JobInfo(job_name="j1", job_id=7, node=node, run_dir="")
+    assert all(pick_url(urls, on("node17")) == pick_url(urls, on("node17")) for _ in range(3))
+    # consecutive nodes fill the instances evenly (flowcept.transport.route)
+    picks = [pick_url(urls, on(f"node{i}")) for i in range(64)]
+    assert {u: picks.count(u) for u in urls} == {u: 16 for u in urls}
 
 
 def test_rediss_url_uses_tls():

@@ -27,6 +27,7 @@ class Flaky(Transport):
         self.pending = []
         self.stored = {}           # key -> frame (a dict: duplicates collapse, counted apart)
         self.deliveries = 0
+        self.delivered = 0
         self.flushes = 0
 
     def publish(self, key, frame):
@@ -42,6 +43,7 @@ class Flaky(Transport):
         for k, f in self.pending:
             self.stored[k] = f
             self.deliveries += 1
+        self.delivered = self.deliveries
         self.pending = []
         self.flushes += 1
 

@@ -1,0 +1,1 @@
+"""Flowcept's MLflow interceptor import paths (implemented in flowcept.adapters.mlflow)."""

@@ -1,0 +1,2 @@
+"""Flowcept's MLflow DAO (implemented in flowcept.adapters.mlflow)."""
+from flowcept.adapters.mlflow import MLFlowDAO  # noqa: F401
