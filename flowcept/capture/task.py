@@ -411,7 +411,7 @@ def _parent_int(parent_task_id: Any) -> Optional[int]:
         return 0
     if isinstance(parent_task_id, int) and not isinstance(parent_task_id, bool):
         return parent_task_id
-    text = str(parent_task_id)
+    text = parent_task_id if isinstance(parent_task_id, str) else _text(parent_task_id)
     if len(text) == 33 and text[16] == "-":
         try:
             return parse_task_id(text)[1]
@@ -425,6 +425,8 @@ def _workflow_int(s, workflow_id: Any) -> Optional[int]:
     if workflow_id is None:
         return None
     from flowcept.capture.workflow import workflow_int_id
+    if not isinstance(workflow_id, (int, str)) or isinstance(workflow_id, bool):
+        workflow_id = _text(workflow_id)
     wf = workflow_int_id(workflow_id)
     return None if wf == s.workflow_id else wf
 
@@ -439,6 +441,17 @@ def _status_code(status: Any):
     text = text if isinstance(text, str) else _text(text)
     code = STATUS_CODES.get(text)
     return (code, None) if code is not None else (STATUS_FINISHED, text)
+
+
+def _ns(seconds: Any) -> int:
+    """A Flowcept time (seconds since the epoch) in ns; now when none is given
+    or it is not a number (capture never raises into the caller)."""
+    if seconds:
+        try:
+            return int(float(seconds) * 1e9)
+        except (TypeError, ValueError, OverflowError):
+            runtime.capture_failed(ValueError(f"not a time in seconds: {_text(seconds, 80)}"))
+    return time_ns()
 
 
 def _data_limit(config) -> int:
@@ -492,12 +505,13 @@ class FlowceptTask:
         if s is None:
             return
         self._ended = False
-        self.started_ns = int(started_at * 1e9) if started_at else time_ns()
+        self.started_ns = _ns(started_at)
         self.task_id = s.next_task_id()
         self._workflow = _workflow_int(s, workflow_id)
         self._workflow_text = workflow_id if isinstance(workflow_id, str) else None
         parent = _parent_int(parent_task_id)
-        self._parent_text = str(parent_task_id) if parent is None else None
+        self._parent_text = (parent_task_id if isinstance(parent_task_id, str)
+                             else _text(parent_task_id)) if parent is None else None
         self.parent_id = current_parent() if parent_task_id is None else (parent or 0)
         self._telemetry = _telemetry_default() if capture_telemetry is None else bool(capture_telemetry)
         self._tel_start = _telemetry(s) if self._telemetry else None
@@ -576,7 +590,7 @@ class FlowceptTask:
             self.custom_metadata = {**(self.custom_metadata or {}), **custom_metadata}
         if status is None:
             status = "ERROR" if stderr else "FINISHED"
-        end_ns = int(ended_at * 1e9) if ended_at else time_ns()
+        end_ns = _ns(ended_at)
         code, text = _status_code(status)
         self._push(end_ns, code, text, stdout, stderr, err)
 

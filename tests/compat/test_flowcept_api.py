@@ -618,3 +618,19 @@ def test_workflow_card_of_a_campaign_as_markdown_and_pdf(tmp_path):
         assert data[int(row[:10]):].startswith(b"%d 0 obj" % n)
     with pytest.raises(ValueError, match="workflow_card supports format"):
         Flowcept.generate_report(format="docx", campaign_id="camp-1")
+
+
+def test_explicit_task_with_odd_arguments_never_raises():
+    class Hostile:
+        def __str__(self):
+            raise RuntimeError("no text")
+
+        __repr__ = __str__
+
+    with Flowcept():
+        t = FlowceptTask(activity_id="odd", started_at="not a time", parent_task_id=Hostile(),
+                         workflow_id=12.5, used={"h": Hostile()})
+        t.end(ended_at=object(), generated={"ok": 1})
+    (d,) = Flowcept.db.task_query({"activity_id": "odd"})
+    assert d["generated"] == {"ok": 1} and d["ended_at"] >= d["started_at"]
+    assert d["used"]["h"].startswith("Hostile_instance_id_")
