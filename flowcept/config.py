@@ -40,6 +40,7 @@ SETTINGS_ENV = "FLOWCEPT_SETTINGS_PATH"
 NOT_KEYS = frozenset({"FLOWCEPT_HOME", "FLOWCEPT_KEEP_ENV", "FLOWCEPT_EPILOG_CONF",
                       "FLOWCEPT_EPILOG_PYTHON", "FLOWCEPT_EPILOG_ENABLED",
                       "FLOWCEPT_SANITIZE", "FLOWCEPT_MOCHI_PREFIX", "FLOWCEPT_MOCHI_VENDOR",
+                      "FLOWCEPT_SPACK_CACHE", "FLOWCEPT_SPACK_VENDOR",
                       "FLOWCEPT_REF_VENV", "FLOWCEPT_TEST_REDIS",
                       # Flowcept's: built-in defaults, no settings file
                       "FLOWCEPT_USE_DEFAULT",

@@ -15,4 +15,7 @@ if [ ! -f "${FLOWCEPT_MOCHI_PREFIX:-${HOME:-/root}/.cache/flowcept/mochi-0.8.2}/
 fi
 bash "$ROOT/scripts/mochi.sh" "${VENV:-$ROOT/.venv}/bin/python" >/dev/null ||
     echo "flowcept test: the Mochi stack could not be built; the live Mofka tests will skip" >&2
+# tests/spack runs the vendored real Spack 1.1.0, unpacked once per machine (scripts/spack.sh).
+bash "$ROOT/scripts/spack.sh" >/dev/null ||
+    echo "flowcept test: scripts/spack.sh failed; tests/spack will report why" >&2
 exec python -m pytest -q -p no:cacheprovider "$@"

@@ -15,6 +15,8 @@ import json
 import math
 import os
 import re
+import threading
+from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence
 
 from flowcept.access.sources import Source, open_source
@@ -138,6 +140,8 @@ class Access:
         self.max_limit = max_limit
         self.cache_dir = cache_dir
         self.sources: Dict[str, Source] = {}
+        self._pages: "OrderedDict[tuple, dict]" = OrderedDict()
+        self._page_lock = threading.Lock()   # the page cache's bookkeeping only
         for spec in specs:
             self._add(spec)
         if not self.sources:
@@ -199,6 +203,12 @@ class Access:
         src = self.source(source)
         qh = _query_hash(src.name, flt, order)
         offset, after = decode_cursor(cursor, qh, keys=len(order))
+        key = (src.name, src.table.generation(), qh, n, cursor or "", tuple(fields or ()))
+        with self._page_lock:
+            hit = self._pages.get(key)
+            if hit is not None:
+                self._pages.move_to_end(key)
+                return dict(hit)
         budget = self.deadline()
         keyed = engine.column_sortable(order) and after is not None
         docs, last = engine.page(src.table, flt, order, n, offset, after if keyed else None,
@@ -207,8 +217,13 @@ class Access:
         end = offset + len(docs)
         nxt = encode_cursor(end, qh, last if engine.column_sortable(order) else None) \
             if end < total and docs else None
-        return {"source": src.name, "total": total, "count": len(docs), "offset": offset,
-                "next_cursor": nxt, "items": [jsonable(d) for d in docs]}
+        out = {"source": src.name, "total": total, "count": len(docs), "offset": offset,
+               "next_cursor": nxt, "items": [jsonable(d) for d in docs]}
+        with self._page_lock:   # the same page again (a dashboard's poll) until the data change
+            self._pages[key] = out
+            while len(self._pages) > 256:
+                self._pages.popitem(last=False)
+        return dict(out)
 
     def iter_tasks(self, source=None, filter=None, projection=None, sort=None, limit=None,
                    max_stream: Optional[int] = MAX_STREAM):

@@ -242,10 +242,12 @@ class ArchiveSource(Source):
     def _docs(self, selection) -> List[dict]:
         import numpy as np
         from flowcept.query.documents import documents
-        rows = np.asarray(selection, np.int64)
-        out = []
-        for i in rows.tolist():
-            out.extend(documents(self.archive.block(i, i + 1), [0]))
+        rows = np.sort(np.asarray(selection, np.int64))
+        B = self._table.block_rows
+        out: List[dict] = []
+        for k in np.unique(rows // B).tolist():   # one block per group of rows
+            sel = rows[(rows // B) == k]
+            out.extend(documents(self.archive.block(k * B, (k + 1) * B), sel - k * B))
         return out
 
     def task(self, task_id: str) -> dict:

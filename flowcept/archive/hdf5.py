@@ -178,7 +178,7 @@ class PayloadChunks:
         self.raw_ok = bool(ds.chunks) and all(f in (_FILTER_DEFLATE, _FILTER_SHUFFLE)
                                               for f in (self.pipeline or []))
 
-    def _chunk(self, k: int) -> np.ndarray:
+    def _chunk(self, k: int) -> bytes:
         with self.lock:
             c = self.cache.get(k)
             if c is not None:
@@ -192,9 +192,9 @@ class PayloadChunks:
             for j in range(len(self.pipeline) - 1, -1, -1):
                 if not mask >> j & 1 and self.pipeline[j] == _FILTER_DEFLATE:
                     data = _inflate(data)
-            c = np.frombuffer(data, np.uint8, count=hi - lo)
+            c = bytes(data[:hi - lo])
         else:
-            c = self.ds[lo:hi]
+            c = self.ds[lo:hi].tobytes()
         with self.lock:
             self.cache[k] = c
             while len(self.cache) > self.cap:
@@ -202,7 +202,8 @@ class PayloadChunks:
         return c
 
     def read(self, offs, lens) -> List[bytes]:
-        """Bytes [off, off + len) of each row."""
+        """Bytes [off, off + len) of each row: the rows within one chunk are
+        sliced from it together (a chunk is read and inflated once)."""
         offs = np.asarray(offs, np.int64)
         lens = np.asarray(lens, np.int64)
         if self.whole is not None:
@@ -210,20 +211,24 @@ class PayloadChunks:
             return [w[o:o + n].tobytes() if n else b"" for o, n in zip(offs.tolist(), lens.tolist())]
         out: List[bytes] = [b""] * len(offs)
         C = self.chunk
-        first = offs // C
-        order = np.argsort(first, kind="stable")
-        for j in order.tolist():
+        k0 = offs // C
+        k1 = (offs + np.maximum(lens, 1) - 1) // C
+        one = (k0 == k1) & (lens > 0)
+        if one.any():
+            sel = np.flatnonzero(one)
+            order = sel[np.argsort(k0[sel], kind="stable")]
+            ks = k0[order]
+            cuts = np.flatnonzero(np.diff(ks)) + 1
+            for grp in np.split(order, cuts):
+                k = int(k0[grp[0]])
+                c = self._chunk(k)
+                base = k * C
+                for j, o, n in zip(grp.tolist(), (offs[grp] - base).tolist(), lens[grp].tolist()):
+                    out[j] = c[o:o + n]
+        for j in np.flatnonzero(~one & (lens > 0)).tolist():
             o, n = int(offs[j]), int(lens[j])
-            if not n:
-                continue
-            k0, k1 = o // C, (o + n - 1) // C
-            if k0 == k1:
-                c = self._chunk(k0)
-                out[j] = c[o - k0 * C:o - k0 * C + n].tobytes()
-            else:
-                parts = [self._chunk(k) for k in range(k0, k1 + 1)]
-                blob = np.concatenate(parts)
-                out[j] = blob[o - k0 * C:o - k0 * C + n].tobytes()
+            blob = b"".join(self._chunk(k) for k in range(o // C, (o + n - 1) // C + 1))
+            out[j] = blob[o - (o // C) * C:o - (o // C) * C + n]
         return out
 
 
@@ -885,40 +890,45 @@ class _ArchiveColumns(Columns):
 
 
 class ArchiveTable(Table):
-    """An archive as a read-path table: blocks of ``block_rows`` rows (the
-    column chunk, one /index block each), each with the index's bounds as
-    its summary (t0/s1 smallest/largest start, t1 largest end), so that a
-    time condition or a time order skips blocks without reading them."""
+    """An archive as a read-path table: blocks of ``block_rows`` rows (by
+    default four /index blocks, 262,144 rows: fewer, larger numpy passes),
+    each with the index's bounds as its summary (t0/s1 smallest/largest
+    start, t1 largest end), so that a time condition or a time order skips
+    blocks without reading them."""
+
+    INDEX_BLOCKS = 4
 
     def __init__(self, archive: Archive, block_rows: Optional[int] = None):
         self.archive = archive
         a = archive
-        B = block_rows
-        idx = None
         h = a._h5
+        idx, B0 = None, 0
         if "index" in h:
             ig = h["index"]
             B0 = int(ig.attrs.get("block_rows", 0) or 0)
             if B0 and all(k in ig for k in ("start_min", "start_max", "end_max")):
-                if B is None or B == B0:
-                    B = B0
-                    idx = (ig["start_min"][()], ig["start_max"][()], ig["end_max"][()])
-        if not B:
+                idx = (ig["start_min"][()], ig["start_max"][()], ig["end_max"][()])
+                if any(len(x) != (-(-a.n // B0) if a.n else 0) for x in idx):
+                    idx = None
+        if not B0:
             chunks = h["tasks/start_ns"].chunks
-            B = int(chunks[0]) if chunks else 1 << 16
-        self.block_rows = B
-        nb = -(-a.n // B) if a.n else 0
-        if idx is not None and all(len(x) == nb for x in idx):
-            self.bounds = idx
+            B0 = int(chunks[0]) if chunks else 1 << 16
+        B = block_rows or B0 * self.INDEX_BLOCKS
+        if idx is not None and B % B0 == 0:
+            k = B // B0      # a block's bounds from the index blocks it spans
+            self.bounds = tuple(f.reduceat(x, np.arange(0, len(x), k)) if len(x) else x
+                                for f, x in ((np.minimum, idx[0]), (np.maximum, idx[1]),
+                                             (np.maximum, idx[2])))
         else:
             self.bounds = None
+        self.block_rows = B
 
     def refs(self, cond: Optional[dict] = None) -> List[Ref]:
         a, B = self.archive, self.block_rows
         out = []
         for k in range(-(-a.n // B) if a.n else 0):
             lo, hi = k * B, min(a.n, (k + 1) * B)
-            summary = {"n": hi - lo}
+            summary = {"n": hi - lo, "e0": 0}
             if self.bounds is not None:
                 summary.update(t0=int(self.bounds[0][k]), s1=int(self.bounds[1][k]),
                                t1=int(self.bounds[2][k]))

@@ -90,17 +90,19 @@ def _open_configured(config) -> Tuple[list, list]:
     return own, shared
 
 
-def read_all(paths: Sequence[str] = ()) -> Tuple[list, Dict[int, dict]]:
-    """(task rows in start order, merged described records) from where the data is."""
+def read_all(paths: Sequence[str] = (), cond: Optional[dict] = None) -> Tuple[list, Dict[int, dict]]:
+    """(task rows in start order, merged described records) from where the
+    data is; ``cond`` (the part of a filter the columns answer): only the
+    tasks matching it, with their parents and children."""
     config = _config()
     if paths or config is None or config.transport == "embedded":
-        rows, workflows = reading._raw(paths)
+        rows, workflows = reading._raw(paths, cond)
         rows.sort(key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
         return rows, workflows
     make_visible(config, consume=False)
     own, shared = _open_configured(config)
     try:
-        return reading.read_stores(own + shared)
+        return reading.read_stores(own + shared, cond)
     finally:
         for st in own:
             st.close()
@@ -131,8 +133,8 @@ class DBAPI:
         self.paths = list(paths)
 
     # -- the data ------------------------------------------------------------
-    def _collections(self) -> Dict[str, List[dict]]:
-        rows, merged = read_all(self.paths)
+    def _collections(self, task_filter: Optional[dict] = None) -> Dict[str, List[dict]]:
+        rows, merged = read_all(self.paths, reading._columns_part(task_filter))
         wfs, entities = D.split_records(merged)
         wdocs = [D.workflow_document(wf, d) for wf, d in wfs.items()]
         wdocs.sort(key=lambda w: w.get("started_at") or 0)
@@ -140,17 +142,18 @@ class DBAPI:
                 "agents": list(entities["agents"].values()), "objects": [],
                 "dashboards": list(entities["dashboards"].values())}
 
-    def _docs(self, collection: str) -> List[dict]:
+    def _docs(self, collection: str, filter: Optional[dict] = None) -> List[dict]:
         if collection not in COLLECTIONS:
             raise ValueError(f"unknown collection {collection!r}; use one of "
                              f"{', '.join(COLLECTIONS)}")
-        return self._collections()[collection]
+        # a task filter's column part is answered on the columns first
+        return self._collections(filter if collection == "tasks" else None)[collection]
 
     # -- queries ---------------------------------------------------------------
     def query(self, filter: Optional[dict] = None, projection=None, limit: int = 0, sort=None,
               aggregation=None, remove_json_unserializables: bool = True,
               collection: str = "tasks") -> List[dict]:
-        docs = [d for d in self._docs(collection) if F.matches(d, filter or {})]
+        docs = [d for d in self._docs(collection, filter) if F.matches(d, filter or {})]
         if aggregation:
             docs = reading.aggregate(docs, aggregation, projection)
             projection = None

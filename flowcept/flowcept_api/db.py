@@ -2,10 +2,11 @@
 and merged workflow records from stores, through the read path, and the
 query operations on documents (projection, sort, aggregation).
 
-``read_stores(stores)`` reads open stores; ``_raw(paths)`` reads every
-store under directories (default: the configured ``run_dir``, the run
+``read_stores(stores, cond)`` reads open stores; ``_raw(paths, cond)`` reads
+every store under directories (default: the configured ``run_dir``, the run
 directories this process's ``Flowcept`` objects used, and the running
-session's store, drained first).
+session's store, drained first); ``cond`` (``_columns_part`` of a filter):
+only the matching tasks, with their parents and children.
 """
 from __future__ import annotations
 
@@ -109,26 +110,32 @@ class _FramesStore:
         pass
 
 
-def _raw(paths: Sequence[str] = ()):
+def _raw(paths: Sequence[str] = (), cond: Optional[dict] = None):
     """(task rows, workflows by int id): task rows are (doc, body) in start
     order (then task id), read through the one read path
     (flowcept.query.engine): doc is the reader's document and body the
     decoded payload (for the Flowcept fields the reader leaves out).  A batch
-    in several stores is read once."""
-    from flowcept.query.documents import DEFAULT_SORT
-    from flowcept.query.engine import StoreTable, stream
+    in several stores is read once.  ``cond``: only the tasks matching it on
+    the columns, with their parents and children (the Flowcept shape of a
+    task looks at them), not every task."""
+    from flowcept.query.engine import StoreTable
     from flowcept.store import open_store_at
     live_path, live_frames, live_wfs = _live_frames() if not paths else (None, [], {})
     workflows: Dict[int, dict] = {}
     rows: List[Tuple[dict, Any]] = []
     stores = []
+    archives = []
     try:
         for sp in _store_paths(paths):
             if live_path and (sp == live_path or sp.startswith(live_path + os.sep)
                               or live_path.startswith(sp + os.sep)):
                 continue   # the open store is read through its own handle
             if os.path.isfile(sp):
-                rows.extend(_archive_rows(sp, workflows))
+                import flowcept.archive
+                a = flowcept.archive.open(sp)
+                archives.append(a)
+                for wf, doc in a.workflows_by_id().items():
+                    workflows.setdefault(wf, {}).update(doc)
                 continue
             st = open_store_at(sp)
             stores.append(st)
@@ -136,51 +143,79 @@ def _raw(paths: Sequence[str] = ()):
                 workflows.setdefault(wf, {}).update(doc)
         if live_frames:
             stores.append(_FramesStore(live_frames))
-        table = StoreTable(stores)
-        for part in stream(table, None, DEFAULT_SORT, bodies=True):
-            rows.extend(part)
+        tables = ([StoreTable(stores)] if stores else []) + [a.table() for a in archives]
+        for table in tables:
+            rows.extend(_table_rows(table, cond))
     finally:
         for st in stores:
             st.close()
+        for a in archives:
+            a.close()
     for wf, doc in live_wfs.items():
         workflows.setdefault(wf, {}).update(doc)
-    if any(os.path.isfile(p) for p in paths):
+    if len(tables) > 1:
         rows.sort(key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
     return rows, workflows
 
 
-def read_stores(stores) -> Tuple[List[Tuple[dict, Any]], Dict[int, dict]]:
+def _table_rows(table, cond: Optional[dict]) -> List[Tuple[dict, Any]]:
+    from flowcept.query.documents import DEFAULT_SORT, hex_ids
+    from flowcept.query.engine import matching, stream
+    if cond:
+        ids, parents = [], []
+        for _ref, block, rows in matching(table, cond):
+            wf = block.cols["workflow_id"][rows]
+            ids.extend(hex_ids(wf, block.cols["task_id"][rows]).tolist())
+            pid = block.cols["parent_id"][rows]
+            parents.extend(hex_ids(wf[pid != 0], pid[pid != 0]).tolist())
+        if not ids:
+            return []
+        cond = {"$or": [cond, {"task_id": {"$in": sorted(set(parents))}},
+                        {"parent_task_id": {"$in": ids}}]}
+    out: List[Tuple[dict, Any]] = []
+    for part in stream(table, cond, DEFAULT_SORT, bodies=True):
+        out.extend(part)
+    return out
+
+
+# Fields whose value is the same in the reader's document and in Flowcept's
+# shape of it: a query on them is answered on the columns first.
+_SAME_FIELDS = frozenset(("activity_id", "rank", "thread_id", "hostname", "started_at", "ended_at",
+                          "start_ns", "end_ns"))
+
+
+def _columns_part(flt: Optional[dict]) -> Optional[dict]:
+    """The part of a filter the columns can answer (ANDed terms on fields
+    that Flowcept's shape leaves as they are), or None."""
+    if not isinstance(flt, dict):
+        return None
+    terms = []
+    for key, spec in flt.items():
+        if key == "$and" and isinstance(spec, list):
+            terms.extend(p for p in (_columns_part(c) for c in spec) if p)
+        elif key in _SAME_FIELDS:
+            terms.append({key: spec})
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+def read_stores(stores, cond: Optional[dict] = None) -> Tuple[List[Tuple[dict, Any]],
+                                                             Dict[int, dict]]:
     """(task rows in start order, workflows by int id) of open stores (or
     frames: ``frames_store``), through the one read path; a batch in several
-    of them is read once."""
-    from flowcept.query.documents import DEFAULT_SORT
-    from flowcept.query.engine import StoreTable, stream
+    of them is read once; ``cond`` as in ``_raw``."""
+    from flowcept.query.engine import StoreTable
     workflows: Dict[int, dict] = {}
     for st in stores:
         for wf, doc in (st.workflows() if hasattr(st, "workflows") else {}).items():
             workflows.setdefault(wf, {}).update(doc)
-    rows: List[Tuple[dict, Any]] = []
-    for part in stream(StoreTable(list(stores)), None, DEFAULT_SORT, bodies=True):
-        rows.extend(part)
-    return rows, workflows
+    return (_table_rows(StoreTable(list(stores)), cond) if stores else []), workflows
 
 
 def frames_store(frames) -> "_FramesStore":
     """Batch frames in memory as a read-only store of the read path."""
     return _FramesStore(frames)
-
-
-def _archive_rows(path: str, workflows: Dict[int, dict]):
-    import flowcept.archive
-    from flowcept.query.documents import DEFAULT_SORT
-    from flowcept.query.engine import stream
-    with flowcept.archive.open(path) as a:
-        for wf, doc in a.workflows_by_id().items():
-            workflows.setdefault(wf, {}).update(doc)
-        out = []
-        for part in stream(a.table(), None, DEFAULT_SORT, bodies=True):
-            out.extend(part)
-    return out
 
 
 # -- query operations -------------------------------------------------------

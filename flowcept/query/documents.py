@@ -27,7 +27,8 @@ import numpy as np
 
 from flowcept.query.filters import MISSING, get_path, is_number
 from flowcept.query.limits import BadRequest, json_depth
-from flowcept.record.document import PAYLOAD_ROOTS, task_documents
+from flowcept.record.document import (NO_PAYLOAD, PAYLOAD_ROOTS, assemble, decode_payloads,
+                                      payload_fields)
 
 DEFAULT_SORT = (("start_ns", 1), ("task_id", 1))
 MAX_SORT_FIELDS = 8
@@ -51,21 +52,57 @@ def wants_payload(fields: Optional[Sequence[str]]) -> bool:
 def documents(block, rows, fields: Optional[Sequence[str]] = None, stats: Optional[dict] = None,
               bodies: Optional[list] = None) -> List[dict]:
     """The task documents of ``rows`` of ``block``, projected to ``fields``
-    (None: whole documents).  ``bodies`` receives the decoded payloads."""
+    (None: whole documents).  ``bodies`` receives the decoded payloads.  The
+    derived fields (ids as text, seconds, status names) are computed with
+    numpy for the whole set of rows, then assembled by
+    ``flowcept.record.document.assemble``."""
     rows = np.asarray(rows, np.int64)
     c = block.cols
     need = bodies is not None or wants_payload(fields)
-    docs = task_documents(
-        workflow_id=c["workflow_id"][rows].tolist(), task_id=c["task_id"][rows].tolist(),
-        parent_id=c["parent_id"][rows].tolist(), status=c["status"][rows].tolist(),
-        start_ns=c["start_ns"][rows].tolist(), end_ns=c["end_ns"][rows].tolist(),
-        rank=c["rank"][rows].tolist(), thread_id=c["thread_id"][rows].tolist(),
-        activity=block.names("activity", rows).tolist(), hostname=block.names("node", rows).tolist(),
-        payloads=block.payloads(rows) if need else None, flags=c["flags"][rows].tolist(),
-        stats=stats, bodies=bodies)
+    wf = c["workflow_id"][rows]
+    pid = c["parent_id"][rows]
+    parent = hex_ids(wf, pid).tolist()
+    if not pid.all():
+        for i in np.flatnonzero(pid == 0).tolist():
+            parent[i] = None
+    start = c["start_ns"][rows].astype(np.int64)
+    end = c["end_ns"][rows].astype(np.int64)
+    docs = assemble(
+        hex_ids(wf, c["task_id"][rows]).tolist(), hex_ids(wf).tolist(), parent,
+        block.names("activity", rows).tolist(), status_names(c["status"][rows]).tolist(),
+        (start / 1e9).tolist(), (end / 1e9).tolist(), start.tolist(), end.tolist(),
+        c["rank"][rows].tolist(), c["thread_id"][rows].tolist(), block.names("node", rows).tolist(),
+        block.payloads(rows) if need else None, c["flags"][rows].tolist(), stats, bodies)
     if fields is not None:
         docs = [project(d, fields) for d in docs]
     return docs
+
+
+def payload_documents(block, rows, stats: Optional[dict] = None) -> List[dict]:
+    """Per row, only the payload fields of its document (what a filter on
+    used.*, generated.*, tags, ... looks at)."""
+    rows = np.asarray(rows, np.int64)
+    out = []
+    for body, ok in decode_payloads(block.payloads(rows), block.cols["flags"][rows].tolist(), stats):
+        if body is NO_PAYLOAD:
+            out.append({})
+        elif ok and type(body) is dict and body.keys() <= _PAYLOAD_SET:
+            out.append(body)          # already the payload part of the document (read only)
+        else:
+            out.append(payload_fields({}, body, ok))
+    return out
+
+
+_PAYLOAD_SET = frozenset(("used", "generated", "tags", "custom_metadata", "error"))
+
+
+def status_names(codes: np.ndarray) -> np.ndarray:
+    """The documents' status text of status codes (object array)."""
+    from flowcept.record.document import status_name
+    if not len(codes):
+        return np.zeros(0, object)
+    uniq, inv = np.unique(codes, return_inverse=True)
+    return np.array([status_name(u) for u in uniq.tolist()] + [None], dtype=object)[:-1][inv.reshape(-1)]
 
 
 # -- projection ------------------------------------------------------------------------------
@@ -310,20 +347,38 @@ def _oj_default(v):
     raise TypeError
 
 
+def dumps_many(values) -> List[bytes]:
+    """Compact JSON of each value (dumps' rules).  orjson is called once for
+    the whole list (a call per value costs several times more than the
+    encoding): the values are separated by a string none of them holds
+    (random, per call) and the output is cut there."""
+    oj = _orjson()
+    values = list(values)
+    if oj is None or len(values) < 2:
+        return [dumps(v) for v in values]
+    import secrets
+    token = "\x00fc" + secrets.token_hex(16)
+    sep = oj.dumps(token)
+    items: list = [None] * (2 * len(values) - 1)
+    items[0::2] = values
+    items[1::2] = [token] * (len(values) - 1)
+    try:
+        text = oj.dumps(items, default=_oj_default)
+    except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
+        return [dumps(v) for v in values]
+    parts = text[1:-1].split(b"," + sep + b",")
+    if len(parts) != len(values):   # pragma: no cover - a value held the token
+        return [dumps(v) for v in values]
+    return parts
+
+
 def dumps_lines(docs) -> bytes:
     """JSON lines of documents."""
-    oj = _orjson()
-    if oj is None:
-        return b"".join(dumps(d) + b"\n" for d in docs)
-    opt = oj.OPT_APPEND_NEWLINE
-    out = []
-    for d in docs:
-        try:
-            out.append(oj.dumps(d, option=opt, default=_oj_default))
-        except (TypeError, ValueError):   # keys that are not text, integers past 64 bits
-            out.append(dumps(d) + b"\n")
-    return b"".join(out)
-
+    parts = dumps_many(docs)
+    if not parts:
+        return b""
+    parts.append(b"")
+    return b"\n".join(parts)
 
 
 # -- columns: the DataFrame / Parquet shape of documents ---------------------------------------
@@ -360,24 +415,20 @@ def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None)
     ``payload`` "objects" gives the values (dicts, lists; None when absent),
     "json" their JSON text (None when absent).  Fixed fields are built
     vectorised; payloads are decoded only when asked for."""
-    from flowcept.record.document import status_name
     rows = np.asarray(rows, np.int64)
     c = block.cols
     wf = c["workflow_id"][rows]
     pid = c["parent_id"][rows]
     parent = hex_ids(wf, pid).astype(object)
     parent[pid == 0] = None
-    st = c["status"][rows]
-    uniq, inv = np.unique(st, return_inverse=True)
     start = c["start_ns"][rows].astype(np.int64)
     end = c["end_ns"][rows].astype(np.int64)
     out: Dict[str, Any] = {
-        "task_id": hex_ids(wf, c["task_id"][rows]).astype(object),
-        "workflow_id": hex_ids(wf).astype(object),
+        "task_id": hex_ids(wf, c["task_id"][rows]),
+        "workflow_id": hex_ids(wf),
         "parent_task_id": parent,
         "activity_id": block.names("activity", rows),
-        "status": np.array([status_name(u) for u in uniq.tolist()] + [""], dtype=object)[
-            inv.reshape(-1)] if len(rows) else np.zeros(0, object),
+        "status": status_names(c["status"][rows]),
         "started_at": start / 1e9,
         "ended_at": end / 1e9,
         "start_ns": start,
@@ -388,11 +439,13 @@ def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None)
     }
     if payload == "none":
         return out
-    docs = documents(block, rows, list(PAYLOAD_COLUMNS), stats=stats)
+    docs = payload_documents(block, rows, stats=stats)
     for f in PAYLOAD_COLUMNS:
         vals = [d.get(f) for d in docs]
         if payload == "json":
-            vals = [None if v is None else dumps(v).decode() for v in vals]
+            have = [i for i, v in enumerate(vals) if v is not None]
+            for i, text in zip(have, dumps_many([vals[i] for i in have])):
+                vals[i] = text.decode()
         col = np.empty(len(vals), object)
         col[:] = vals
         out[f] = col

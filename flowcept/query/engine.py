@@ -32,8 +32,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from flowcept.query.documents import documents, sort_docs, sort_key
-from flowcept.query.filters import MISSING, Columns, as_list, is_number, mask, match_value
+from flowcept.query.documents import documents, payload_documents, sort_docs, sort_key
+from flowcept.query.filters import MISSING, Columns, as_list, get_path, is_number, mask, match_value
 from flowcept.query.frames import Block, decode_frame
 from flowcept.query.limits import UNBOUNDED, Budget
 from flowcept.query.prune import batch_may_match
@@ -79,6 +79,14 @@ class Table:
         """A value that changes when the table's contents change (for caches)."""
         return None
 
+    @property
+    def values(self) -> ValueCache:
+        """The table's cache of payload values filters looked at."""
+        v = self.__dict__.get("_values")
+        if v is None:
+            v = self.__dict__["_values"] = ValueCache()
+        return v
+
     def close(self) -> None:
         pass
 
@@ -91,7 +99,12 @@ class StoreTable(Table):
     block: the first store's."""
 
     def __init__(self, stores: Sequence):
+        import threading
+        from collections import OrderedDict
         self.stores = list(stores)
+        self._block_lock = threading.Lock()
+        self._blocks: "OrderedDict[tuple, tuple]" = OrderedDict()
+        self._blocks_held = 0
 
     def refs(self, cond: Optional[dict] = None) -> List[Ref]:
         out: List[Ref] = []
@@ -111,23 +124,55 @@ class StoreTable(Table):
 
     def blocks(self, refs: Sequence[Ref], window: int = 16) -> Iterator[Tuple[Ref, Block]]:
         """Batches are read a few at a time (``window``) from their store and
-        handed out in the refs' order."""
+        handed out in the refs' order; decoded batches are kept in a small
+        cache (``cache_bytes``, least recently used out): a stored batch never
+        changes, and the first pages of a served store read the same ones."""
         i = 0
         while i < len(refs):
             si = refs[i].id[0]
             j = i
             while j < len(refs) and j - i < window and refs[j].id[0] == si:
                 j += 1
-            want = {refs[x].id[1]: x for x in range(i, j)}
             got = {}
-            for key, frame in self.stores[si].scan(keys=list(want)):
-                x = want.get(bytes(key))
-                if x is not None:
-                    got[x] = decode_frame(frame, bytes(key))
+            want = {}
+            for x in range(i, j):
+                b = self._cached(refs[x].id)
+                if b is not None:
+                    got[x] = b
+                else:
+                    want[refs[x].id[1]] = x
+            if want:
+                for key, frame in self.stores[si].scan(keys=list(want)):
+                    x = want.get(bytes(key))
+                    if x is not None:
+                        got[x] = self._keep(refs[x].id, decode_frame(frame, bytes(key)), len(frame))
             for x in range(i, j):
                 if x in got:   # (a batch gone since its summary was read is skipped)
                     yield refs[x], got[x]
             i = j
+
+    cache_bytes = 256 << 20
+
+    def _cached(self, rid):
+        with self._block_lock:
+            hit = self._blocks.get(rid)
+            if hit is not None:
+                self._blocks.move_to_end(rid)
+                return hit[0]
+        return None
+
+    def _keep(self, rid, block: Block, size: int) -> Block:
+        if size > self.cache_bytes // 4:
+            return block
+        with self._block_lock:
+            cache = self._blocks
+            if rid not in cache:
+                cache[rid] = (block, size)
+                self._blocks_held += size
+                while self._blocks_held > self.cache_bytes:
+                    _k, (_b, sz) = cache.popitem(last=False)
+                    self._blocks_held -= sz
+        return block
 
     def generation(self):
         return tuple(len(list(s.summaries())) for s in self.stores)
@@ -136,6 +181,9 @@ class StoreTable(Table):
         for s in self.stores:
             s.close()
         self.stores = []
+        with self._block_lock:
+            self._blocks.clear()
+            self._blocks_held = 0
 
 
 # -- filters on a block's columns ----------------------------------------------------------
@@ -164,7 +212,7 @@ def _num_cmp(col: np.ndarray, op: str, arg) -> np.ndarray:
             if op == "$eq":
                 return np.zeros(n, bool)
             return np.full(n, (op in ("$lt", "$lte")) if above else (op in ("$gt", "$gte")))
-        col = col.astype(np.int64, copy=False)
+        # (numpy compares an int column with any Python int in int64 range exactly)
     else:
         try:
             arg = float(arg)
@@ -210,9 +258,10 @@ class BlockColumns(Columns):
     field in a task document: exact answers for every fixed field, None
     (the documents decide) for payload fields."""
 
-    def __init__(self, block: Block, budget: Budget = UNBOUNDED):
+    def __init__(self, block: Block, budget: Budget = UNBOUNDED, values: Optional[ValueCache] = None):
         self.block = block
         self.budget = budget
+        self.values = values if block.key is not None else None
         self._docs: Dict[int, dict] = {}
         self._memo: Dict[tuple, bool] = {}
         self._cols: Dict[str, np.ndarray] = {}
@@ -229,25 +278,30 @@ class BlockColumns(Columns):
 
     def field_mask(self, field, op, arg, rows):
         root = field.split(".", 1)[0]
-        if root in PAYLOAD_ROOTS:
-            return None
         n = len(rows)
+        if root in PAYLOAD_ROOTS:
+            return _values_mask(self._payload_values(field, rows), op, arg)
         if "." in field or root not in FIXED_FIELDS:
             return np.full(n, match_value(MISSING, op, arg))
         c = self.block.cols
+        every = n == self.block.n    # rows are increasing: all of them, no gather needed
+
+        def col(name):
+            return c[name] if every else c[name][rows]
         if field in _INT_FIELDS:
-            return _num_mask(c[_INT_FIELDS[field]][rows], op, arg)
+            return _num_mask(col(_INT_FIELDS[field]), op, arg)
         if field in _SEC_FIELDS:
-            return _num_mask(self.seconds(_SEC_FIELDS[field])[rows], op, arg)
+            s = self.seconds(_SEC_FIELDS[field])
+            return _num_mask(s if every else s[rows], op, arg)
         if field in _CODE_FIELDS:
-            return self._distinct(field, c[_CODE_FIELDS[field]][rows], self._string, op, arg)
+            return self._distinct(field, col(_CODE_FIELDS[field]), self._string, op, arg)
         if field == "status":
-            return self._distinct(field, c["status"][rows], status_name, op, arg)
+            return self._distinct(field, col("status"), status_name, op, arg)
         if field == "workflow_id":
-            return self._distinct(field, c["workflow_id"][rows], lambda w: f"{int(w):016x}", op, arg)
+            return self._distinct(field, col("workflow_id"), lambda w: f"{int(w):016x}", op, arg)
         if field == "task_id":
-            return self._id_mask(c["workflow_id"][rows], c["task_id"][rows], op, arg, False)
-        return self._id_mask(c["workflow_id"][rows], c["parent_id"][rows], op, arg, True)
+            return self._id_mask(col("workflow_id"), col("task_id"), op, arg, False)
+        return self._id_mask(col("workflow_id"), col("parent_id"), op, arg, True)
 
     def _string(self, code) -> str:
         s = self.block.strings
@@ -255,15 +309,13 @@ class BlockColumns(Columns):
         return s[code] if code < len(s) else ""
 
     def _distinct(self, field, codes: np.ndarray, value_of, op, arg) -> np.ndarray:
-        """A field with few distinct values: each distinct value matched once."""
+        """A field with few distinct values: each distinct value matched once,
+        then looked up by code (no sort for small code ranges)."""
         if not len(codes):
             return np.zeros(0, bool)
-        first = codes[0]
-        if (codes == first).all():
-            return np.full(len(codes), self._match(field, value_of(first), op, arg))
-        uniq, inv = np.unique(codes, return_inverse=True)
+        uniq, inv = distinct_codes(codes)
         lut = np.array([self._match(field, value_of(u), op, arg) for u in uniq.tolist()], bool)
-        return lut[inv.reshape(-1)]
+        return lut[inv]
 
     def _match(self, field, value, op, arg) -> bool:
         key = (field, value, op, id(arg))
@@ -306,23 +358,101 @@ class BlockColumns(Columns):
                 for w, i in zip(wf.tolist(), ids.tolist())]
         return np.fromiter((match_value(v, op, arg) for v in vals), bool, n)
 
+    def _payload_values(self, field: str, rows) -> list:
+        """The field's value in each row's document (MISSING where absent)."""
+        if self.values is None:
+            return [get_path(d, field) for d in self.documents(rows)]
+        key = (self.block.key, field)
+        every = self.values.get(key)
+        if every is None:
+            every = [get_path(d, field) for d in self.documents(np.arange(self.block.n))]
+            self.values.put(key, every)
+        if len(rows) == self.block.n:
+            return every
+        return [every[r] for r in np.asarray(rows).tolist()]
+
     def documents(self, rows):
+        """Per row, the payload fields of its document (decoded once per row)."""
         rows = np.asarray(rows, np.int64)
-        missing = [r for r in rows.tolist() if r not in self._docs]
+        known = self._docs
+        missing = [r for r in rows.tolist() if r not in known]
         for k in range(0, len(missing), 4096):
             part = missing[k:k + 4096]
             self.budget.check()
-            for r, d in zip(part, documents(self.block, part)):
-                self._docs[r] = d
-        return [self._docs[r] for r in rows.tolist()]
+            for r, d in zip(part, payload_documents(self.block, part)):
+                known[r] = d
+        return [known[r] for r in rows.tolist()]
 
 
-def block_mask(block: Block, cond: Optional[dict], budget: Budget = UNBOUNDED) -> np.ndarray:
+_NUMERIC = (int, float)
+
+
+def _values_mask(values: list, op: str, arg) -> np.ndarray:
+    """One operator over values taken from documents (MISSING where absent):
+    numpy when they are all plain numbers (or text compared for equality),
+    else match_value one by one."""
+    n = len(values)
+    kinds = {type(v) for v in values}
+    if op in ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte") and kinds and is_number(arg):
+        if kinds <= {int}:
+            try:
+                arr = np.array(values, np.int64)
+            except OverflowError:
+                arr = None
+            if arr is not None:
+                m = _num_cmp(arr, "$eq" if op == "$ne" else op, arg)
+                return ~m if op == "$ne" else m
+        elif kinds <= {float} or (kinds <= {int, float} and
+                                  all(abs(v) < (1 << 53) for v in values if type(v) is int)):
+            arr = np.array(values, np.float64)
+            m = _num_cmp(arr, "$eq" if op == "$ne" else op, arg)
+            return ~m if op == "$ne" else m
+    if op in ("$eq", "$ne") and isinstance(arg, str) and kinds == {str}:
+        m = np.array(values, dtype=object) == arg
+        return ~m if op == "$ne" else m
+    return np.fromiter((match_value(v, op, arg) for v in values), bool, n)
+
+
+def block_mask(block: Block, cond: Optional[dict], budget: Budget = UNBOUNDED,
+               values: Optional["ValueCache"] = None) -> np.ndarray:
     """Rows of the block that match the filter (exact), as row numbers."""
     if not cond:
         return np.arange(block.n)
-    m, _exact = mask(cond, BlockColumns(block, budget), np.arange(block.n))
+    m, _exact = mask(cond, BlockColumns(block, budget, values), np.arange(block.n))
     return np.flatnonzero(m)
+
+
+class ValueCache:
+    """Payload values a filter looked at, per block and field (``used.step``
+    of every row of a batch): the next query on that field (the count, the
+    next page) compares them again without decoding the payloads.  Blocks
+    never change once stored, so entries stay right; at most ``max_values``
+    values are kept, least recently used first out."""
+
+    def __init__(self, max_values: int = 8_000_000):
+        import threading
+        from collections import OrderedDict
+        self.max_values = max_values
+        self.held = 0
+        self.items: "OrderedDict[tuple, list]" = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            v = self.items.get(key)
+            if v is not None:
+                self.items.move_to_end(key)
+            return v
+
+    def put(self, key, values: list) -> None:
+        with self.lock:
+            if key in self.items or len(values) > self.max_values:
+                return
+            self.items[key] = values
+            self.held += len(values)
+            while self.held > self.max_values:
+                _k, old = self.items.popitem(last=False)
+                self.held -= len(old)
 
 
 # -- matching, counting --------------------------------------------------------------------
@@ -332,7 +462,7 @@ def matching(table: Table, cond: Optional[dict], budget: Budget = UNBOUNDED,
     refs = table.refs(cond) if refs is None else refs
     for ref, block in table.blocks(refs):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if len(rows):
             yield ref, block, rows
 
@@ -540,7 +670,7 @@ def page(table: Table, cond: Optional[dict], order, limit: int, offset: int = 0,
     bid = 0
     for ref, block in _lazy_blocks(table, refs, cand_holder, best, order, k):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if not len(rows):
             continue
         keys = _Keys.of(block, rows, order, bid)
@@ -693,7 +823,7 @@ def _ordered_bounded(table, refs, best, cond, order, budget, chunk):
     bid = 0
     for i, (ref, block) in enumerate(table.blocks(refs)):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if len(rows):
             new.append(_Keys.of(block, rows, order, bid))
             blocks[bid] = block
@@ -726,7 +856,7 @@ def _ordered_all(table, refs, cond, order, budget, chunk):
     bid = 0
     for ref, block in table.blocks(refs):
         budget.check()
-        rows = block_mask(block, cond, budget)
+        rows = block_mask(block, cond, budget, table.values)
         if not len(rows):
             continue
         k = _Keys.of(block, rows, order, bid)
@@ -764,21 +894,37 @@ def ordered_columns(table: Table, cond: Optional[dict], order, payload: str = "j
 STAT_GROUPS = {"activity": "activity_id", "rank": "rank", "hostname": "hostname", "status": "status"}
 
 
+def distinct_codes(codes: np.ndarray):
+    """(distinct values, index of each element's value) of an integer array:
+    one pass and a table when the values span a small range, a sort otherwise."""
+    n = len(codes)
+    if not n:
+        return codes[:0], np.zeros(0, np.int64)
+    first = codes[0]
+    if (codes == first).all():
+        return codes[:1], np.zeros(n, np.int64)
+    lo, hi = int(codes.min()), int(codes.max())
+    if hi - lo < (1 << 20):
+        seen = np.zeros(hi - lo + 1, bool)
+        seen[codes - lo if lo else codes] = True
+        uniq = np.flatnonzero(seen)
+        lut = np.zeros(hi - lo + 1, np.int64)
+        lut[uniq] = np.arange(len(uniq))
+        return (uniq + lo).astype(codes.dtype), lut[codes - lo if lo else codes]
+    uniq, inv = np.unique(codes, return_inverse=True)
+    return uniq, inv.reshape(-1)
+
+
 def _group_values(block: Block, rows: np.ndarray, by: str):
     """(distinct values, index of each row's value) of the group field."""
     c = block.cols
-    if by == "activity":
-        codes = c["activity"][rows]
-        uniq, inv = np.unique(codes, return_inverse=True)
-        return [block.strings[u] if u < len(block.strings) else "" for u in uniq.tolist()], inv
-    if by == "hostname":
-        codes = c["node"][rows]
-        uniq, inv = np.unique(codes, return_inverse=True)
+    col = {"activity": "activity", "hostname": "node", "status": "status", "rank": "rank"}[by]
+    codes = c[col] if len(rows) == block.n else c[col][rows]
+    uniq, inv = distinct_codes(codes)
+    if by in ("activity", "hostname"):
         return [block.strings[u] if u < len(block.strings) else "" for u in uniq.tolist()], inv
     if by == "status":
-        uniq, inv = np.unique(c["status"][rows], return_inverse=True)
         return [status_name(u) for u in uniq.tolist()], inv
-    uniq, inv = np.unique(c["rank"][rows], return_inverse=True)
     return uniq.tolist(), inv
 
 

@@ -22,7 +22,10 @@ MISSING = object()   # the value of an absent field
 
 
 def is_number(v) -> bool:
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
+    t = type(v)
+    if t is int or t is float:
+        return True
+    if t is bool or t is str or v is None or t.__name__ == "bool_":
         return False
     return isinstance(v, numbers.Real)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from flowcept.query.filters import matches  # noqa: F401 (part of this module's API)
 from flowcept.query.prune import batch_may_match  # noqa: F401 (part of this module's API)
 
 last_stats: Dict[str, int] = {}

@@ -131,3 +131,15 @@ def test_a_query_past_its_budget_stops_and_does_not_hold_up_others(big_store):
         assert order == ["short", "long"]
     finally:
         acc.close()
+
+
+def test_exports_honour_their_budget_and_leave_no_file(big_store, tmp_path):
+    from flowcept.access.parquet import export_parquet
+    from flowcept.access.perfetto import export_perfetto
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    for export, name in ((export_perfetto, "t.json"), (export_parquet, "t.parquet")):
+        with pytest.raises(QueryTimeout):
+            export(big_store, str(out_dir / name), budget=0.01, progress=False)
+        assert os.listdir(out_dir) == []
+    assert os.path.exists(export_perfetto(big_store, str(out_dir / "ok.json"), progress=False))

@@ -1,10 +1,9 @@
 # Spack package recipe for flowcept, HPC-native workflow provenance (Python + C, MPI-aware).
 #
-# Checked statically (tests/spack/test_recipe.py): Spack could not be installed on the machine
-# this was written on.  Every depends_on (and every `when=` on a dependency) is checked against
-# the versions and variants of the builtin repository (spack/spack-packages 1e8cf059) and the
-# Mochi repository (mochi-hpc/mochi-spack-packages 128261a4).  Written against the Spack >= 0.22
-# package API.
+# Exercised by real Spack 1.1.0 in the test suite (tests/spack/, offline): `spack audit`, `spack
+# spec` of the default, ~mofka, ~mpi~hdf5 and +mofka ^mpich variants, and a real install of
+# py-flowcept@main~mpi~hdf5 from the checkout followed by `spack test run`.  Written against the
+# Spack >= 0.23 package API (repository API v1, which Spack 1.x still reads).
 
 import os
 
@@ -21,9 +20,9 @@ class PyFlowcept(PythonPackage):
     url = "https://github.com/flowcept/flowcept-hpc/archive/refs/tags/v0.1.0.tar.gz"
 
     version("main", branch="main")
-    # TO FILL AT RELEASE: replace the placeholder with the sha256 of the v0.1.0 tarball
-    # (`spack checksum py-flowcept 0.1.0`).  With all zeros the fetch fails its checksum.
-    version("0.1.0", sha256="0000000000000000000000000000000000000000000000000000000000000000")
+    # Released versions are added at release, with the checksum of their tarball:
+    # `spack checksum py-flowcept <version>` (a version without a real checksum cannot be fetched,
+    # yet Spack would prefer it to main).
 
     variant("mpi", default=True, description="MPI-aware capture: node leaders, rank ids (mpi4py)")
     variant("redis", default=False, description="Redis Streams transport")
@@ -47,24 +46,37 @@ class PyFlowcept(PythonPackage):
 
     depends_on("py-h5py@3.6:", type=("build", "run"), when="+hdf5")
 
-    depends_on("mpi", when="+mpi")
+    # MPI-3: the node leader splits COMM_WORLD with Split_type(COMM_TYPE_SHARED).
+    depends_on("mpi@3:", when="+mpi")
     depends_on("py-mpi4py@3.1:", type=("build", "run"), when="+mpi")
+    # Both concretize (the builtin repository offers them) but cannot run a multi-rank job.
+    conflicts("^mpilander", when="+mpi", msg="mpilander runs a single MPI process; use ^mpich")
+    conflicts("^mpi-serial", when="+mpi", msg="mpi-serial is a serial stub; use ^mpich")
 
     depends_on("py-redis@4.5:", type=("build", "run"), when="+redis")
 
-    # From the Mochi repository (https://github.com/mochi-hpc/mochi-spack-packages, Spack >= 1.0
-    # repository API v2): add it with `spack repo add` before concretizing +mofka.
-    # The transport speaks two Python client generations (flowcept/transport/mofka.py):
-    # Mofka 0.6.x (mochi.mofka.client on pymofka_client) and Mofka >= 0.8 (diaspora-stream-api
-    # >= 0.4).  Mofka 0.7.0 ships diaspora-stream-api 0.3 and is refused at start.  Mofka >= 0.7
-    # depends on the diaspora-stream-api package, which neither the builtin nor the Mochi
-    # repository (at the commit checked) provides: for @0.8: a site must add a repository that
-    # has it (see spack/README.md); @0.6 concretizes with the two repositories alone.
-    depends_on("mofka@0.6.0:0.6.4,0.8.0: +python", when="+mofka")
-    # mochi.mofka.client imports pymargo in both generations.
+    # +mofka: Mofka from the Mochi repository (https://github.com/mochi-hpc/mochi-spack-packages,
+    # repository API v2, Spack >= 1.0), diaspora-stream-api from this repository (neither the
+    # builtin nor the Mochi repository has it at the commits tested).  Tested together: Mofka
+    # 0.8.2 with diaspora-stream-api 0.5.2 (flowcept/transport/mofka.py speaks that generation).
+    # Without the Mochi repository only +mofka fails to concretize: Spack drops a dependency
+    # whose package it cannot find, but a *variant* on it (e.g. mofka+python) makes every spec
+    # of this package fail while the solver's rules are written.  So no variant is named on a
+    # Mochi package here: Mofka's python variant is on by default, and the install refuses a
+    # spec without it (check_mofka_python).
+    depends_on("mofka@0.8.2:0.8", when="+mofka")
+    depends_on("diaspora-stream-api@0.5.2:0.5 +python", type=("build", "run"), when="+mofka")
+    # mochi.mofka.client imports pymargo.
     depends_on("py-mochi-margo", type=("build", "run"), when="+mofka")
 
     import_modules = ["flowcept"]
+
+    @run_before("install")
+    def check_mofka_python(self):
+        """+mofka needs Mofka's Python client (mochi.mofka.client), built by mofka+python."""
+        problem = mofka_python_problem(self.spec)
+        if problem:
+            raise InstallError(problem)
 
     @run_after("install")
     def install_c_library(self):
@@ -82,8 +94,9 @@ class PyFlowcept(PythonPackage):
     @run_after("install")
     def install_modules(self):
         """Render the module templates (spack/modules/) with this installation's prefix and
-        site-packages directory (python_platlib: lib or lib64, site- or dist-packages, as the
-        Python in the spec lays them out) into <prefix>/share/flowcept/modules/."""
+        site-packages directory (python_platlib, which Spack's python sets in this module for the
+        build: lib or lib64, site- or dist-packages, as the Python in the spec lays them out) into
+        <prefix>/share/flowcept/modules/."""
         dest = join_path(self.prefix, "share", "flowcept", "modules")
         mkdirp(dest)
         for name in ("flowcept.lua", "flowcept.tcl"):
@@ -92,13 +105,13 @@ class PyFlowcept(PythonPackage):
                 continue
             with open(src) as f:
                 text = f.read()
-            text = render_module(text, str(self.prefix), str(self.python_platlib))
+            text = render_module(text, str(self.prefix), str(python_platlib))
             with open(join_path(dest, name), "w") as f:
                 f.write(text)
 
     def setup_run_environment(self, env):
+        # bin/ (PATH) and the site-packages directory (PYTHONPATH) are added by Spack itself.
         env.set("FLOWCEPT_HOME", self.prefix)
-        env.prepend_path("PATH", self.prefix.bin)
         env.prepend_path("CPATH", self.prefix.include)
         env.prepend_path("LIBRARY_PATH", self.prefix.lib)
         env.prepend_path("LD_LIBRARY_PATH", self.prefix.lib)
@@ -115,9 +128,15 @@ class PyFlowcept(PythonPackage):
         assert os.path.isfile(lib), "missing " + lib
 
     def test_python_import(self):
-        """import flowcept and its compiled extension"""
+        """import flowcept, its compiled extension and the clients its variants add"""
+        modules = ["flowcept", "flowcept.native"]
+        for variant, client in (("+mpi", "mpi4py.MPI"), ("+hdf5", "h5py"), ("+redis", "redis"),
+                                ("+mofka", "diaspora_stream.api"),
+                                ("+mofka", "mochi.mofka.client")):
+            if self.spec.satisfies(variant):
+                modules.append(client)
         python = self.spec["python"].command
-        python("-c", "import flowcept, flowcept.native; print('flowcept ok')")
+        python("-c", "import {0}; print('flowcept ok')".format(", ".join(modules)))
 
     def test_cli(self):
         """the flowcept command line starts"""
@@ -130,3 +149,11 @@ def render_module(text, prefix, platlib):
     """A module template with its placeholders filled in (kept outside the class so a site
     without Spack can do the same with sed: s|@FLOWCEPT_PREFIX@|...|; s|@FLOWCEPT_PLATLIB@|...|)."""
     return text.replace("@FLOWCEPT_PREFIX@", prefix).replace("@FLOWCEPT_PLATLIB@", platlib)
+
+
+def mofka_python_problem(spec):
+    """Why ``spec`` cannot run the Mofka transport (a one-line message naming the fix), or None."""
+    if spec.satisfies("+mofka") and "mofka" in spec and not spec["mofka"].satisfies("+python"):
+        return ("py-flowcept+mofka needs Mofka's Python client: concretize with ^mofka+python "
+                "(Mofka's default), not ^mofka~python")
+    return None
