@@ -40,6 +40,13 @@ class SourceLoop:
         self._stop = threading.Event()
         self._finish_at: Optional[float] = None
         self.sources: List = []
+        # rounds over the sources, and the last one in which every read came
+        # back empty: an in-process consumer waits on them to know that what was
+        # published before it asked is handled (wait_caught_up, finish)
+        self._rounds = threading.Condition()
+        self._round = 0
+        self._last_empty = -1
+        self._finish_from: Optional[int] = None
 
     # -- what subclasses do ----------------------------------------------------
     def open(self) -> None:
@@ -64,6 +71,24 @@ class SourceLoop:
     # -- control -----------------------------------------------------------------
     def stop(self, *_args) -> None:
         self._stop.set()
+        with self._rounds:
+            self._rounds.notify_all()
+
+    def wait_caught_up(self, timeout: Optional[float] = None) -> bool:
+        """Waits until a round that began after this call read nothing from
+        any source: everything published before the call is handled.  False
+        on timeout (or when the loop stopped first)."""
+        with self._rounds:
+            target = self._round + 1
+            return self._rounds.wait_for(
+                lambda: self._last_empty >= target or self._stop.is_set(), timeout) \
+                and self._last_empty >= target
+
+    def finish(self) -> None:
+        """Stops after the first round, begun after this call, that reads
+        nothing: what was published before the call is handled first."""
+        with self._rounds:
+            self._finish_from = self._round + 1
 
     def finish(self, *_args) -> None:
         """Read what is left, then stop (see the module docstring)."""
@@ -125,7 +150,11 @@ class SourceLoop:
         hard_stop = None
         backoff = FIRST_BACKOFF_S
         while not self._stop.is_set():
+            with self._rounds:
+                self._round += 1
+                this_round = self._round
             got = 0
+            failed = False
             for src in list(self.sources):
                 if self._stop.is_set():
                     break
@@ -134,6 +163,7 @@ class SourceLoop:
                     block = self.block_ms if len(self.sources) == 1 else None
                     entries = src.read(self.count, block)
                 except TransportUnavailable as e:
+                    failed = True
                     self.read_failed(e, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -148,6 +178,12 @@ class SourceLoop:
                 else:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+            if not got and not failed:
+                with self._rounds:
+                    self._last_empty = this_round
+                    self._rounds.notify_all()
+                    if self._finish_from is not None and this_round >= self._finish_from:
+                        break
             if got:
                 idle_since = time.monotonic()
                 hard_stop = None
