@@ -1,6 +1,7 @@
 """The read loop the keeper and the bridge share: read each source in turn,
 hand what came to ``handle``, back off while the transport is down, stop on
-``stop()``, SIGTERM or SIGINT (or when idle, for tools and tests).
+``stop()``, SIGTERM or SIGINT (or when idle, for tools and tests: idle means
+no entries for that long and none the sources report unread in the hub).
 ``finish()`` or SIGUSR1 means "the producers are done": read on until the
 sources have had nothing for FINISH_IDLE_S, then stop (a job script sends
 it after its application step, so nothing left in the hub is abandoned).
@@ -20,6 +21,7 @@ from flowcept.errors import TransportUnavailable
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 FINISH_IDLE_S = 1.0
+IDLE_WAIT_FACTOR = 10
 
 
 class SourceLoop:
@@ -105,8 +107,22 @@ class SourceLoop:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
 
+    def _unread(self) -> int:
+        """Entries the sources say are still unacknowledged in the hub (0
+        where no source can tell)."""
+        total = 0
+        for src in self.sources:
+            try:
+                total += src.unread() or 0
+            except TransportUnavailable:
+                pass
+        return total
+
     def _read_until_stopped(self, max_idle_s: Optional[float]) -> None:
         idle_since = time.monotonic()
+        # exiting when idle waits for the hub's unread entries (Source.unread),
+        # but no longer than IDLE_WAIT_FACTOR idle periods in all
+        hard_stop = None
         backoff = FIRST_BACKOFF_S
         while not self._stop.is_set():
             got = 0
@@ -134,6 +150,7 @@ class SourceLoop:
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
             if got:
                 idle_since = time.monotonic()
+                hard_stop = None
             elif len(self.sources) > 1:
                 self._stop.wait(self.block_ms / 1000 / len(self.sources))
             limit, since = max_idle_s, idle_since
@@ -141,5 +158,12 @@ class SourceLoop:
                 limit = FINISH_IDLE_S if limit is None else min(limit, FINISH_IDLE_S)
                 since = max(idle_since, self._finish_at)
             if limit is not None and time.monotonic() - since > limit:
+                if self._finish_at is None and max_idle_s is not None:
+                    now = time.monotonic()
+                    if hard_stop is None:
+                        hard_stop = now + IDLE_WAIT_FACTOR * max_idle_s
+                    if now < hard_stop and self._unread() > 0:
+                        idle_since = now - max_idle_s / 2    # look again shortly
+                        continue
                 break
             self.after_round()
