@@ -460,7 +460,9 @@ def slowest_chain(a) -> List[Tuple[int, object]]:
     as [(row, linking value or None)], first task first.  One pass in time
     order: at a task's start the best chain ending in a producer of each value
     it used is known; ties at equal times count the producer (end <= start).
-    Without any data dependency it is the slowest task alone."""
+    Without any data dependency it is the slowest task alone.  Tasks that
+    enclose others (a parent, e.g. a whole-pipeline task) are left out: their
+    time is their children's, counted already."""
     from flowcept.archive.lineage import scalar_values
     n = a.n
     if n == 0:
@@ -468,6 +470,21 @@ def slowest_chain(a) -> List[Tuple[int, object]]:
     start = a._column("start_ns").astype(np.int64)
     end = a._column("end_ns").astype(np.int64)
     dur = (end - start).astype(np.float64)
+    wf = a._column("workflow_id").astype(np.uint64)
+    tid = a._column("task_id").astype(np.uint64)
+    pid = a._column("parent_id").astype(np.uint64)
+    has_parent = pid != 0
+    parents = np.unique(np.stack([wf[has_parent], pid[has_parent]], 1), axis=0) \
+        if has_parent.any() else np.zeros((0, 2), np.uint64)
+    enclosing = np.zeros(n, bool)
+    if len(parents):
+        pairs = np.stack([wf, tid], 1)
+        view = np.dtype([("w", np.uint64), ("t", np.uint64)])
+        enclosing = np.isin(np.ascontiguousarray(pairs).view(view).ravel(),
+                            np.ascontiguousarray(parents).view(view).ravel())
+    if enclosing.all():
+        enclosing[:] = False
+    dur[enclosing] = -np.inf      # never part of a chain (nor the slowest task alone)
     docs = a.decoded_payloads()
     best = dur.copy()
     prev = np.full(n, -1, np.int64)
@@ -478,6 +495,8 @@ def slowest_chain(a) -> List[Tuple[int, object]]:
                              np.stack([start, np.ones(n, np.int64), np.arange(n)], 1)])
     events = events[np.lexsort((events[:, 2], events[:, 1], events[:, 0]))]
     for _t, kind, row in events.tolist():
+        if enclosing[row]:
+            continue
         d = docs[row] if isinstance(docs[row], dict) else {}
         if kind == 1:
             for v in scalar_values(d.get("used")):
