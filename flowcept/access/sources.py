@@ -56,18 +56,32 @@ class Source:
 
     def count(self, cond: dict, deadline: Budget) -> int:
         """How many tasks match; remembered per filter until the data change."""
-        key = (self.table.generation(), json.dumps(cond, sort_keys=True, default=str))
+        key = self._count_key(cond)
         with self._count_lock:
             n = self._counts.get(key)
             if n is not None:
                 self._counts.move_to_end(key)
                 return n
         n = engine.count(self.table, cond, deadline)
+        self.remember_count(cond, n)
+        return n
+
+    def _count_key(self, cond) -> tuple:
+        return (self.table.generation(), json.dumps(cond, sort_keys=True, default=str))
+
+    def known_count(self, cond: dict) -> Optional[int]:
+        """The number of matches when it is remembered (None: not counted yet)."""
+        key = self._count_key(cond)
+        with self._count_lock:
+            return self._counts.get(key)
+
+    def remember_count(self, cond: dict, n: int) -> None:
+        """Keeps a number of matches learned otherwise (a page that saw them all)."""
+        key = self._count_key(cond)
         with self._count_lock:
             self._counts[key] = n
             while len(self._counts) > 256:
                 self._counts.popitem(last=False)
-        return n
 
     def task(self, task_id: str) -> dict:
         """One task; KeyError when absent."""

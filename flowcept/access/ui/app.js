@@ -774,7 +774,7 @@
     const projection = ["task_id", "activity_id", "status", "rank", "hostname", "started_at", "start_ns", "end_ns", ...fields];
     let data;
     try {
-      data = await api("/api/v1/tasks", { source, filter: flt, projection: projection.join(","), sort, limit, cursor });
+      data = await api("/api/v1/tasks", { source, filter: flt, projection: projection.join(","), sort, limit, cursor, count: true });
     } catch (e) {
       if (!(e instanceof ApiError) || e.status >= 500) throw e;
       formError.hidden = false; formError.textContent = e.message;
@@ -882,7 +882,7 @@
       card("All fields", null, h("details", {}, h("summary", { class: "body note" }, "the task as the API returns it"),
         h("pre", { class: "raw", id: "task-raw" }, raw))),
     ]);
-    api("/api/v1/tasks", { source, filter: { parent_task_id: d.task_id }, limit: 20,
+    api("/api/v1/tasks", { source, filter: { parent_task_id: d.task_id }, limit: 20, count: true,
       projection: "task_id,activity_id,status,rank,started_at,start_ns,end_ns" }).then((c) => {
       clear(children);
       if (!c.total) { children.appendChild(h("div", { class: "empty" }, "No child tasks.")); return; }
