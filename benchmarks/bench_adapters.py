@@ -49,7 +49,7 @@ def child_dask(n: int, repeats: int) -> dict:
     from flowcept import Flowcept
     from flowcept.adapters.dask import FlowceptDaskWorkerAdapter
     best = {False: float("inf"), True: float("inf")}
-    with Flowcept("bench-dask") as fc:
+    with Flowcept(workflow_name="bench-dask") as fc:
         with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                           dashboard_address=None) as cl, Client(cl) as c:
             c.gather(c.map(_noop, range(50), key=[f"warm-{i}" for i in range(50)]))
@@ -90,7 +90,7 @@ def child_torch(n: int, repeats: int) -> dict:
     Traced = flowcept_torch(MLP)
     x = torch.randn(32, 64)
     best = {"plain": float("inf"), "traced": float("inf")}
-    with Flowcept("bench-torch"), torch.no_grad():
+    with Flowcept(workflow_name="bench-torch"), torch.no_grad():
         models = {"plain": MLP(), "traced": Traced()}
         for m in models.values():   # past the first epoch (no tensor inspection), as 1.0.3 below
             if hasattr(m, "new_epoch"):

@@ -7,7 +7,8 @@
 
 The call is heat2d's ``diffuse(step, u, alpha)`` with ``u`` a 128 x 1024
 float64 array (1 MiB, more than numpy_stats_max elements: recorded by dtype,
-shape and size), default configuration (4 MiB ring, summary mode), one
+shape and size), default configuration (4 MiB ring) but value_descriptions
+"rich" (summary mode; --descriptions flowcept: Flowcept's text), one
 ``with Flowcept(...)`` per run.  Each run times --calls calls plainly,
 --calls calls decorated and --calls decorated calls with u=0 (the same
 record without the array: what the array itself adds is the difference),
@@ -91,7 +92,8 @@ def child(calls: int, repeats: int, elements: int) -> dict:
 
 def run_tree(tree: str, args, pure: bool) -> dict:
     tmp = tempfile.mkdtemp(prefix="fcbench-np-")
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), FLOWCEPT_RUN_DIR=tmp)
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), FLOWCEPT_RUN_DIR=tmp,
+               FLOWCEPT_VALUE_DESCRIPTIONS=args.descriptions)
     env.pop("FLOWCEPT_PURE_PYTHON", None)
     if pure:
         env["FLOWCEPT_PURE_PYTHON"] = "1"
@@ -118,6 +120,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--elements", type=int, default=128 * 1024, help="float64 elements of u")
     ap.add_argument("--pure", action="store_true", help="also the pure-Python wrapper")
+    ap.add_argument("--descriptions", choices=("rich", "flowcept"), default="rich",
+                    help="value_descriptions: rich (the array's summary, measured so far) or "
+                         "flowcept (the default configuration: Flowcept's text)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -124,7 +124,9 @@ static inline uint64_t parent_of(PyObject *pv)
 #include <float.h>
 #include <math.h>
 
-enum { NP_DEFER = 0, NP_SUMMARY, NP_SHAPE, NP_FULL };
+/* NP_FLOWCEPT: an array is the text "ndarray_instance_id_<id>", as Flowcept
+ * (and payload.py's value_descriptions "flowcept") describe values JSON cannot hold. */
+enum { NP_DEFER = 0, NP_SUMMARY, NP_SHAPE, NP_FULL, NP_FLOWCEPT };
 
 typedef struct {
     int mode;                 /* NP_DEFER: arrays go to the Python encoder */
@@ -914,6 +916,8 @@ static int np_mode_of(PyObject *mode)
         return NP_FULL;
     if (PyUnicode_CompareWithASCIIString(mode, "shape") == 0)
         return NP_SHAPE;
+    if (PyUnicode_CompareWithASCIIString(mode, "flowcept") == 0)
+        return NP_FLOWCEPT;
     return NP_SUMMARY;
 }
 
@@ -1168,6 +1172,12 @@ static int enc_obj(fc_mp_buf *b, PyObject *o, int depth, const np_cfg *np)
                 return 0;
         return 1;
     }
+    if (t == g_np_ndarray && np != NULL && np->mode == NP_FLOWCEPT) {
+        char text[48];   /* id(o) is the object's address, as in Python */
+        int n = snprintf(text, sizeof text, "ndarray_instance_id_%llu",
+                         (unsigned long long)(uintptr_t)o);
+        return n > 0 && fc_mp_str(b, text, (size_t)n);
+    }
     if (t == g_np_ndarray && np != NULL && np->mode != NP_DEFER &&
         g_np_state == NPS_READY)
         return enc_ndarray(b, o, np);
@@ -1265,7 +1275,7 @@ static int enc_used(TaskObject *w, fc_mp_buf *b, PyObject *const *args,
                     Py_ssize_t nargs, PyObject *kwnames, const np_cfg *np)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs == 0) {                       /* used = kwargs */
+    if (nargs == 0 && w->simple) {          /* used = kwargs (no defaults to apply) */
         if (!fc_mp_map_hdr(b, (size_t)nkw))
             return 0;
         for (Py_ssize_t i = 0; i < nkw; i++)
@@ -1325,24 +1335,26 @@ static int enc_doc(TaskObject *w, fc_mp_buf *b, int want, PyObject *const *args,
         if (!fc_mp_map_hdr(b, (size_t)w->n_extra))
             return 0;
     } else {
-        /* generated, as _generated(): kind 0 none, 1 {name: r},
+        /* generated, as capture.task._generated(): kind 0 none, 1 {name: r},
          * 2 dict(zip(names, r)), 3 r itself, 4 {"return": r} */
         int kind;
         Py_ssize_t nout = w->outnames ? PyTuple_GET_SIZE(w->outnames) : 0;
         PyTypeObject *rt = Py_TYPE(result);
         if (nout && !w->outnames_fast)
             return 0;
-        if (nout == 1)
-            kind = 1;
+        /* Flowcept's order: no result, a mapping, a sequence of the names'
+         * length, one name, else the value itself */
+        if (result == Py_None)
+            kind = 0;
+        else if (PyDict_Check(result))
+            kind = 3;
         else if (nout && (rt == &PyTuple_Type || rt == &PyList_Type) &&
                  Py_SIZE(result) == nout)
             kind = 2;
         else if (nout && (PyTuple_Check(result) || PyList_Check(result)))
             return 0;   /* a tuple/list subclass: Python zips it */
-        else if (result == Py_None)
-            kind = 0;
-        else if (PyDict_Check(result))
-            kind = 3;
+        else if (nout == 1)
+            kind = 1;
         else
             kind = 4;
         if (!fc_mp_map_hdr(b, (size_t)(1 + (kind != 0) + w->n_extra)))

@@ -7,17 +7,20 @@ first access.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    # Flowcept's names: the Flowcept-compatible forms (our capture underneath)
-    "flowcept_task": "flowcept.instrumentation.flowcept_task",
-    "lightweight_flowcept_task": "flowcept.instrumentation.flowcept_task",
-    "telemetry_flowcept_task": "flowcept.instrumentation.flowcept_task",
-    "FlowceptTask": "flowcept.instrumentation.task_capture",
-    "FlowceptLoop": "flowcept.instrumentation.flowcept_loop",
-    "FlowceptLightweightLoop": "flowcept.instrumentation.flowcept_loop",
-    "flowcept_loop": "flowcept.instrumentation.flowcept_loop",
-    "Flowcept": "flowcept.flowcept_api.flowcept_controller",
-    "WorkflowObject": "flowcept.commons.flowcept_dataclasses.workflow_object",
-    "DBAPI": "flowcept.flowcept_api.db",
+    # the capture API, with Flowcept 1.0.3's names and signatures
+    "flowcept_task": "flowcept.capture.task",
+    "lightweight_flowcept_task": "flowcept.capture.task",
+    "telemetry_flowcept_task": "flowcept.capture.task",
+    "FlowceptTask": "flowcept.capture.task",
+    "FlowceptLoop": "flowcept.capture.task",
+    "FlowceptLightweightLoop": "flowcept.capture.task",
+    # Flowcept's API around it (flowcept.compat)
+    "Flowcept": "flowcept.compat.controller",
+    "WorkflowObject": "flowcept.compat.objects",
+    "TaskObject": "flowcept.compat.objects",
+    "AgentObject": "flowcept.compat.objects",
+    "BlobObject": "flowcept.compat.objects",
+    "DBAPI": "flowcept.compat.dbapi",
     "flowcept_torch": "flowcept.instrumentation.flowcept_torch",
     "FlowceptEpochLoop": "flowcept.instrumentation.flowcept_torch",
     "FlowceptBatchLoop": "flowcept.instrumentation.flowcept_torch",
@@ -37,9 +40,10 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name):
-    if name == "SETTINGS_PATH":   # Flowcept's: the settings file in use (None without one)
-        from flowcept.configs import SETTINGS_PATH
-        return SETTINGS_PATH
+    if name in ("SETTINGS_PATH", "configs"):   # Flowcept's: its constants, the settings in use
+        import importlib
+        configs = importlib.import_module("flowcept.configs")
+        return configs if name == "configs" else configs.SETTINGS_PATH
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'flowcept' has no attribute {name!r}")

@@ -107,7 +107,7 @@ def _plugins():
     out = []
     for module in ("flowcept.archive.cli", "flowcept.keeper.cli", "flowcept.keeper.bridge_cli",
                    "flowcept.ops.cli", "flowcept.ops.config_cli", "flowcept.access.cli",
-                   "flowcept.adapters.cli", "flowcept.flowcept_api.cli"):
+                   "flowcept.adapters.cli", "flowcept.compat.cli"):
         try:
             mod = importlib.import_module(module)
         except ImportError as e:

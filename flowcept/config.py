@@ -42,9 +42,19 @@ NOT_KEYS = frozenset({"FLOWCEPT_HOME", "FLOWCEPT_KEEP_ENV", "FLOWCEPT_EPILOG_CON
                       "FLOWCEPT_SANITIZE", "FLOWCEPT_MOCHI_PREFIX", "FLOWCEPT_MOCHI_VENDOR",
                       "FLOWCEPT_SPACK_CACHE", "FLOWCEPT_SPACK_VENDOR",
                       "FLOWCEPT_REF_VENV", "FLOWCEPT_TEST_REDIS",
+                      # Flowcept's: built-in defaults, no settings file
+                      "FLOWCEPT_USE_DEFAULT",
                       # read by the C library itself: "realtime" turns its TSC clock off
                       "FLOWCEPT_CLOCK"})
 BATCH_JOB_VARS = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID")
+# The settings file read when FLOWCEPT_SETTINGS_PATH names none (Flowcept's place);
+# FLOWCEPT_USE_DEFAULT=true reads no file at all.
+DEFAULT_SETTINGS_PATH = os.path.join("~", ".flowcept", "settings.yaml")
+USE_DEFAULT_ENV = "FLOWCEPT_USE_DEFAULT"
+# Variables a settings reader may take values from besides FLOWCEPT_* (Flowcept's
+# MQ_HOST, MONGO_PORT, ...): a change of one rebuilds the process configuration.
+READER_ENV_PREFIXES = ("MQ_", "KVDB_", "MONGO_", "LMDB_", "DB_FLUSH_MODE", "DUMP_BUFFER",
+                       "TELEMETRY_ENABLED", "HOME")
 
 __all__ = ["Config", "ConfigError", "Option", "build_config", "load_config", "process_config",
            "read_settings_file", "describe"]
@@ -80,6 +90,14 @@ def _known(kind: str) -> Callable[[str], Optional[str]]:
                     f"no {kind} is registered (flowcept's package metadata is unreadable: reinstall)")
         return None
     return check
+
+
+TELEMETRY_PARTS = ("cpu", "memory", "process", "gpu")
+
+
+def _parts_problem(v: str) -> Optional[str]:
+    bad = [p for p in v.split(",") if p.strip() and p.strip() not in TELEMETRY_PARTS]
+    return f"unknown part(s) {', '.join(bad)}: use {', '.join(TELEMETRY_PARTS)}" if bad else None
 
 
 # The core keys (backends declare theirs in their modules).
@@ -130,6 +148,20 @@ CORE = (
     Option("abort_on_error", bool, True, "MPI: abort the job when a rank raises"),
     Option("pure_python", bool, False, "use the pure-Python decorator even when the compiled "
            "one is built"),
+    Option("local_copy", bool, False, "with a transport other than embedded, the leader also "
+           "writes every batch into the run directory's store (readable on the node whatever "
+           "consumes the transport)"),
+    Option("telemetry", bool, False, "record telemetry_at_start/telemetry_at_end (CPU, memory, "
+           "process) for each task of @flowcept_task and FlowceptTask"),
+    Option("telemetry_parts", str, "cpu,memory,process", "what a telemetry snapshot holds: "
+           "cpu, memory, process, gpu, comma-separated (empty: empty snapshots)",
+           check=lambda v: _parts_problem(v)),
+    Option("loop_task", bool, False, "FlowceptLoop also records one task for the whole loop "
+           "(subtype whole_loop), the parent of its iterations"),
+    Option("value_descriptions", str, "flowcept", "values JSON cannot hold: flowcept (the text "
+           "<Class>_instance_id_<id>, as Flowcept writes) | rich (numpy arrays by dtype, shape "
+           "and statistics, see numpy_mode; other objects by type and repr)",
+           choices=("flowcept", "rich")),
     Option("log_level", str, "warning", "level of the 'flowcept' logger",
            choices=("debug", "info", "warning", "error")),
 )
@@ -174,6 +206,11 @@ class Config:
     finalize_timeout_s: int = 60
     abort_on_error: bool = True
     pure_python: bool = False
+    local_copy: bool = False
+    telemetry: bool = False
+    telemetry_parts: str = "cpu,memory,process"
+    loop_task: bool = False
+    value_descriptions: str = "flowcept"
     log_level: str = "warning"
     options: Mapping[str, Any] = field(default_factory=dict, compare=True, repr=True)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -329,11 +366,20 @@ def build_config(values: Mapping[str, Any], source: str = "arguments",
     return Config(**core, options=MappingProxyType(extra), origins=MappingProxyType(origin))
 
 
-def read_settings_file(path: str) -> dict:
-    """Reads a TOML or JSON settings file.  A [flowcept] table is accepted too."""
-    from flowcept import compat_settings   # Flowcept's settings.yaml, translated
-    if compat_settings.is_yaml(path):
-        return compat_settings.read_flowcept_yaml(path)
+def read_settings_file(path: str, env: Optional[Mapping[str, str]] = None) -> dict:
+    """Reads a TOML or JSON settings file (a [flowcept] table is accepted
+    too), or a file whose suffix names a settings reader (registry group
+    ``flowcept.settings_readers``: ``yaml`` reads Flowcept's settings.yaml);
+    a reader gets the environment for the overrides its format defines."""
+    suffix = os.path.splitext(path)[1].lstrip(".").lower()
+    if suffix not in ("toml", "json", "", "flowcept"):   # "flowcept": the settings in effect
+        from flowcept import registry
+        try:
+            reader = registry.load("settings_reader", suffix)
+        except LookupError:
+            reader = None
+        if reader is not None:
+            return reader(path, os.environ if env is None else env)
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -381,12 +427,14 @@ def load_config(settings_path: Optional[str] = None, env: Optional[Mapping[str, 
             merged["job_id"] = env[var].split(".")[0]
             origin["job_id"] = f"environment {var}"
             break
-    path = settings_path or env.get(SETTINGS_ENV)
-    if not path and env is os.environ:
-        from flowcept import compat_settings   # Flowcept's default ~/.flowcept/settings.yaml
-        path = compat_settings.default_yaml_path()
+    use_default = env.get(USE_DEFAULT_ENV, "").strip().lower() in ("1", "true", "yes", "y", "t")
+    path = settings_path or (None if use_default else env.get(SETTINGS_ENV))
+    if not path and not use_default and (env is os.environ or "HOME" in env):
+        home_default = os.path.expanduser(DEFAULT_SETTINGS_PATH) if env is os.environ else \
+            os.path.join(env["HOME"], DEFAULT_SETTINGS_PATH.split(os.sep, 1)[1])
+        path = home_default if os.path.isfile(home_default) else None
     if path:
-        for key, value in read_settings_file(path).items():
+        for key, value in read_settings_file(path, env).items():
             merged[key] = _coerce(_option(key, path), value, path)
             origin[key] = path
     for name, value in env.items():
@@ -418,7 +466,8 @@ def process_config() -> Config:
     changes (what decorators and lazily started sessions use)."""
     global _process
     snap = tuple(sorted((k, v) for k, v in os.environ.items()
-                        if k.startswith(ENV_PREFIX) or k in BATCH_JOB_VARS))
+                        if k.startswith(ENV_PREFIX) or k in BATCH_JOB_VARS
+                        or k.startswith(READER_ENV_PREFIXES)))
     if _process is None or _process[0] != snap:
         _process = (snap, load_config())
     return _process[1]

@@ -23,6 +23,9 @@ GROUPS = {
     "store": "flowcept.stores",           # where batches rest
     "adapter": "flowcept.adapters",       # capture from an external system
     "leader": "flowcept.leaders",         # who drains a capturing process's ring
+    # settings files by suffix (yaml: Flowcept's settings.yaml), and ``flowcept``:
+    # Flowcept's settings in effect, as a dict (what the adapters read of them)
+    "settings_reader": "flowcept.settings_readers",
 }
 
 _loaded: Dict[Tuple[str, str], object] = {}

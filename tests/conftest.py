@@ -21,6 +21,10 @@ def flowcept_env(tmp_path, monkeypatch):
     shm_dir.mkdir()
     monkeypatch.setenv("FLOWCEPT_RUN_DIR", str(run_dir))
     monkeypatch.setenv("FLOWCEPT_SHM_DIR", str(shm_dir))
+    # Flowcept's built-in settings write flowcept_buffer.jsonl into the working
+    # directory at each Flowcept.stop(): not into the checkout (a test that wants
+    # the buffer file deletes this override of Flowcept's)
+    monkeypatch.setenv("DUMP_BUFFER", "false")
     yield {"run_dir": str(run_dir), "shm_dir": str(shm_dir)}
     from flowcept.capture import session as runtime
     runtime.end_session()

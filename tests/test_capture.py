@@ -32,7 +32,7 @@ def test_used_generated_and_ids(run_dir):
     tasks = read_tasks(run_dir)
     assert len(tasks) == 2
     assert tasks[0]["used"] == {"x": 1, "y": 2} and tasks[0]["generated"] == {"return": 3}
-    assert tasks[1]["used"] == {"x": 5}
+    assert tasks[1]["used"] == {"x": 5, "y": 10}   # defaults applied, as Flowcept records them
     assert all(t["status"] == "FINISHED" and t["workflow_id"] == f"{wf:016x}" for t in tasks)
     assert len({t["task_id"] for t in tasks}) == 2
     assert all(t["end_ns"] >= t["start_ns"] > 0 for t in tasks)
@@ -77,7 +77,7 @@ def test_parent_links_nested_and_block(run_dir):
 
     with Flowcept():
         parent()
-        with FlowceptTask("block", used={"k": 1}) as blk:
+        with FlowceptTask(activity_id="block", used={"k": 1}) as blk:
             child(9)
             blk.end(generated={"done": True})
         child(10)
@@ -141,7 +141,8 @@ def test_threads_all_records_distinct_threads(run_dir):
         assert outers[w["parent_task_id"]]["thread_id"] == w["thread_id"]
 
 
-def test_non_serializable_arguments_do_not_break(run_dir):
+def test_non_serializable_arguments_do_not_break(run_dir, monkeypatch):
+    monkeypatch.setenv("FLOWCEPT_VALUE_DESCRIPTIONS", "rich")
     class Weird:
         __slots__ = ()
 
@@ -174,12 +175,24 @@ def test_methods_skip_self_and_loop(run_dir):
             loop.end_iter({"loss": 1.0 / (e + 1)})
     tasks = by_activity(read_tasks(run_dir))
     assert tasks["fit"][0]["used"] == {"epochs": 3}
+    assert "epochs" not in tasks   # Flowcept's loop: its iterations only
+    its = tasks["epochs_iteration"]
+    assert len(its) == 3 and all(i["parent_task_id"] is None for i in its)
+    assert [i["used"] for i in its] == [{"i": k, "epoch": k} for k in range(3)]
+    assert its[2]["generated"] == {"loss": pytest.approx(1 / 3)}
+
+
+def test_loop_task_is_opt_in(run_dir, monkeypatch):
+    monkeypatch.setenv("FLOWCEPT_LOOP_TASK", "1")
+    with Flowcept():
+        loop = FlowceptLoop(range(3), loop_name="epochs", item_name="epoch")
+        for e in loop:
+            loop.end_iter({"loss": 1.0 / (e + 1)})
+    tasks = by_activity(read_tasks(run_dir))
     (lp,) = tasks["epochs"]
     its = tasks["epochs_iteration"]
     assert lp["generated"] == {"iterations": 3} and len(its) == 3
     assert all(i["parent_task_id"] == lp["task_id"] for i in its)
-    assert sorted(i["used"]["epoch"] for i in its) == [0, 1, 2]
-    assert its[2]["generated"] == {"loss": pytest.approx(1 / 3)}
 
 
 def test_lazy_session_without_flowcept_context(run_dir):

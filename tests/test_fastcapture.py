@@ -184,6 +184,8 @@ def _payloads(run_dir):
 ], ids=["default", "tags-meta", "meta-unserializable", "no-args-tags", "no-args", "small-max"])
 @pytest.mark.parametrize("wrapper_kind", ["compiled"], indirect=True)   # runs both paths itself
 def test_payloads_identical_on_both_paths(run_dir, monkeypatch, opts, wrapper_kind):
+    # the rich descriptions: the Flowcept text holds each object's id, which differs per run
+    monkeypatch.setenv("FLOWCEPT_VALUE_DESCRIPTIONS", "rich")
     opts = dict(opts)
     config = {"max_payload_bytes": opts.pop("max_payload_bytes")} if "max_payload_bytes" in opts else {}
     with Flowcept(**config):
@@ -285,7 +287,7 @@ def test_ids_shared_between_paths_and_blocks(run_dir, monkeypatch, wrapper_kind)
 
     @flowcept_task
     def py_mid(i):
-        with FlowceptTask("blk"):
+        with FlowceptTask(activity_id="blk"):
             return c_leaf(i)
 
     monkeypatch.delenv("FLOWCEPT_PURE_PYTHON")

@@ -1,6 +1,18 @@
+import argparse
+
 import numpy as np
+import pytest
 
 from flowcept.record import payload
+
+
+@pytest.fixture(autouse=True)
+def rich_descriptions():
+    """These tests describe values the rich way (value_descriptions="rich");
+    the Flowcept way is tested at the end."""
+    payload.configure("summary", 65536, value_descriptions="rich")
+    yield
+    payload.configure("summary", 65536, value_descriptions="flowcept")
 
 
 class NoRepr:
@@ -62,3 +74,21 @@ def test_oversized_payload_is_summarised():
 def test_huge_int_does_not_raise():
     out = payload.decode(payload.encode({"used": {"i": 1 << 100}}))
     assert "encode_error" in out or out["used"]["i"]["__type__"] == "builtins.int"
+
+
+def test_flowcept_descriptions_by_default_setting():
+    payload.configure("summary", 65536, value_descriptions="flowcept")
+
+    class WithDict:
+        def to_dict(self):
+            return {"k": 1}
+
+    obj = object()
+    arr = np.ones(3)
+    ns = argparse.Namespace(a=1, b="x")
+    out = payload.decode(payload.encode({"used": {"o": obj, "a": arr, "n": ns, "d": WithDict(),
+                                                  "f": np.float32(1.5), "s": {1}}}))["used"]
+    assert out["o"] == f"object_instance_id_{id(obj)}"
+    assert out["a"] == f"ndarray_instance_id_{id(arr)}"
+    assert out["n"] == {"a": 1, "b": "x"} and out["d"] == {"k": 1} and out["f"] == 1.5
+    assert out["s"].startswith("set_instance_id_")

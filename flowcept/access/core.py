@@ -323,7 +323,9 @@ class Access:
         src = self.source(source)
         wfs = src.workflows()
         return {"source": src.name, "count": len(wfs),
-                "items": [jsonable({"workflow_id": k, **v}) for k, v in sorted(wfs.items())]}
+                # the key is the id every other route takes (a caller's own id, e.g.
+                # Flowcept's uuid, stays in the workflow's document in Flowcept.db)
+                "items": [jsonable({**v, "workflow_id": k}) for k, v in sorted(wfs.items())]}
 
     def workflow_summary(self, workflow_id: Optional[str] = None, source: Optional[str] = None) -> dict:
         src = self.source(source)

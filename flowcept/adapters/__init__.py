@@ -27,15 +27,15 @@ def flowcept_settings() -> dict:
     """Flowcept's settings (the settings YAML in use, ``flowcept.configs.settings``)
     as a dict; {} without one.  Flowcept's way of configuring an adapter
     (``adapters.mlflow.file_path``, ``telemetry_capture``,
-    ``instrumentation.torch``) is read from it."""
-    from flowcept import configs
+    ``instrumentation.torch``) is read from it.  They come from the registry
+    (``settings_reader`` named ``flowcept``: the Flowcept translation
+    provides them), so this layer imports nothing above it."""
+    from flowcept import registry
     try:
-        return dict(configs.settings or {})
-    except AttributeError:   # a configs module without the settings dict
-        import os
-        from flowcept import compat_settings
-        path = os.environ.get("FLOWCEPT_SETTINGS_PATH") or compat_settings.default_yaml_path()
-        return compat_settings._load(path) if path and compat_settings.is_yaml(path) else {}
+        current = registry.load("settings_reader", "flowcept")
+    except LookupError:   # the translation is not installed: Flowcept's defaults
+        return {}
+    return dict(current() or {})
 
 
 def adapter_from_config(name: str, session, **options: Any):

@@ -42,6 +42,9 @@ class Session:
     """
 
     _fast = None   # its flowcept._fastcapture.State, when the extension is there
+    # () -> dict: the telemetry snapshot tasks record when they capture telemetry
+    # (set by whoever starts the workflow; None: no telemetry fields)
+    telemetry = None
 
     def __init__(self, config: Config, job_name: str, *, rank: int = 0, origin: Optional[int] = None,
                  workflow_id: Optional[int] = None, drainer=None, ring_dir: Optional[str] = None):
@@ -68,7 +71,8 @@ class Session:
         if drainer is not None:
             drainer.adopt(self.ring_path)
         from flowcept.record import payload
-        payload.configure(config.numpy_mode, config.max_payload_bytes, config.numpy_stats_max)
+        payload.configure(config.numpy_mode, config.max_payload_bytes, config.numpy_stats_max,
+                          config.value_descriptions)
         self._fast = _fast_state(self)
         if self._fast is not None:   # its batches say which clock timed the records
             from flowcept.native import lib
@@ -252,7 +256,8 @@ def _fast_state(session: Session):
                               session.origin_bits, session.workflow_id, session.rank,
                               bool(session.config.capture_args),
                               session.config.max_payload_bytes, session.activity_id,
-                              numpy_mode=session.config.numpy_mode,
+                              numpy_mode=("flowcept" if session.config.value_descriptions
+                                          == "flowcept" else session.config.numpy_mode),
                               numpy_stats_max=session.config.numpy_stats_max)
 
 

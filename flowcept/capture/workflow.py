@@ -1,14 +1,27 @@
-"""``Flowcept``: a workflow run, as a context manager or start()/stop()."""
+"""A workflow run: ``WorkflowRun``, with Flowcept 1.0.3's ``Flowcept(...)``
+signature (``flowcept.Flowcept`` is it, with Flowcept's query and buffer
+API on top: flowcept.compat.controller).
+
+Starting a run starts (or joins) the process's capture session, records a
+workflow start message (``status`` RUNNING, ``started_at``) and, when an
+agent is named, an agent message, then starts the interceptors (adapters by
+name through the registry, or objects with start()/stop()).  Stopping stops
+the interceptors, records the end message (``ended_at``, ``status``
+FINISHED) and, when this run started the session, ends it, which drains every
+record into the store.  Flowcept's ids: a workflow id and a campaign id are
+uuid4 strings unless given (any string works; ours is its 64-bit hash).
+"""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import re
 import socket
 import time
 import uuid
-from typing import Any, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from flowcept.capture import session as runtime
 from flowcept.config import load_config
@@ -18,13 +31,9 @@ log = logging.getLogger("flowcept")
 
 _HEX_ID = re.compile(r"^[0-9a-f]{16}$")
 
-# Flowcept's interceptor kinds: a first positional argument that is one of
-# these (or a list) is Flowcept's ``interceptors``, not our workflow name.
-_INTERCEPTOR_KINDS = ("instrumentation", "dask", "mlflow", "tensorboard", "zambeze", "broker")
-
-# Flowcept 1.0.3 keywords that drive its own services and mean nothing here
-# (recorded on the object, documented in docs/compatibility.md).
-_ACCEPTED_ONLY = ("bundle_exec_id", "start_persistence", "check_safe_stops", "dask_client")
+# Keywords of Flowcept's constructor that drive its own services: accepted,
+# kept on the run (docs/compatibility.md says what each means here).
+_FLOWCEPT_SERVICE_KEYS = ("dask_client",)
 
 
 def workflow_int_id(workflow_id: Union[int, str, None]) -> Optional[int]:
@@ -42,129 +51,172 @@ def workflow_int_id(workflow_id: Union[int, str, None]) -> Optional[int]:
     return int.from_bytes(digest, "little") or 1
 
 
-class Flowcept:
-    """Starts capture for a workflow::
+def entity_int_id(kind: str, entity_id: str) -> int:
+    """The id under which a described entity other than a workflow (an agent,
+    a dashboard) is recorded: merged by id like a workflow, never equal to a
+    workflow's."""
+    return workflow_int_id(f"{kind}:{entity_id}")
+
+
+class WorkflowRun:
+    """Starts capture for a workflow, as Flowcept's ``Flowcept``::
 
         with Flowcept(workflow_name="heat", campaign_id="c1"):
             run()
 
-    Keyword arguments that are configuration keys (``run_dir``,
-    ``transport``, ...) override the environment and settings file.  When this
-    object started the process's session it also ends it at stop(), which
-    drains every record into the store.
-
-    Every Flowcept 1.0.3 keyword is accepted: ``workflow_id`` may be any
-    string (a uuid4 included) and is kept as given in the workflow document;
-    ``interceptors`` may come first, as in Flowcept.  ``bundle_exec_id``,
-    ``start_persistence``, ``check_safe_stops`` and ``dask_client`` mean
-    nothing here (our store is always on, there are no consumer services to
-    start or stop) and are only recorded on the object.
-
+    ``interceptors`` (first, as in Flowcept): adapter names of the registry
+    group ``flowcept.adapters`` (``"dask"``, ``"mlflow"``, ...) or objects
+    with start()/stop(); ``"instrumentation"`` (decorator capture) is always
+    on.  Keyword arguments that are configuration keys (``run_dir``,
+    ``transport``, ...) override the environment and settings file; other
+    keywords go to the interceptors that take them (``dask_client``).
     ``Flowcept.current_workflow_id`` and ``Flowcept.campaign_id`` (class
-    attributes, as in Flowcept) hold the ids of the last started workflow.
+    attributes) hold the ids of the last started workflow.
     """
 
     current_workflow_id: Optional[str] = None
     campaign_id: Optional[str] = None
+    is_started_any = False
 
-    def __init__(self, workflow_name: Optional[Any] = None, *args: Any,
+    def __init__(self, interceptors: Any = None, bundle_exec_id: Optional[str] = None,
                  campaign_id: Optional[str] = None, workflow_id: Union[int, str, None] = None,
-                 workflow_args: Optional[dict] = None, settings_path: Optional[str] = None,
-                 interceptors: Any = None, workflow_description: Optional[str] = None,
-                 workflow_subtype: Optional[str] = None, agent_id: Optional[str] = None,
-                 parent_workflow_id: Optional[str] = None, save_workflow: bool = True,
-                 delete_buffer_file: bool = True, **config_overrides: Any):
-        if isinstance(workflow_name, (list, tuple)) or workflow_name in _INTERCEPTOR_KINDS:
-            # Flowcept's signature: Flowcept(interceptors, bundle_exec_id, campaign_id, ...)
-            interceptors, workflow_name = workflow_name, None
-            for key, value in zip(("bundle_exec_id", "campaign_id", "workflow_id",
-                                   "workflow_name", "workflow_args"), args):
-                if key == "campaign_id" and campaign_id is None:
-                    campaign_id = value
-                elif key == "workflow_id" and workflow_id is None:
-                    workflow_id = value
-                elif key == "workflow_name":
-                    workflow_name = value
-                elif key == "workflow_args" and workflow_args is None:
-                    workflow_args = value
-                elif key == "bundle_exec_id":
-                    config_overrides.setdefault("bundle_exec_id", value)
-        elif args:
-            raise TypeError("Flowcept() takes the workflow name (or Flowcept's interceptors) "
-                            "as its only positional argument; pass the rest by keyword")
-        self.flowcept_options = {k: config_overrides.pop(k) for k in _ACCEPTED_ONLY
-                                 if k in config_overrides}
+                 workflow_name: Optional[str] = None, workflow_description: Optional[str] = None,
+                 workflow_subtype: Optional[str] = None, workflow_args: Optional[dict] = None,
+                 agent_id: Optional[str] = None, agent_name: Optional[str] = None,
+                 parent_workflow_id: Optional[str] = None, start_persistence: bool = True,
+                 check_safe_stops: bool = True, save_workflow: bool = True,
+                 delete_buffer_file: Optional[bool] = None, *args: Any,
+                 settings_path: Optional[str] = None, telemetry=None, **kwargs: Any):
         self.interceptors = interceptors
-        self.workflow_name = workflow_name or "workflow"
+        self.args = args
+        self.kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _FLOWCEPT_SERVICE_KEYS}
+        self._overrides = kwargs   # configuration keys, checked at start()
+        self.current_workflow_id = (workflow_id if isinstance(workflow_id, str) else
+                                    (f"{workflow_id:016x}" if isinstance(workflow_id, int)
+                                     else str(uuid.uuid4())))
         self.campaign_id = campaign_id if campaign_id is not None else str(uuid.uuid4())
-        self.workflow_args = workflow_args
+        self.bundle_exec_id = (str(bundle_exec_id) if bundle_exec_id is not None else
+                               f"{self.current_workflow_id}{os.getpid()}_{id(self)}")
+        self.workflow_name = workflow_name
         self.workflow_description = workflow_description
         self.workflow_subtype = workflow_subtype
+        self.workflow_args = workflow_args
         self.agent_id = agent_id
+        self.agent_name = agent_name
         self.parent_workflow_id = parent_workflow_id
+        self.start_persistence = start_persistence
+        self.check_safe_stops = check_safe_stops
         self.save_workflow = save_workflow
         self.delete_buffer_file_at_start = delete_buffer_file
-        self._given_workflow_id = workflow_id
-        self._workflow_id = workflow_int_id(workflow_id)
+        self._workflow_id = workflow_int_id(workflow_id if workflow_id is not None
+                                            else self.current_workflow_id)
         self._settings_path = settings_path
-        self._overrides = config_overrides
+        self._telemetry_source = telemetry
         self._owns_session = False
+        self._interceptor_instances: Optional[List] = None
         self.is_started = False
+        self.enabled = True
         self.session: Optional[runtime.Session] = None
+        self.config = None
 
     @property
     def workflow_id(self) -> Optional[int]:
-        """Our 64-bit id of this workflow (``current_workflow_id`` is its string form)."""
-        return self.session.workflow_id if self.session else self._workflow_id
+        """Our 64-bit id of this workflow (``current_workflow_id`` is the string)."""
+        return self._workflow_id
 
-    def _string_id(self) -> Optional[str]:
-        if isinstance(self._given_workflow_id, str):
-            return self._given_workflow_id
-        wf = self.workflow_id
-        return None if wf is None else f"{wf:016x}"
+    def load_config(self):
+        return load_config(self._settings_path, **self._session_overrides())
 
-    def start(self) -> "Flowcept":
-        config = load_config(self._settings_path, **self._overrides)
+    def _session_overrides(self) -> Dict[str, Any]:
+        return dict(self._overrides)
+
+    def start(self) -> "WorkflowRun":
+        if self.is_started:
+            return self
+        config = self.config = self.load_config()
         if not config.enabled:
+            self.enabled = False
             return self
         interceptors = self._resolve_interceptors()   # a wrong name fails before anything starts
         existing = runtime.current()
         if existing is not None and not existing.closed:
             self.session = existing
-            if self._workflow_id:
-                existing.workflow_id = self._workflow_id
+            existing.workflow_id = self._workflow_id
         else:
             self.session = runtime.start_local_session(config, workflow_id=self._workflow_id)
             self._owns_session = True
-        self._previous_workflow = None
+        if self._telemetry_source is not None:
+            self.session.telemetry = self._telemetry_source
         # the class attributes Flowcept code reads (Flowcept.current_workflow_id)
-        Flowcept.current_workflow_id = self._string_id()
-        Flowcept.campaign_id = self.campaign_id
-        doc = {"name": self.workflow_name, "campaign_id": self.campaign_id,
-               "user": jobs.user_name(), "hostname": socket.gethostname(), "pid": os.getpid(),
-               "job": self.session.job.job_name, "started_at": time.time_ns(),
-               "workflow_args": self.workflow_args,
-               "description": self.workflow_description, "subtype": self.workflow_subtype,
-               "agent_id": self.agent_id, "parent_workflow_id": self.parent_workflow_id}
-        if isinstance(self._given_workflow_id, str):
-            doc["workflow_id"] = self._given_workflow_id   # documents show the caller's id
+        WorkflowRun.current_workflow_id = self.current_workflow_id
+        WorkflowRun.campaign_id = self.campaign_id
+        self._started_ns = time.time_ns()
+        doc = self._workflow_fields()
+        doc.update(started_at=self._started_ns, status="RUNNING",
+                   interceptor_ids=self._interceptor_names())
         if not self.save_workflow:
-            doc["save_workflow"] = False   # exports leave its workflow message out
-        self.session.push_workflow({k: v for k, v in doc.items() if v is not None})
-        self._adapters = []
+            doc["save_workflow"] = False   # Flowcept's buffer leaves its messages out
+        self.session.push_workflow(doc)
+        if self.agent_id is not None or self.agent_name is not None:
+            self.agent_id = self.agent_id or str(uuid.uuid4())
+            self.record_agent({"agent_id": self.agent_id, "name": self.agent_name,
+                               "workflow_id": self.current_workflow_id,
+                               "campaign_id": self.campaign_id, "registered_at": time.time()})
+        self._interceptor_instances = []
         for item in interceptors:
             if isinstance(item, type):
-                self._adapters.append(item.from_session(self.session).start(background=True))
+                started = item.from_session(self.session, **self._adapter_kwargs(item))
+                started.start(background=True)
             else:
                 item.start()
-                self._adapters.append(item)
+                started = item
+            self._interceptor_instances.append(started)
         self.is_started = True
+        WorkflowRun.is_started_any = True
         return self
+
+    def _workflow_fields(self) -> Dict[str, Any]:
+        """The workflow document's fields, as Flowcept names them."""
+        from flowcept import __version__
+        doc = {"workflow_id": self.current_workflow_id, "campaign_id": self.campaign_id,
+               "name": self.workflow_name, "workflow_description": self.workflow_description,
+               "subtype": self.workflow_subtype, "used": self.workflow_args,
+               "agent_id": self.agent_id, "parent_workflow_id": self.parent_workflow_id,
+               "user": jobs.user_name(), "hostname": socket.gethostname(), "pid": os.getpid(),
+               "job": self.session.job.job_name, "flowcept_version": __version__}
+        return {k: v for k, v in doc.items() if v is not None}
+
+    def record_agent(self, doc: Dict[str, Any]) -> None:
+        """Records an agent description (merged by agent_id)."""
+        body = {k: v for k, v in doc.items() if v is not None}
+        body["type"] = "agent"
+        self.session.push_workflow(body, workflow_id=entity_int_id("agent", str(doc["agent_id"])))
+
+    def _adapter_kwargs(self, cls) -> Dict[str, Any]:
+        """The Flowcept keywords (dask_client, ...) an adapter's constructor takes."""
+        try:
+            params = inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            return {}
+        return {k: v for k, v in self.kwargs.items() if k in params}
+
+    def _interceptor_names(self) -> List[str]:
+        """The workflow's interceptors by name, instrumentation first."""
+        items = self.interceptors
+        if items is None:
+            items = []
+        elif isinstance(items, str) or not isinstance(items, (list, tuple, set)):
+            items = [items]
+        names = ["instrumentation"]
+        for item in items:
+            name = item if isinstance(item, str) else getattr(item, "name", type(item).__name__)
+            if name not in names:
+                names.append(str(name))
+        return names
 
     def _resolve_interceptors(self) -> list:
         """Flowcept's ``interceptors``: adapters by name (registry group
-        ``flowcept.adapters``; their classes) or objects with start()/stop().
-        "instrumentation" (decorator capture) is always on here."""
+        ``flowcept.adapters``; their classes) or objects with start()/stop()."""
         from flowcept import registry
         from flowcept.errors import ConfigError
         items = self.interceptors
@@ -186,24 +238,24 @@ class Flowcept:
 
     def stop(self) -> None:
         s = self.session
-        self.is_started = False
-        if s is None or s.closed:
+        was_started, self.is_started = self.is_started, False
+        if not was_started or s is None or s.closed:
             return
-        for adapter in reversed(getattr(self, "_adapters", ())):
+        for adapter in reversed(self._interceptor_instances or ()):
             try:
                 adapter.stop()
             except Exception as e:   # the run's own end must not fail on an observer
-                import logging
-                logging.getLogger("flowcept").error("flowcept: interceptor %r did not stop "
-                                                    "cleanly: %s", adapter, e)
-        self._adapters = []
+                log.error("flowcept: interceptor %r did not stop cleanly: %s", adapter, e)
         if s.drainer is not None:
             s.drainer.drain_once()   # room in the ring for the end record, even after drops
-        s.push_workflow({"ended_at": time.time_ns()})
+        s.push_workflow({"ended_at": time.time_ns(), "status": "FINISHED"},
+                        workflow_id=self._workflow_id)
         if self._owns_session:
             runtime.end_session()
+        else:
+            flush_session(s)
 
-    def __enter__(self) -> "Flowcept":
+    def __enter__(self) -> "WorkflowRun":
         return self.start()
 
     def __exit__(self, *exc) -> bool:
@@ -214,33 +266,16 @@ class Flowcept:
     def run_dir(self) -> Optional[str]:
         return self.session.job.run_dir if self.session else None
 
-    # -- Flowcept's service checks: nothing to start here -------------------
-    @staticmethod
-    def services_status() -> dict:
-        """What Flowcept calls its services, as they stand here: the
-        configured transport and store (the embedded store needs no server)."""
-        from flowcept.config import ConfigError
-        try:
-            config = load_config()
-        except ConfigError as e:
-            return {"alive": False, "error": str(e)}
-        out = {"enabled": config.enabled, "transport": config.transport, "store": config.store,
-               "run_dir": config.run_dir, "alive": True}
-        if config.transport_url:
-            out["transport_url"] = _redact(config.transport_url)
-        return out
 
-    @staticmethod
-    def services_alive() -> bool:
-        """True when capture can run with the current configuration."""
-        status = Flowcept.services_status()
-        if not status["alive"]:
-            log.error("flowcept: %s", status.get("error"))
-        return bool(status["alive"])
-
-
-def _redact(url: str) -> str:
-    from flowcept.osutil import redact_url
-    return redact_url(url)
-
-
+def flush_session(s) -> None:
+    """Publishes and flushes everything the session's ring holds (a session
+    this run did not start goes on; what it recorded is at the transport)."""
+    drainer = getattr(s, "drainer", None)
+    if drainer is None or s.closed:
+        return
+    try:
+        drainer.drain_once(max_batches=1 << 30)
+        drainer.drain_spills()
+    except Exception as e:   # what stays in the ring is drained at the session's end
+        log.warning("flowcept: could not flush the capture session now (%s); its records are "
+                    "stored when it ends", e)

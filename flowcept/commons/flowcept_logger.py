@@ -1,10 +1,4 @@
-"""Flowcept's ``FlowceptLogger``: here the ``flowcept`` logging.Logger
-(its level is the ``log_level`` setting)."""
-import logging
+"""Flowcept's ``flowcept.commons.flowcept_logger`` import path (flowcept.compat.logger)."""
+from flowcept.compat.logger import FlowceptLogger  # noqa: F401
 
-
-class FlowceptLogger:
-    """``FlowceptLogger()`` returns the process's ``flowcept`` logger."""
-
-    def __new__(cls, *args, **kwargs):
-        return logging.getLogger("flowcept")
+__all__ = ["FlowceptLogger"]

@@ -1,4 +1,4 @@
-"""Flowcept's ``DBAPI`` (what ``Flowcept.db`` is): flowcept.flowcept_api.db."""
-from flowcept.flowcept_api.db import DBAPI  # noqa: F401
+"""Flowcept's ``flowcept.flowcept_api.db_api`` import path."""
+from flowcept.compat.dbapi import DBAPI  # noqa: F401
 
 __all__ = ["DBAPI"]

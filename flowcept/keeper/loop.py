@@ -1,6 +1,7 @@
 """The read loop the keeper and the bridge share: read each source in turn,
 hand what came to ``handle``, back off while the transport is down, stop on
-``stop()``, SIGTERM or SIGINT (or when idle, for tools and tests).
+``stop()``, SIGTERM or SIGINT (or when idle, for tools and tests: idle means
+no entries for that long and none the sources report unread in the hub).
 ``finish()`` or SIGUSR1 means "the producers are done": read on until the
 sources have had nothing for FINISH_IDLE_S, then stop (a job script sends
 it after its application step, so nothing left in the hub is abandoned).
@@ -20,6 +21,7 @@ from flowcept.errors import TransportUnavailable
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 2.0
 FINISH_IDLE_S = 1.0
+IDLE_WAIT_FACTOR = 10
 
 
 class SourceLoop:
@@ -38,6 +40,13 @@ class SourceLoop:
         self._stop = threading.Event()
         self._finish_at: Optional[float] = None
         self.sources: List = []
+        # rounds over the sources, and the last one in which every read came
+        # back empty: an in-process consumer waits on them to know that what was
+        # published before it asked is handled (wait_caught_up, finish)
+        self._rounds = threading.Condition()
+        self._round = 0
+        self._last_empty = -1
+        self._finish_from: Optional[int] = None
 
     # -- what subclasses do ----------------------------------------------------
     def open(self) -> None:
@@ -62,6 +71,24 @@ class SourceLoop:
     # -- control -----------------------------------------------------------------
     def stop(self, *_args) -> None:
         self._stop.set()
+        with self._rounds:
+            self._rounds.notify_all()
+
+    def wait_caught_up(self, timeout: Optional[float] = None) -> bool:
+        """Waits until a round that began after this call read nothing from
+        any source: everything published before the call is handled.  False
+        on timeout (or when the loop stopped first)."""
+        with self._rounds:
+            target = self._round + 1
+            return self._rounds.wait_for(
+                lambda: self._last_empty >= target or self._stop.is_set(), timeout) \
+                and self._last_empty >= target
+
+    def finish(self) -> None:
+        """Stops after the first round, begun after this call, that reads
+        nothing: what was published before the call is handled first."""
+        with self._rounds:
+            self._finish_from = self._round + 1
 
     def finish(self, *_args) -> None:
         """Read what is left, then stop (see the module docstring)."""
@@ -105,11 +132,29 @@ class SourceLoop:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
 
+    def _unread(self) -> int:
+        """Entries the sources say are still unacknowledged in the hub (0
+        where no source can tell)."""
+        total = 0
+        for src in self.sources:
+            try:
+                total += src.unread() or 0
+            except TransportUnavailable:
+                pass
+        return total
+
     def _read_until_stopped(self, max_idle_s: Optional[float]) -> None:
         idle_since = time.monotonic()
+        # exiting when idle waits for the hub's unread entries (Source.unread),
+        # but no longer than IDLE_WAIT_FACTOR idle periods in all
+        hard_stop = None
         backoff = FIRST_BACKOFF_S
         while not self._stop.is_set():
+            with self._rounds:
+                self._round += 1
+                this_round = self._round
             got = 0
+            failed = False
             for src in list(self.sources):
                 if self._stop.is_set():
                     break
@@ -118,6 +163,7 @@ class SourceLoop:
                     block = self.block_ms if len(self.sources) == 1 else None
                     entries = src.read(self.count, block)
                 except TransportUnavailable as e:
+                    failed = True
                     self.read_failed(e, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -132,8 +178,15 @@ class SourceLoop:
                 else:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
+            if not got and not failed:
+                with self._rounds:
+                    self._last_empty = this_round
+                    self._rounds.notify_all()
+                    if self._finish_from is not None and this_round >= self._finish_from:
+                        break
             if got:
                 idle_since = time.monotonic()
+                hard_stop = None
             elif len(self.sources) > 1:
                 self._stop.wait(self.block_ms / 1000 / len(self.sources))
             limit, since = max_idle_s, idle_since
@@ -141,5 +194,12 @@ class SourceLoop:
                 limit = FINISH_IDLE_S if limit is None else min(limit, FINISH_IDLE_S)
                 since = max(idle_since, self._finish_at)
             if limit is not None and time.monotonic() - since > limit:
+                if self._finish_at is None and max_idle_s is not None:
+                    now = time.monotonic()
+                    if hard_stop is None:
+                        hard_stop = now + IDLE_WAIT_FACTOR * max_idle_s
+                    if now < hard_stop and self._unread() > 0:
+                        idle_since = now - max_idle_s / 2    # look again shortly
+                        continue
                 break
             self.after_round()

@@ -138,7 +138,7 @@ def run_script(path: str, argv: Sequence[str] = (), *, wrap_functions: bool = Tr
     else:
         sys.path.insert(0, os.path.dirname(path))
 
-    task = FlowceptTask(f"run:{os.path.basename(path)}",
+    task = FlowceptTask(activity_id=f"run:{os.path.basename(path)}",
                         used={"script": path, "argv": list(sys.argv), "cwd": os.getcwd(),
                               "wrapped_functions": wrapped})
     task.begin()

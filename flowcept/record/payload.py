@@ -1,29 +1,53 @@
 """Encoding of a task's used/generated values (msgpack).
 
-Never raises into the user's function: values msgpack cannot take are
-recorded by type and repr; numpy arrays by dtype and shape, plus min/max/mean
-for arrays of at most numpy_stats_max elements (numpy_mode="summary", the
-default), by dtype and shape alone ("shape"), or in full ("full", up to
-max_payload_bytes); payloads over max_payload_bytes are
-replaced by a summary of what was dropped.
+Never raises into the user's function.  Values msgpack cannot take are, by
+default (value_descriptions="flowcept"), the text Flowcept writes for them:
+``<Class>_instance_id_<id>`` (an argparse.Namespace as its fields, an object
+whose class defines ``to_flowcept_dict`` or ``to_dict`` as what that
+returns).  With value_descriptions="rich" they are recorded by type and repr,
+and numpy arrays by dtype and shape, plus min/max/mean for arrays of at most
+numpy_stats_max elements (numpy_mode="summary"), by dtype and shape alone
+("shape"), or in full ("full", up to max_payload_bytes).  Payloads over
+max_payload_bytes are replaced by a summary of what was dropped.
 """
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Optional
 
 import msgpack
 
 _REPR_LIMIT = 200
 _DTYPE_NAMES: dict = {}
 _local = threading.local()
-_settings = {"numpy_mode": "summary", "max_payload_bytes": 65536, "numpy_stats_max": 4096}
+_settings = {"numpy_mode": "summary", "max_payload_bytes": 65536, "numpy_stats_max": 4096,
+             "rich": False}
 
 
-def configure(numpy_mode: str, max_payload_bytes: int, numpy_stats_max: int = 4096) -> None:
+def configure(numpy_mode: str, max_payload_bytes: int, numpy_stats_max: int = 4096,
+              value_descriptions: Optional[str] = None) -> None:
+    """Sets how values are encoded (value_descriptions None: as it was)."""
     _settings["numpy_mode"] = numpy_mode
     _settings["max_payload_bytes"] = max_payload_bytes
     _settings["numpy_stats_max"] = numpy_stats_max
+    if value_descriptions is not None:
+        _settings["rich"] = value_descriptions == "rich"
+
+
+def flowcept_text(obj: Any) -> Any:
+    """Flowcept's stand-in for a value JSON cannot hold."""
+    cls = type(obj)
+    method = cls.__dict__.get("to_flowcept_dict") or cls.__dict__.get("to_dict")
+    if method is not None:
+        try:
+            return method(obj)
+        except Exception:   # a broken to_dict falls back to the text
+            pass
+    if cls.__name__ == "Namespace" and cls.__module__ == "argparse":
+        return dict(vars(obj))
+    if cls is int:   # past 64 bits: JSON holds it, msgpack does not; its digits
+        return str(obj)
+    return f"{_safe_text(getattr(cls, '__name__', 'object'))}_instance_id_{id(obj)}"
 
 
 def _describe(obj: Any) -> Any:
@@ -34,6 +58,8 @@ def _describe(obj: Any) -> Any:
         import numpy as np
         if isinstance(obj, np.generic):
             return obj.item()
+        if isinstance(obj, np.ndarray) and not _settings["rich"]:
+            return flowcept_text(obj)
         if isinstance(obj, np.ndarray):
             dtype = _DTYPE_NAMES.get(obj.dtype)
             if dtype is None:   # str(dtype) costs microseconds: once per dtype
@@ -50,10 +76,12 @@ def _describe(obj: Any) -> Any:
             else:
                 info["nbytes"] = int(obj.nbytes)
             return info
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
+    if not _settings["rich"]:
+        return flowcept_text(obj)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
     # a broken __repr__ (or one returning surrogates) must not break the task
     return {"__type__": _safe_text(f"{module}.{getattr(cls, '__qualname__', cls.__name__)}"),
             "repr": _safe_text(obj)}
@@ -170,10 +198,11 @@ def _pack_lenient(doc: dict, error: Any) -> bytes:
     return _packb_safe(fixed)
 
 
-def encode(doc: dict) -> bytes:
+def encode(doc: dict, limit: Optional[int] = None) -> bytes:
     """msgpack bytes of doc that every reader can decode; never raises (what
     cannot be encoded as is is sanitized or replaced by a counted
-    placeholder)."""
+    placeholder).  Larger than ``limit`` (default max_payload_bytes): a
+    summary of what was dropped."""
     try:
         try:
             out = _packer().pack(doc)
@@ -183,7 +212,7 @@ def encode(doc: dict) -> bytes:
             _local.packer = None
             placeholders[0] += 1
             out = _pack_lenient(doc, None if isinstance(e, _Unreadable) else e)
-        if len(out) > _settings["max_payload_bytes"]:
+        if len(out) > (limit or _settings["max_payload_bytes"]):
             placeholders[0] += 1
             out = _packb_safe({"truncated": True, "bytes": len(out),
                                "keys": {_safe_text(k): _key_names(v) for k, v in doc.items()}})

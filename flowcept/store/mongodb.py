@@ -1,8 +1,10 @@
 """MongoDB store (pymongo), in Flowcept's own collections and field names so
 that existing Flowcept Mongo queries and dashboards keep working.
 
-Database: the URL's path (``mongodb://host:27017/flowcept``; default
-``mongodb_database``).  Collections:
+Server: the location a keeper names, else ``mongodb_url`` (Flowcept's
+``databases.mongodb`` uri, or host and port, become it), else
+127.0.0.1:27017.  Database: the URL's path (``mongodb://host:27017/flowcept``;
+default ``mongodb_database``, Flowcept's ``databases.mongodb.db``).  Collections:
   tasks      one document per task record: task_id, workflow_id,
              campaign_id, activity_id, used, generated, started_at,
              ended_at (seconds), status, hostname, parent_task_id, tags,
@@ -10,8 +12,9 @@ Database: the URL's path (``mongodb://host:27017/flowcept``; default
              node and job (the batch's job id, 16 hex digits); ``_id`` is
              deterministic (batch key + record index), so a redelivered
              batch inserts nothing new
-  workflows  one document per workflow (``_id`` = workflow_id, 16 hex
-             digits), the workflow records merged as in LMDB
+  workflows  one document per workflow (``_id``: its 16 hex digits;
+             ``workflow_id``: the id the caller gave, e.g. Flowcept's uuid,
+             else the same hex), the workflow records merged as in LMDB
   batches    one document per stored batch frame (``_id`` = batch key
              hex): the commit marker that ``has()`` reads, its summary
              (the same index LMDB keeps) and, with ``mongodb_keep_frames``,
@@ -54,7 +57,10 @@ log = logging.getLogger("flowcept.store.mongodb")
 MAX_FRAME = 15 << 20        # below MongoDB's 16 MiB document limit
 
 OPTIONS = (
-    Option("database", str, "flowcept", "database when store_url names none"),
+    Option("url", str, "", "the server: mongodb://[user:password@]host:port[/database] "
+           "(\"\" = mongodb://127.0.0.1:27017); Flowcept's databases.mongodb uri, or host "
+           "and port"),
+    Option("database", str, "flowcept", "database when the URL names none"),
     Option("keep_frames", bool, True, "also keep each batch frame (scan, archive compaction)"),
     Option("timeout_ms", int, 5000, "server selection / connect timeout", range=(100, 600_000)),
     Option("write_concern", str, "majority", "w of every write: majority | 1 | 0 ...",
@@ -147,7 +153,7 @@ class MongoStore(Store):
     def __init__(self, url, config=None, readonly=False):
         super().__init__(url, config, readonly)
         pymongo = _pymongo()
-        self.url = url or "mongodb://127.0.0.1:27017/flowcept"
+        self.url = url or (config.mongodb_url if config else "") or "mongodb://127.0.0.1:27017"
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("mongodb", "mongodb+srv"):
             raise StoreError(f"store_url {redact(self.url)!r}: not a MongoDB URL; use "
@@ -224,8 +230,13 @@ class MongoStore(Store):
                 wf_docs.setdefault(f"{wf:016x}", {}).update(doc)
         try:
             for hx, doc in wf_docs.items():
-                self.workflows_c.update_one(
-                    {"_id": hx}, {"$set": {**_mongo_safe(doc), "workflow_id": hx}}, upsert=True)
+                fields = _mongo_safe(doc)
+                if not isinstance(fields.get("workflow_id"), str):
+                    fields.pop("workflow_id", None)
+                self.workflows_c.update_one({"_id": hx}, {"$set": fields}, upsert=True)
+                # the caller's id (Flowcept's uuid) once given, else the hex form
+                self.workflows_c.update_one({"_id": hx, "workflow_id": {"$exists": False}},
+                                            {"$set": {"workflow_id": hx}})
                 if doc.get("campaign_id") is not None:
                     self._campaigns[hx] = doc["campaign_id"]
             docs, asked = [], set()
@@ -287,7 +298,8 @@ class MongoStore(Store):
         out = {}
         for doc in self.workflows_c.find({}):
             hx = doc.pop("_id")
-            doc.pop("workflow_id", None)
+            if doc.get("workflow_id") == hx:
+                doc.pop("workflow_id")
             out[int(hx, 16)] = doc
         return out
 

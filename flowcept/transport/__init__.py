@@ -176,6 +176,14 @@ class Source:
     def info(self) -> dict:
         return {"name": self.name}
 
+    def unread(self) -> Optional[int]:
+        """Entries in the hub that no reader of this source's group has
+        acknowledged yet, or None where the transport cannot tell.  A keeper
+        told to exit when idle stays while this is positive: in a consumer
+        group, partitions of a killed member reach the others only after its
+        session times out, so a quiet read does not mean nothing is left."""
+        return None
+
     def close(self) -> None:
         pass
 

@@ -493,6 +493,12 @@ class KafkaSource(Source):
                             "consumers": len(c.assignment())}])
         return out
 
+    def unread(self) -> Optional[int]:
+        if not self._subscribed:
+            return None
+        groups = self.info().get("groups") or [{}]
+        return groups[0].get("lag")
+
     def close(self) -> None:
         c, self._consumer = self._consumer, None
         self._subscribed = False

@@ -50,7 +50,7 @@ def test_question_answers_are_right(service):
     assert tasks(service, "run", {})["total"] == 148
     err = tasks(service, "run", {"status": "ERROR"})["items"]
     assert [d["activity_id"] for d in err] == ["evaluate"]
-    assert err[0]["used"] == {"model": "model-b.csv.clean"}
+    assert err[0]["used"] == {"model": "model-b.csv.clean", "metric": "auc"}   # defaults too
     assert err[0]["error"]["message"] == "cannot evaluate model-b.csv.clean"
     ranks = {d["rank"] for d in tasks(service, "runs", {"rank": {"$in": [1, 2]}})["items"]}
     assert ranks == {1, 2}

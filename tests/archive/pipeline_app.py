@@ -13,13 +13,15 @@ def clean(path):
     return path + ".clean"
 
 
+# defaults are recorded in used (Flowcept's rule): text no task generates, so that
+# data lineage (equal values) finds no producer for them
 @flowcept_task(tags=["ml"], custom_metadata={"gpu": False})
-def train(path, epochs=2):
+def train(path, optimizer="sgd"):
     return f"model-{path.rsplit('/', 1)[-1]}"
 
 
 @flowcept_task(tags=["ml", "eval"])
-def evaluate(model, threshold=0.5):
+def evaluate(model, metric="auc"):
     if model.endswith("b.csv.clean"):
         raise ValueError(f"cannot evaluate {model}")
     return 0.9
@@ -38,5 +40,5 @@ if __name__ == "__main__":
     with Flowcept(workflow_name="pipeline", campaign_id="tests"):
         for name in ("a", "b", "c"):
             pipeline(name)
-        with FlowceptTask("report", used={"score_of": "model-a.csv.clean"}) as t:
+        with FlowceptTask(activity_id="report", used={"score_of": "model-a.csv.clean"}) as t:
             t.end(generated={"ok": True})

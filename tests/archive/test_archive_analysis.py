@@ -275,8 +275,9 @@ def test_lineage_parents_and_data(arch):
     ids = {(d["activity_id"], json.dumps(d.get("used"), sort_keys=True)): d["task_id"] for d in docs}
     make_a = ids[("make", '{"name": "a"}')]
     clean_a = ids[("clean", '{"path": "/data/a.csv"}')]
-    train_a = ids[("train", '{"path": "/data/a.csv.clean"}')]
-    eval_a = ids[("evaluate", '{"model": "model-a.csv.clean"}')]
+    # used holds the defaults too, as Flowcept records them
+    train_a = ids[("train", '{"optimizer": "sgd", "path": "/data/a.csv.clean"}')]
+    eval_a = ids[("evaluate", '{"metric": "auc", "model": "model-a.csv.clean"}')]
     report = [d["task_id"] for d in docs if d["activity_id"] == "report"][0]
     pipe_a = a.task(make_a)["parent_task_id"]
     desc = set(a.descendants(make_a).task_ids())

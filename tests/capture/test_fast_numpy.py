@@ -24,6 +24,26 @@ fast = pytest.importorskip("flowcept._fastcapture")
 MODES = ["summary", "shape", "full", "something else"]   # anything but full/shape: summary
 
 
+@pytest.fixture(autouse=True)
+def rich_descriptions(monkeypatch):
+    """Arrays described by dtype, shape and statistics (value_descriptions
+    "rich"); the Flowcept text is checked in test_flowcept_text_on_both_encoders."""
+    monkeypatch.setenv("FLOWCEPT_VALUE_DESCRIPTIONS", "rich")
+    saved = dict(payload._settings)
+    payload._settings["rich"] = True
+    yield
+    payload._settings.update(saved)
+
+
+def test_flowcept_text_on_both_encoders():
+    payload._settings["rich"] = False
+    a = np.arange(6.0).reshape(2, 3)
+    c = fast.encode({"a": a}, numpy_mode="flowcept", numpy_stats_max=4096,
+                    max_payload_bytes=65536)
+    py = msgpack.packb({"a": a}, default=payload._describe, use_bin_type=True)
+    assert c == py and msgpack.unpackb(c) == {"a": f"ndarray_instance_id_{id(a)}"}
+
+
 @pytest.fixture
 def py_settings():
     """Restores payload.py's process-wide numpy settings after the test."""

@@ -154,7 +154,7 @@ def test_hostile_task_names(kind, run_dir, name):
     g = decorate(kind, f, activity_id=name)
     with Flowcept():
         assert g(3) == 3
-        with FlowceptTask(name):
+        with FlowceptTask(activity_id=name):
             pass
     recs = records(run_dir)
     assert len(recs) == 2
@@ -178,7 +178,7 @@ def test_odd_callables_and_activity_ids(kind, run_dir):
         assert decorate(kind, functools.partial(add, 1))(2) == 3
         assert decorate(kind, Callable())(1) == 2
         assert decorate(kind, add, activity_id=123)(1, 2) == 3
-        with FlowceptTask(["not", "a", "name"]):
+        with FlowceptTask(activity_id=["not", "a", "name"]):
             pass
         wf = f"{fc.workflow_id:016x}"
     names = sorted(a for a, _, _ in records(run_dir))
@@ -205,7 +205,7 @@ def test_name_table_overflow_keeps_every_record(kind, run_dir):
         for i in range(n):
             g = decorate(kind, lambda x: x, activity_id=f"activity-{i:04d}-" + "z" * 40)
             assert g(i) == i
-            with FlowceptTask(f"block-{i}"):
+            with FlowceptTask(activity_id=f"block-{i}"):
                 pass
         assert fc.session.names_overflowed > 0
     recs = records(run_dir)
@@ -216,7 +216,8 @@ def test_name_table_overflow_keeps_every_record(kind, run_dir):
                if a.startswith("activity"))
 
 
-def test_loop_break_stores_last_iteration_finished(run_dir):
+def test_loop_break_stores_last_iteration_finished(run_dir, monkeypatch):
+    monkeypatch.setenv("FLOWCEPT_LOOP_TASK", "1")   # the loop's own task too
     with Flowcept():
         loop = FlowceptLoop(range(10), loop_name="train", item_name="epoch")
         for epoch in loop:
@@ -231,7 +232,8 @@ def test_loop_break_stores_last_iteration_finished(run_dir):
     assert s == 0 and lp["generated"] == {"iterations": 4}
 
 
-def test_loop_with_hostile_names_and_items(run_dir):
+def test_loop_with_hostile_names_and_items(run_dir, monkeypatch):
+    monkeypatch.setenv("FLOWCEPT_LOOP_TASK", "1")   # the loop's own task too
     class NoLen:
         def __len__(self):
             raise RuntimeError("no len")

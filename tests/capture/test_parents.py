@@ -37,7 +37,7 @@ def test_block_inside_compiled_task_inside_block(run_dir):
     @flowcept_task
     def mid():
         leaf("in-mid")
-        with FlowceptTask("inner") as blk:
+        with FlowceptTask(activity_id="inner") as blk:
             leaf("in-inner")
             seen["inner-id"] = blk.task_id
         leaf("after-inner")
@@ -45,7 +45,7 @@ def test_block_inside_compiled_task_inside_block(run_dir):
 
     with Flowcept():
         assert current_parent() == 0
-        with FlowceptTask("outer"):
+        with FlowceptTask(activity_id="outer"):
             mid()
         assert current_parent() == 0
     t = _tasks(run_dir)
@@ -119,7 +119,7 @@ def test_the_slot_is_restored_when_a_compiled_task_raises(run_dir):
         return current_parent()
 
     with Flowcept():
-        with FlowceptTask("block") as blk:
+        with FlowceptTask(activity_id="block") as blk:
             with pytest.raises(ValueError):
                 boom()
             assert current_parent() == blk.task_id

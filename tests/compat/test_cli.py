@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from flowcept import Flowcept, flowcept_task
-from flowcept.flowcept_api import cli
+from flowcept.compat import cli
 
 
 def run(argv, capsys):

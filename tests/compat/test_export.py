@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from flowcept import Flowcept, FlowceptTask, flowcept_task
-from flowcept.flowcept_api.export import export_buffer_file, flowcept_messages
+from flowcept.compat.export import export_buffer_file, flowcept_messages
 
 
 def run(run_dir):
@@ -25,10 +25,11 @@ def test_store_export_reads_back_as_buffer_file(run_dir, tmp_path):
     wid = run(run_dir)
     path = export_buffer_file(run_dir, str(tmp_path / "buffer.jsonl"))
     msgs = Flowcept.read_buffer_file(path)
-    assert [m["type"] for m in msgs] == ["workflow", "task", "task"]
+    assert [m["type"] for m in msgs] == ["workflow", "task", "task", "workflow"]
     assert all(m["workflow_id"] == wid for m in msgs)
     assert msgs[1]["generated"] == {"y": 2} and msgs[2]["tags"] == ["t"]
-    assert [json.loads(x)["type"] for x in open(path)] == ["workflow", "task", "task"]
+    assert [json.loads(x)["type"] for x in open(path)] == ["workflow", "task", "task", "workflow"]
+    assert msgs[0]["status"] == "RUNNING" and msgs[-1]["status"] == "FINISHED"
 
 
 def test_archive_export_equals_store_export(run_dir, tmp_path):
@@ -43,4 +44,4 @@ def test_archive_export_equals_store_export(run_dir, tmp_path):
     strip = lambda m: {k: v for k, v in m.items() if k != "job"}   # noqa: E731
     assert [strip(m) for m in sorted(from_archive, key=key)] == \
         [strip(m) for m in sorted(from_store, key=key)]
-    assert len(from_archive) == 3
+    assert len(from_archive) == 4

@@ -66,12 +66,14 @@ def test_custom_tasks_buffer_has_workflow_and_three_tasks():
     t3.end(generated={"w": 1})
     wf = Flowcept.current_workflow_id
     f.stop()
-    msgs = Flowcept.read_buffer_file(workflow_id=wf)
-    assert len(msgs) == 4
+    msgs = Flowcept.read_buffer_file(workflow_id=wf)   # no dump file: from the store
+    assert len(msgs) == 5   # workflow start, 3 tasks, workflow end
     assert msgs[0]["type"] == "workflow" and msgs[0]["name"] == "MyFirstWorkflow"
-    assert [m["activity_id"] for m in msgs[1:]] == ["super_func1", "super_func2", "super_func3"]
-    assert [m["tags"] for m in msgs[1:]] == [["tag1"], ["tag2"], ["tag3"]]
-    assert all(m["agent_id"] == agent for m in msgs[1:])
+    assert msgs[0]["status"] == "RUNNING" and "ended_at" not in msgs[0]
+    assert msgs[4]["status"] == "FINISHED" and msgs[4]["ended_at"] >= msgs[4]["started_at"]
+    assert [m["activity_id"] for m in msgs[1:4]] == ["super_func1", "super_func2", "super_func3"]
+    assert [m["tags"] for m in msgs[1:4]] == [["tag1"], ["tag2"], ["tag3"]]
+    assert all(m["agent_id"] == agent for m in msgs[1:4])
 
 
 def test_data_bytes_and_end_custom_metadata():
@@ -216,8 +218,9 @@ def test_telemetry_decorator_and_lightweight():
         tel(1)
         light(2)
     (t,) = tasks_of("tel")
-    assert "percent_all" in t["telemetry_at_start"]["cpu"]
-    assert t["telemetry_at_end"]["process"]["memory"]["rss"] > 0
+    assert "percent_all" in t["telemetry_at_start"]["cpu"]   # Flowcept's telemetry shape
+    assert t["telemetry_at_end"]["process"]["pid"] == os.getpid()
+    assert "telemetry_at_start" not in tasks_of("light")[0]
     assert tasks_of("light")[0]["used"] == {"x": 2}
 
 
@@ -241,7 +244,8 @@ def test_every_flowcept_keyword_is_accepted_and_uuid_workflow_id_is_kept():
     assert t["campaign_id"] == "camp" and t["activity_id"] == "f"
     w = Flowcept.db.get_workflow_object(wid)
     assert (w.workflow_id, w.name, w.campaign_id, w.used) == (wid, "wf", "camp", {"n": 1})
-    assert w.description == "d" and w.subtype == "sub" and w.parent_workflow_id == "p-wf"
+    assert w.workflow_description == "d" and w.subtype == "sub" and w.parent_workflow_id == "p-wf"
+    assert w.agent_id == "ag" and w.status == Status.FINISHED
     # the same string id always maps to the same workflow
     with Flowcept(workflow_id=wid):
         f(2)
@@ -251,15 +255,16 @@ def test_every_flowcept_keyword_is_accepted_and_uuid_workflow_id_is_kept():
 def test_interceptors_positional_and_generated_ids():
     with Flowcept("instrumentation") as fc:
         pass
-    assert fc.workflow_name == "workflow" and fc.interceptors == "instrumentation"
-    assert Flowcept.current_workflow_id == f"{fc.workflow_id:016x}"
-    uuid.UUID(Flowcept.campaign_id)   # generated as in Flowcept
+    assert fc.workflow_name is None and fc.interceptors == "instrumentation"
+    uuid.UUID(Flowcept.current_workflow_id)   # generated as in Flowcept
+    uuid.UUID(Flowcept.campaign_id)
+    with pytest.raises(Exception, match="unknown adapter 'no-such-interceptor'"):
+        Flowcept("no-such-interceptor").start()
 
 
 def test_services():
     assert Flowcept.services_alive() is True
-    st = Flowcept.services_status()
-    assert st["alive"] and st["store"] == "lmdb"
+    assert Flowcept.services_status() == {}   # no MQ, no database in Flowcept's default settings
 
 
 def test_flowcept_workflow_decorator():
@@ -274,9 +279,8 @@ def test_flowcept_workflow_decorator():
         return step(4)
 
     assert main_fn() == 4
-    wfs = Flowcept.db.workflow_query(filter={"name": "main_fn"})
-    assert len(wfs) == 1
-    assert Flowcept.db.task_query(filter={"workflow_id": wfs[0]["workflow_id"]})[0]["used"] == {"x": 4}
+    (t,) = Flowcept.db.task_query(filter={"activity_id": "step"})
+    assert t["used"] == {"x": 4} and t["workflow_id"] == Flowcept.current_workflow_id
 
 
 # -- loops ------------------------------------------------------------------------------------
@@ -293,23 +297,28 @@ def test_loop_int_iterator_and_len():
         off = FlowceptLoop(range(4), loop_name="off", capture_enabled=False)
         for _ in off:
             off.end_iter({"ignored": True})
+        growing = FlowceptLoop(itertools.count(), loop_name="conv", item_name="step")
+        for step in growing:   # an iterator that never ends: iterated as it comes
+            growing.end_iter({"step": step})
+            if step == 2:
+                break
     docs = Flowcept.db.get_tasks_from_current_workflow()
     acts = sorted(d["activity_id"] for d in docs)
-    assert acts == ["it", "it_iteration", "it_iteration", "n", "n_iteration", "n_iteration",
-                    "n_iteration"]
+    assert acts == ["conv_iteration"] * 3 + ["it_iteration"] * 2 + ["n_iteration"] * 3
     its = [d for d in docs if d["activity_id"] == "n_iteration"]
     assert [d["used"] for d in its] == [{"i": 0, "item": 0}, {"i": 1, "item": 1}, {"i": 2, "item": 2}]
 
 
-def test_lightweight_loop_is_one_task():
+def test_lightweight_loop_records_each_iteration():
     from flowcept.instrumentation.flowcept_loop import FlowceptLightweightLoop
     with Flowcept():
-        loop = FlowceptLightweightLoop(range(5), loop_name="light")
+        loop = FlowceptLightweightLoop(range(5), loop_name="light", item_name="k")
         for i in loop:
             loop.end_iter({"v": i})
-    (t,) = tasks_of("light")
-    assert t["generated"]["iterations"] == [{"v": i} for i in range(5)]
-    assert t["subtype"] == "whole_loop" and t["used"] == {"items": 5}
+    its = tasks_of("light_iteration")
+    assert [t["generated"] for t in its] == [{"v": i} for i in range(5)]
+    assert [t["used"] for t in its] == [{"i": i, "k": i} for i in range(5)]
+    assert not tasks_of("light")
 
 
 # -- Flowcept.db ------------------------------------------------------------------------------
@@ -410,8 +419,9 @@ def test_flowcept_import_paths():
     assert F2 is Flowcept and L2 is FlowceptLoop and ft2 is flowcept_task and T2 is FlowceptTask
     assert isinstance(Flowcept.db, DBAPI)
     assert FlowceptLogger() is logging.getLogger("flowcept")
-    assert configs.INSTRUMENTATION_ENABLED is True and configs.LMDB_ENABLED is True
+    assert configs.INSTRUMENTATION_ENABLED is True and configs.LMDB_ENABLED is False
     assert configs.MONGO_ENABLED is False and configs.KVDB_ENABLED is False
+    assert configs.SETTINGS_PATH == "FLOWCEPT_DEFAULT_SETTINGS"   # no settings file
     assert Status.get_finished_statuses() == [Status.FINISHED, Status.ERROR]
     with pytest.raises(AttributeError):
         configs.NOT_A_SETTING
@@ -507,7 +517,8 @@ def test_dump_buffer_in_offline_mode_first_line_is_a_message(tmp_path):
         f(x=1)
         fc.dump_buffer(path=str(path))
     first = path.read_bytes().splitlines()[0]
-    assert b'"type": "workflow"' in first or b'"type": "task"' in first
+    assert b'"type":"workflow"' in first   # compact, the workflow start first
+    assert [m["type"] for m in Flowcept.read_buffer_file(str(path))] == ["workflow", "task"]
 
 
 def test_workflow_id_argument_of_a_decorated_call_and_inserted_workflow():
@@ -534,7 +545,92 @@ def test_workflow_id_argument_of_a_decorated_call_and_inserted_workflow():
 def test_insert_or_update_task():
     from flowcept.commons.flowcept_dataclasses.task_object import TaskObject
     with Flowcept():
-        Flowcept.db.insert_or_update_task(TaskObject(task_id="t-1", activity_id="ins",
-                                                     used={"a": 1}, generated={"b": 2}))
+        t = TaskObject()
+        t.task_id, t.activity_id, t.used, t.generated = "t-1", "ins", {"a": 1}, {"b": 2}
+        Flowcept.db.insert_or_update_task(t)
     (t,) = tasks_of("ins")
     assert t["task_id"] == "t-1" and t["used"] == {"a": 1} and t["generated"] == {"b": 2}
+
+
+def test_interceptor_names_resolve_through_the_registry_with_their_keywords():
+    """Flowcept("dask", dask_client=client, workflow_name=...): the name is
+    looked up among the registered adapters, and the keywords its constructor
+    takes are passed to it."""
+    from flowcept import registry
+
+    class Recorder:
+        made = []
+
+        def __init__(self, session, dask_client=None):
+            self.session, self.dask_client, self.running = session, dask_client, False
+
+        @classmethod
+        def from_session(cls, session, **kw):
+            obj = cls(session, **kw)
+            cls.made.append(obj)
+            return obj
+
+        def start(self, background=False):
+            self.running = True
+            return self
+
+        def stop(self):
+            self.running = False
+
+    registry.register("adapter", "test-dask", Recorder)
+    client = object()
+    with Flowcept("test-dask", dask_client=client, workflow_name="x") as fc:
+        (a,) = Recorder.made
+        assert a.dask_client is client and a.running and fc._interceptor_instances == [a]
+    assert not a.running
+    (w,) = Flowcept.db.workflow_query({"workflow_id": Flowcept.current_workflow_id})
+    assert w["name"] == "x" and w["interceptor_ids"] == ["instrumentation", "test-dask"]
+
+
+def test_workflow_card_of_a_campaign_as_markdown_and_pdf(tmp_path):
+    @flowcept_task
+    def step(x):
+        if x == 2:
+            raise ValueError("two")
+        return x
+
+    for name in ("first", "second"):
+        with Flowcept(workflow_name=name, campaign_id="camp-1"):
+            for x in range(3):
+                try:
+                    step(x)
+                except ValueError:
+                    pass
+    md = Flowcept.generate_report(campaign_id="camp-1", output_path=str(tmp_path / "card.md"))
+    text = (tmp_path / "card.md").read_text()
+    assert md["workflows"] == 2 and md["tasks"] == 6 and md["input_mode"] == "db"
+    assert md["activities"]["step"] == {"count": 6, "FINISHED": 4, "ERROR": 2,
+                                        "total_s": md["activities"]["step"]["total_s"]}
+    assert "first" in text and "second" in text and "| step | 6 | 4 | 2 |" in text
+    pdf = Flowcept.generate_report(format="pdf", campaign_id="camp-1",
+                                   output_path=str(tmp_path / "card.pdf"))
+    data = (tmp_path / "card.pdf").read_bytes()
+    assert pdf["format"] == "pdf" and data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF")
+    assert b"(| step | 6 | 4 | 2 |" in data   # the card's lines, as text in the page
+    xref = int(data.rsplit(b"startxref", 1)[1].split()[0])   # every object where xref says
+    rows = data[xref:].split(b"\n")[3:]
+    for n, row in enumerate(rows[:int(data[xref:].split(b"\n")[1].split()[1]) - 1], 1):
+        assert data[int(row[:10]):].startswith(b"%d 0 obj" % n)
+    with pytest.raises(ValueError, match="workflow_card supports format"):
+        Flowcept.generate_report(format="docx", campaign_id="camp-1")
+
+
+def test_explicit_task_with_odd_arguments_never_raises():
+    class Hostile:
+        def __str__(self):
+            raise RuntimeError("no text")
+
+        __repr__ = __str__
+
+    with Flowcept():
+        t = FlowceptTask(activity_id="odd", started_at="not a time", parent_task_id=Hostile(),
+                         workflow_id=12.5, used={"h": Hostile()})
+        t.end(ended_at=object(), generated={"ok": 1})
+    (d,) = Flowcept.db.task_query({"activity_id": "odd"})
+    assert d["generated"] == {"ok": 1} and d["ended_at"] >= d["started_at"]
+    assert d["used"]["h"].startswith("Hostile_instance_id_")

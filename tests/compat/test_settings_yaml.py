@@ -1,23 +1,23 @@
-"""Flowcept's settings.yaml: the keys that map onto ours are honoured, the
-rest reported once as not applicable; the buffer dump settings drive
-Flowcept.dump_buffer at stop."""
+"""Flowcept's settings (settings.yaml, its environment overrides,
+FLOWCEPT_USE_DEFAULT) translated: our configuration keys and Flowcept's
+constants."""
 import json
 import os
-import warnings
 
 import pytest
 
 pytest.importorskip("yaml", reason="Flowcept's settings are YAML (PyYAML)")
 
-from flowcept.compat_settings import translate  # noqa: E402
+from flowcept.compat import settings  # noqa: E402
 from flowcept.config import ConfigError, load_config  # noqa: E402
 
 SETTINGS = """
 project:
-  debug: true
+  db_flush_mode: online
   dump_buffer:
     enabled: {dump}
     path: {path}
+    append_workflow_id_to_path: true
 log:
   log_stream_level: info
 telemetry_capture:
@@ -35,64 +35,110 @@ kv_db:
 databases:
   lmdb:
     enabled: true
-    path: flowcept_lmdb
+    path: my_lmdb
   mongodb:
     enabled: false
+    host: db.example
+    port: 27018
+    db: prov
 web_server:
   host: 0.0.0.0
 """
 
 
-def write(tmp_path, dump="false", path="buf.jsonl"):
+def write(tmp_path, dump="false", path="buf.jsonl", text=SETTINGS):
     p = tmp_path / "settings.yaml"
-    p.write_text(SETTINGS.format(dump=dump, path=path))
+    p.write_text(text.format(dump=dump, path=path))
     return str(p)
 
 
-def test_translate_maps_keys_and_lists_the_rest(tmp_path):
-    import yaml
-    ours, extras, skipped = translate(yaml.safe_load(SETTINGS.format(dump="true", path="b.jsonl")))
-    assert ours == {"transport": "redis", "transport_url": "redis://10.0.0.5:6380",
-                    "store": "lmdb", "enabled": True, "log_level": "info"}
-    assert extras["dump_buffer_enabled"] is True and extras["dump_buffer_path"] == "b.jsonl"
-    assert extras["telemetry_enabled"] is True
-    text = "; ".join(skipped)
-    assert "kv_db" in text and "web_server" in text and "mq.buffer_size" in text
-    assert "databases.lmdb.path" in text
-
-
-def test_load_config_reads_flowcept_yaml_and_warns_once(tmp_path, monkeypatch):
+def test_engine_keys_of_flowcept_settings(tmp_path):
     path = write(tmp_path)
-    with pytest.warns(RuntimeWarning, match="not applicable here"):
-        cfg = load_config(path)
+    cfg = load_config(path, env={})
     assert cfg.transport == "redis" and cfg.transport_url == "redis://10.0.0.5:6380"
-    assert cfg.log_level == "info" and cfg.origins["transport"] == path
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        load_config(path)   # reported once per file
+    assert cfg.local_copy is True                      # the buffer beside the MQ
+    assert cfg.store == "lmdb" and cfg.store_dir == "my_lmdb"   # the keeper writes there
+    assert cfg.telemetry is True and cfg.telemetry_parts == "cpu"
+    assert cfg.log_level == "info" and cfg.enabled is True
+    assert cfg.origins["transport"] == path
+
+
+def test_flowcept_environment_overrides_and_use_default(tmp_path):
+    path = write(tmp_path)
+    env = {"FLOWCEPT_SETTINGS_PATH": path, "MQ_HOST": "mq.example", "MQ_PORT": "7000",
+           "LMDB_PATH": "elsewhere"}
+    cfg = load_config(env=env)
+    assert cfg.transport_url == "redis://mq.example:7000" and cfg.store_dir == "elsewhere"
+    c = settings.load(env).constants()
+    assert c["MQ_HOST"] == "mq.example" and c["MQ_PORT"] == 7000 and c["SETTINGS_PATH"] == path
+    # FLOWCEPT_USE_DEFAULT: Flowcept's built-in settings, no file, no overrides
+    env["FLOWCEPT_USE_DEFAULT"] = "true"
+    cfg = load_config(env=env)
+    assert cfg.transport == "embedded" and cfg.origins.get("transport") is None
+    c = settings.load(env).constants()
+    assert c["SETTINGS_PATH"] == "FLOWCEPT_DEFAULT_SETTINGS" and c["MQ_ENABLED"] is False
+    assert c["DUMP_BUFFER_ENABLED"] is True and c["MQ_HOST"] == "localhost"
+
+
+def test_mongodb_host_port_uri_and_database(tmp_path):
+    text = SETTINGS.replace("  lmdb:\n    enabled: true", "  lmdb:\n    enabled: false") \
+                   .replace("  mongodb:\n    enabled: false", "  mongodb:\n    enabled: true")
+    path = write(tmp_path, text=text)
+    cfg = load_config(path, env={})
+    assert cfg.store == "mongodb" and cfg.mongodb_url == "mongodb://db.example:27018/prov"
+    assert cfg.mongodb_database == "prov"
+    cfg = load_config(path, env={"MONGO_URI": "mongodb://u:p@h:1/x", "MONGO_PORT": "2"})
+    assert cfg.mongodb_url == "mongodb://u:p@h:1/x"
+
+
+def test_constants_as_flowcept_computes_them(tmp_path):
+    path = write(tmp_path, dump="true", path="b.jsonl")
+    c = settings.load({"FLOWCEPT_SETTINGS_PATH": path}).constants()
+    assert c["PROJECT_NAME"] == "flowcept" and c["LOG_FILE_PATH"] == "flowcept.log"
+    assert c["DB_FLUSH_MODE"] == "online" and c["MQ_ENABLED"] is True and c["KVDB_ENABLED"] is False
+    assert c["DUMP_BUFFER_ENABLED"] is True and c["DUMP_BUFFER_PATH"] == "b.jsonl"
+    assert c["APPEND_WORKFLOW_ID_TO_PATH"] is True and c["APPEND_ID_TO_PATH"] is False
+    assert c["LMDB_ENABLED"] is True and c["MONGO_ENABLED"] is False and c["MONGO_DB"] == "prov"
+    assert c["TELEMETRY_ENABLED"] is True and c["TELEMETRY_CAPTURE"] == {"cpu": True, "mem": False}
+    assert c["MQ_INSERTION_BUFFER_TIME"] == 1 and c["INSERTION_BUFFER_TIME"] is None
+    assert c["EXTRA_METADATA"] == {"mq_host": "10.0.0.5", "mq_port": 6380}
+
+
+def test_configs_module_and_config_values(tmp_path, monkeypatch):
+    path = write(tmp_path)
+    monkeypatch.setenv("FLOWCEPT_SETTINGS_PATH", path)
+    from flowcept import configs
+    from flowcept.commons.utils import get_current_config_values
+    from flowcept.configs import PROJECT_NAME, MQ_TYPE
+    assert PROJECT_NAME == "flowcept" and MQ_TYPE == "redis" and configs.SETTINGS_PATH == path
+    values = get_current_config_values()
+    assert values["LOG_FILE_PATH"] == "flowcept.log" and values["MQ_PORT"] == 6380
+    with pytest.raises(AttributeError):
+        configs.NO_SUCH_NAME
 
 
 def test_mq_off_means_embedded_and_bad_yaml_is_one_clear_error(tmp_path):
     p = tmp_path / "s.yml"
     p.write_text("mq:\n  enabled: false\ninstrumentation:\n  enabled: false\n")
-    cfg = load_config(str(p))
-    assert cfg.transport == "embedded" and cfg.enabled is False
+    cfg = load_config(str(p), env={})
+    assert cfg.transport == "embedded" and cfg.enabled is False and cfg.local_copy is False
     p.write_text("mq: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(str(p))
+        load_config(str(p), env={})
     p.write_text("mq:\n  type: nosuchmq\n")
     with pytest.raises(ConfigError, match="nosuchmq"):
-        load_config(str(p))
+        load_config(str(p), env={})
 
 
 def test_dump_buffer_settings_write_the_buffer_file_at_stop(tmp_path, monkeypatch):
     buf = tmp_path / "out" / "flowcept_buffer.jsonl"
     path = tmp_path / "s.yaml"
-    path.write_text(f"project:\n  dump_buffer:\n    enabled: true\n    path: {buf}\n")
+    path.write_text(f"project:\n  dump_buffer:\n    enabled: true\n    path: {buf}\n"
+                    "    delete_previous_file: false\n")
     monkeypatch.setenv("FLOWCEPT_SETTINGS_PATH", str(path))
+    monkeypatch.delenv("DUMP_BUFFER")   # the settings say
     from flowcept import Flowcept, configs, flowcept_task
     assert configs.DUMP_BUFFER_ENABLED is True and configs.DUMP_BUFFER_PATH == str(buf)
-    assert configs.SETTINGS_PATH == str(path)
 
     @flowcept_task
     def f(x):
@@ -100,9 +146,14 @@ def test_dump_buffer_settings_write_the_buffer_file_at_stop(tmp_path, monkeypatc
 
     with Flowcept(save_workflow=False):
         f(1)
-    msgs = [json.loads(x) for x in buf.read_text().splitlines()]
+    lines = buf.read_text().splitlines()
+    assert lines[0].startswith('{"') and '": ' not in lines[0]   # compact, as Flowcept's orjson
+    msgs = [json.loads(x) for x in lines]
     assert [m["used"] for m in msgs] == [{"x": 1}]
     assert Flowcept.read_buffer_file() == msgs   # the file named in the settings
-    with Flowcept(delete_buffer_file=True):    # deleted at start, written again at stop
+    with Flowcept(save_workflow=True):            # appended: start, end
+        pass
+    assert [m["type"] for m in Flowcept.read_buffer_file()] == ["task", "workflow", "workflow"]
+    with Flowcept(delete_buffer_file=True):       # deleted at start, written again at stop
         assert not os.path.exists(buf)
     assert os.path.exists(buf)

@@ -12,7 +12,7 @@ import pytest
 
 from flowcept.access.core import Access
 from flowcept.access.tools import call_tool
-from flowcept.flowcept_api.db import DBAPI
+from flowcept.compat.dbapi import DBAPI
 from flowcept.query.search import query
 from flowcept.query.tasks import read_records
 

@@ -20,7 +20,7 @@ import pytest
 import flowcept.archive as fa
 from flowcept.access.core import Access
 from flowcept.access.tools import call_tool
-from flowcept.flowcept_api.db import DBAPI
+from flowcept.compat.dbapi import DBAPI
 from flowcept.query.search import query
 from flowcept.query.tasks import find_stores, read_records, read_tasks
 

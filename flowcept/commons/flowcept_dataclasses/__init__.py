@@ -1,2 +1,1 @@
-"""Flowcept's document classes (WorkflowObject, TaskObject) as plain
-attribute bags over our documents."""
+"""Flowcept's ``flowcept.commons.flowcept_dataclasses`` import paths (flowcept.compat.objects)."""

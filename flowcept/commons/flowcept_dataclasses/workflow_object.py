@@ -1,13 +1,11 @@
-"""Flowcept's WorkflowObject: what Flowcept.db.get_workflow_object returns."""
-from flowcept.commons.flowcept_dataclasses._doc import DocObject
+"""Flowcept's ``workflow_object`` import path (flowcept.compat.objects).
+``settings`` here is the settings mapping ``WorkflowObject.enrich`` records
+(Flowcept's ``flowcept.configs.settings``, read when first asked for)."""
+from flowcept.compat.objects import WorkflowObject  # noqa: F401
 
 
-class WorkflowObject(DocObject):
-    _type = "workflow"
-    _fields = ("workflow_id", "parent_workflow_id", "campaign_id", "name", "subtype",
-               "description", "used", "generated", "user", "hostname", "job",
-               "utc_timestamp", "started_at", "ended_at", "custom_metadata", "flowcept_version")
-
-    @staticmethod
-    def workflow_id_field() -> str:
-        return "workflow_id"
+def __getattr__(name):
+    if name == "settings":
+        from flowcept.compat import settings
+        return settings.load().settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

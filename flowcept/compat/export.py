@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from flowcept.compat import buffer, documents
 from flowcept.flowcept_api import db
 
 
@@ -28,17 +29,24 @@ def flowcept_messages(source: str, workflow_id: Optional[str] = None) -> List[di
             a.close()
     else:
         rows, workflows = db._raw([source])
-    msgs = [db.flowcept_workflow_doc(wf, d) for wf, d in workflows.items()
-            if d.get("save_workflow", True)]
-    msgs.sort(key=lambda w: w.get("started_at") or 0)
-    msgs.extend(db.flowcept_task_docs(rows, workflows))
+    rows = sorted(rows, key=lambda r: (r[0]["start_ns"], r[0]["task_id"]))
+    wfs, _entities = documents.split_records(workflows)
+    ids = [documents.workflow_document(wf, d)["workflow_id"] for wf, d in
+           sorted(wfs.items(), key=lambda kv: kv[1].get("started_at") or 0)]
+    for t in documents.task_documents(rows, wfs):
+        if t["workflow_id"] not in ids:
+            ids.append(t["workflow_id"])
     if workflow_id is not None:
-        msgs = [m for m in msgs if m.get("workflow_id") == workflow_id]
+        ids = [i for i in ids if i == workflow_id]
+    msgs: List[dict] = []
+    for wf in ids:   # per workflow, as its buffer held them: start, tasks, end
+        msgs.extend(documents.buffer_messages(wf, rows, workflows))
     return msgs
 
 
 def export_buffer_file(source: str, path: str, workflow_id: Optional[str] = None) -> str:
-    return db.write_jsonl(flowcept_messages(source, workflow_id), path)
+    buffer.delete(path)
+    return buffer.write(flowcept_messages(source, workflow_id), path) or path
 
 
 __all__ = ["flowcept_messages", "export_buffer_file"]

@@ -6,6 +6,7 @@
     flowcept compat --query '{"activity_id": "train"}' [--run-dir DIR]
     flowcept compat --get-task TASK_ID
     flowcept compat --workflow-count WORKFLOW_ID
+    flowcept compat --start-consumption-services   # store what the MQ holds, until Ctrl-C
 
 Documents are printed as Flowcept writes them, one JSON document per line.
 """
@@ -16,7 +17,7 @@ import os
 import sys
 
 TEMPLATE = """\
-# Flowcept settings read by this package (flowcept.compat_settings): the
+# Flowcept settings read by this package (flowcept.compat.settings): the
 # keys below map onto its configuration; docs/compatibility.md lists the rest.
 project:
   dump_buffer:
@@ -51,6 +52,9 @@ def register(sub) -> None:
     g.add_argument("--get-task", metavar="TASK_ID", help="one task by its id")
     g.add_argument("--workflow-count", metavar="WORKFLOW_ID",
                    help="how many tasks and workflow documents a workflow has")
+    g.add_argument("--start-consumption-services", action="store_true",
+                   help="run the keeper of the settings' MQ into the settings' database in the "
+                        "foreground, until SIGTERM or Ctrl-C (what `flowcept keeper run` does)")
     p.add_argument("--run-dir", default=None, help="where the stores are (default: config run_dir)")
     p.add_argument("--settings-file", default=os.path.join("~", ".flowcept", "settings.yaml"),
                    help="--init-settings: where to write (default: ~/.flowcept/settings.yaml)")
@@ -80,7 +84,16 @@ def run(args) -> int:
             f.write(TEMPLATE)
         print(f"wrote {path}; use it with FLOWCEPT_SETTINGS_PATH={path}", file=out)
         return 0
-    from flowcept.flowcept_api.db import DBAPI
+    if args.start_consumption_services:
+        from flowcept.compat.persistence import status_dir, store_specs
+        from flowcept.config import process_config
+        from flowcept.keeper.service import Keeper
+        config = process_config()
+        if config.transport == "embedded":
+            raise ValueError("no MQ in the settings (mq.enabled is false): records are stored as "
+                             "they are drained; set mq.enabled: true to consume an MQ")
+        return Keeper(config, store_dir=status_dir(config), stores=store_specs(config)).run()
+    from flowcept.compat.dbapi import DBAPI
     db = DBAPI([args.run_dir] if args.run_dir else ())
     if args.query is not None:
         try:

@@ -1,0 +1,1 @@
+"""Flowcept's ``flowcept.commons.daos`` import paths (flowcept.compat.daos)."""

@@ -1,0 +1,1 @@
+"""Flowcept's ``flowcept.commons.daos.docdb_dao`` import paths (flowcept.compat.daos)."""

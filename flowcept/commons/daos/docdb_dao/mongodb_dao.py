@@ -1,0 +1,2 @@
+"""Flowcept's ``mongodb_dao`` import path (flowcept.compat.daos)."""
+from flowcept.compat.daos import MongoDBDAO  # noqa: F401

@@ -1,0 +1,1 @@
+"""Flowcept's ``flowcept.commons.daos.mq_dao`` import paths (flowcept.compat.daos)."""

@@ -1,0 +1,2 @@
+"""Flowcept's ``instrumentation_interceptor`` import path (flowcept.compat.controller)."""
+from flowcept.compat.controller import InstrumentationInterceptor  # noqa: F401
