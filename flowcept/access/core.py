@@ -259,14 +259,18 @@ class Access:
         """Every match (up to ``max_stream`` or ``limit``) in order, streamed:
         documents are built block by block as they are handed out.  Checked
         before the first document; the budget runs while it streams."""
+        src, flt, order, fields, n = self._stream_request(source, filter, projection, sort, limit, max_stream)
+        return self._stream(src, flt, order, fields, self.deadline(), n)
+
+    def _stream_request(self, source, filter, projection, sort, limit, max_stream):
+        """(source, filter, order, fields, limit) of a stream, checked before it begins."""
         flt = parse_filter(filter)
         order = parse_sort(sort)
         fields = parse_projection(projection)
         top = max_stream or None
         n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
         src = self.source(source)
-        budget = self.deadline()
-        return self._stream(src, flt, order, fields, budget, n)
+        return src, flt, order, fields, n
 
     def _stream(self, src, flt, order, fields, budget, n):
         for part in engine.stream(src.table, flt, order, fields, budget, limit=n):
@@ -277,23 +281,13 @@ class Access:
                   max_stream: Optional[int] = MAX_STREAM):
         """iter_pages as JSON lines, in chunks of bytes: exactly ``dumps_lines``
         of its documents, written from the columns (``engine.stream_json``)."""
-        flt = parse_filter(filter)
-        order = parse_sort(sort)
-        fields = parse_projection(projection)
-        top = max_stream or None
-        n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
-        src = self.source(source)
+        src, flt, order, fields, n = self._stream_request(source, filter, projection, sort, limit, max_stream)
         return engine.stream_json(src.table, flt, order, fields, self.deadline(), limit=n)
 
     def iter_pages(self, source=None, filter=None, projection=None, sort=None, limit=None,
                    max_stream: Optional[int] = MAX_STREAM):
         """iter_tasks in lists of documents (as the engine hands them out)."""
-        flt = parse_filter(filter)
-        order = parse_sort(sort)
-        fields = parse_projection(projection)
-        top = max_stream or None
-        n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
-        src = self.source(source)
+        src, flt, order, fields, n = self._stream_request(source, filter, projection, sort, limit, max_stream)
         return engine.stream(src.table, flt, order, fields, self.deadline(), limit=n)
 
     def task(self, task_id: str, source: Optional[str] = None) -> dict:
@@ -725,7 +719,7 @@ def export_tasks(access: Access, source=None, filter=None, projection=None, sort
     service's documents) or Parquet (``flowcept export --format parquet``'s columns, every
     field, in start order; needs pyarrow).  A query past its budget after the answer has
     begun ends it with a last line saying so."""
-    from flowcept.query.documents import dumps, dumps_lines
+    from flowcept.query.documents import dumps
     if fmt not in EXPORT_FORMATS:
         raise BadRequest(f"format is one of {', '.join(EXPORT_FORMATS)}")
     src = access.source(source)
@@ -733,13 +727,12 @@ def export_tasks(access: Access, source=None, filter=None, projection=None, sort
     if fmt == "parquet":
         return EXPORT_FORMATS[fmt], name, _parquet_chunks(access, src, parse_filter(filter))
     cols = parse_projection(projection)
-    if fmt == "jsonl":
-        parts = access.iter_pages(src.name, filter, cols, sort, limit)
+    if fmt == "jsonl":   # written from the columns (iter_json): the bytes of dumps_lines
+        chunks = access.iter_json(src.name, filter, cols, sort, limit)
 
         def lines():
             try:
-                for part in parts:
-                    yield dumps_lines(part)
+                yield from chunks
             except QueryTimeout as e:
                 yield dumps({"error": str(e)}) + b"\n"
         return EXPORT_FORMATS[fmt], name, lines()

@@ -101,6 +101,8 @@ def test_cli_and_service_write_the_same_bytes(hostile_sources):
     try:
         status, _h, body = http("GET", base + "/api/v1/tasks/stream?limit=1000000")
         assert status == 200 and body == want
+        status, _h, body = http("GET", base + "/api/v1/tasks/export?format=jsonl")
+        assert status == 200 and body == want
         err = urllib.parse.quote(json.dumps({"status": "ERROR"}))
         q = "limit=50&count=true&filter=" + err
         status, headers, body = http("GET", base + "/api/v1/tasks?" + q)
