@@ -20,28 +20,12 @@ index: parent links with numpy; data edges by decoding every payload once.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Dict, List
 
 import numpy as np
 
-
-def scalar_values(d) -> List:
-    """The values of a used/generated dict that take part in data dependencies."""
-    out = []
-    if not isinstance(d, dict):
-        return out
-    for v in d.values():
-        items = v if isinstance(v, (list, tuple)) else (v,)
-        for x in items:
-            if isinstance(x, bool) or x is None:
-                continue
-            if isinstance(x, float) and math.isnan(x):
-                continue
-            if isinstance(x, (str, bytes, int, float)):
-                out.append(x)
-    return out
+from flowcept.query.lineage import scalar_values   # the one rule of which values link (also for its users here)
 
 
 def find_rows(wf_col: np.ndarray, id_col: np.ndarray, wf: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Lineage (placeholder, filled below)."""
+"""Which values of a task take part in data dependencies (the rule of
+``flowcept.archive.lineage``, here for every reader of the query layer)."""
 from __future__ import annotations
 
 import math
