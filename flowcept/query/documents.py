@@ -636,14 +636,20 @@ def _hex16(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def hex_id_bytes(workflow_id: np.ndarray, ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """The ASCII of ``hex_ids``: (n, 16) or (n, 33) uint8, one row of text per id."""
+    w = _hex16(workflow_id)
+    if ids is None:
+        return w
+    dash = np.full((len(w), 1), ord("-"), np.uint8)
+    return np.concatenate([w, dash, _hex16(ids)], axis=1)
+
+
 def hex_ids(workflow_id: np.ndarray, ids: Optional[np.ndarray] = None) -> np.ndarray:
     """"<workflow hex>" (ids None) or "<workflow hex>-<id hex>" of each row, as a
     numpy unicode array, vectorised (the same text as the documents)."""
-    w = _hex16(workflow_id)
-    if ids is None:
-        return w.view("S16").reshape(-1).astype("U16")
-    dash = np.full((len(w), 1), ord("-"), np.uint8)
-    return np.concatenate([w, dash, _hex16(ids)], axis=1).view("S33").reshape(-1).astype("U33")
+    b = hex_id_bytes(workflow_id, ids)
+    return b.view(f"S{b.shape[1]}").reshape(-1).astype(f"U{b.shape[1]}")
 
 
 def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None) -> Dict[str, Any]:

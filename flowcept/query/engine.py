@@ -992,22 +992,6 @@ def _ordered_all(table, refs, cond, order, budget, chunk):
         yield loaded, part
 
 
-def ordered_columns(table: Table, cond: Optional[dict], order, payload: str = "json",
-                    budget: Budget = UNBOUNDED, chunk: int = 65536, stats: Optional[dict] = None):
-    """Every match in a column order as column chunks (``documents.columns``)."""
-    from flowcept.query.documents import columns
-    for blocks, keys in ordered(table, cond, order, budget, chunk):
-        parts, pos = [], []
-        for b in np.unique(keys.bid).tolist():
-            at = np.flatnonzero(keys.bid == b)
-            parts.append(columns(blocks[b], keys.row[at], payload, stats))
-            pos.append(at)
-        where = np.concatenate(pos)
-        inv = np.empty(len(where), np.int64)
-        inv[where] = np.arange(len(where))
-        yield {name: np.concatenate([p[name] for p in parts])[inv] for name in parts[0]}
-
-
 # -- statistics on columns -------------------------------------------------------------------
 STAT_GROUPS = {"activity": "activity_id", "rank": "rank", "hostname": "hostname", "status": "status"}
 

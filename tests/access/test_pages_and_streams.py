@@ -199,3 +199,38 @@ def test_first_page_reads_only_what_it_needs_and_cursors_are_exact(job, kind):
         assert not last.more and last.total == sum(1 for d in all_docs if d["rank"] == 3)
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("kind", ["run", "h5"])
+@pytest.mark.parametrize("payload", ["json", "none"])
+def test_parquet_holds_the_documents_columns(hostile_sources, tmp_path, kind, payload):
+    """Parquet written from buffers (hex ids, payload JSON written in C) holds exactly the
+    values of documents.columns, row for row, nulls included."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from flowcept.access.parquet import write_parquet
+    from flowcept.query.documents import DEFAULT_SORT, columns
+    a = Access([hostile_sources[kind]], query_timeout=0)
+    try:
+        table = a.source(None).table
+        for cond in (None, {"status": "ERROR"}):
+            out = str(tmp_path / f"{kind}-{payload}.parquet")
+            n = write_parquet(table, out, payload, cond)
+            parts = []
+            for blocks, keys in engine.ordered(table, cond, DEFAULT_SORT, chunk=333):
+                for i in range(len(keys)):
+                    parts.append({k: v[0] for k, v in columns(blocks[int(keys.bid[i])], [int(keys.row[i])],
+                                                             payload).items()})
+            got = pd.read_parquet(out)
+            assert n == len(parts) == len(got) > 0
+            want = pd.DataFrame(parts, columns=list(got.columns))
+            for c in got.columns:
+                g = [None if (isinstance(x, float) and x != x and c not in ("started_at", "ended_at")) else x
+                     for x in got[c].tolist()]
+                w = [None if (isinstance(x, float) and x != x and c not in ("started_at", "ended_at")) else x
+                     for x in want[c].tolist()]
+                assert g == w, c
+            if payload == "json":
+                assert got["used"].notna().any() and got["parent_task_id"].isna().any()
+    finally:
+        a.close()
