@@ -676,7 +676,7 @@ def lineage_graph(access: Access, task_id: str, source=None, max_nodes=None) -> 
     """A task with its nearest ancestors and descendants (at most ``max_nodes`` each way, the
     closest in time first) and the edges among them: ``parent`` (recorded inside) and
     ``data`` (a value used equal to one generated earlier; the rule of ``lineage``)."""
-    from flowcept.archive.lineage import scalar_values
+    from flowcept.query.lineage import scalar_values
     n = parse_limit(max_nodes, default=25, maximum=200)
     src = access.source(source).name
     fields = ["task_id", "activity_id", "status", "rank", "parent_task_id", "start_ns", "end_ns",
