@@ -45,9 +45,9 @@ def long_names(tmp_path_factory):
     script = ("from flowcept import Flowcept, FlowceptTask\n"
               "with Flowcept(workflow_name='hostile'):\n"
               "    for i in range(40):\n"
-              f"        with FlowceptTask({LONG!r}, used={{'i': i}}):\n"
+              f"        with FlowceptTask(activity_id={LONG!r}, used={{'i': i}}):\n"
               "            pass\n"
-              "        with FlowceptTask('short', used={'i': i}):\n"
+              "        with FlowceptTask(activity_id='short', used={'i': i}):\n"
               "            pass\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120, capture_output=True,
                    env=clean_env(FLOWCEPT_RUN_DIR=runs, FLOWCEPT_SHM_DIR=os.path.join(base, "shm")))
