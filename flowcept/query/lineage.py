@@ -96,11 +96,12 @@ class _Side:
         comp = vid.astype(np.int64) * self.width + rank
         order = np.argsort(comp, kind="stable")
         self.comp, self.row = comp[order], row[order]
-        self.done = np.full(nvalues, -1, np.int64)            # rank admitted so far, per value
+        self.nvalues = nvalues
 
-    def admit(self, vid: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    def admit(self, vid: np.ndarray, limit: np.ndarray, done: np.ndarray) -> np.ndarray:
         """Rows of values ``vid`` whose time is at most ``limit`` (per pair),
-        not admitted by an earlier call."""
+        not admitted before in this walk (``done``: the time rank admitted so
+        far per value, -1 none; updated)."""
         if not len(vid):
             return np.zeros(0, np.int64)
         rank = np.searchsorted(self.times, limit, "right")
@@ -108,12 +109,12 @@ class _Side:
         last = np.ones(len(order), bool)
         last[:-1] = vid[order][1:] != vid[order][:-1]
         vals, best = vid[order][last], rank[order][last]
-        more = best > self.done[vals]
+        more = best > done[vals]
         vals, best = vals[more], best[more]
         if not len(vals):
             return np.zeros(0, np.int64)
-        lo_rank = np.maximum(self.done[vals], 0)
-        self.done[vals] = best
+        lo_rank = np.maximum(done[vals], 0)
+        done[vals] = best
         base = vals.astype(np.int64) * self.width
         lo = np.searchsorted(self.comp, base + lo_rank, "right")
         hi = np.searchsorted(self.comp, base + best, "right")
@@ -122,9 +123,6 @@ class _Side:
             return np.zeros(0, np.int64)
         starts = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
         return self.row[starts + np.arange(int(n.sum()))]
-
-    def reset(self) -> None:
-        self.done[:] = -1
 
 
 def _csr(owner: np.ndarray, value: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -188,9 +186,10 @@ class LineageIndex:
         return r
 
     def walk(self, start: int, up: bool, budget: Budget = UNBOUNDED) -> np.ndarray:
-        """Rows of the ancestors (up) or descendants of row ``start``, sorted."""
+        """Rows of the ancestors (up) or descendants of row ``start``, sorted
+        (walks may run at once: a walk's state is its own)."""
         side = self._producers if up else self._consumers
-        side.reset()
+        done = np.full(side.nvalues, -1, np.int64)
         seen = np.zeros(self.n, bool)
         seen[start] = True
         frontier = np.array([start], np.int64)
@@ -204,7 +203,7 @@ class LineageIndex:
                 nxt = [_gather(self.child_ptr, self.child_rows, frontier)]
                 ptr, vids, limit = self.gen_ptr, self.gen_vid, -self.end
             owners = np.repeat(frontier, ptr[frontier + 1] - ptr[frontier])
-            nxt.append(side.admit(_gather(ptr, vids, frontier), limit[owners]))
+            nxt.append(side.admit(_gather(ptr, vids, frontier), limit[owners], done))
             cand = np.unique(np.concatenate(nxt))
             frontier = cand[~seen[cand]]
             seen[frontier] = True

@@ -107,6 +107,14 @@ def test_chain_links_follow_the_time_rule(jobs):
         rows = index.walk(deepest, True)
         assert len(rows) > 20 and deepest not in rows.tolist()
         assert (index.start[rows] <= index.start[deepest]).all()
+        # walks at once (the service's threads) each keep their own state
+        from concurrent.futures import ThreadPoolExecutor
+        starts = list(range(0, index.n, 211))
+        alone = [index.walk(r, up).tolist() for r in starts for up in (True, False)]
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda a: index.walk(*a).tolist(),
+                                     [(r, up) for r in starts for up in (True, False)]))
+        assert together == alone
         with pytest.raises(KeyError):
             index.row_of("0000000000000077-00000000deadbeef")
         with pytest.raises(KeyError):
