@@ -774,7 +774,7 @@
     const projection = ["task_id", "activity_id", "status", "rank", "hostname", "started_at", "start_ns", "end_ns", ...fields];
     let data;
     try {
-      data = await api("/api/v1/tasks", { source, filter: flt, projection: projection.join(","), sort, limit, cursor, count: true });
+      data = await api("/api/v1/tasks", { source, filter: flt, projection: projection.join(","), sort, limit, cursor });
     } catch (e) {
       if (!(e instanceof ApiError) || e.status >= 500) throw e;
       formError.hidden = false; formError.textContent = e.message;
@@ -815,8 +815,15 @@
     const sizeSel = h("select", { id: "page-size", on: { change: (ev) => go({ limit: ev.target.value }) } },
       PAGE_SIZES.map((n) => h("option", { value: n, selected: n === limit }, n + " / page")));
     const offset = data.offset;
+    // the page comes first; the number of matches follows when the server has counted them
+    const countText = (total) => total ? `${fmtInt(offset + 1)}–${fmtInt(offset + data.count)} of ${fmtInt(total)}` : "no task matches";
+    const countInfo = h("span", { class: "info", id: "tasks-count" }, data.total != null ? countText(data.total)
+      : data.count ? `${fmtInt(offset + 1)}–${fmtInt(offset + data.count)} of …` : "no task matches");
+    if (data.total == null && data.count) {
+      api("/api/v1/tasks/count", { source, filter: flt }).then((c) => { countInfo.textContent = countText(c.total); }).catch(() => {});
+    }
     const nav = h("div", { class: "pager" },
-      h("span", { class: "info", id: "tasks-count" }, data.total ? `${fmtInt(offset + 1)}–${fmtInt(offset + data.count)} of ${fmtInt(data.total)}` : "no task matches"),
+      countInfo,
       exportFmt, exportBtn, exportNote, sizeSel,
       h("button", { class: "small", disabled: !cursor, on: { click: () => go({}) } }, "First"),
       h("button", { class: "small", disabled: !cursor, id: "prev", on: { click: () => go({ cursor: seen[pageNo - 1] || "" }) } }, "Previous"),
