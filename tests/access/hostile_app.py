@@ -25,5 +25,5 @@ if __name__ == "__main__":
             fail(path)
         except ValueError:
             pass
-        with FlowceptTask(SVG, used={IMG: SCRIPT, "note": BOLD}, custom_metadata={BOLD: SVG}) as t:
+        with FlowceptTask(activity_id=SVG, used={IMG: SCRIPT, "note": BOLD}, custom_metadata={BOLD: SVG}) as t:
             t.end(generated={"out": IMG})
