@@ -51,7 +51,7 @@ python3 -m venv "$C/venv" >"$log" 2>&1 && "$C/venv/bin/pip" install -q clingo >>
 # site-packages tree: Spack's python-venv does not see Debian's dist-packages).
 PYXY=$(python3 -c 'import sys;print("%d.%d"%sys.version_info[:2])')
 SP=$C/pyext/lib/python$PYXY/site-packages
-"$C/venv/bin/pip" install -q --target "$SP" "numpy<2.4" cffi msgpack lmdb setuptools wheel pip >>"$log" 2>&1 ||
+"$C/venv/bin/pip" install -q --target "$SP" "numpy<2.4" cffi msgpack lmdb orjson google-re2 setuptools wheel pip >>"$log" 2>&1 ||
   { tail -5 "$log" >&2; echo "spack: cannot install the Python externals (see $log)" >&2; exit 1; }
 # Debian's python3 reports the posix_local scheme (local/lib/pythonX.Y/dist-packages) and Spack
 # puts that on PYTHONPATH for externals: make it the same tree.
@@ -92,7 +92,7 @@ Y
 # The Python externals as a separate scope: only the install uses them (the specs concretize
 # from the builtin repository, as on a site without externals).
 { echo "packages:"
-  for p in numpy cffi msgpack lmdb setuptools wheel pip; do
+  for p in numpy cffi msgpack lmdb orjson google-re2 setuptools wheel pip; do
     echo "  py-$p: {buildable: false, externals: [{spec: py-$p@$(ver $p), prefix: $C/pyext}]}"
   done; } >"$C/pyext/packages.yaml"
 cat >"$C/bin/spack" <<W

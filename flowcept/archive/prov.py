@@ -64,6 +64,19 @@ SECTIONS = ("prefix", "entity", "activity", "agent", "used", "wasGeneratedBy", "
 CHUNK = 1 << 16
 
 
+def _payload_rows(a, rows, check, progress):
+    """(row, payload dict) for rows, decoded CHUNK rows at a time (the budget
+    checked and the progress advanced per chunk)."""
+    for k in range(0, len(rows), CHUNK):
+        check()
+        part = rows[k:k + CHUNK]
+        docs = a.decoded_payloads(part)
+        for i, d in zip(part.tolist(), docs):
+            yield i, (d if isinstance(d, dict) else {})
+        if progress is not None:
+            progress.update(len(part), len(part))
+
+
 def to_prov(archive, workflow=None, tasks=None) -> Dict[str, Any]:
     """The PROV-JSON document as a dict (see prov_items; write_prov_json streams it)."""
     doc: Dict[str, Any] = {k: {} for k in SECTIONS}
@@ -140,85 +153,71 @@ def prov_items(archive, workflow=None, tasks=None, budget=None, progress=None):
 
     gen_entity: Dict[int, Dict[Any, list]] = {}   # row -> scalar value -> entity ids
     start_time: Dict[int, str] = {}
-    for k in range(0, len(rows), CHUNK):
-        check()
-        part = rows[k:k + CHUNK]
-        docs = a.decoded_payloads(part)
-        for j, i in enumerate(part.tolist()):
-            d = docs[j] if isinstance(docs[j], dict) else {}
-            qn = task_qn(i)
-            w = int(wf_col[i])
-            agent = f"flowcept:rank/{_local(names[node[i]])}/{int(rank[i])}"
-            if agent not in agents:
-                agents.add(agent)
-                yield "agent", agent, {"prov:type": {"$": "prov:SoftwareAgent",
-                                                     "type": "prov:QUALIFIED_NAME"},
-                                       "prov:label": f"rank {int(rank[i])} on {names[node[i]]}"}
-                yield rel("actedOnBehalfOf", {"prov:delegate": agent, "prov:responsible": users[w]})
-            body = {"prov:startTime": iso(int(start[i])), "prov:endTime": iso(int(end[i])),
-                    "prov:type": {"$": "flowcept:Task", "type": "prov:QUALIFIED_NAME"},
-                    "prov:label": names[act[i]],
-                    "flowcept:status": STATUS_NAMES.get(int(status[i]), str(int(status[i]))),
-                    "flowcept:rank": int(rank[i]), "flowcept:thread_id": int(thread[i]),
-                    "flowcept:hostname": names[node[i]]}
-            if pid_col[i]:
-                body["flowcept:parent_task_id"] = format_task_id(w, int(pid_col[i]))
-            if "tags" in d:
-                body["flowcept:tags"] = _literal(d["tags"])
-            if "error" in d:
-                body["flowcept:error"] = _literal(d["error"])
-            start_time[i] = body["prov:startTime"]
-            yield "activity", qn, body
-            yield rel("wasAssociatedWith", {"prov:activity": qn, "prov:agent": agent,
-                                            "prov:plan": f"flowcept:workflow/{w:016x}"})
-            ents = gen_entity.setdefault(i, {})
-            gen = d.get("generated")
-            if isinstance(gen, dict):
-                for key, v in gen.items():
-                    eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/{_local(key)}"
-                    yield "entity", eqn, {"prov:label": str(key), "prov:value": _literal(v)}
-                    yield rel("wasGeneratedBy", {"prov:entity": eqn, "prov:activity": qn,
-                                                 "prov:time": body["prov:endTime"]})
-                    yield rel("wasAttributedTo", {"prov:entity": eqn, "prov:agent": agent})
-                    for sv in scalar_values({key: v}):
-                        ents.setdefault(sv, []).append(eqn)
-        if progress is not None:
-            progress.update(len(part), len(part))
+    for i, d in _payload_rows(a, rows, check, progress):
+        qn = task_qn(i)
+        w = int(wf_col[i])
+        agent = f"flowcept:rank/{_local(names[node[i]])}/{int(rank[i])}"
+        if agent not in agents:
+            agents.add(agent)
+            yield "agent", agent, {"prov:type": {"$": "prov:SoftwareAgent",
+                                                 "type": "prov:QUALIFIED_NAME"},
+                                   "prov:label": f"rank {int(rank[i])} on {names[node[i]]}"}
+            yield rel("actedOnBehalfOf", {"prov:delegate": agent, "prov:responsible": users[w]})
+        body = {"prov:startTime": iso(int(start[i])), "prov:endTime": iso(int(end[i])),
+                "prov:type": {"$": "flowcept:Task", "type": "prov:QUALIFIED_NAME"},
+                "prov:label": names[act[i]],
+                "flowcept:status": STATUS_NAMES.get(int(status[i]), str(int(status[i]))),
+                "flowcept:rank": int(rank[i]), "flowcept:thread_id": int(thread[i]),
+                "flowcept:hostname": names[node[i]]}
+        if pid_col[i]:
+            body["flowcept:parent_task_id"] = format_task_id(w, int(pid_col[i]))
+        if "tags" in d:
+            body["flowcept:tags"] = _literal(d["tags"])
+        if "error" in d:
+            body["flowcept:error"] = _literal(d["error"])
+        start_time[i] = body["prov:startTime"]
+        yield "activity", qn, body
+        yield rel("wasAssociatedWith", {"prov:activity": qn, "prov:agent": agent,
+                                        "prov:plan": f"flowcept:workflow/{w:016x}"})
+        ents = gen_entity.setdefault(i, {})
+        gen = d.get("generated")
+        if isinstance(gen, dict):
+            for key, v in gen.items():
+                eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/{_local(key)}"
+                yield "entity", eqn, {"prov:label": str(key), "prov:value": _literal(v)}
+                yield rel("wasGeneratedBy", {"prov:entity": eqn, "prov:activity": qn,
+                                             "prov:time": body["prov:endTime"]})
+                yield rel("wasAttributedTo", {"prov:entity": eqn, "prov:agent": agent})
+                for sv in scalar_values({key: v}):
+                    ents.setdefault(sv, []).append(eqn)
 
     # used values: entities of the producers (lineage rule), or a fresh entity
     producers_of = {}
     for b, p, v in lin.data_edges(rows):
         producers_of.setdefault(b, {}).setdefault(v, []).append(p)
     informed = set()
-    for k in range(0, len(rows), CHUNK):
-        check()
-        part = rows[k:k + CHUNK]
-        docs = a.decoded_payloads(part)
-        for j, i in enumerate(part.tolist()):
-            d = docs[j] if isinstance(docs[j], dict) else {}
-            used = d.get("used")
-            if not isinstance(used, dict):
-                continue
-            qn = task_qn(i)
-            deps = producers_of.get(i, {})
-            for key, v in used.items():
-                targets = []
-                for sv in scalar_values({key: v}):
-                    for p in deps.get(sv, []):
-                        targets.extend(gen_entity.get(p, {}).get(sv, []))
-                        if (i, p) not in informed:
-                            informed.add((i, p))
-                            yield rel("wasInformedBy", {"prov:informed": qn,
-                                                        "prov:informant": task_qn(p)})
-                if not targets:
-                    eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/used/{_local(key)}"
-                    yield "entity", eqn, {"prov:label": str(key), "prov:value": _literal(v)}
-                    targets = [eqn]
-                for eqn in dict.fromkeys(targets):
-                    yield rel("used", {"prov:activity": qn, "prov:entity": eqn, "prov:role": str(key),
-                                       "prov:time": start_time[i]})
-        if progress is not None:
-            progress.update(len(part), len(part))
+    for i, d in _payload_rows(a, rows, check, progress):
+        used = d.get("used")
+        if not isinstance(used, dict):
+            continue
+        qn = task_qn(i)
+        deps = producers_of.get(i, {})
+        for key, v in used.items():
+            targets = []
+            for sv in scalar_values({key: v}):
+                for p in deps.get(sv, []):
+                    targets.extend(gen_entity.get(p, {}).get(sv, []))
+                    if (i, p) not in informed:
+                        informed.add((i, p))
+                        yield rel("wasInformedBy", {"prov:informed": qn,
+                                                    "prov:informant": task_qn(p)})
+            if not targets:
+                eqn = f"flowcept:data/{qn[len('flowcept:task/'):]}/used/{_local(key)}"
+                yield "entity", eqn, {"prov:label": str(key), "prov:value": _literal(v)}
+                targets = [eqn]
+            for eqn in dict.fromkeys(targets):
+                yield rel("used", {"prov:activity": qn, "prov:entity": eqn, "prov:role": str(key),
+                                   "prov:time": start_time[i]})
     # parent -> child
     for i in rows.tolist():
         p = int(lin.parent[i])

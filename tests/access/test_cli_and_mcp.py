@@ -77,7 +77,8 @@ def test_perfetto_export_one_track_per_rank_and_thread(run_data, tmp_path):
     assert len(ranks) == 4
     err = [e for e in spans if e["cat"] == "ERROR"]
     assert [e["name"] for e in err] == ["evaluate"]
-    assert err[0]["args"]["used"] == {"model": "model-b.csv.clean", "metric": "auc"}   # its inputs (defaults too)
+    # a slice shows its inputs (a default included: Flowcept records defaults in used)
+    assert err[0]["args"]["used"] == {"model": "model-b.csv.clean", "metric": "auc"}
     train = [e for e in spans if e["name"] == "train"]
     assert train and all(e["args"]["generated"] for e in train)
     assert min(e["ts"] for e in spans) == 0 and all(e["dur"] >= 0 for e in spans)

@@ -41,7 +41,7 @@ def test_model_workflow_forwards_and_children(run_dir, tmp_path, monkeypatch):
     from flowcept.record.layout import format_task_id
     torch.manual_seed(0)
     with Flowcept(workflow_name="train-run") as f:
-        with FlowceptTask("setup") as setup:
+        with FlowceptTask(activity_id="setup") as setup:
             model = _net(get_profile=True, custom_metadata={"exp": "t1"})
         plain = _net(decorate=False)
         plain.load_state_dict(model.state_dict())

@@ -285,10 +285,22 @@ def test_foreign_owned_ring_dir_is_refused(dirs):
 # --------------------------------------------------------------------------- privilege drop
 
 
+def _traversable_tmp() -> str:
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        parts = Path(d).resolve().parts
+        paths = [Path(*parts[:i + 1]) for i in range(len(parts))]
+        if all(p.is_dir() and p.stat().st_mode & 0o001 for p in paths):
+            return d
+    pytest.fail("no temporary directory others may traverse (/tmp, /var/tmp, /dev/shm): "
+                "chmod 1777 /tmp")
+
+
 @pytest.fixture
 def user_base():
-    """A directory tree the unprivileged OTHER_UID can reach: /tmp (sticky) / base (its own)."""
-    base = Path(tempfile.mkdtemp(prefix="fc-epilog-user-", dir="/tmp"))
+    """A directory tree the unprivileged OTHER_UID can reach: a world-traversable
+    temporary directory (/tmp, else /var/tmp or /dev/shm: some sandboxes make
+    /tmp 0700) / base (its own)."""
+    base = Path(tempfile.mkdtemp(prefix="fc-epilog-user-", dir=_traversable_tmp()))
     os.chown(base, OTHER_UID, OTHER_UID)
     yield base
     shutil.rmtree(base, ignore_errors=True)

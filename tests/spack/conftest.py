@@ -31,11 +31,13 @@ CONCRETIZE = Path(__file__).resolve().parent / "concretize.py"
 # ("py-flowcept+mofka" alone is refused too, as "unsatisfiable" after a 30 s solve; naming the
 # missing package fails at once.)
 PLAIN_SPECS = ["py-flowcept", "py-flowcept~mofka", "py-flowcept~mpi~hdf5",
-               "!py-flowcept+mofka ^mofka"]
+               "py-flowcept+redis~mpi~hdf5", "!py-flowcept+mofka ^mofka"]
 # With it, the MPI pinned as spack/README.md tells sites to; "?" asks the recipe's own check.
 MOCHI_SPECS = ["py-flowcept+mofka ^mpich", "?py-flowcept+mofka ^mofka~python",
                "?py-flowcept+mofka ^mofka+python"]
 INSTALL_SPEC = "py-flowcept@main~mpi~hdf5"
+# every recipe in spack/packages
+RECIPES = sorted(p.parent.name for p in (ROOT / "spack" / "packages").glob("*/package.py"))
 # Seconds for one Spack step: clingo takes minutes on 2 busy cores (the stage's times are in
 # spack/README.md).
 STEP_TIMEOUT = 3000
@@ -125,8 +127,7 @@ def _plain_lane(spack_cache, scopes, work):
 def _mochi_lane(spack_cache, scopes, work):
     mochi = Spack(spack_cache, [scopes["mochi"]])
     # with every repository the recipes name: audit checks that each depends_on exists
-    results = {"audit": mochi("audit", "packages", "py-flowcept", "diaspora-stream-api",
-                              check=False)}
+    results = {"audit": mochi("audit", "packages", *RECIPES, check=False), "audited": RECIPES}
     results.update(_concretize(mochi, MOCHI_SPECS, work, "mochi"))
     return results
 
@@ -189,7 +190,8 @@ def spack_stage(spack_cache, scopes, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def concretized(spack_stage):
-    """{"audit": CompletedProcess, spec text: what concretize.py recorded}."""
+    """{"audit": CompletedProcess, "audited": recipe names, spec text: what concretize.py
+    recorded}."""
     return {**spack_stage["plain"].result(), **spack_stage["mochi"].result()}
 
 

@@ -27,7 +27,8 @@ def test_spack_test_run_passes_every_part(installed):
     assert installed["run"].returncode == 0, installed["run"].stdout + installed["run"].stderr
     parts = re.findall(r"^PyFlowcept::(\w+) \.+ (\w+)$", out, re.M)
     names = {name for name, _ in parts}
-    assert {"test_c_library", "test_cli", "test_python_import"} <= names, out
+    assert {"test_c_library", "test_cli", "test_python_import",
+            "test_query_regex_and_json"} <= names, out
     assert all(status == "PASSED" for _, status in parts), out
 
 

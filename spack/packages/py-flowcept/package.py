@@ -1,9 +1,9 @@
 # Spack package recipe for flowcept, HPC-native workflow provenance (Python + C, MPI-aware).
 #
 # Exercised by real Spack 1.1.0 in the test suite (tests/spack/, offline): `spack audit`, `spack
-# spec` of the default, ~mofka, ~mpi~hdf5 and +mofka ^mpich variants, and a real install of
-# py-flowcept@main~mpi~hdf5 from the checkout followed by `spack test run`.  Written against the
-# Spack >= 0.23 package API (repository API v1, which Spack 1.x still reads).
+# spec` of the default, ~mofka, ~mpi~hdf5, +redis~mpi~hdf5 and +mofka ^mpich variants, and a
+# real install of py-flowcept@main~mpi~hdf5 from the checkout followed by `spack test run`.
+# Written against the Spack >= 0.23 package API (repository API v1, which Spack 1.x still reads).
 
 import os
 
@@ -43,6 +43,10 @@ class PyFlowcept(PythonPackage):
     # 1.3 is the newest py-lmdb in the builtin repository; pyproject.toml says lmdb>=1.3 too.
     depends_on("py-lmdb@1.3:", type=("build", "run"))
     depends_on("py-tomli@1.1:", type=("build", "run"), when="^python@:3.10")
+    # the read path's JSON writer (query, serve, exports)
+    depends_on("py-orjson@3.9:", type=("build", "run"))
+    # $regex in linear time (query, serve, MCP); py-google-re2 is in this repository
+    depends_on("py-google-re2@1.1:", type=("build", "run"))
 
     depends_on("py-h5py@3.6:", type=("build", "run"), when="+hdf5")
 
@@ -54,6 +58,10 @@ class PyFlowcept(PythonPackage):
     conflicts("^mpi-serial", when="+mpi", msg="mpi-serial is a serial stub; use ^mpich")
 
     depends_on("py-redis@4.5:", type=("build", "run"), when="+redis")
+    # hiredis: the C reply parser.  Newer than the builtin repository's 1.1.0, so py-hiredis is
+    # in this repository too; redis-py 7 uses it only from 3.2 on.
+    depends_on("py-hiredis@2:", type=("build", "run"), when="+redis")
+    depends_on("py-hiredis@3.2:", type=("build", "run"), when="+redis ^py-redis@7:")
 
     # +mofka: Mofka from the Mochi repository (https://github.com/mochi-hpc/mochi-spack-packages,
     # repository API v2, Spack >= 1.0), diaspora-stream-api from this repository (neither the
@@ -129,8 +137,9 @@ class PyFlowcept(PythonPackage):
 
     def test_python_import(self):
         """import flowcept, its compiled extension and the clients its variants add"""
-        modules = ["flowcept", "flowcept.native"]
+        modules = ["flowcept", "flowcept.native", "orjson", "re2"]
         for variant, client in (("+mpi", "mpi4py.MPI"), ("+hdf5", "h5py"), ("+redis", "redis"),
+                                ("+redis", "hiredis"),
                                 ("+mofka", "diaspora_stream.api"),
                                 ("+mofka", "mochi.mofka.client")):
             if self.spec.satisfies(variant):
@@ -138,11 +147,37 @@ class PyFlowcept(PythonPackage):
         python = self.spec["python"].command
         python("-c", "import {0}; print('flowcept ok')".format(", ".join(modules)))
 
+    def test_query_regex_and_json(self):
+        """$regex filters run on RE2 and documents go out as JSON through orjson"""
+        python = self.spec["python"].command
+        python("-c", QUERY_CHECK)
+
     def test_cli(self):
         """the flowcept command line starts"""
         flowcept = which(join_path(self.prefix.bin, "flowcept"))
         assert flowcept is not None, "flowcept script not installed"
         flowcept("--help")
+
+
+# What `flowcept query` needs of py-google-re2 and py-orjson: RE2 matches (and refuses a
+# backreference, which Python's re would run), and orjson writes the documents.
+QUERY_CHECK = """\
+import json, orjson
+from flowcept.query.documents import dumps
+from flowcept.query.filters import matches
+from flowcept.query.limits import BadRequest
+doc = {"activity_id": "train_step", "status": "FINISHED", "used": {"lr": 0.1}}
+assert matches(doc, {"activity_id": {"$regex": "^train_"}, "status": "FINISHED"})
+assert not matches(doc, {"activity_id": {"$regex": "eval$"}})
+try:
+    matches(doc, {"activity_id": {"$regex": r"(t)\\1"}})
+except BadRequest as e:
+    assert "backreferences" in str(e), e
+else:
+    raise SystemExit("$regex ran a backreference: not RE2")
+assert dumps(doc) == orjson.dumps(doc) and json.loads(dumps(doc)) == doc
+print("query ok")
+"""
 
 
 def render_module(text, prefix, platlib):
