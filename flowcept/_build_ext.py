@@ -14,8 +14,9 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CSRC = os.path.join(ROOT, "csrc")
-SOURCES = ["crc32c.c", "batch.c", "spill.c", "ring.c", "capture.c", "jobid.c", "columns.c"]
-CDEF_HEADERS = ["fc_format.h", "flowcept.h", "fc_columns.h"]   # in this order: the APIs use the formats
+SOURCES = ["crc32c.c", "batch.c", "spill.c", "ring.c", "capture.c", "jobid.c", "columns.c",
+           "docjson.c", "ryu.c"]
+CDEF_HEADERS = ["fc_format.h", "flowcept.h", "fc_columns.h", "fc_docjson.h"]   # in this order: the APIs use the formats
 
 
 def read_cdef(header_path):
@@ -39,14 +40,14 @@ def make_builder():
     ffi = FFI()
     ffi.cdef("\n".join(read_cdef(os.path.join(CSRC, h)) for h in CDEF_HEADERS))
     flags = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-pthread"]
-    link = ["-pthread"]
+    link = ["-pthread", "-lm"]
     sanitize = os.environ.get("FLOWCEPT_SANITIZE", "")
     if sanitize:
         flags += [f"-fsanitize={sanitize}", "-g", "-fno-omit-frame-pointer"]
         link += [f"-fsanitize={sanitize}"]
     ffi.set_source(
         "flowcept._flowcept_c",
-        '#include "flowcept.h"\n#include "fc_columns.h"',
+        '#include "flowcept.h"\n#include "fc_columns.h"\n#include "fc_docjson.h"',
         sources=[os.path.relpath(os.path.join(CSRC, s), ROOT) for s in SOURCES],
         include_dirs=[os.path.relpath(CSRC, ROOT)],
         extra_compile_args=flags,

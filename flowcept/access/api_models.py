@@ -72,7 +72,10 @@ class Task(BaseModel):
 class TaskPage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str
-    total: int = Field(description="matches in all")
+    total: Optional[int] = Field(description="matches in all: counted when the request says count=true "
+                                             "(once per filter, then remembered until the data change); "
+                                             "otherwise given only when already known, else null "
+                                             "(a first page does not count every match)")
     count: int = Field(description="items in this page")
     offset: int
     next_cursor: Optional[str] = Field(description="pass as cursor= for the next page; null at the end")
@@ -150,6 +153,14 @@ class TaskQuery(BaseModel):
     sort: Optional[Union[str, List[Any]]] = None
     limit: Optional[int] = None
     cursor: Optional[str] = None
+    count: bool = Field(False, description="also count every match (total)")
+
+
+class TaskCount(BaseModel):
+    """GET /api/v1/tasks/count: how many tasks match a filter."""
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    total: int = Field(description="matches in all")
 
 
 class RunRow(BaseModel):

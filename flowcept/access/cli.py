@@ -65,18 +65,24 @@ def _cmd_query(args) -> int:
     access = _access(args.specs, args)
     out = sys.stdout
     try:
-        if args.all:
+        if args.all and args.format == "jsonl":   # written from the columns (C): dumps_lines' bytes
+            chunks = access.iter_json(args.source, args.filter, args.projection, args.sort, None,
+                                      max_stream=None)
+            parts, total = [], None
+        elif args.all:
             parts = access.iter_pages(args.source, args.filter, args.projection, args.sort, None,
                                       max_stream=None)
             total = None
-        else:
-            page = access.tasks(args.source, args.filter, args.projection, args.sort, args.limit)
+        else:   # the table says "N of total": it counts; the other formats do not
+            page = access.tasks(args.source, args.filter, args.projection, args.sort, args.limit,
+                                count=args.format == "table")
             parts, total = [page["items"]], page["total"]
+            chunks = (dumps_lines(p) for p in parts)
         if args.format == "jsonl":
             out.flush()
             raw = out.buffer
-            for part in parts:
-                raw.write(dumps_lines(part))
+            for text in chunks:
+                raw.write(text)
             raw.flush()
         elif args.format == "json":
             out.write("[")

@@ -192,10 +192,24 @@ class Access:
 
     # tasks ----------------------------------------------------------------------------------
     def tasks(self, source: Optional[str] = None, filter=None, projection=None, sort=None,
-              limit=None, cursor: Optional[str] = None) -> dict:
+              limit=None, cursor: Optional[str] = None, count: bool = False) -> dict:
         """One page of matching tasks: the top ``limit`` in the sort order,
         found on columns block by block (blocks whose index cannot beat the
-        page are not read), resuming right after the cursor's row."""
+        page are not read), resuming right after the cursor's row.
+        ``total`` is the number of matches when ``count`` asks for it (counted
+        once per filter and remembered until the data change), or when it is
+        known anyway (remembered, or every match was seen reading the page);
+        else None: a first page does not count all matches."""
+        return self._task_page(source, filter, projection, sort, limit, cursor, count, False)
+
+    def tasks_json(self, source: Optional[str] = None, filter=None, projection=None, sort=None,
+                   limit=None, cursor: Optional[str] = None, count: bool = False) -> bytes:
+        """``tasks()`` as the HTTP service's body: the bytes JSONResponse would
+        write for it (compact, UTF-8), with the items written from the columns
+        (``flowcept.query.documents.json_text``)."""
+        return self._task_page(source, filter, projection, sort, limit, cursor, count, True)
+
+    def _task_page(self, source, filter, projection, sort, limit, cursor, count, as_json):
         flt = parse_filter(filter)
         order = parse_sort(sort)
         fields = parse_projection(projection)
@@ -203,56 +217,77 @@ class Access:
         src = self.source(source)
         qh = _query_hash(src.name, flt, order)
         offset, after = decode_cursor(cursor, qh, keys=len(order))
-        key = (src.name, src.table.generation(), qh, n, cursor or "", tuple(fields or ()))
+        gen = src.table.generation()
+        key = (src.name, gen, qh, n, cursor or "", tuple(fields or ()), bool(count), as_json)
         with self._page_lock:
             hit = self._pages.get(key)
             if hit is not None:
                 self._pages.move_to_end(key)
-                return dict(hit)
+                return hit if as_json else dict(hit)
         budget = self.deadline()
         keyed = engine.column_sortable(order) and after is not None
-        docs, last = engine.page(src.table, flt, order, n, offset, after if keyed else None,
-                                 fields, budget)
-        total = src.count(flt, budget)
-        end = offset + len(docs)
-        nxt = encode_cursor(end, qh, last if engine.column_sortable(order) else None) \
-            if end < total and docs else None
-        out = {"source": src.name, "total": total, "count": len(docs), "offset": offset,
-               "next_cursor": nxt, "items": [jsonable(d) for d in docs]}
+        page = engine.page_rows(src.table, flt, order, n, offset, after if keyed else None, budget)
+        if page.total is not None:   # the page saw every match: the count is known
+            src.remember_count(flt, page.total)
+        total = src.count(flt, budget) if count else src.known_count(flt)
+        end = offset + len(page)
+        nxt = encode_cursor(end, qh, page.last if engine.column_sortable(order) else None) \
+            if page.more and len(page) else None
+        meta = {"source": src.name, "total": total, "count": len(page), "offset": offset,
+                "next_cursor": nxt}
+        if as_json:
+            items = page.json(fields, "python", b",")
+            head = json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+            out = head[:-1] + b',"items":[' + items[:-1] + b"]}"
+        else:
+            out = dict(meta, items=[jsonable(d) for d in page.documents(fields)])
         with self._page_lock:   # the same page again (a dashboard's poll) until the data change
             self._pages[key] = out
             while len(self._pages) > 256:
                 self._pages.popitem(last=False)
-        return dict(out)
+        return out if as_json else dict(out)
+
+    def count(self, source: Optional[str] = None, filter=None) -> dict:
+        """How many tasks match (counted on columns once per filter, remembered
+        until the data change)."""
+        flt = parse_filter(filter)
+        src = self.source(source)
+        return {"source": src.name, "total": src.count(flt, self.deadline())}
 
     def iter_tasks(self, source=None, filter=None, projection=None, sort=None, limit=None,
                    max_stream: Optional[int] = MAX_STREAM):
         """Every match (up to ``max_stream`` or ``limit``) in order, streamed:
         documents are built block by block as they are handed out.  Checked
         before the first document; the budget runs while it streams."""
+        src, flt, order, fields, n = self._stream_request(source, filter, projection, sort, limit, max_stream)
+        return self._stream(src, flt, order, fields, self.deadline(), n)
+
+    def _stream_request(self, source, filter, projection, sort, limit, max_stream):
+        """(source, filter, order, fields, limit) of a stream, checked before it begins."""
         flt = parse_filter(filter)
         order = parse_sort(sort)
         fields = parse_projection(projection)
         top = max_stream or None
         n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
         src = self.source(source)
-        budget = self.deadline()
-        return self._stream(src, flt, order, fields, budget, n)
+        return src, flt, order, fields, n
 
     def _stream(self, src, flt, order, fields, budget, n):
         for part in engine.stream(src.table, flt, order, fields, budget, limit=n):
             for d in part:
                 yield jsonable(d)
 
+    def iter_json(self, source=None, filter=None, projection=None, sort=None, limit=None,
+                  max_stream: Optional[int] = MAX_STREAM):
+        """iter_pages as JSON lines, in chunks of bytes: exactly ``dumps_lines``
+        of its documents, written from the columns (``engine.stream_json``)."""
+        src, flt, order, fields, n = self._stream_request(source, filter, projection, sort, limit, max_stream)
+        return engine.stream_json(src.table, flt, order, fields, self.deadline(), limit=n)
+
     def iter_pages(self, source=None, filter=None, projection=None, sort=None, limit=None,
                    max_stream: Optional[int] = MAX_STREAM):
         """iter_tasks in lists of documents (as the engine hands them out)."""
-        flt = parse_filter(filter)
-        order = parse_sort(sort)
-        fields = parse_projection(projection)
-        top = max_stream or None
-        n = parse_limit(limit, default=top, maximum=top or (1 << 62)) if (limit or top) else None
-        src = self.source(source)
+        src, flt, order, fields, n = self._stream_request(source, filter, projection, sort, limit, max_stream)
         return engine.stream(src.table, flt, order, fields, self.deadline(), limit=n)
 
     def task(self, task_id: str, source: Optional[str] = None) -> dict:
@@ -319,7 +354,7 @@ class Access:
     def failures(self, source: Optional[str] = None, filter=None, limit=None, projection=None) -> dict:
         flt = parse_filter(filter)
         cond = {"$and": [flt, {"status": "ERROR"}]} if flt else {"status": "ERROR"}
-        return self.tasks(source, cond, projection, None, limit)
+        return self.tasks(source, cond, projection, None, limit, count=True)
 
     # provenance -------------------------------------------------------------------------------
     def prov(self, source: Optional[str] = None, workflow: Optional[str] = None, fmt: str = "json"):
@@ -641,7 +676,7 @@ def lineage_graph(access: Access, task_id: str, source=None, max_nodes=None) -> 
     """A task with its nearest ancestors and descendants (at most ``max_nodes`` each way, the
     closest in time first) and the edges among them: ``parent`` (recorded inside) and
     ``data`` (a value used equal to one generated earlier; the rule of ``lineage``)."""
-    from flowcept.archive.lineage import scalar_values
+    from flowcept.query.lineage import scalar_values
     n = parse_limit(max_nodes, default=25, maximum=200)
     src = access.source(source).name
     fields = ["task_id", "activity_id", "status", "rank", "parent_task_id", "start_ns", "end_ns",
@@ -684,7 +719,7 @@ def export_tasks(access: Access, source=None, filter=None, projection=None, sort
     service's documents) or Parquet (``flowcept export --format parquet``'s columns, every
     field, in start order; needs pyarrow).  A query past its budget after the answer has
     begun ends it with a last line saying so."""
-    from flowcept.query.documents import dumps, dumps_lines
+    from flowcept.query.documents import dumps
     if fmt not in EXPORT_FORMATS:
         raise BadRequest(f"format is one of {', '.join(EXPORT_FORMATS)}")
     src = access.source(source)
@@ -692,13 +727,12 @@ def export_tasks(access: Access, source=None, filter=None, projection=None, sort
     if fmt == "parquet":
         return EXPORT_FORMATS[fmt], name, _parquet_chunks(access, src, parse_filter(filter))
     cols = parse_projection(projection)
-    if fmt == "jsonl":
-        parts = access.iter_pages(src.name, filter, cols, sort, limit)
+    if fmt == "jsonl":   # written from the columns (iter_json): the bytes of dumps_lines
+        chunks = access.iter_json(src.name, filter, cols, sort, limit)
 
         def lines():
             try:
-                for part in parts:
-                    yield dumps_lines(part)
+                yield from chunks
             except QueryTimeout as e:
                 yield dumps({"error": str(e)}) + b"\n"
         return EXPORT_FORMATS[fmt], name, lines()

@@ -9,6 +9,8 @@ fastapi-offline package):
 /health                                         liveness and the served sources (no token)
 /api/v1/sources                                 the sources served
 /api/v1/tasks?filter=&projection=&sort=&limit=  one page of matching tasks + ``next_cursor``
+                                                (``count=true``: also ``total``, every match counted)
+/api/v1/tasks/count?filter=                     how many tasks match
   &cursor=
 POST /api/v1/tasks/query                        the same, the request as a JSON body
 /api/v1/tasks/stream?...                        every match as JSON lines (streamed)
@@ -64,8 +66,8 @@ from typing import Optional
 from flowcept.access import core, ui
 from flowcept.access.api_models import (AskAnswer, AskQuery, Capabilities, ErrorBody, FailureGroupList,
                                         Health, LineageAnswer, LineageGraph, RunList, SourceList,
-                                        StatsAnswer, TaskPage, TaskQuery, Task, Timeline, WorkflowList,
-                                        WorkflowSummary, errors)
+                                        StatsAnswer, TaskCount, TaskPage, TaskQuery, Task, Timeline,
+                                        WorkflowList, WorkflowSummary, errors)
 from flowcept.access.core import Access, BadRequest, NotFound
 from flowcept.access.sources import QueryTimeout
 
@@ -357,16 +359,27 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     async def sources():
         return {"items": access.list_sources()}
 
+    CountQ = Query(False, description="also count every match (total); otherwise total is given only "
+                                      "when already known (null on a first page of a new filter)")
+
+    def page_body(body: bytes):   # written by Access.tasks_json: the bytes JSONResponse would send
+        return Response(body, media_type="application/json")
+
     @app.get("/api/v1/tasks", response_model=None, responses=ok(TaskPage, *common))
     async def tasks(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                     sort: Optional[str] = SortQ, limit: Optional[int] = LimitQ,
                     cursor: Optional[str] = Query(None, description="next_cursor of the previous page"),
-                    source: Optional[str] = SourceQ):
-        return await run(access.tasks, source, filter, projection, sort, limit, cursor)
+                    source: Optional[str] = SourceQ, count: bool = CountQ):
+        return page_body(await run(access.tasks_json, source, filter, projection, sort, limit, cursor, count))
 
     @app.post("/api/v1/tasks/query", response_model=None, responses=ok(TaskPage, *common))
     async def tasks_query(q: TaskQuery = Body(...)):
-        return await run(access.tasks, q.source, q.filter, q.projection, q.sort, q.limit, q.cursor)
+        return page_body(await run(access.tasks_json, q.source, q.filter, q.projection, q.sort, q.limit,
+                                   q.cursor, q.count))
+
+    @app.get("/api/v1/tasks/count", response_model=None, responses=ok(TaskCount, *common))
+    async def tasks_count(filter: Optional[str] = FilterQ, source: Optional[str] = SourceQ):
+        return await run(access.count, source, filter)
 
     @app.get("/api/v1/tasks/stream", response_class=StreamingResponse,
              responses={200: {"description": "one task document (as in items) per line",
@@ -376,12 +389,10 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     async def tasks_stream(filter: Optional[str] = FilterQ, projection: Optional[str] = ProjQ,
                            sort: Optional[str] = SortQ, limit: Optional[int] = LimitQ,
                            source: Optional[str] = SourceQ):
-        from flowcept.query.documents import dumps_lines
-
         def begin():
-            parts = access.iter_pages(source, filter, projection, sort, limit)
+            parts = access.iter_json(source, filter, projection, sort, limit)
             return parts, next(parts, None)
-        return await streamed(begin, dumps_lines, "application/x-ndjson")
+        return await streamed(begin, lambda b: b, "application/x-ndjson")
 
     export_content = {m: {"schema": {"type": "string", "contentMediaType": m}}
                       for m in core.EXPORT_FORMATS.values()}

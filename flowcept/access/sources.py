@@ -27,7 +27,9 @@ from collections import OrderedDict
 from typing import Dict, List, Optional
 
 from flowcept.query import engine
+from flowcept.query.documents import documents
 from flowcept.query.limits import Budget, QueryTimeout  # noqa: F401 (part of this module's API)
+from flowcept.query.lineage import LineageIndex
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -45,6 +47,8 @@ class Source:
         self.location = location
         self._counts: "OrderedDict[tuple, int]" = OrderedDict()
         self._count_lock = threading.Lock()   # the cache's bookkeeping only
+        self._lineage: Optional[tuple] = None  # (generation, LineageIndex)
+        self._lineage_lock = threading.Lock()  # one build at a time
 
     @property
     def table(self) -> engine.Table:
@@ -56,18 +60,32 @@ class Source:
 
     def count(self, cond: dict, deadline: Budget) -> int:
         """How many tasks match; remembered per filter until the data change."""
-        key = (self.table.generation(), json.dumps(cond, sort_keys=True, default=str))
+        key = self._count_key(cond)
         with self._count_lock:
             n = self._counts.get(key)
             if n is not None:
                 self._counts.move_to_end(key)
                 return n
         n = engine.count(self.table, cond, deadline)
+        self.remember_count(cond, n)
+        return n
+
+    def _count_key(self, cond) -> tuple:
+        return (self.table.generation(), json.dumps(cond, sort_keys=True, default=str))
+
+    def known_count(self, cond: dict) -> Optional[int]:
+        """The number of matches when it is remembered (None: not counted yet)."""
+        key = self._count_key(cond)
+        with self._count_lock:
+            return self._counts.get(key)
+
+    def remember_count(self, cond: dict, n: int) -> None:
+        """Keeps a number of matches learned otherwise (a page that saw them all)."""
+        key = self._count_key(cond)
         with self._count_lock:
             self._counts[key] = n
             while len(self._counts) > 256:
                 self._counts.popitem(last=False)
-        return n
 
     def task(self, task_id: str) -> dict:
         """One task; KeyError when absent."""
@@ -80,7 +98,22 @@ class Source:
         raise NotImplementedError
 
     def lineage(self, task_id: str, up: bool, deadline: Budget) -> List[dict]:
-        return dict_lineage(self.find({}, deadline), task_id, up)
+        """Ancestors (up) or descendants of a task (KeyError when absent), walked
+        on the table's lineage index, built once per change of the data."""
+        index = self.lineage_index(deadline)
+        rows = index.walk(index.row_of(task_id), up, deadline)
+        out: List[dict] = []
+        where = index.locate(rows)
+        for (_ref, block), (_i, sel) in zip(self.table.blocks([index.refs[i] for i, _s in where]), where):
+            out.extend(documents(block, sel))
+        return out
+
+    def lineage_index(self, deadline: Budget) -> LineageIndex:
+        gen = self.table.generation()
+        with self._lineage_lock:
+            if self._lineage is None or self._lineage[0] != gen:
+                self._lineage = (gen, LineageIndex(self.table, deadline))
+            return self._lineage[1]
 
     def prov(self, workflow: Optional[str] = None) -> dict:
         raise NotImplementedError
@@ -239,17 +272,6 @@ class ArchiveSource(Source):
     def table(self) -> engine.Table:
         return self._table
 
-    def _docs(self, selection) -> List[dict]:
-        import numpy as np
-        from flowcept.query.documents import documents
-        rows = np.sort(np.asarray(selection, np.int64))
-        B = self._table.block_rows
-        out: List[dict] = []
-        for k in np.unique(rows // B).tolist():   # one block per group of rows
-            sel = rows[(rows // B) == k]
-            out.extend(documents(self.archive.block(k * B, (k + 1) * B), sel - k * B))
-        return out
-
     def task(self, task_id: str) -> dict:
         from flowcept.record.layout import parse_task_id
         parse_task_id(task_id)   # ValueError on a malformed id
@@ -258,62 +280,11 @@ class ArchiveSource(Source):
     def workflows(self) -> Dict[str, dict]:
         return self.archive.workflows
 
-    def lineage(self, task_id: str, up: bool, deadline: Budget) -> List[dict]:
-        sel = self.archive.ancestors(task_id) if up else self.archive.descendants(task_id)
-        return self._docs(sel)
-
     def prov(self, workflow: Optional[str] = None) -> dict:
         return self.archive.to_prov(workflow=workflow)
 
     def close(self) -> None:
         self.archive.close()
-
-
-# -- lineage over task dicts (stores; the same rule as flowcept.archive.lineage) ----------
-def dict_lineage(docs: List[dict], task_id: str, up: bool) -> List[dict]:
-    """Ancestors (up) or descendants of a task among docs: parent links and data
-    dependencies (a used value equal to an earlier generated one)."""
-    from collections import defaultdict
-    from flowcept.archive.lineage import scalar_values
-    by_id = {d["task_id"]: i for i, d in enumerate(docs)}
-    if task_id not in by_id:
-        raise KeyError(f"no task {task_id}")
-    children = defaultdict(list)
-    producers = defaultdict(list)
-    consumers = defaultdict(list)
-    used, gen = [], []
-    for i, d in enumerate(docs):
-        if d.get("parent_task_id") in by_id:
-            children[by_id[d["parent_task_id"]]].append(i)
-        u = scalar_values(d.get("used")) if isinstance(d.get("used"), dict) else []
-        g = scalar_values(d.get("generated")) if isinstance(d.get("generated"), dict) else []
-        used.append(u)
-        gen.append(g)
-        for v in set(g):
-            producers[v].append(i)
-        for v in set(u):
-            consumers[v].append(i)
-    start = by_id[task_id]
-    seen, stack = {start}, [start]
-    while stack:
-        j = stack.pop()
-        nxt = []
-        if up:
-            p = docs[j].get("parent_task_id")
-            if p in by_id:
-                nxt.append(by_id[p])
-            for v in used[j]:
-                nxt.extend(k for k in producers.get(v, ()) if docs[k]["end_ns"] <= docs[j]["start_ns"])
-        else:
-            nxt.extend(children.get(j, ()))
-            for v in gen[j]:
-                nxt.extend(k for k in consumers.get(v, ()) if docs[k]["start_ns"] >= docs[j]["end_ns"])
-        for k in nxt:
-            if k not in seen:
-                seen.add(k)
-                stack.append(k)
-    seen.discard(start)
-    return [docs[i] for i in seen]
 
 
 # -- picking a source ----------------------------------------------------------------------

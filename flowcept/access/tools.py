@@ -50,7 +50,7 @@ TOOLS: List[Dict[str, Any]] = [
          "source": _SOURCE}},
      "call": lambda a, filter=None, projection=None, sort=None, limit=None, cursor=None, source=None:
          a.tasks(source, filter or {}, projection, sort, min(int(limit or TOOL_LIMIT), TOOL_LIMIT * 4),
-                 cursor)},
+                 cursor, count=True)},
     {"name": "get_task",
      "description": "One task record by its task id (used, generated, status, timing, rank, host).",
      "parameters": {"type": "object", "properties": {"task_id": _TASK, "source": _SOURCE},

@@ -20,45 +20,12 @@ index: parent links with numpy; data edges by decoding every payload once.
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Dict, List
 
 import numpy as np
 
-
-def scalar_values(d) -> List:
-    """The values of a used/generated dict that take part in data dependencies."""
-    out = []
-    if not isinstance(d, dict):
-        return out
-    for v in d.values():
-        items = v if isinstance(v, (list, tuple)) else (v,)
-        for x in items:
-            if isinstance(x, bool) or x is None:
-                continue
-            if isinstance(x, float) and math.isnan(x):
-                continue
-            if isinstance(x, (str, bytes, int, float)):
-                out.append(x)
-    return out
-
-
-def find_rows(wf_col: np.ndarray, id_col: np.ndarray, wf: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Row of each (wf, id) pair in the (wf_col, id_col) table, -1 where absent."""
-    order = np.lexsort((id_col, wf_col))
-    swf, sid = wf_col[order], id_col[order]
-    out = np.full(len(ids), -1, np.int64)
-    for w in np.unique(wf).tolist():
-        lo, hi = np.searchsorted(swf, w, "left"), np.searchsorted(swf, w, "right")
-        if lo == hi:
-            continue
-        sel = np.flatnonzero(wf == w)
-        pos = lo + np.searchsorted(sid[lo:hi], ids[sel])
-        ok = pos < hi
-        ok[ok] = sid[pos[ok]] == ids[sel][ok]
-        out[sel[ok]] = order[pos[ok]]
-    return out
+from flowcept.query.lineage import find_rows, scalar_values   # one rule of which values link (also for its users)
 
 
 class Lineage:

@@ -381,6 +381,243 @@ def dumps_lines(docs) -> bytes:
     return b"\n".join(parts)
 
 
+def dumps_python(doc) -> bytes:
+    """One document as the HTTP service's page bodies carry it: ``jsonable``,
+    then ``json.dumps(ensure_ascii=False)`` compact (what FastAPI's
+    JSONResponse writes)."""
+    return json.dumps(jsonable(doc), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+# -- documents as JSON text, written in C -----------------------------------------------------
+# The text of documents of rows, straight from the block columns and the msgpack payloads
+# (flowcept.native.docjson).  What is written is decided here: the fields (the projection),
+# their order and the two styles, each the exact bytes of the Python path above --
+# "orjson" (dumps / dumps_lines: JSON lines, streams, Parquet's JSON columns) and "python"
+# (dumps_python: page bodies).  Rows whose payload is not plain msgpack are written by the
+# Python path, row by row, in their place.
+JSON_STYLES = ("orjson", "python")
+
+
+def _native_json():
+    try:
+        from flowcept.native import docjson
+    except ImportError:   # pragma: no cover - a pure-Python install
+        return None
+    return docjson
+
+
+def _literal(text: str, style: str) -> bytes:
+    """A string table entry as JSON text (b"" where only the Python path can write it)."""
+    try:
+        if style == "orjson":
+            oj = _orjson()
+            if oj is not None:
+                return oj.dumps(text)
+        out = json.dumps(text, ensure_ascii=style != "python").encode()
+        return out
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return b""
+
+
+def _field_codes(fields, codes: dict):
+    """The projection as the C writer's field codes (None: whole documents;
+    False: a projection only the Python path writes, e.g. dotted fields)."""
+    if fields is None:
+        return None
+    if not isinstance(fields, (list, tuple)):
+        return False
+    out, seen = [], set()
+    for f in fields:
+        if not isinstance(f, str) or "." in f:
+            return False
+        if f in seen:
+            continue
+        seen.add(f)
+        if f in codes:
+            out.append(codes[f])
+    return out
+
+
+def _doc_text(doc, style: str) -> bytes:
+    return dumps(doc) if style == "orjson" else dumps_python(doc)
+
+
+def _rows_for_c(native, blocks, bid: np.ndarray, row: np.ndarray, style: str, payloads: bool):
+    """The C writer's rows (flowcept.native.docjson.Rows) of rows of several blocks, in order."""
+    n = len(row)
+    cols = {k: np.zeros(n, dt) for k, dt in (
+        ("workflow_id", np.uint64), ("task_id", np.uint64), ("parent_id", np.uint64),
+        ("start_ns", np.int64), ("end_ns", np.int64), ("rank", np.uint32), ("thread_id", np.uint32),
+        ("activity", np.uint32), ("status", np.uint32), ("hostname", np.uint32), ("flags", np.uint16),
+        ("payload", np.uint64), ("payload_len", np.uint32))}
+    literals: List[bytes] = []
+    index: Dict[str, int] = {}
+
+    def lit(text: str) -> int:
+        k = index.get(text)
+        if k is None:
+            k = index[text] = len(literals)
+            literals.append(_literal(text, style))
+        return k
+    keep = []
+    single = len(blocks) == 1 or (len(bid) and bid.min() == bid.max())
+    for b in (np.unique(bid).tolist() if not single else [int(bid[0])] if n else []):
+        pos = slice(None) if single else np.flatnonzero(bid == b)
+        r = row if single else row[pos]
+        blk = blocks[b]
+        c = blk.cols
+        for k in ("workflow_id", "task_id", "parent_id", "start_ns", "end_ns", "rank", "thread_id", "flags"):
+            cols[k][pos] = c[k][r]
+        table = blk.strings
+        for col, out in (("activity", "activity"), ("node", "hostname")):
+            uniq, inv = np.unique(c[col][r], return_inverse=True)
+            names = [table[min(u, len(table) - 1)] if table else "" for u in uniq.tolist()]
+            cols[out][pos] = np.array([lit(x) for x in names] or [0], np.uint32)[inv.reshape(-1)]
+        from flowcept.record.document import status_name
+        uniq, inv = np.unique(c["status"][r], return_inverse=True)
+        cols["status"][pos] = np.array([lit(status_name(u)) for u in uniq.tolist()] or [0],
+                                       np.uint32)[inv.reshape(-1)]
+        if not payloads:
+            continue
+        lens = c["payload_len"][r]
+        if getattr(blk.payload, "read", None) is not None:    # archives: read by chunk
+            parts = blk.payloads(r)
+            buf = np.frombuffer(b"".join(parts) or b"\0", np.uint8)
+            starts = np.zeros(len(parts), np.uint64)
+            if len(parts) > 1:
+                np.cumsum(np.asarray(lens[:-1], np.uint64), out=starts[1:])
+            addr = np.uint64(buf.__array_interface__["data"][0]) + starts
+        else:
+            buf = blk.payload if isinstance(blk.payload, np.ndarray) else \
+                np.frombuffer(blk.payload if len(blk.payload) else b"\0", np.uint8)
+            addr = np.uint64(buf.__array_interface__["data"][0]) + c["payload_off"][r].astype(np.uint64)
+        keep.append(buf)
+        cols["payload"][pos] = addr
+        cols["payload_len"][pos] = lens
+    return native.Rows(cols, literals, keep)
+
+
+def json_text(blocks, bid, row, fields: Optional[Sequence[str]] = None, style: str = "orjson",
+              sep: Optional[bytes] = b"\n", stats: Optional[dict] = None) -> bytes:
+    """The documents of rows (row ``row[i]`` of block ``blocks[bid[i]]``, in
+    that order), projected to ``fields``, as JSON text each followed by
+    ``sep``: exactly ``dumps`` (style "orjson") or ``dumps_python`` (style
+    "python") of ``documents()``.  Written in C (flowcept.native.docjson)
+    where it can; rows it leaves, and projections it does not write (dotted
+    fields), go through ``documents()``."""
+    bid = np.asarray(bid, np.int64)
+    row = np.asarray(row, np.int64)
+    sep = sep or b""
+    native = _native_json()
+    codes = _field_codes(fields, native.FIELD_CODES) if native is not None else False
+    if codes == []:         # an include projection of fields no document has
+        return (b"{}" + sep) * len(row)
+    if codes is False:
+        return b"".join(_doc_text(d, style) + sep for d in _python_docs(blocks, bid, row, fields, stats))
+    payloads = codes is None or any(c >= native.FIELD_CODES["used"] for c in codes)
+    rows = _rows_for_c(native, blocks, bid, row, style, payloads)
+    text, ends, state = native.docs_json(rows, codes, style, sep[0] if sep else None)
+    left = np.flatnonzero(state == native.PYTHON_ROW)
+    if not len(left):
+        return text
+    docs = _python_docs(blocks, bid[left], row[left], fields, stats)
+    out, prev = [], 0
+    for i, d in zip(left.tolist(), docs):
+        at = int(ends[i])
+        out.append(text[prev:at])
+        out.append(_doc_text(d, style) + sep)
+        prev = at
+    out.append(text[prev:])
+    return b"".join(out)
+
+
+def _python_docs(blocks, bid: np.ndarray, row: np.ndarray, fields, stats) -> List[dict]:
+    """documents() of rows of several blocks, in their order."""
+    out: list = [None] * len(row)
+    for b in np.unique(bid).tolist():
+        pos = np.flatnonzero(bid == b)
+        for p, d in zip(pos.tolist(), documents(blocks[b], row[pos], fields, stats)):
+            out[p] = d
+    return out
+
+
+def payload_json(blocks, bid, row, stats: Optional[dict] = None) -> Dict[str, tuple]:
+    """Per payload column (PAYLOAD_COLUMNS): (text, ends, present) -- the JSON
+    text of each row's value (``columns(..., "json")``'s, exactly) one after
+    the other, where each ends, and whether the row has one (False: the
+    column's None) -- for rows as in ``json_text``; in C where it can."""
+    bid = np.asarray(bid, np.int64)
+    row = np.asarray(row, np.int64)
+    native = _native_json()
+    n = len(row)
+    out: Dict[str, tuple] = {}
+    if native is None:
+        left = np.arange(n)
+        base = {f: (b"", np.zeros(n, np.uint64), np.ones(n, bool)) for f in PAYLOAD_COLUMNS}
+    else:
+        rows = _rows_for_c(native, blocks, bid, row, "orjson", True)
+        base, left = {}, None
+        for f in PAYLOAD_COLUMNS:
+            text, ends, state = native.value_json(rows, native.FIELD_CODES[f], "orjson")
+            base[f] = (text, ends, state != native.ABSENT)
+            if left is None:
+                left = np.flatnonzero(state == native.PYTHON_ROW)
+    docs = _python_payload_docs(blocks, bid[left], row[left], stats) if len(left) else []
+    for f in PAYLOAD_COLUMNS:
+        text, ends, present = base[f]
+        if not len(left):
+            out[f] = (text, ends, present)
+            continue
+        vals = [d.get(f) for d in docs]
+        have = [i for i, v in enumerate(vals) if v is not None]
+        texts = [b""] * len(vals)
+        for i, t in zip(have, dumps_many([vals[i] for i in have])):
+            texts[i] = t
+        present = present.copy()
+        present[left] = [v is not None for v in vals]
+        extra = np.zeros(n, np.uint64)
+        extra[left] = [len(t) for t in texts]
+        parts, prev = [], 0
+        for i, t in zip(left.tolist(), texts):
+            at = int(ends[i])
+            parts.append(text[prev:at])
+            parts.append(t)
+            prev = at
+        parts.append(text[prev:])
+        out[f] = (b"".join(parts), ends + np.cumsum(extra, dtype=np.uint64), present)
+    return out
+
+
+def _python_payload_docs(blocks, bid, row, stats) -> List[dict]:
+    out: list = [None] * len(row)
+    for b in np.unique(bid).tolist():
+        pos = np.flatnonzero(bid == b)
+        for p, d in zip(pos.tolist(), payload_documents(blocks[b], row[pos], stats)):
+            out[p] = d
+    return out
+
+
+def payload_columns_json(block, rows, stats: Optional[dict] = None) -> Dict[str, np.ndarray]:
+    """``columns(block, rows, "json")``'s payload columns (str or None per row) through
+    ``payload_json``."""
+    rows = np.asarray(rows, np.int64)
+    got = payload_json({0: block}, np.zeros(len(rows), np.int64), rows, stats)
+    out = {}
+    for f, (text, ends, present) in got.items():
+        starts = np.concatenate([[0], ends[:-1]]).astype(np.int64) if len(ends) else ends
+        col = np.empty(len(rows), object)
+        col[:] = [text[a:b].decode() if p else None
+                  for a, b, p in zip(starts.tolist(), ends.tolist(), present.tolist())]
+        out[f] = col
+    return out
+
+
+def json_lines(block, rows, fields: Optional[Sequence[str]] = None, style: str = "orjson") -> bytes:
+    """``json_text`` of rows of one block, one document a line."""
+    rows = np.asarray(rows, np.int64)
+    return json_text({0: block}, np.zeros(len(rows), np.int64), rows, fields, style)
+
+
 # -- columns: the DataFrame / Parquet shape of documents ---------------------------------------
 # One set of column names everywhere (Flowcept's document fields): read_tasks as a DataFrame,
 # Archive.to_pandas, Flowcept.db.to_df and Parquet exports.
@@ -399,14 +636,20 @@ def _hex16(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def hex_id_bytes(workflow_id: np.ndarray, ids: Optional[np.ndarray] = None) -> np.ndarray:
+    """The ASCII of ``hex_ids``: (n, 16) or (n, 33) uint8, one row of text per id."""
+    w = _hex16(workflow_id)
+    if ids is None:
+        return w
+    dash = np.full((len(w), 1), ord("-"), np.uint8)
+    return np.concatenate([w, dash, _hex16(ids)], axis=1)
+
+
 def hex_ids(workflow_id: np.ndarray, ids: Optional[np.ndarray] = None) -> np.ndarray:
     """"<workflow hex>" (ids None) or "<workflow hex>-<id hex>" of each row, as a
     numpy unicode array, vectorised (the same text as the documents)."""
-    w = _hex16(workflow_id)
-    if ids is None:
-        return w.view("S16").reshape(-1).astype("U16")
-    dash = np.full((len(w), 1), ord("-"), np.uint8)
-    return np.concatenate([w, dash, _hex16(ids)], axis=1).view("S33").reshape(-1).astype("U33")
+    b = hex_id_bytes(workflow_id, ids)
+    return b.view(f"S{b.shape[1]}").reshape(-1).astype(f"U{b.shape[1]}")
 
 
 def columns(block, rows, payload: str = "objects", stats: Optional[dict] = None) -> Dict[str, Any]:

@@ -32,7 +32,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from flowcept.query.documents import documents, payload_documents, sort_docs, sort_key
+from flowcept.query.documents import (documents, dumps, dumps_python, json_text, payload_documents, sort_docs,
+                                      sort_key)
 from flowcept.query.filters import MISSING, Columns, as_list, get_path, is_number, mask, match_value
 from flowcept.query.frames import Block, decode_frame
 from flowcept.query.limits import UNBOUNDED, Budget
@@ -646,31 +647,94 @@ def _beyond(best, kth, d: int) -> bool:
 
 
 # -- one page ------------------------------------------------------------------------------
+class Page:
+    """One page of matches: its rows (``blocks`` by id and ``keys`` in order),
+    or, for orders the columns cannot give, its documents (``docs``);
+    ``last`` the sort values of its last row (where a cursor resumes),
+    ``more`` whether matches follow it, and ``total`` the number of matches
+    when reading the page saw every one of them (else None)."""
+
+    __slots__ = ("blocks", "keys", "docs", "last", "more", "total", "stats")
+
+    def __init__(self, blocks=None, keys=None, docs=None, last=None, more=False, total=None, stats=None):
+        self.blocks = blocks
+        self.keys = keys
+        self.docs = docs
+        self.last = last
+        self.more = more
+        self.total = total
+        self.stats = stats
+
+    def __len__(self) -> int:
+        return len(self.docs) if self.docs is not None else (len(self.keys) if self.keys is not None else 0)
+
+    def documents(self, fields: Optional[Sequence[str]] = None) -> List[dict]:
+        if self.docs is not None:
+            return [_project(d, fields) for d in self.docs]
+        if self.keys is None:
+            return []
+        return _materialize(self.blocks, self.keys, fields, self.stats)
+
+    def json(self, fields: Optional[Sequence[str]] = None, style: str = "python", sep: bytes = b",") -> bytes:
+        """The page's documents as JSON text, each followed by ``sep``
+        (``flowcept.query.documents.json_text``)."""
+        if self.docs is not None:
+            enc = dumps if style == "orjson" else dumps_python
+            return b"".join(enc(_project(d, fields)) + sep for d in self.docs)
+        if self.keys is None:
+            return b""
+        return json_text(self.blocks, self.keys.bid, self.keys.row, fields, style, sep, self.stats)
+
+
 def page(table: Table, cond: Optional[dict], order, limit: int, offset: int = 0,
          after: Optional[list] = None, fields: Optional[Sequence[str]] = None,
          budget: Budget = UNBOUNDED, stats: Optional[dict] = None) -> Tuple[List[dict], Optional[list]]:
     """The ``limit`` matches that come first in ``order`` after ``offset``
     matches, or right after the row whose sort values are ``after``:
-    (documents, sort values of the last one).  Column-sortable orders keep
-    only the best rows of each block (top k) and skip blocks whose summary
-    cannot beat the page; others sort every matching document."""
+    (documents, sort values of the last one); see :func:`page_rows`."""
+    p = page_rows(table, cond, order, limit, offset, after, budget, stats)
+    return p.documents(fields), p.last
+
+
+def page_rows(table: Table, cond: Optional[dict], order, limit: int, offset: int = 0,
+              after: Optional[list] = None, budget: Budget = UNBOUNDED,
+              stats: Optional[dict] = None) -> Page:
+    """One page (:class:`Page`) of the matches in ``order``: the ``limit``
+    that come first after ``offset`` matches, or right after the row whose
+    sort values are ``after``.  Column-sortable orders keep only the best
+    rows of each block (top k), read the blocks in the order of their index
+    bound on the primary sort field and stop as soon as no unread block can
+    beat the page (blocks wholly before a cursor are not read at all); no
+    document is built.  Other orders sort every matching document."""
     order = tuple(order)
     if not column_sortable(order):
         docs = find(table, cond, budget, stats=stats)
         sort_docs(docs, order)
         part = docs[offset:offset + limit]
         last = [_doc_value(part[-1], f) for f, _d in order] if part else None
-        return ([_project(d, fields) for d in part], last)
+        return Page(docs=part, last=last, more=offset + len(part) < len(docs), total=len(docs), stats=stats)
     after_parts = _after_parts(order, after)
-    k = limit + (0 if after_parts is not None else offset)
-    refs, best = _bounded_refs(table.refs(cond), order)
+    k = limit + 1 + (0 if after_parts is not None else offset)   # one more: whether more follow
+    all_refs = table.refs(cond)
+    refs, best = _bounded_refs(all_refs, order)
+    skipped = False
+    if after_parts is not None and best is not None:
+        cut = _after_bound(after)
+        if cut is not None:
+            d = order[0][1]   # a block whose every row comes before the cursor's is not read
+            kept = [r for r in refs if not (_far_bound(r, order) < cut if d > 0 else _far_bound(r, order) > cut)]
+            skipped = len(kept) < len(refs)
+            refs = kept
     cand = None
     cand_holder: list = [None]
     blocks: Dict[int, Block] = {}
     bid = 0
-    for ref, block in _lazy_blocks(table, refs, cand_holder, best, order, k):
+    seen = 0
+    reader = _LazyBlocks(table, refs, cand_holder, best, order, k)
+    for ref, block in reader:
         budget.check()
         rows = block_mask(block, cond, budget, table.values)
+        seen += len(rows)
         if not len(rows):
             continue
         keys = _Keys.of(block, rows, order, bid)
@@ -692,38 +756,76 @@ def page(table: Table, cond: Optional[dict], order, limit: int, offset: int = 0,
             for b in [b for b in blocks if b not in live]:
                 del blocks[b]
         cand_holder[0] = cand
+    total = seen if not (reader.stopped or skipped) else None
     if cand is None or not len(cand):
-        return [], None
+        return Page(blocks={}, keys=None, total=total, stats=stats)
     cand = cand.take(cand.order())
     if after_parts is None:
         cand = cand.take(np.arange(offset, len(cand)))
+    more = len(cand) > limit
     cand = cand.take(np.arange(min(limit, len(cand))))
-    docs = _materialize(blocks, cand, fields, stats)
     last = None
     if len(cand):
         last_doc = documents(blocks[int(cand.bid[-1])], [int(cand.row[-1])],
                              [f for f, _d in order])[0]
         last = [_doc_value(last_doc, f) for f, _d in order]
-    return docs, last
+    live = set(np.unique(cand.bid).tolist())
+    return Page(blocks={b: blk for b, blk in blocks.items() if b in live}, keys=cand, last=last,
+                more=more, total=total, stats=stats)
 
 
-def _lazy_blocks(table, refs, holder, best, order, k):
+def _after_bound(after: list):
+    """The cursor's value of the primary sort field when it is a number (the
+    unit of the index bounds as :func:`_far_bound` gives them), else None."""
+    v = after[0] if after else None
+    if not is_number(v) or isinstance(v, bool):
+        return None
+    return v
+
+
+def _far_bound(r: Ref, order):
+    """A block's bound on the primary field at the far end of the order (its
+    largest value ascending, its smallest descending)."""
+    field, d = order[0]
+    keys = _BOUND_KEYS[field]
+    v = r.summary[keys[1] if d > 0 else keys[0]]
+    return v / 1e9 if field in _SEC_FIELDS else int(v)
+
+
+class _LazyBlocks:
     """The blocks of refs, stopping once the next block's bound cannot beat
-    the current k-th candidate."""
-    if best is None or not k:
-        yield from table.blocks(refs)
-        return
-    d = order[0][1]
-    step = 8
-    i = 0
-    while i < len(refs):
-        cand = holder[0]
-        if cand is not None and len(cand) >= k:
-            kth = cand.take(cand.order()[k - 1:k]).parts[0][0][0].item()
-            if _beyond(best(refs[i]), kth, d):
-                return
-        yield from table.blocks(refs[i:i + step])
-        i += step
+    the current k-th candidate (``stopped`` then says so).  It reads one
+    block, then two, four, up to eight at a time: in start order the first
+    page of a selective filter is often in the first block."""
+
+    def __init__(self, table, refs, holder, best, order, k):
+        self.table, self.refs, self.holder, self.best = table, refs, holder, best
+        self.order, self.k = order, k
+        self.stopped = False
+
+    def __iter__(self):
+        table, refs, best, k = self.table, self.refs, self.best, self.k
+        if best is None or not k:
+            yield from table.blocks(refs)
+            return
+        d = self.order[0][1]
+        step = 1
+        i = 0
+        while i < len(refs):
+            for j, (ref, block) in enumerate(table.blocks(refs[i:i + step])):
+                if self._done(best(refs[i + j]), d):
+                    return
+                yield ref, block
+            i += step
+            step = min(step * 2, 8)
+
+    def _done(self, bound, d) -> bool:
+        cand, k = self.holder[0], self.k
+        if cand is None or len(cand) < k:
+            return False
+        kth = cand.take(cand.order()[k - 1:k]).parts[0][0][0].item()
+        self.stopped = _beyond(bound, kth, d)
+        return self.stopped
 
 
 def _doc_value(doc: dict, field: str):
@@ -775,6 +877,22 @@ def stream(table: Table, cond: Optional[dict], order, fields: Optional[Sequence[
         return
     for blocks, keys in ordered(table, cond, order, budget, chunk, limit):
         yield _materialize(blocks, keys, fields, stats, bodies)
+
+
+def stream_json(table: Table, cond: Optional[dict], order, fields: Optional[Sequence[str]] = None,
+                budget: Budget = UNBOUNDED, stats: Optional[dict] = None, limit: Optional[int] = None,
+                chunk: int = 16384, style: str = "orjson") -> Iterator[bytes]:
+    """Every match in ``order`` as JSON lines, in chunks of bytes: the text of
+    :func:`stream`'s documents (``dumps_lines``), written by
+    ``flowcept.query.documents.json_text`` from the columns."""
+    order = tuple(order)
+    if not column_sortable(order):
+        enc = dumps if style == "orjson" else dumps_python
+        for docs in stream(table, cond, order, fields, budget, stats, limit, chunk):
+            yield b"".join(enc(d) + b"\n" for d in docs)
+        return
+    for blocks, keys in ordered(table, cond, order, budget, chunk, limit):
+        yield json_text(blocks, keys.bid, keys.row, fields, style, b"\n", stats)
 
 
 def ordered(table: Table, cond: Optional[dict], order, budget: Budget = UNBOUNDED,
@@ -872,22 +990,6 @@ def _ordered_all(table, refs, cond, order, budget, chunk):
         need = sorted(set(part.bid.tolist()))
         loaded = {b: block for b, (_r, block) in zip(need, table.blocks([where[b] for b in need]))}
         yield loaded, part
-
-
-def ordered_columns(table: Table, cond: Optional[dict], order, payload: str = "json",
-                    budget: Budget = UNBOUNDED, chunk: int = 65536, stats: Optional[dict] = None):
-    """Every match in a column order as column chunks (``documents.columns``)."""
-    from flowcept.query.documents import columns
-    for blocks, keys in ordered(table, cond, order, budget, chunk):
-        parts, pos = [], []
-        for b in np.unique(keys.bid).tolist():
-            at = np.flatnonzero(keys.bid == b)
-            parts.append(columns(blocks[b], keys.row[at], payload, stats))
-            pos.append(at)
-        where = np.concatenate(pos)
-        inv = np.empty(len(where), np.int64)
-        inv[where] = np.arange(len(where))
-        yield {name: np.concatenate([p[name] for p in parts])[inv] for name in parts[0]}
 
 
 # -- statistics on columns -------------------------------------------------------------------
@@ -1002,4 +1104,5 @@ def summarize(table: Table, cond: Optional[dict], budget: Budget = UNBOUNDED) ->
 
 
 __all__ = ["Ref", "Table", "StoreTable", "BlockColumns", "block_mask", "matching", "count", "find",
-           "page", "stream", "group_stats", "summarize", "column_sortable"]
+           "Page", "page", "page_rows", "stream", "stream_json", "group_stats", "summarize",
+           "column_sortable"]

@@ -211,11 +211,14 @@ def mask(flt, provider: Columns, rows):
 
     out = np.ones(len(rows), bool)
     exact = True
-    for key, spec in sorted(flt.items(), key=cost):
-        live = np.flatnonzero(out)
-        if not len(live):
-            break
-        sub = rows[live]
+    for step, (key, spec) in enumerate(sorted(flt.items(), key=cost)):
+        if step:
+            live = np.flatnonzero(out)
+            if not len(live):
+                break
+            sub = rows[live]
+        else:   # every row is still in question: no gather
+            live, sub = slice(None), rows
         if key in ("$and", "$or", "$nor"):
             parts = as_list(spec, key)
             if key == "$and":

@@ -67,7 +67,7 @@ def test_prometheus_scrapes_a_4_rank_run(prometheus_exe, tmp_path):
         assert run.wait(timeout=60) == 0, run.stdout.read().decode()[-2000:]
         assert len(live) >= 4 and all(v > 0 for v in live.values()), live
         a = Access([runs])
-        n = a.tasks(None, {}, limit=1)["total"]
+        n = a.tasks(None, {}, limit=1, count=True)["total"]
         acts = a.stats("activity")["items"]
         a.close()
         assert n > 0

@@ -815,8 +815,15 @@
     const sizeSel = h("select", { id: "page-size", on: { change: (ev) => go({ limit: ev.target.value }) } },
       PAGE_SIZES.map((n) => h("option", { value: n, selected: n === limit }, n + " / page")));
     const offset = data.offset;
+    // the page comes first; the number of matches follows when the server has counted them
+    const countText = (total) => total ? `${fmtInt(offset + 1)}–${fmtInt(offset + data.count)} of ${fmtInt(total)}` : "no task matches";
+    const countInfo = h("span", { class: "info", id: "tasks-count" }, data.total != null ? countText(data.total)
+      : data.count ? `${fmtInt(offset + 1)}–${fmtInt(offset + data.count)} of …` : "no task matches");
+    if (data.total == null && data.count) {
+      api("/api/v1/tasks/count", { source, filter: flt }).then((c) => { countInfo.textContent = countText(c.total); }).catch(() => {});
+    }
     const nav = h("div", { class: "pager" },
-      h("span", { class: "info", id: "tasks-count" }, data.total ? `${fmtInt(offset + 1)}–${fmtInt(offset + data.count)} of ${fmtInt(data.total)}` : "no task matches"),
+      countInfo,
       exportFmt, exportBtn, exportNote, sizeSel,
       h("button", { class: "small", disabled: !cursor, on: { click: () => go({}) } }, "First"),
       h("button", { class: "small", disabled: !cursor, id: "prev", on: { click: () => go({ cursor: seen[pageNo - 1] || "" }) } }, "Previous"),
@@ -882,7 +889,7 @@
       card("All fields", null, h("details", {}, h("summary", { class: "body note" }, "the task as the API returns it"),
         h("pre", { class: "raw", id: "task-raw" }, raw))),
     ]);
-    api("/api/v1/tasks", { source, filter: { parent_task_id: d.task_id }, limit: 20,
+    api("/api/v1/tasks", { source, filter: { parent_task_id: d.task_id }, limit: 20, count: true,
       projection: "task_id,activity_id,status,rank,started_at,start_ns,end_ns" }).then((c) => {
       clear(children);
       if (!c.total) { children.appendChild(h("div", { class: "empty" }, "No child tasks.")); return; }
