@@ -1,10 +1,12 @@
 """The import contracts (pyproject.toml [tool.importlinter]): a module
-imports only from layers below its own, and the engine never imports the
-Flowcept translation (flowcept.compat and Flowcept's import paths)."""
+imports only from layers below its own (every top-level module is in a layer),
+the engine never imports the Flowcept translation (flowcept.compat and
+Flowcept's import paths), and backends and adapters never import each other."""
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,7 +16,11 @@ def test_imports_run_down_the_data_path():
                                                        "lint-imports")
     r = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert "2 kept, 0 broken" in r.stdout
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        contracts = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    assert len(contracts) >= 5      # layers (exhaustive), forbidden, three independence
+    assert f"{len(contracts)} kept, 0 broken" in r.stdout
+    assert any(c["type"] == "layers" and c.get("exhaustive") for c in contracts)
 
 
 def test_import_flowcept_loads_no_layer():
