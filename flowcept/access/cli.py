@@ -32,8 +32,9 @@ def _read_secret(path):
 
 # -- serve -------------------------------------------------------------------------------------
 def _cmd_serve(args) -> int:
-    from flowcept.access.service import serve
+    from flowcept.access.service import check_bind, serve
     token = _read_secret(args.token_file)
+    check_bind(args.host, token)       # refused before anything is opened or printed
     ask = None
     if args.ask_base_url or args.ask_model:
         from flowcept.access.agent import AskSettings

@@ -547,13 +547,18 @@ def create_app(access: Access, token: Optional[str] = None, max_concurrency: int
     return Guard(app, token, limits)
 
 
+def check_bind(host: str, token: Optional[str]) -> None:
+    """A non-loopback address without a token is refused (one line naming the fix)."""
+    if not is_loopback(host) and not token:
+        raise ValueError(f"binding {host} exposes the service beyond this machine: pass --token-file "
+                         "FILE (a bearer token every client must send), or bind 127.0.0.1")
+
+
 def serve(access: Access, host: str = "127.0.0.1", port: int = 8008, token: Optional[str] = None,
           max_concurrency: int = 4, metrics_collector=None, ready=None,
           limits: Optional[ServiceLimits] = None, ask=None) -> None:
     """Runs the service until SIGINT/SIGTERM.  Refuses a non-loopback address without a token."""
-    if not is_loopback(host) and not token:
-        raise ValueError(f"binding {host} exposes the service beyond this machine: pass --token-file "
-                         "FILE (a bearer token every client must send), or bind 127.0.0.1")
+    check_bind(host, token)
     try:
         import uvicorn
         import fastapi_offline  # noqa: F401

@@ -296,6 +296,7 @@ def test_non_loopback_bind_needs_a_token(long_names):
                        capture_output=True, text=True, timeout=60, env=clean_env())
     err = [x for x in r.stderr.splitlines() if "error" in x]
     assert r.returncode == 2 and len(err) == 1 and "--token-file" in err[0], r.stderr
+    assert r.stderr.strip() == err[0], r.stderr        # refused before it says it serves
 
 
 def test_192_concurrent_queries_are_answered(server):
