@@ -38,6 +38,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from flowcept.archive.lineage import find_rows, scalar_values
 from flowcept.record.layout import STATUS_ERROR
 
 TIMELINE_PX = 1200     # time columns of the timeline raster
@@ -463,7 +464,6 @@ def slowest_chain(a) -> List[Tuple[int, object]]:
     Without any data dependency it is the slowest task alone.  Tasks that
     enclose others (a parent, e.g. a whole-pipeline task) are left out: their
     time is their children's, counted already."""
-    from flowcept.archive.lineage import scalar_values
     n = a.n
     if n == 0:
         return []
@@ -471,17 +471,11 @@ def slowest_chain(a) -> List[Tuple[int, object]]:
     end = a._column("end_ns").astype(np.int64)
     dur = (end - start).astype(np.float64)
     wf = a._column("workflow_id").astype(np.uint64)
-    tid = a._column("task_id").astype(np.uint64)
     pid = a._column("parent_id").astype(np.uint64)
     has_parent = pid != 0
-    parents = np.unique(np.stack([wf[has_parent], pid[has_parent]], 1), axis=0) \
-        if has_parent.any() else np.zeros((0, 2), np.uint64)
+    parent_rows = find_rows(wf, a._column("task_id").astype(np.uint64), wf[has_parent], pid[has_parent])
     enclosing = np.zeros(n, bool)
-    if len(parents):
-        pairs = np.stack([wf, tid], 1)
-        view = np.dtype([("w", np.uint64), ("t", np.uint64)])
-        enclosing = np.isin(np.ascontiguousarray(pairs).view(view).ravel(),
-                            np.ascontiguousarray(parents).view(view).ravel())
+    enclosing[parent_rows[parent_rows >= 0]] = True
     if enclosing.all():
         enclosing[:] = False
     dur[enclosing] = -np.inf      # never part of a chain (nor the slowest task alone)

@@ -32,8 +32,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from flowcept.query.documents import (documents, dumps, dumps_python, json_text, payload_documents, sort_docs,
-                                      sort_key)
+from flowcept.query.documents import (documents, dumps, dumps_python, json_text, payload_documents, project,
+                                      sort_docs, sort_key)
 from flowcept.query.filters import MISSING, Columns, as_list, get_path, is_number, mask, match_value
 from flowcept.query.frames import Block, decode_frame
 from flowcept.query.limits import UNBOUNDED, Budget
@@ -670,7 +670,7 @@ class Page:
 
     def documents(self, fields: Optional[Sequence[str]] = None) -> List[dict]:
         if self.docs is not None:
-            return [_project(d, fields) for d in self.docs]
+            return [project(d, fields) for d in self.docs]
         if self.keys is None:
             return []
         return _materialize(self.blocks, self.keys, fields, self.stats)
@@ -680,7 +680,7 @@ class Page:
         (``flowcept.query.documents.json_text``)."""
         if self.docs is not None:
             enc = dumps if style == "orjson" else dumps_python
-            return b"".join(enc(_project(d, fields)) + sep for d in self.docs)
+            return b"".join(enc(project(d, fields)) + sep for d in self.docs)
         if self.keys is None:
             return b""
         return json_text(self.blocks, self.keys.bid, self.keys.row, fields, style, sep, self.stats)
@@ -836,13 +836,6 @@ def _doc_value(doc: dict, field: str):
     return None if v is MISSING else v
 
 
-def _project(doc, fields):
-    if fields is None:
-        return doc
-    from flowcept.query.documents import project
-    return project(doc, fields)
-
-
 def _materialize(blocks: Dict[int, Block], cand: _Keys, fields, stats, bodies: bool = False) -> list:
     """Documents of the candidates, in the candidates' order ((document,
     decoded payload) pairs with ``bodies``)."""
@@ -873,7 +866,7 @@ def stream(table: Table, cond: Optional[dict], order, fields: Optional[Sequence[
         if left >= 0:
             docs = docs[:left]
         for k in range(0, len(docs), chunk):
-            yield [_project(d, fields) for d in docs[k:k + chunk]]
+            yield [project(d, fields) for d in docs[k:k + chunk]]
         return
     for blocks, keys in ordered(table, cond, order, budget, chunk, limit):
         yield _materialize(blocks, keys, fields, stats, bodies)

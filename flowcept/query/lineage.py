@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 import msgpack
 import numpy as np
 
+from flowcept.query.documents import _native_json, _rows_for_c, payload_documents
 from flowcept.query.limits import UNBOUNDED, Budget
 
 
@@ -59,7 +60,6 @@ def find_rows(wf_col: np.ndarray, id_col: np.ndarray, wf: np.ndarray, ids: np.nd
 def value_keys(block, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keys (m, 2) uint64, row of each (an index into ``rows``), kind of each:
     0 used, 1 generated) of the values rows of a block link by."""
-    from flowcept.query.documents import _native_json, _rows_for_c, payload_documents
     native = _native_json()
     rows = np.asarray(rows, np.int64)
     if native is None:   # pragma: no cover - a pure-Python install: no keys, no data links
