@@ -31,6 +31,7 @@ def free_port() -> int:
 def clean_env(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
     env.pop("SLURM_JOB_ID", None)
+    env["DUMP_BUFFER"] = "false"     # no Flowcept-style buffer file in the working directory
     env.update(extra)
     return env
 

@@ -29,7 +29,7 @@ def arch(tmp_path_factory):
     base = tmp_path_factory.mktemp("analysis")
     run_dir = run_heat2d(str(base), ranks=3, steps=12)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
-    env.update(FLOWCEPT_RUN_DIR=run_dir, FLOWCEPT_SHM_DIR=str(base / "shm"))
+    env.update(FLOWCEPT_RUN_DIR=run_dir, FLOWCEPT_SHM_DIR=str(base / "shm"), DUMP_BUFFER="false")
     subprocess.run([sys.executable, os.path.join(HERE, "pipeline_app.py")], check=True, timeout=60, env=env)
     out = str(base / "both.h5")
     rep = fa.compact(run_dir, out)

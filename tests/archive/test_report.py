@@ -52,6 +52,7 @@ with instrument(MPI.COMM_WORLD, workflow_name="report-scale") as prov:
 def _clean_env(**kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWCEPT_")}
     env.pop("SLURM_JOB_ID", None)
+    env["DUMP_BUFFER"] = "false"     # no Flowcept-style buffer file in the working directory
     env.update(kw)
     return env
 
