@@ -1,6 +1,7 @@
 """Prometheus metrics: a real Prometheus scrapes `flowcept metrics` during a 4-rank
-MPI run and its query API returns the stored records, tasks by activity and status,
-failed tasks and the rings seen live; keeper status files become keeper metrics."""
+MPI run (held until its rings were seen live) and its query API returns the stored
+records, tasks by activity and status, failed tasks and the rings seen live; keeper
+status files become keeper metrics."""
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ import urllib.request
 import pytest
 
 from access_support import CLI, ROOT, clean_env, free_port, stop, wait_http
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "support"))
 pytestmark = pytest.mark.timeout(400)
@@ -46,7 +49,7 @@ def test_prometheus_scrapes_a_4_rank_run(prometheus_exe, tmp_path):
     mport = free_port()
     exporter = subprocess.Popen(CLI + ["metrics", "--store", runs, "--shm-dir", shm, "--port", str(mport)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=clean_env())
-    prom = None
+    prom = run = None
     try:
         wait_http(f"http://127.0.0.1:{mport}/metrics", exporter)
         # scraped every 200 ms, so that the rings (which live only while the run does) are seen
@@ -54,17 +57,24 @@ def test_prometheus_scrapes_a_4_rank_run(prometheus_exe, tmp_path):
                           [f"127.0.0.1:{mport}"], interval="200ms")
         prom.wait_for('up{job="flowcept"}', lambda r: r and r[0]["value"][1] == "1", 60)
         env = clean_env(FLOWCEPT_SHM_DIR=shm)
-        run = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, os.path.join(ROOT, "examples", "heat2d.py"),
-                                "--steps", "1500", "--n", "64", "--run-dir", runs],
-                               env=env, cwd=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        go = os.path.join(base, "go")
+        # the run captures, then holds until the rings were seen live (they vanish when it ends)
+        run = subprocess.Popen(["mpiexec", "-n", "4", sys.executable, os.path.join(HERE, "held_mpi_app.py"),
+                                runs, go], env=env, cwd=base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         live = {}
         t0 = time.monotonic()
-        while run.poll() is None and time.monotonic() - t0 < 180:   # the exporter sees the rings live
+        while run.poll() is None and time.monotonic() - t0 < 120:   # the exporter sees the rings live
             m = scrape(f"http://127.0.0.1:{mport}/metrics")
             for labels, v in m.get("flowcept_ring_records_captured_total", []):
                 live[labels["ring"]] = max(v, live.get(labels["ring"], 0))
+            if len(live) >= 4 and all(v > 0 for v in live.values()):
+                break
             time.sleep(0.3)
-        assert run.wait(timeout=60) == 0, run.stdout.read().decode()[-2000:]
+        # and so does Prometheus, before the run is let go
+        prom.wait_for("flowcept_ring_records_captured_total > 0", lambda r: len(r) >= 4, 60)
+        with open(go, "w"):
+            pass
+        assert run.wait(timeout=120) == 0, run.stdout.read().decode()[-2000:]
         assert len(live) >= 4 and all(v > 0 for v in live.values()), live
         a = Access([runs])
         n = a.tasks(None, {}, limit=1, count=True)["total"]
@@ -81,9 +91,13 @@ def test_prometheus_scrapes_a_4_rank_run(prometheus_exe, tmp_path):
         # the rings were scraped by Prometheus too, while they lived
         seen = prom.query("max_over_time(flowcept_ring_records_captured_total[10m])")
         assert len(seen) >= 1 and all(float(r["value"][1]) > 0 for r in seen)
-        rate = prom.query("sum(rate(flowcept_records_stored_total[1m]))")
+        # a rate needs two scrapes of the stored series, which may have just appeared
+        rate = prom.wait_for("sum(rate(flowcept_records_stored_total[1m]))", bool, 30)
         assert rate and float(rate[0]["value"][1]) >= 0
     finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.wait()
         if prom is not None:
             prom.stop()
         stop(exporter)
