@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 
 from flowcept.query import engine
 from flowcept.query.documents import documents
-from flowcept.query.limits import Budget, QueryTimeout  # noqa: F401 (part of this module's API)
+from flowcept.query.limits import Budget, QueryTimeout
 from flowcept.query.lineage import LineageIndex
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -48,7 +48,8 @@ class Source:
         self._counts: "OrderedDict[tuple, int]" = OrderedDict()
         self._count_lock = threading.Lock()   # the cache's bookkeeping only
         self._lineage: Optional[tuple] = None  # (generation, LineageIndex)
-        self._lineage_lock = threading.Lock()  # one build at a time
+        self._lineage_lock = threading.Lock()
+        self._lineage_build: Optional[IndexBuild] = None   # one build at a time
 
     @property
     def table(self) -> engine.Table:
@@ -109,11 +110,28 @@ class Source:
         return out
 
     def lineage_index(self, deadline: Budget) -> LineageIndex:
+        """The lineage index of the data as they are now. Building it reads every
+        block (tens of seconds at 10 M tasks), more than one query's budget: so it
+        is built in a thread of its own, which a query past its budget leaves
+        running (QueryTimeout says how far it is), and a later query finds done."""
         gen = self.table.generation()
-        with self._lineage_lock:
-            if self._lineage is None or self._lineage[0] != gen:
-                self._lineage = (gen, LineageIndex(self.table, deadline))
-            return self._lineage[1]
+        while True:
+            with self._lineage_lock:
+                if self._lineage is not None and self._lineage[0] == gen:
+                    return self._lineage[1]
+                build = self._lineage_build
+                if build is None or (build.finished() and build.generation != gen):
+                    build = self._lineage_build = IndexBuild(self.table, gen, self.name)
+            build.wait(deadline)
+            with self._lineage_lock:
+                if self._lineage_build is build:
+                    self._lineage_build = None
+                if build.error is not None:
+                    raise build.error
+                if build.generation == gen:
+                    self._lineage = (gen, build.index)
+                    return build.index
+            # it was an older build (the data changed since it began): build again
 
     def prov(self, workflow: Optional[str] = None) -> dict:
         raise NotImplementedError
@@ -123,6 +141,48 @@ class Source:
 
     def close(self) -> None:
         pass
+
+
+class IndexBuild:
+    """One build of a table's LineageIndex in a daemon thread; queries wait on
+    it within their own budgets."""
+
+    def __init__(self, table: engine.Table, generation, name: str):
+        self.generation = generation
+        self.name = name
+        self.index: Optional[LineageIndex] = None
+        self.error: Optional[BaseException] = None
+        self.blocks_done = 0
+        self.blocks = len(table.refs(None))
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(table,), daemon=True,
+                         name=f"flowcept-lineage-index-{name}").start()
+
+    def check(self) -> None:
+        """Called by LineageIndex once per block read: progress, never a limit."""
+        self.blocks_done += 1
+
+    def _run(self, table) -> None:
+        try:
+            self.index = LineageIndex(table, self)
+        except BaseException as e:   # handed to every query that waits on this build
+            self.error = e
+        finally:
+            self._done.set()
+
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, deadline: Budget) -> None:
+        """Until the build is done; QueryTimeout when the query's budget ends first."""
+        while not self._done.wait(0.05):
+            try:
+                deadline.check()
+            except QueryTimeout:
+                stage = (f"{self.blocks_done} of {self.blocks} blocks read" if self.blocks_done < self.blocks
+                         else f"all {self.blocks} blocks read, linking")
+                raise QueryTimeout(f"the lineage index of {self.name} is being built ({stage}); "
+                                   "ask again in a few seconds") from None
 
 
 def engine_order():

@@ -46,6 +46,7 @@ from flowcept.query.documents import documents
 from flowcept.query.engine import Ref, Table
 from flowcept.query.filters import MISSING, Columns, as_list, is_number, mask, match_value
 from flowcept.query.frames import BLOCK_COLUMNS, Block, LazyColumns
+from flowcept.query.lineage import LineageIndex
 from flowcept.query.prune import batch_may_match
 from flowcept.record.layout import STATUS_ERROR, STATUS_NAMES, format_task_id, parse_task_id
 from flowcept.record.payload import FLAG_NAME_IN_PAYLOAD, NAME_MAX
@@ -324,6 +325,7 @@ class Archive:
         # payloads flagged msgpack that do not decode (kept as raw bytes)
         self.payload_errors = 0
         self._lineage = None
+        self._walks = None
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -811,22 +813,28 @@ class Archive:
     # -- lineage, provenance, statistics ---------------------------------------------------
 
     def _lineage_index(self):
+        """Parent rows and data edges with their values (the report, PROV)."""
         if self._lineage is None:
             from flowcept.archive.lineage import Lineage
             self._lineage = Lineage(self)
         return self._lineage
 
+    def _walk_index(self) -> LineageIndex:
+        """The read path's lineage index of the archive's columns (its rows are
+        the archive's: the table's blocks are in row order)."""
+        if self._walks is None:
+            self._walks = LineageIndex(self.table())
+        return self._walks
+
     def ancestors(self, task, parents: bool = True, data: bool = True) -> Selection:
         """Tasks this task depends on, transitively: its parent chain and the tasks
         that generated a value it used (rule in flowcept.archive.lineage)."""
-        return Selection(self, self._lineage_index().walk(self._index(task), up=True,
-                                                          parents=parents, data=data))
+        return Selection(self, self._walk_index().walk(self._index(task), True, parents=parents, data=data))
 
     def descendants(self, task, parents: bool = True, data: bool = True) -> Selection:
         """Tasks depending on this task, transitively: its children and the tasks
         that used a value it generated."""
-        return Selection(self, self._lineage_index().walk(self._index(task), up=False,
-                                                          parents=parents, data=data))
+        return Selection(self, self._walk_index().walk(self._index(task), False, parents=parents, data=data))
 
     def to_prov(self, workflow=None, tasks=None) -> dict:
         """W3C PROV-JSON document of the archive, one workflow, or some tasks."""

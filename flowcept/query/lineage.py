@@ -185,9 +185,11 @@ class LineageIndex:
             raise KeyError(task_id)
         return r
 
-    def walk(self, start: int, up: bool, budget: Budget = UNBOUNDED) -> np.ndarray:
-        """Rows of the ancestors (up) or descendants of row ``start``, sorted
-        (walks may run at once: a walk's state is its own)."""
+    def walk(self, start: int, up: bool, budget: Budget = UNBOUNDED, parents: bool = True,
+             data: bool = True) -> np.ndarray:
+        """Rows of the ancestors (up) or descendants of row ``start``, sorted, by
+        parent links and/or data links (walks may run at once: a walk's state is
+        its own)."""
         side = self._producers if up else self._consumers
         done = np.full(side.nvalues, -1, np.int64)
         seen = np.zeros(self.n, bool)
@@ -195,15 +197,19 @@ class LineageIndex:
         frontier = np.array([start], np.int64)
         while len(frontier):
             budget.check()
+            nxt = [np.zeros(0, np.int64)]
             if up:
-                p = self.parent[frontier]
-                nxt = [p[p >= 0]]
+                if parents:
+                    p = self.parent[frontier]
+                    nxt.append(p[p >= 0])
                 ptr, vids, limit = self.used_ptr, self.used_vid, self.start
             else:
-                nxt = [_gather(self.child_ptr, self.child_rows, frontier)]
+                if parents:
+                    nxt.append(_gather(self.child_ptr, self.child_rows, frontier))
                 ptr, vids, limit = self.gen_ptr, self.gen_vid, -self.end
-            owners = np.repeat(frontier, ptr[frontier + 1] - ptr[frontier])
-            nxt.append(side.admit(_gather(ptr, vids, frontier), limit[owners], done))
+            if data:
+                owners = np.repeat(frontier, ptr[frontier + 1] - ptr[frontier])
+                nxt.append(side.admit(_gather(ptr, vids, frontier), limit[owners], done))
             cand = np.unique(np.concatenate(nxt))
             frontier = cand[~seen[cand]]
             seen[frontier] = True

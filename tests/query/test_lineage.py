@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import flowcept.archive as fa
+from flowcept.archive.lineage import Lineage
 from flowcept.access.core import Access
 from flowcept.native.batch import batch_key, build_frame
 from flowcept.query.limits import UNBOUNDED
@@ -78,8 +79,14 @@ def test_walks_equal_the_archive_lineage(jobs, name):
         ids = [arc.task(i)["task_id"] for i in range(arc.n)]
         rng = np.random.default_rng(5)
         sample = rng.choice(arc.n, 40, replace=False).tolist() + [0, arc.n - 1]
-        want = {(i, up): sorted(ids[j] for j in (arc.ancestors(ids[i]) if up else arc.descendants(ids[i])).indices)
-                for i in sample for up in (True, False)}
+        ref = Lineage(arc)   # the archive's Python walk over decoded payloads: the reference
+        want = {(i, up): sorted(ids[j] for j in ref.walk(i, up)) for i in sample for up in (True, False)}
+        # the archive's own ancestors/descendants walk the index, by either kind of link
+        for i in sample[:12]:
+            for up in (True, False):
+                for parents, data in ((True, True), (True, False), (False, True)):
+                    got = (arc.ancestors if up else arc.descendants)(ids[i], parents=parents, data=data)
+                    assert got.indices.tolist() == ref.walk(i, up, parents=parents, data=data).tolist()
     assert sum(len(v) for v in want.values()) > 200     # the walks do go somewhere
     for spec in (run, h5):
         a = Access([spec], query_timeout=0)
@@ -119,5 +126,62 @@ def test_chain_links_follow_the_time_rule(jobs):
             index.row_of("0000000000000077-00000000deadbeef")
         with pytest.raises(KeyError):
             index.row_of("not-an-id")
+    finally:
+        a.close()
+
+
+def test_an_index_longer_than_a_query_budget_is_built_once_for_later_queries(jobs, monkeypatch):
+    """Building the index reads every block (tens of seconds at 10 M tasks): a query past
+    its budget gets the budget error naming the build's progress, the build goes on, and
+    a later query is answered from it; the build ran once."""
+    import threading
+    from flowcept.access import sources
+    from flowcept.query.limits import Budget, QueryTimeout
+    run, _h5 = jobs["chain"]
+    go, builds = threading.Event(), []
+
+    class SlowIndex(sources.LineageIndex):
+        def __init__(self, table, budget):
+            builds.append(1)
+            assert go.wait(60)
+            super().__init__(table, budget)
+
+    monkeypatch.setattr(sources, "LineageIndex", SlowIndex)
+    a = Access([run], query_timeout=0)
+    try:
+        src = a.source(None)
+        some = a.tasks(None, {}, limit=1)["items"][0]["task_id"]
+        for _ in range(2):   # the second query waits on the same build
+            with pytest.raises(QueryTimeout, match=r"lineage index .* is being built \(0 of \d+ blocks"):
+                src.lineage(some, True, Budget(0.2))
+        go.set()
+        want = a.lineage(some, "descendants")   # unbounded: waits for the build
+        assert want["count"] > 0
+        assert src.lineage(some, False, Budget(0.2)) and builds == [1]
+    finally:
+        go.set()
+        a.close()
+
+
+def test_a_failed_index_build_is_an_error_of_its_queries_and_tried_again(jobs, monkeypatch):
+    from flowcept.access import sources
+    from flowcept.query.limits import UNBOUNDED
+    run, _h5 = jobs["chain"]
+    tries = []
+
+    class FailingOnce(sources.LineageIndex):
+        def __init__(self, table, budget):
+            tries.append(1)
+            if len(tries) == 1:
+                raise OSError("disk went away")
+            super().__init__(table, budget)
+
+    monkeypatch.setattr(sources, "LineageIndex", FailingOnce)
+    a = Access([run], query_timeout=0)
+    try:
+        src = a.source(None)
+        with pytest.raises(OSError, match="disk went away"):
+            src.lineage_index(UNBOUNDED)
+        assert src.lineage_index(UNBOUNDED).n > 0 and len(tries) == 2
     finally:
         a.close()

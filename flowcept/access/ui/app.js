@@ -901,10 +901,17 @@
       c.total > c.count ? h("div", { class: "pager" }, h("span", { class: "info" }, `${c.count} of ${fmtInt(c.total)}`),
         link(tasksHash(source, { filter: JSON.stringify({ parent_task_id: d.task_id }) }), "all children →")) : null]);
     }).catch((e) => { clear(children).appendChild(h("div", { class: "banner error" }, e.message)); });
-    api("/api/v1/tasks/" + encodeURIComponent(d.task_id) + "/graph", { source, max_nodes: 12 }).then((g) => {
+    // a large source's lineage index is built once, in the background, over more than one
+    // query's budget: while the server says so, the box shows its progress and asks again
+    const loadGraph = () => api("/api/v1/tasks/" + encodeURIComponent(d.task_id) + "/graph", { source, max_nodes: 12 }).then((g) => {
       graphNote.textContent = `${fmtInt(g.ancestors)} upstream · ${fmtInt(g.descendants)} downstream`;
       clear(graphBody).appendChild(lineageGraph(g, source));
-    }).catch((e) => { clear(graphBody).appendChild(h("div", { class: "banner error" }, e.message)); });
+    }).catch((e) => {
+      const building = e.status === 503 && /is being built/.test(e.message);
+      clear(graphBody).appendChild(h("div", { class: building ? "loading" : "banner error" }, e.message));
+      if (building) setTimeout(() => { if (graphBody.isConnected) loadGraph(); }, 3000);
+    });
+    loadGraph();
   }
   function pickTelemetry(d) {
     const out = {};
