@@ -349,6 +349,7 @@ def bench_lineage(run, h5, n):
     of memory per task (out of memory at 10 M on 24 GB)."""
     from flowcept.access.core import Access, lineage_graph
     from flowcept.archive.lineage import Lineage
+    from lineage_reference import python_walk
     import flowcept.archive as fa
     for spec, kind in ((run, "lmdb"), (h5, "hdf5")):
         a = Access([spec], query_timeout=0)
@@ -374,9 +375,9 @@ def bench_lineage(run, h5, n):
         row = int(arc._index(tid))
         ref = Lineage(arc)
         t = time.perf_counter()
-        up = len(ref.walk(row, True))
+        up = len(python_walk(ref, row, True))
         first = time.perf_counter() - t
-        warm, _ = best(lambda: len(ref.walk(row, True)))
+        warm, _ = best(lambda: len(python_walk(ref, row, True)))
         emit(what="lineage view", source="archive's Python walk (ancestors)", ancestors=up,
              first_s=round(first, 2), warm_s=round(warm, 4))
 

@@ -42,6 +42,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from flowcept.archive import ARCHIVE_VERSION, MAGIC, ArchiveError, columns
+from flowcept.archive.lineage import Lineage
 from flowcept.query.documents import documents
 from flowcept.query.engine import Ref, Table
 from flowcept.query.filters import MISSING, Columns, as_list, is_number, mask, match_value
@@ -812,10 +813,9 @@ class Archive:
 
     # -- lineage, provenance, statistics ---------------------------------------------------
 
-    def _lineage_index(self):
+    def _links(self):
         """Parent rows and data edges with their values (the report, PROV)."""
         if self._lineage is None:
-            from flowcept.archive.lineage import Lineage
             self._lineage = Lineage(self)
         return self._lineage
 

@@ -14,9 +14,12 @@ Two kinds of edges:
   numpy array summaries and other objects never link.  Every earlier
   producer of the value counts, across ranks and workflows of the archive.
 
-``ancestors`` walks the edges backwards (parents, producers), transitively;
-``descendants`` forwards (children, consumers).  The first walk builds the
-index: parent links with numpy; data edges by decoding every payload once.
+``Archive.ancestors`` walks the edges backwards (parents, producers),
+transitively, and ``descendants`` forwards (children, consumers), on the read
+path's index (``flowcept.query.lineage.LineageIndex``).  This module keeps what
+the index does not give: parent rows without reading any payload (the report)
+and the data edges with the values that make them (PROV), found by decoding
+every payload once.
 """
 from __future__ import annotations
 
@@ -64,41 +67,6 @@ class Lineage:
             self._data = (used, gen, {k: np.array(v, np.int64) for k, v in producers.items()},
                           {k: np.array(v, np.int64) for k, v in consumers.items()})
         return self._data
-
-    def walk(self, start: int, up: bool, parents: bool = True, data: bool = True) -> np.ndarray:
-        a = self.a
-        start_ns = a._column("start_ns")
-        end_ns = a._column("end_ns")
-        if data:
-            used, gen, producers, consumers = self._data_index()
-        seen = {start}
-        stack = [start]
-        while stack:
-            j = stack.pop()
-            nxt = []
-            if parents:
-                if up:
-                    if self.parent[j] >= 0:
-                        nxt.append(int(self.parent[j]))
-                else:
-                    nxt.extend(self.child_rows[self.child_ptr[j]:self.child_ptr[j + 1]].tolist())
-            if data:
-                if up:
-                    for v in used[j]:
-                        p = producers.get(v)
-                        if p is not None:
-                            nxt.extend(p[end_ns[p] <= start_ns[j]].tolist())
-                else:
-                    for v in gen[j]:
-                        c = consumers.get(v)
-                        if c is not None:
-                            nxt.extend(c[start_ns[c] >= end_ns[j]].tolist())
-            for k in nxt:
-                if k not in seen:
-                    seen.add(k)
-                    stack.append(k)
-        seen.discard(start)
-        return np.array(sorted(seen), np.int64)
 
     def data_edges(self, rows=None):
         """(consumer, producer, value) for every data dependency among rows."""

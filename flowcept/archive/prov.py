@@ -105,7 +105,7 @@ def prov_items(archive, workflow=None, tasks=None, budget=None, progress=None):
     ``progress`` (flowcept.progress.Progress) counts tasks, twice over."""
     a = archive
     rows = _rows(a, workflow, tasks)
-    lin = a._lineage_index()
+    lin = a._links()
     in_set = set(rows.tolist())
     wf_col, tid_col, pid_col = a._column("workflow_id"), a._column("task_id"), a._column("parent_id")
     start, end = a._column("start_ns"), a._column("end_ns")

@@ -186,7 +186,7 @@ def _palette(names: List[str]) -> Dict[str, tuple]:
 
 
 def _depths(a) -> np.ndarray:
-    parent = a._lineage_index().parent
+    parent = a._links().parent
     depth = np.zeros(a.n, np.int64)
     p = parent.copy()
     live = p >= 0

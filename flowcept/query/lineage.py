@@ -132,7 +132,9 @@ def _csr(owner: np.ndarray, value: np.ndarray, n: int) -> Tuple[np.ndarray, np.n
 
 class LineageIndex:
     """The parent and data links of every task of a table (``engine.Table``);
-    rows are numbered in the order of ``table.refs()`` then of each block."""
+    rows are numbered in the order of ``table.refs()`` then of each block.
+    ``budget.check()`` is called once per block read (a query's budget, or a
+    background build's progress count)."""
 
     def __init__(self, table, budget: Budget = UNBOUNDED):
         self.refs = table.refs(None)
